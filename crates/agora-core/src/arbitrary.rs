@@ -1,0 +1,412 @@
+//! Proptest strategies for core types, for round-trip tests here and property tests of the
+//! ledger. Values are structurally valid encodings, not necessarily valid ledger actions.
+
+use crate::amount::Amount;
+use crate::block::{Block, BlockHeader, FaultKind, Misbehavior};
+use crate::class::{Coord, Hardware, Region, ResourceClass};
+use crate::crypto::{PublicKey, SecretKey};
+use crate::hash::Hash;
+use crate::manifest::{
+    ClusterSpec, Constraints, JobKind, JobManifest, JobParams, LatencyBound, ShardSpec,
+    VerificationPolicy,
+};
+use crate::tx::{
+    Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx, Transaction,
+    TxPayload,
+};
+use proptest::prelude::*;
+
+/// Any 32-byte hash.
+pub fn hash() -> impl Strategy<Value = Hash> {
+    any::<[u8; 32]>().prop_map(Hash)
+}
+
+/// A public key from a small pool of labelled test keys.
+pub fn account() -> impl Strategy<Value = PublicKey> {
+    (0u8..8).prop_map(|i| SecretKey::from_label(&format!("acct{i}")).public())
+}
+
+/// Any amount, biased toward small values.
+pub fn amount() -> impl Strategy<Value = Amount> {
+    prop_oneof![3 => (0u128..10_000).prop_map(Amount), 1 => any::<u128>().prop_map(Amount)]
+}
+
+/// One of a few valid classes.
+pub fn class() -> impl Strategy<Value = ResourceClass> {
+    prop::sample::select(vec!["cpu.x86_64", "cpu.aarch64", "gpu.nvidia.h100-80g"])
+        .prop_map(|s| s.parse().expect("valid class"))
+}
+
+/// One of a few valid regions.
+pub fn region() -> impl Strategy<Value = Region> {
+    prop::sample::select(vec!["local", "eu-west", "us-east"])
+        .prop_map(|s| s.parse().expect("valid region"))
+}
+
+/// Any coordinate.
+pub fn coord() -> impl Strategy<Value = Coord> {
+    (any::<[i32; crate::class::COORD_DIMS]>(), any::<u32>())
+        .prop_map(|(vec, height)| Coord { vec, height })
+}
+
+fn short_string() -> impl Strategy<Value = String> {
+    "[a-z0-9 ]{0,12}"
+}
+
+/// Any job parameters.
+pub fn params() -> impl Strategy<Value = JobParams> {
+    prop_oneof![
+        any::<u32>().prop_map(|batch_size| JobParams::Embed { batch_size }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            prop::collection::vec(short_string(), 0..3)
+        )
+            .prop_map(|(max_new_tokens, temperature_milli, seed, stop)| {
+                JobParams::Generate {
+                    max_new_tokens,
+                    temperature_milli,
+                    seed,
+                    stop,
+                }
+            }),
+        (any::<[u32; 5]>(), any::<u64>()).prop_map(|(v, seed)| JobParams::Train {
+            steps: v[0],
+            checkpoint_every: v[1],
+            batch_size: v[2],
+            hidden: v[3],
+            learning_rate_micros: v[4],
+            seed
+        }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(short_string(), 0..3)
+        )
+            .prop_map(|(fuel_per_item, memory_mib, args)| JobParams::Wasm {
+                fuel_per_item,
+                memory_mib,
+                args
+            }),
+    ]
+}
+
+/// Any manifest (not necessarily one that passes validation).
+pub fn manifest() -> impl Strategy<Value = JobManifest> {
+    let shard = (hash(), hash(), any::<u32>(), any::<u64>()).prop_map(
+        |(input, items_root, item_count, quantity)| ShardSpec {
+            input,
+            items_root,
+            item_count,
+            quantity,
+        },
+    );
+    let policy = prop_oneof![
+        Just(VerificationPolicy::Standard),
+        any::<u8>().prop_map(|replicas| VerificationPolicy::Redundant { replicas }),
+        Just(VerificationPolicy::None),
+    ];
+    let constraints = (
+        prop::option::of(region()),
+        any::<Option<u32>>(),
+        prop::option::of(
+            (any::<u32>(), coord())
+                .prop_map(|(max_rtt_ms, from)| LatencyBound { max_rtt_ms, from }),
+        ),
+        prop::option::of(
+            (any::<u8>(), any::<u32>()).prop_map(|(size, max_pairwise_rtt_ms)| ClusterSpec {
+                size,
+                max_pairwise_rtt_ms,
+            }),
+        ),
+    )
+        .prop_map(
+            |(region, max_carbon_g_per_kwh, max_latency, cluster)| Constraints {
+                region,
+                max_carbon_g_per_kwh,
+                max_latency,
+                cluster,
+            },
+        );
+    (
+        hash(),
+        params(),
+        class(),
+        prop::collection::vec(shard, 0..4),
+        amount(),
+        any::<u64>(),
+        policy,
+        constraints,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                model,
+                params,
+                class,
+                shards,
+                max_unit_price,
+                deadline_ms,
+                policy,
+                constraints,
+                encrypted,
+            )| JobManifest {
+                model,
+                params,
+                class,
+                shards,
+                max_unit_price,
+                deadline_ms,
+                policy,
+                constraints,
+                encrypted,
+            },
+        )
+}
+
+fn profile() -> impl Strategy<Value = ProviderProfile> {
+    let hw = (
+        short_string(),
+        any::<u32>(),
+        any::<u64>(),
+        prop::collection::vec(short_string(), 0..2),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(cpu_model, cores, memory_mib, gpus, benchmark_score)| Hardware {
+                cpu_model,
+                cores,
+                memory_mib,
+                gpus,
+                benchmark_score,
+            },
+        );
+    let price = prop_oneof![
+        amount().prop_map(PricePolicy::Fixed),
+        amount().prop_map(PricePolicy::Auto)
+    ];
+    (
+        hw,
+        prop::collection::vec(class(), 0..3),
+        prop::sample::subsequence(JobKind::ALL.to_vec(), 0..4),
+        region(),
+        any::<u32>(),
+        price,
+        coord(),
+        short_string(),
+    )
+        .prop_map(
+            |(
+                hardware,
+                classes,
+                kinds,
+                region,
+                carbon_g_per_kwh,
+                price_policy,
+                coord,
+                endpoint,
+            )| ProviderProfile {
+                hardware,
+                classes,
+                kinds,
+                region,
+                carbon_g_per_kwh,
+                price_policy,
+                coord,
+                endpoint,
+            },
+        )
+}
+
+/// Any payload variant.
+pub fn payload() -> impl Strategy<Value = TxPayload> {
+    let commitment = (hash(), any::<u32>(), hash(), any::<[u64; 4]>()).prop_map(
+        |(root, item_count, output, m)| ResultCommitment {
+            root,
+            item_count,
+            output,
+            metering: Metering {
+                wall_ms: m[0],
+                device_ms: m[1],
+                fuel: m[2],
+                energy_mwh: m[3],
+            },
+        },
+    );
+    prop_oneof![
+        (account(), amount()).prop_map(|(to, amount)| TxPayload::Transfer { to, amount }),
+        amount().prop_map(|amount| TxPayload::Bond { amount }),
+        amount().prop_map(|amount| TxPayload::Unbond { amount }),
+        (profile(), amount()).prop_map(|(profile, collateral)| TxPayload::RegisterProvider {
+            profile,
+            collateral
+        }),
+        profile().prop_map(|profile| TxPayload::UpdateProvider { profile }),
+        amount().prop_map(|amount| TxPayload::AddCollateral { amount }),
+        amount().prop_map(|amount| TxPayload::WithdrawCollateral { amount }),
+        coord().prop_map(|coord| TxPayload::Heartbeat { coord }),
+        (class(), any::<u64>(), amount(), any::<u64>()).prop_map(
+            |(class, quantity, min_unit_price, expiry_ms)| TxPayload::PostAsk {
+                class,
+                quantity,
+                min_unit_price,
+                expiry_ms
+            }
+        ),
+        any::<u64>().prop_map(|order| TxPayload::CancelOrder { order }),
+        manifest().prop_map(|manifest| TxPayload::SubmitJob { manifest }),
+        any::<u64>().prop_map(|job| TxPayload::CancelJob { job }),
+        (
+            any::<u64>(),
+            account(),
+            prop::collection::vec(any::<u8>(), 0..100)
+        )
+            .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey {
+                lease,
+                to,
+                sealed_key
+            }),
+        (any::<u64>(), commitment)
+            .prop_map(|(lease, commitment)| TxPayload::CommitResult { lease, commitment }),
+        (any::<u64>(), any::<bool>(), hash()).prop_map(|(audit, passed, detail)| {
+            TxPayload::ReportAudit {
+                audit,
+                passed,
+                detail,
+            }
+        }),
+        (
+            prop::collection::vec(
+                ("[a-z_]{1,20}", any::<u128>())
+                    .prop_map(|(name, value)| ParamChange { name, value }),
+                0..3
+            ),
+            short_string()
+        )
+            .prop_map(|(changes, description)| TxPayload::Propose {
+                changes,
+                description
+            }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(proposal, approve)| TxPayload::Vote { proposal, approve }),
+    ]
+}
+
+/// A transaction signed by the labelled key that matches its sender.
+pub fn signed_tx(chain_id: &'static str) -> impl Strategy<Value = SignedTx> {
+    (0u8..8, any::<u64>(), amount(), payload()).prop_map(move |(i, nonce, fee, payload)| {
+        let key = SecretKey::from_label(&format!("acct{i}"));
+        Transaction {
+            sender: key.public(),
+            nonce,
+            fee,
+            payload,
+        }
+        .sign(chain_id, &key)
+    })
+}
+
+/// Any block of a few transactions and misbehaviour reports.
+pub fn block() -> impl Strategy<Value = Block> {
+    let fault = prop_oneof![
+        Just(FaultKind::ConflictingNotarize),
+        Just(FaultKind::ConflictingFinalize),
+        Just(FaultKind::NullifyFinalize)
+    ];
+    let misbehavior = (
+        account(),
+        fault,
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(offender, kind, epoch, view, proof)| Misbehavior {
+            offender,
+            kind,
+            epoch,
+            view,
+            proof,
+        });
+    let header = (
+        any::<u64>(),
+        hash(),
+        any::<u64>(),
+        account(),
+        hash(),
+        hash(),
+        hash(),
+        hash(),
+    )
+        .prop_map(
+            |(height, parent, timestamp_ms, proposer, seed, tx_root, evidence_root, state_root)| {
+                BlockHeader {
+                    height,
+                    parent,
+                    timestamp_ms,
+                    proposer,
+                    seed,
+                    tx_root,
+                    evidence_root,
+                    state_root,
+                }
+            },
+        );
+    (
+        header,
+        prop::collection::vec(signed_tx("arb"), 0..4),
+        prop::collection::vec(misbehavior, 0..2),
+    )
+        .prop_map(|(header, txs, evidence)| Block {
+            header,
+            txs,
+            evidence,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Decode, Encode};
+
+    proptest! {
+        #[test]
+        fn transactions_round_trip(tx in signed_tx("arb")) {
+            let bytes = tx.encode();
+            prop_assert_eq!(SignedTx::decode_untrusted(&bytes).unwrap(), tx.clone());
+            prop_assert!(tx.verify("arb").is_ok());
+        }
+
+        #[test]
+        fn blocks_round_trip(block in block()) {
+            prop_assert_eq!(Block::decode_untrusted(&block.encode()).unwrap(), block);
+        }
+
+        #[test]
+        fn truncated_transactions_are_rejected(tx in signed_tx("arb"), cut in any::<prop::sample::Index>()) {
+            let bytes = tx.encode();
+            prop_assert!(SignedTx::decode(&bytes[..cut.index(bytes.len())]).is_err());
+        }
+
+        #[test]
+        fn mutated_transactions_never_panic_and_never_verify_as_the_original(
+            tx in signed_tx("arb"), at in any::<prop::sample::Index>(), bit in 0u8..8,
+        ) {
+            let mut bytes = tx.encode();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            if let Ok(decoded) = SignedTx::decode(&bytes) {
+                // A flipped bit either breaks decoding or produces a different tx whose
+                // signature no longer verifies (or a different signature).
+                prop_assert!(decoded != tx);
+                prop_assert!(decoded.verify("arb").is_err());
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = SignedTx::decode_untrusted(&bytes);
+            let _ = Block::decode_untrusted(&bytes);
+        }
+    }
+}

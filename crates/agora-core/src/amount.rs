@@ -92,10 +92,7 @@ impl FromStr for Amount {
         if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseAmountError(s.to_string()));
         }
-        clean
-            .parse::<u128>()
-            .map(Amount)
-            .map_err(|_| ParseAmountError(s.to_string()))
+        clean.parse::<u128>().map(Amount).map_err(|_| ParseAmountError(s.to_string()))
     }
 }
 
@@ -170,23 +167,11 @@ mod tests {
     #[test]
     fn parsing() {
         assert_eq!("1_000".parse::<Amount>().unwrap(), Amount(1000));
-        assert!(
-            "-5".parse::<Amount>()
-                .unwrap_err()
-                .to_string()
-                .contains("non-negative")
-        );
+        assert!("-5".parse::<Amount>().unwrap_err().to_string().contains("non-negative"));
         assert!("1.5".parse::<Amount>().is_err());
         assert!("".parse::<Amount>().is_err());
-        assert!(
-            "340282366920938463463374607431768211456"
-                .parse::<Amount>()
-                .is_err()
-        );
-        assert_eq!(
-            serde_json::from_str::<Amount>("\"12\"").unwrap(),
-            Amount(12)
-        );
+        assert!("340282366920938463463374607431768211456".parse::<Amount>().is_err());
+        assert_eq!(serde_json::from_str::<Amount>("\"12\"").unwrap(), Amount(12));
         assert_eq!(serde_json::from_str::<Amount>("12").unwrap(), Amount(12));
         assert!(serde_json::from_str::<Amount>("-1").is_err());
     }

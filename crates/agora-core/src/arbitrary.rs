@@ -7,12 +7,10 @@ use crate::class::{Coord, Hardware, Region, ResourceClass};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::hash::Hash;
 use crate::manifest::{
-    ClusterSpec, Constraints, JobKind, JobManifest, JobParams, LatencyBound, ShardSpec,
-    VerificationPolicy,
+    ClusterSpec, Constraints, JobKind, JobManifest, JobParams, LatencyBound, ShardSpec, VerificationPolicy,
 };
 use crate::tx::{
-    Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx, Transaction,
-    TxPayload,
+    Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx, Transaction, TxPayload,
 };
 use proptest::prelude::*;
 
@@ -39,14 +37,12 @@ pub fn class() -> impl Strategy<Value = ResourceClass> {
 
 /// One of a few valid regions.
 pub fn region() -> impl Strategy<Value = Region> {
-    prop::sample::select(vec!["local", "eu-west", "us-east"])
-        .prop_map(|s| s.parse().expect("valid region"))
+    prop::sample::select(vec!["local", "eu-west", "us-east"]).prop_map(|s| s.parse().expect("valid region"))
 }
 
 /// Any coordinate.
 pub fn coord() -> impl Strategy<Value = Coord> {
-    (any::<[i32; crate::class::COORD_DIMS]>(), any::<u32>())
-        .prop_map(|(vec, height)| Coord { vec, height })
+    (any::<[i32; crate::class::COORD_DIMS]>(), any::<u32>()).prop_map(|(vec, height)| Coord { vec, height })
 }
 
 fn short_string() -> impl Strategy<Value = String> {
@@ -57,20 +53,11 @@ fn short_string() -> impl Strategy<Value = String> {
 pub fn params() -> impl Strategy<Value = JobParams> {
     prop_oneof![
         any::<u32>().prop_map(|batch_size| JobParams::Embed { batch_size }),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            prop::collection::vec(short_string(), 0..3)
-        )
-            .prop_map(|(max_new_tokens, temperature_milli, seed, stop)| {
-                JobParams::Generate {
-                    max_new_tokens,
-                    temperature_milli,
-                    seed,
-                    stop,
-                }
-            }),
+        (any::<u32>(), any::<u32>(), any::<u64>(), prop::collection::vec(short_string(), 0..3)).prop_map(
+            |(max_new_tokens, temperature_milli, seed, stop)| {
+                JobParams::Generate { max_new_tokens, temperature_milli, seed, stop }
+            }
+        ),
         (any::<[u32; 5]>(), any::<u64>()).prop_map(|(v, seed)| JobParams::Train {
             steps: v[0],
             checkpoint_every: v[1],
@@ -79,29 +66,18 @@ pub fn params() -> impl Strategy<Value = JobParams> {
             learning_rate_micros: v[4],
             seed
         }),
-        (
-            any::<u64>(),
-            any::<u32>(),
-            prop::collection::vec(short_string(), 0..3)
-        )
-            .prop_map(|(fuel_per_item, memory_mib, args)| JobParams::Wasm {
-                fuel_per_item,
-                memory_mib,
-                args
-            }),
+        (any::<u64>(), any::<u32>(), prop::collection::vec(short_string(), 0..3)).prop_map(
+            |(fuel_per_item, memory_mib, args)| JobParams::Wasm { fuel_per_item, memory_mib, args }
+        ),
     ]
 }
 
 /// Any manifest (not necessarily one that passes validation).
 pub fn manifest() -> impl Strategy<Value = JobManifest> {
-    let shard = (hash(), hash(), any::<u32>(), any::<u64>()).prop_map(
-        |(input, items_root, item_count, quantity)| ShardSpec {
-            input,
-            items_root,
-            item_count,
-            quantity,
-        },
-    );
+    let shard =
+        (hash(), hash(), any::<u32>(), any::<u64>()).prop_map(|(input, items_root, item_count, quantity)| {
+            ShardSpec { input, items_root, item_count, quantity }
+        });
     let policy = prop_oneof![
         Just(VerificationPolicy::Standard),
         any::<u8>().prop_map(|replicas| VerificationPolicy::Redundant { replicas }),
@@ -111,24 +87,19 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
         prop::option::of(region()),
         any::<Option<u32>>(),
         prop::option::of(
-            (any::<u32>(), coord())
-                .prop_map(|(max_rtt_ms, from)| LatencyBound { max_rtt_ms, from }),
+            (any::<u32>(), coord()).prop_map(|(max_rtt_ms, from)| LatencyBound { max_rtt_ms, from }),
         ),
         prop::option::of(
-            (any::<u8>(), any::<u32>()).prop_map(|(size, max_pairwise_rtt_ms)| ClusterSpec {
-                size,
-                max_pairwise_rtt_ms,
-            }),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(size, max_pairwise_rtt_ms)| ClusterSpec { size, max_pairwise_rtt_ms }),
         ),
     )
-        .prop_map(
-            |(region, max_carbon_g_per_kwh, max_latency, cluster)| Constraints {
-                region,
-                max_carbon_g_per_kwh,
-                max_latency,
-                cluster,
-            },
-        );
+        .prop_map(|(region, max_carbon_g_per_kwh, max_latency, cluster)| Constraints {
+            region,
+            max_carbon_g_per_kwh,
+            max_latency,
+            cluster,
+        });
     (
         hash(),
         params(),
@@ -141,26 +112,18 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
         any::<bool>(),
     )
         .prop_map(
-            |(
-                model,
-                params,
-                class,
-                shards,
-                max_unit_price,
-                deadline_ms,
-                policy,
-                constraints,
-                encrypted,
-            )| JobManifest {
-                model,
-                params,
-                class,
-                shards,
-                max_unit_price,
-                deadline_ms,
-                policy,
-                constraints,
-                encrypted,
+            |(model, params, class, shards, max_unit_price, deadline_ms, policy, constraints, encrypted)| {
+                JobManifest {
+                    model,
+                    params,
+                    class,
+                    shards,
+                    max_unit_price,
+                    deadline_ms,
+                    policy,
+                    constraints,
+                    encrypted,
+                }
             },
         )
 }
@@ -173,19 +136,14 @@ fn profile() -> impl Strategy<Value = ProviderProfile> {
         prop::collection::vec(short_string(), 0..2),
         any::<u64>(),
     )
-        .prop_map(
-            |(cpu_model, cores, memory_mib, gpus, benchmark_score)| Hardware {
-                cpu_model,
-                cores,
-                memory_mib,
-                gpus,
-                benchmark_score,
-            },
-        );
-    let price = prop_oneof![
-        amount().prop_map(PricePolicy::Fixed),
-        amount().prop_map(PricePolicy::Auto)
-    ];
+        .prop_map(|(cpu_model, cores, memory_mib, gpus, benchmark_score)| Hardware {
+            cpu_model,
+            cores,
+            memory_mib,
+            gpus,
+            benchmark_score,
+        });
+    let price = prop_oneof![amount().prop_map(PricePolicy::Fixed), amount().prop_map(PricePolicy::Auto)];
     (
         hw,
         prop::collection::vec(class(), 0..3),
@@ -197,51 +155,38 @@ fn profile() -> impl Strategy<Value = ProviderProfile> {
         short_string(),
     )
         .prop_map(
-            |(
-                hardware,
-                classes,
-                kinds,
-                region,
-                carbon_g_per_kwh,
-                price_policy,
-                coord,
-                endpoint,
-            )| ProviderProfile {
-                hardware,
-                classes,
-                kinds,
-                region,
-                carbon_g_per_kwh,
-                price_policy,
-                coord,
-                endpoint,
+            |(hardware, classes, kinds, region, carbon_g_per_kwh, price_policy, coord, endpoint)| {
+                ProviderProfile {
+                    hardware,
+                    classes,
+                    kinds,
+                    region,
+                    carbon_g_per_kwh,
+                    price_policy,
+                    coord,
+                    endpoint,
+                }
             },
         )
 }
 
 /// Any payload variant.
 pub fn payload() -> impl Strategy<Value = TxPayload> {
-    let commitment = (hash(), any::<u32>(), hash(), any::<[u64; 4]>()).prop_map(
-        |(root, item_count, output, m)| ResultCommitment {
-            root,
-            item_count,
-            output,
-            metering: Metering {
-                wall_ms: m[0],
-                device_ms: m[1],
-                fuel: m[2],
-                energy_mwh: m[3],
-            },
-        },
-    );
+    let commitment =
+        (hash(), any::<u32>(), hash(), any::<[u64; 4]>()).prop_map(|(root, item_count, output, m)| {
+            ResultCommitment {
+                root,
+                item_count,
+                output,
+                metering: Metering { wall_ms: m[0], device_ms: m[1], fuel: m[2], energy_mwh: m[3] },
+            }
+        });
     prop_oneof![
         (account(), amount()).prop_map(|(to, amount)| TxPayload::Transfer { to, amount }),
         amount().prop_map(|amount| TxPayload::Bond { amount }),
         amount().prop_map(|amount| TxPayload::Unbond { amount }),
-        (profile(), amount()).prop_map(|(profile, collateral)| TxPayload::RegisterProvider {
-            profile,
-            collateral
-        }),
+        (profile(), amount())
+            .prop_map(|(profile, collateral)| TxPayload::RegisterProvider { profile, collateral }),
         profile().prop_map(|profile| TxPayload::UpdateProvider { profile }),
         amount().prop_map(|amount| TxPayload::AddCollateral { amount }),
         amount().prop_map(|amount| TxPayload::WithdrawCollateral { amount }),
@@ -257,39 +202,21 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
         any::<u64>().prop_map(|order| TxPayload::CancelOrder { order }),
         manifest().prop_map(|manifest| TxPayload::SubmitJob { manifest }),
         any::<u64>().prop_map(|job| TxPayload::CancelJob { job }),
-        (
-            any::<u64>(),
-            account(),
-            prop::collection::vec(any::<u8>(), 0..100)
-        )
-            .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey {
-                lease,
-                to,
-                sealed_key
-            }),
+        (any::<u64>(), account(), prop::collection::vec(any::<u8>(), 0..100))
+            .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey { lease, to, sealed_key }),
         (any::<u64>(), commitment)
             .prop_map(|(lease, commitment)| TxPayload::CommitResult { lease, commitment }),
-        (any::<u64>(), any::<bool>(), hash()).prop_map(|(audit, passed, detail)| {
-            TxPayload::ReportAudit {
-                audit,
-                passed,
-                detail,
-            }
-        }),
+        (any::<u64>(), any::<bool>(), hash())
+            .prop_map(|(audit, passed, detail)| { TxPayload::ReportAudit { audit, passed, detail } }),
         (
             prop::collection::vec(
-                ("[a-z_]{1,20}", any::<u128>())
-                    .prop_map(|(name, value)| ParamChange { name, value }),
+                ("[a-z_]{1,20}", any::<u128>()).prop_map(|(name, value)| ParamChange { name, value }),
                 0..3
             ),
             short_string()
         )
-            .prop_map(|(changes, description)| TxPayload::Propose {
-                changes,
-                description
-            }),
-        (any::<u64>(), any::<bool>())
-            .prop_map(|(proposal, approve)| TxPayload::Vote { proposal, approve }),
+            .prop_map(|(changes, description)| TxPayload::Propose { changes, description }),
+        (any::<u64>(), any::<bool>()).prop_map(|(proposal, approve)| TxPayload::Vote { proposal, approve }),
     ]
 }
 
@@ -297,13 +224,7 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
 pub fn signed_tx(chain_id: &'static str) -> impl Strategy<Value = SignedTx> {
     (0u8..8, any::<u64>(), amount(), payload()).prop_map(move |(i, nonce, fee, payload)| {
         let key = SecretKey::from_label(&format!("acct{i}"));
-        Transaction {
-            sender: key.public(),
-            nonce,
-            fee,
-            payload,
-        }
-        .sign(chain_id, &key)
+        Transaction { sender: key.public(), nonce, fee, payload }.sign(chain_id, &key)
     })
 }
 
@@ -314,54 +235,24 @@ pub fn block() -> impl Strategy<Value = Block> {
         Just(FaultKind::ConflictingFinalize),
         Just(FaultKind::NullifyFinalize)
     ];
-    let misbehavior = (
-        account(),
-        fault,
-        any::<u64>(),
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..64),
-    )
-        .prop_map(|(offender, kind, epoch, view, proof)| Misbehavior {
-            offender,
-            kind,
-            epoch,
-            view,
-            proof,
-        });
-    let header = (
-        any::<u64>(),
-        hash(),
-        any::<u64>(),
-        account(),
-        hash(),
-        hash(),
-        hash(),
-        hash(),
-    )
-        .prop_map(
-            |(height, parent, timestamp_ms, proposer, seed, tx_root, evidence_root, state_root)| {
-                BlockHeader {
-                    height,
-                    parent,
-                    timestamp_ms,
-                    proposer,
-                    seed,
-                    tx_root,
-                    evidence_root,
-                    state_root,
-                }
-            },
+    let misbehavior =
+        (account(), fault, any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
+            |(offender, kind, epoch, view, proof)| Misbehavior { offender, kind, epoch, view, proof },
         );
-    (
-        header,
-        prop::collection::vec(signed_tx("arb"), 0..4),
-        prop::collection::vec(misbehavior, 0..2),
-    )
-        .prop_map(|(header, txs, evidence)| Block {
-            header,
-            txs,
-            evidence,
-        })
+    let header = (any::<u64>(), hash(), any::<u64>(), account(), hash(), hash(), hash(), hash()).prop_map(
+        |(height, parent, timestamp_ms, proposer, seed, tx_root, evidence_root, state_root)| BlockHeader {
+            height,
+            parent,
+            timestamp_ms,
+            proposer,
+            seed,
+            tx_root,
+            evidence_root,
+            state_root,
+        },
+    );
+    (header, prop::collection::vec(signed_tx("arb"), 0..4), prop::collection::vec(misbehavior, 0..2))
+        .prop_map(|(header, txs, evidence)| Block { header, txs, evidence })
 }
 
 #[cfg(test)]

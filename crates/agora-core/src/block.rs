@@ -45,10 +45,7 @@ impl Decode for FaultKind {
             0 => Ok(FaultKind::ConflictingNotarize),
             1 => Ok(FaultKind::ConflictingFinalize),
             2 => Ok(FaultKind::NullifyFinalize),
-            t => Err(DecodeError::new(
-                "FaultKind",
-                DecodeErrorKind::UnknownTag(t),
-            )),
+            t => Err(DecodeError::new("FaultKind", DecodeErrorKind::UnknownTag(t))),
         }
     }
 }
@@ -69,13 +66,7 @@ pub struct Misbehavior {
     /// The consensus-layer evidence, opaque to the ledger.
     pub proof: Vec<u8>,
 }
-codec_struct!(Misbehavior {
-    offender,
-    kind,
-    epoch,
-    view,
-    proof: bytes(MAX_EVIDENCE_PROOF)
-});
+codec_struct!(Misbehavior { offender, kind, epoch, view, proof: bytes(MAX_EVIDENCE_PROOF) });
 
 /// Block metadata that the ledger reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,11 +117,7 @@ pub struct Block {
     /// Consensus faults to penalise.
     pub evidence: Vec<Misbehavior>,
 }
-codec_struct!(Block {
-    header,
-    txs: vec(MAX_BLOCK_TXS),
-    evidence: vec(MAX_BLOCK_EVIDENCE)
-});
+codec_struct!(Block { header, txs: vec(MAX_BLOCK_TXS), evidence: vec(MAX_BLOCK_EVIDENCE) });
 
 /// Merkle root over the encodings of `items`.
 pub fn encoded_root<T: Encode>(items: &[T]) -> Hash {
@@ -149,10 +136,7 @@ impl Block {
         if bytes.len() > MAX_BLOCK_BYTES {
             return Err(DecodeError::new(
                 "Block",
-                DecodeErrorKind::TooLong {
-                    len: bytes.len() as u64,
-                    max: MAX_BLOCK_BYTES as u64,
-                },
+                DecodeErrorKind::TooLong { len: bytes.len() as u64, max: MAX_BLOCK_BYTES as u64 },
             ));
         }
         Self::decode(bytes)

@@ -53,19 +53,11 @@ pub struct ParseNameError {
 impl FromStr for ResourceClass {
     type Err = ParseNameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseNameError {
-            what: "resource class",
-            input: s.to_string(),
-            reason,
-        };
+        let err = |reason| ParseNameError { what: "resource class", input: s.to_string(), reason };
         if s.is_empty() || s.len() > MAX_CLASS_LEN {
-            return Err(err(
-                "must be 1-64 characters, e.g. cpu.x86_64 or gpu.nvidia.h100-80g",
-            ));
+            return Err(err("must be 1-64 characters, e.g. cpu.x86_64 or gpu.nvidia.h100-80g"));
         }
-        let (kind, rest) = s
-            .split_once('.')
-            .ok_or_else(|| err("expected kind.model, e.g. cpu.x86_64"))?;
+        let (kind, rest) = s.split_once('.').ok_or_else(|| err("expected kind.model, e.g. cpu.x86_64"))?;
         let kind = match kind {
             "cpu" => DeviceKind::Cpu,
             "gpu" => DeviceKind::Gpu,
@@ -86,17 +78,11 @@ impl FromStr for ResourceClass {
         let valid = !model.is_empty()
             && !model.starts_with('.')
             && !model.ends_with('.')
-            && model
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+            && model.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
         if !valid {
             return Err(err("model must be lowercase letters, digits, '.' and '_'"));
         }
-        Ok(Self {
-            kind,
-            model: model.to_string(),
-            memory_gib,
-        })
+        Ok(Self { kind, model: model.to_string(), memory_gib })
     }
 }
 
@@ -137,9 +123,7 @@ macro_rules! string_codec {
         impl Decode for $t {
             fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 let s = r.string($max, $ctx)?;
-                let v: $t = s
-                    .parse()
-                    .map_err(|_| DecodeError::invalid($ctx, "not a valid name"))?;
+                let v: $t = s.parse().map_err(|_| DecodeError::invalid($ctx, "not a valid name"))?;
                 // Canonical: the text must be exactly how the value prints.
                 if v.to_string() != s {
                     return Err(DecodeError::invalid($ctx, "non-canonical spelling"));
@@ -167,8 +151,7 @@ impl FromStr for Region {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= MAX_REGION_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Region(s.to_string()))
         } else {
@@ -219,10 +202,7 @@ impl Decode for Coord {
         for v in &mut vec {
             *v = i32::decode_from(r)?;
         }
-        Ok(Self {
-            vec,
-            height: u32::decode_from(r)?,
-        })
+        Ok(Self { vec, height: u32::decode_from(r)? })
     }
 }
 
@@ -276,13 +256,7 @@ pub struct Hardware {
     /// Score of the standard benchmark (higher is faster; see the provider agent).
     pub benchmark_score: u64,
 }
-codec_struct!(Hardware {
-    cpu_model: string(128),
-    cores,
-    memory_mib,
-    gpus: vec(16),
-    benchmark_score
-});
+codec_struct!(Hardware { cpu_model: string(128), cores, memory_mib, gpus: vec(16), benchmark_score });
 
 #[cfg(test)]
 mod tests {
@@ -291,30 +265,14 @@ mod tests {
 
     #[test]
     fn classes_parse_and_print() {
-        for s in [
-            "cpu.x86_64",
-            "gpu.nvidia.h100-80g",
-            "cpu.aarch64",
-            "gpu.amd.mi300x-192g",
-        ] {
+        for s in ["cpu.x86_64", "gpu.nvidia.h100-80g", "cpu.aarch64", "gpu.amd.mi300x-192g"] {
             let c: ResourceClass = s.parse().unwrap();
             assert_eq!(c.to_string(), s);
             assert_eq!(ResourceClass::decode(&c.encode()).unwrap(), c);
         }
         let c: ResourceClass = "gpu.nvidia.h100-80g".parse().unwrap();
-        assert_eq!(
-            (c.kind, c.model.as_str(), c.memory_gib),
-            (DeviceKind::Gpu, "nvidia.h100", Some(80))
-        );
-        for bad in [
-            "",
-            "tpu.v5",
-            "cpu",
-            "cpu.",
-            "cpu.X86",
-            "gpu.nvidia.h100-0g",
-            "gpu.a-xg",
-        ] {
+        assert_eq!((c.kind, c.model.as_str(), c.memory_gib), (DeviceKind::Gpu, "nvidia.h100", Some(80)));
+        for bad in ["", "tpu.v5", "cpu", "cpu.", "cpu.X86", "gpu.nvidia.h100-0g", "gpu.a-xg"] {
             assert!(bad.parse::<ResourceClass>().is_err(), "{bad}");
         }
     }
@@ -328,14 +286,8 @@ mod tests {
 
     #[test]
     fn rtt_is_symmetric_and_includes_heights() {
-        let a = Coord {
-            vec: [0, 0, 0, 0],
-            height: 100,
-        };
-        let b = Coord {
-            vec: [300, 400, 0, 0],
-            height: 50,
-        };
+        let a = Coord { vec: [0, 0, 0, 0], height: 100 };
+        let b = Coord { vec: [300, 400, 0, 0], height: 50 };
         assert_eq!(a.predicted_rtt_us(&b), (500 + 150) * 10);
         assert_eq!(a.predicted_rtt_us(&b), b.predicted_rtt_us(&a));
     }

@@ -67,10 +67,7 @@ impl fmt::Display for DecodeError {
         write!(f, "malformed {}: ", self.context)?;
         match &self.kind {
             DecodeErrorKind::UnexpectedEnd { needed, remaining } => {
-                write!(
-                    f,
-                    "input ends early (needed {needed} more bytes, {remaining} left)"
-                )
+                write!(f, "input ends early (needed {needed} more bytes, {remaining} left)")
             }
             DecodeErrorKind::UnknownTag(t) => write!(f, "unknown variant tag {t}"),
             DecodeErrorKind::InvalidBool(b) => write!(f, "boolean byte must be 0 or 1, got {b}"),
@@ -108,10 +105,7 @@ impl<'a> Reader<'a> {
         if self.remaining() < n {
             return Err(DecodeError::new(
                 context,
-                DecodeErrorKind::UnexpectedEnd {
-                    needed: n,
-                    remaining: self.remaining(),
-                },
+                DecodeErrorKind::UnexpectedEnd { needed: n, remaining: self.remaining() },
             ));
         }
         let out = &self.buf[self.pos..self.pos + n];
@@ -140,10 +134,7 @@ impl<'a> Reader<'a> {
         if len > limit {
             return Err(DecodeError::new(
                 context,
-                DecodeErrorKind::TooLong {
-                    len: len as u64,
-                    max: limit as u64,
-                },
+                DecodeErrorKind::TooLong { len: len as u64, max: limit as u64 },
             ));
         }
         Ok(len)
@@ -165,11 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length-prefixed sequence of at most `max` elements.
-    pub fn vec<T: Decode>(
-        &mut self,
-        max: usize,
-        context: &'static str,
-    ) -> Result<Vec<T>, DecodeError> {
+    pub fn vec<T: Decode>(&mut self, max: usize, context: &'static str) -> Result<Vec<T>, DecodeError> {
         let len = self.length(max, T::MIN_ENCODED_SIZE, context)?;
         // The length was checked against the remaining input, so this allocation is bounded
         // by the input size, not by an attacker's choice.
@@ -219,12 +206,7 @@ pub trait Decode: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let value = Self::decode_from(&mut r)?;
-        r.finish(
-            std::any::type_name::<Self>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("value"),
-        )?;
+        r.finish(std::any::type_name::<Self>().rsplit("::").next().unwrap_or("value"))?;
         Ok(value)
     }
 }
@@ -321,10 +303,7 @@ pub fn encode_len(len: usize, out: &mut Vec<u8>) {
 }
 
 /// Encodes a sequence of values with a length prefix.
-pub fn encode_seq<'a, T: Encode + 'a>(
-    items: impl ExactSizeIterator<Item = &'a T>,
-    out: &mut Vec<u8>,
-) {
+pub fn encode_seq<'a, T: Encode + 'a>(items: impl ExactSizeIterator<Item = &'a T>, out: &mut Vec<u8>) {
     encode_len(items.len(), out);
     for item in items {
         item.encode_to(out);
@@ -403,14 +382,7 @@ mod tests {
         blob: Vec<u8>,
         maybe: Option<u128>,
     }
-    codec_struct!(Sample {
-        a,
-        flag,
-        name: string(16),
-        items: vec(8),
-        blob: bytes(32),
-        maybe
-    });
+    codec_struct!(Sample { a, flag, name: string(16), items: vec(8), blob: bytes(32), maybe });
 
     fn sample() -> impl Strategy<Value = Sample> {
         (
@@ -462,37 +434,20 @@ mod tests {
     fn huge_length_prefix_allocates_nothing() {
         // A sequence claiming 4 billion elements in a 4-byte input must fail before allocating.
         let bytes = u32::MAX.encode();
-        let err = Reader::new(&bytes)
-            .vec::<u64>(usize::MAX, "test")
-            .unwrap_err();
-        assert!(
-            matches!(err.kind, DecodeErrorKind::TooLong { len, max: 0 } if len == u32::MAX as u64)
-        );
+        let err = Reader::new(&bytes).vec::<u64>(usize::MAX, "test").unwrap_err();
+        assert!(matches!(err.kind, DecodeErrorKind::TooLong { len, max: 0 } if len == u32::MAX as u64));
     }
 
     #[test]
     fn limits_are_enforced_and_named() {
-        let s = Sample {
-            a: 1,
-            flag: true,
-            name: "x".repeat(17),
-            items: vec![],
-            blob: vec![],
-            maybe: None,
-        };
+        let s = Sample { a: 1, flag: true, name: "x".repeat(17), items: vec![], blob: vec![], maybe: None };
         let err = Sample::decode(&s.encode()).unwrap_err();
         assert_eq!(err.context, "Sample.name");
-        assert_eq!(
-            err.to_string(),
-            "malformed Sample.name: length 17 exceeds the limit of 16"
-        );
+        assert_eq!(err.to_string(), "malformed Sample.name: length 17 exceeds the limit of 16");
     }
 
     #[test]
     fn non_canonical_bool_is_rejected() {
-        assert_eq!(
-            bool::decode(&[2]).unwrap_err().kind,
-            DecodeErrorKind::InvalidBool(2)
-        );
+        assert_eq!(bool::decode(&[2]).unwrap_err().kind, DecodeErrorKind::InvalidBool(2));
     }
 }

@@ -33,8 +33,7 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadKey(*self))?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(message, &sig)
-            .map_err(|_| SignatureError::Mismatch)
+        key.verify_strict(message, &sig).map_err(|_| SignatureError::Mismatch)
     }
 
     /// A short hex prefix for logs and tables.
@@ -100,9 +99,7 @@ impl PublicKey {
     /// The X25519 (Montgomery) form of this key, so data can be sealed to an account
     /// without a second key pair.
     pub fn to_x25519(&self) -> Option<[u8; 32]> {
-        VerifyingKey::from_bytes(&self.0)
-            .ok()
-            .map(|k| k.to_montgomery().to_bytes())
+        VerifyingKey::from_bytes(&self.0).ok().map(|k| k.to_montgomery().to_bytes())
     }
 }
 
@@ -121,10 +118,7 @@ mod tests {
         let k = SecretKey::from_label("alice");
         let sig = k.sign(b"hello");
         assert!(k.public().verify(b"hello", &sig).is_ok());
-        assert_eq!(
-            k.public().verify(b"hellp", &sig),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(k.public().verify(b"hellp", &sig), Err(SignatureError::Mismatch));
         let other = SecretKey::from_label("bob").public();
         assert_eq!(other.verify(b"hello", &sig), Err(SignatureError::Mismatch));
     }

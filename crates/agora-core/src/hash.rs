@@ -22,10 +22,7 @@ pub enum ParseHexError {
 pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], ParseHexError> {
     let s = s.trim();
     if s.len() != 2 * N {
-        return Err(ParseHexError::Length {
-            expected: 2 * N,
-            got: s.len(),
-        });
+        return Err(ParseHexError::Length { expected: 2 * N, got: s.len() });
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|e| ParseHexError::Digit(e.to_string()))?;
@@ -61,8 +58,7 @@ macro_rules! hex_newtype {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse()
-                    .map_err(|e| serde::de::Error::custom(format!("invalid {}: {e}", $label)))
+                s.parse().map_err(|e| serde::de::Error::custom(format!("invalid {}: {e}", $label)))
             }
         }
         impl $crate::codec::Encode for $name {
@@ -72,9 +68,7 @@ macro_rules! hex_newtype {
         }
         impl $crate::codec::Decode for $name {
             const MIN_ENCODED_SIZE: usize = $len;
-            fn decode_from(
-                r: &mut $crate::codec::Reader<'_>,
-            ) -> Result<Self, $crate::codec::DecodeError> {
+            fn decode_from(r: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
                 Ok(Self(r.array(stringify!($name))?))
             }
         }
@@ -136,27 +130,15 @@ mod tests {
     fn hex_round_trip_and_errors() {
         let h = Hash::of(b"agora");
         assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
-        assert_eq!(
-            "abcd".parse::<Hash>().unwrap_err(),
-            ParseHexError::Length {
-                expected: 64,
-                got: 4
-            }
-        );
-        assert!(matches!(
-            "zz".repeat(32).parse::<Hash>(),
-            Err(ParseHexError::Digit(_))
-        ));
+        assert_eq!("abcd".parse::<Hash>().unwrap_err(), ParseHexError::Length { expected: 64, got: 4 });
+        assert!(matches!("zz".repeat(32).parse::<Hash>(), Err(ParseHexError::Digit(_))));
     }
 
     #[test]
     fn domains_separate() {
         assert_ne!(Hash::tagged("a", &[b"x"]), Hash::tagged("b", &[b"x"]));
         // Length prefixes keep part boundaries significant.
-        assert_ne!(
-            Hash::tagged("a", &[b"ab", b"c"]),
-            Hash::tagged("a", &[b"a", b"bc"])
-        );
+        assert_ne!(Hash::tagged("a", &[b"ab", b"c"]), Hash::tagged("a", &[b"a", b"bc"]));
     }
 
     #[test]
@@ -165,11 +147,6 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(json, format!("\"{h}\""));
         assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), h);
-        assert!(
-            serde_json::from_str::<Hash>("\"12\"")
-                .unwrap_err()
-                .to_string()
-                .contains("invalid hash")
-        );
+        assert!(serde_json::from_str::<Hash>("\"12\"").unwrap_err().to_string().contains("invalid hash"));
     }
 }

@@ -38,12 +38,7 @@ pub enum JobKind {
 
 impl JobKind {
     /// All kinds, in tag order.
-    pub const ALL: [JobKind; 4] = [
-        JobKind::Embed,
-        JobKind::Generate,
-        JobKind::Train,
-        JobKind::Wasm,
-    ];
+    pub const ALL: [JobKind; 4] = [JobKind::Embed, JobKind::Generate, JobKind::Train, JobKind::Wasm];
 
     /// The lowercase name.
     pub fn name(self) -> &'static str {
@@ -110,14 +105,9 @@ impl Decode for VerificationPolicy {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.tag("VerificationPolicy")? {
             0 => Ok(VerificationPolicy::Standard),
-            1 => Ok(VerificationPolicy::Redundant {
-                replicas: u8::decode_from(r)?,
-            }),
+            1 => Ok(VerificationPolicy::Redundant { replicas: u8::decode_from(r)? }),
             2 => Ok(VerificationPolicy::None),
-            t => Err(DecodeError::new(
-                "VerificationPolicy",
-                DecodeErrorKind::UnknownTag(t),
-            )),
+            t => Err(DecodeError::new("VerificationPolicy", DecodeErrorKind::UnknownTag(t))),
         }
     }
 }
@@ -140,10 +130,7 @@ pub struct ClusterSpec {
     /// Largest acceptable predicted RTT between any two members, in milliseconds.
     pub max_pairwise_rtt_ms: u32,
 }
-codec_struct!(ClusterSpec {
-    size,
-    max_pairwise_rtt_ms
-});
+codec_struct!(ClusterSpec { size, max_pairwise_rtt_ms });
 
 /// Where and how a job may run. Every field is optional; unset means unconstrained.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,12 +144,7 @@ pub struct Constraints {
     /// All shards on distinct providers that are close to each other.
     pub cluster: Option<ClusterSpec>,
 }
-codec_struct!(Constraints {
-    region,
-    max_carbon_g_per_kwh,
-    max_latency,
-    cluster
-});
+codec_struct!(Constraints { region, max_carbon_g_per_kwh, max_latency, cluster });
 
 /// Kind-specific parameters, fixed in the manifest so any auditor re-runs the same thing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,41 +209,19 @@ impl Encode for JobParams {
         self.kind().encode_to(out);
         match self {
             JobParams::Embed { batch_size } => batch_size.encode_to(out),
-            JobParams::Generate {
-                max_new_tokens,
-                temperature_milli,
-                seed,
-                stop,
-            } => {
+            JobParams::Generate { max_new_tokens, temperature_milli, seed, stop } => {
                 max_new_tokens.encode_to(out);
                 temperature_milli.encode_to(out);
                 seed.encode_to(out);
                 crate::codec::encode_seq(stop.iter(), out);
             }
-            JobParams::Train {
-                steps,
-                checkpoint_every,
-                batch_size,
-                hidden,
-                learning_rate_micros,
-                seed,
-            } => {
-                for v in [
-                    steps,
-                    checkpoint_every,
-                    batch_size,
-                    hidden,
-                    learning_rate_micros,
-                ] {
+            JobParams::Train { steps, checkpoint_every, batch_size, hidden, learning_rate_micros, seed } => {
+                for v in [steps, checkpoint_every, batch_size, hidden, learning_rate_micros] {
                     v.encode_to(out);
                 }
                 seed.encode_to(out);
             }
-            JobParams::Wasm {
-                fuel_per_item,
-                memory_mib,
-                args,
-            } => {
+            JobParams::Wasm { fuel_per_item, memory_mib, args } => {
                 fuel_per_item.encode_to(out);
                 memory_mib.encode_to(out);
                 crate::codec::encode_seq(args.iter(), out);
@@ -273,9 +233,7 @@ impl Encode for JobParams {
 impl Decode for JobParams {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match JobKind::decode_from(r)? {
-            JobKind::Embed => JobParams::Embed {
-                batch_size: u32::decode_from(r)?,
-            },
+            JobKind::Embed => JobParams::Embed { batch_size: u32::decode_from(r)? },
             JobKind::Generate => JobParams::Generate {
                 max_new_tokens: u32::decode_from(r)?,
                 temperature_milli: u32::decode_from(r)?,
@@ -311,12 +269,7 @@ pub struct ShardSpec {
     /// Device-seconds reserved for the shard (the lease quantity).
     pub quantity: u64,
 }
-codec_struct!(ShardSpec {
-    input,
-    items_root,
-    item_count,
-    quantity
-});
+codec_struct!(ShardSpec { input, items_root, item_count, quantity });
 
 /// Everything the network needs to place, run, check and pay for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,15 +318,12 @@ impl JobManifest {
 
     /// Total device-seconds over all shards; `None` on overflow.
     pub fn total_quantity(&self) -> Option<u64> {
-        self.shards
-            .iter()
-            .try_fold(0u64, |acc, s| acc.checked_add(s.quantity))
+        self.shards.iter().try_fold(0u64, |acc, s| acc.checked_add(s.quantity))
     }
 
     /// The most escrow the job can need: max price × total quantity; `None` on overflow.
     pub fn max_cost(&self) -> Option<Amount> {
-        self.max_unit_price
-            .checked_mul(u128::from(self.total_quantity()?))
+        self.max_unit_price.checked_mul(u128::from(self.total_quantity()?))
     }
 
     /// Checks every rule that does not depend on chain state.
@@ -383,10 +333,7 @@ impl JobManifest {
             return fail("a job needs at least one shard of input".into());
         }
         if self.shards.len() > MAX_SHARDS {
-            return fail(format!(
-                "{} shards is more than the limit of {MAX_SHARDS}",
-                self.shards.len()
-            ));
+            return fail(format!("{} shards is more than the limit of {MAX_SHARDS}", self.shards.len()));
         }
         for (i, s) in self.shards.iter().enumerate() {
             if s.item_count == 0 || s.item_count > MAX_ITEMS_PER_SHARD {
@@ -396,9 +343,7 @@ impl JobManifest {
                 ));
             }
             if s.quantity == 0 {
-                return fail(format!(
-                    "shard {i}: quantity must be at least 1 device-second"
-                ));
+                return fail(format!("shard {i}: quantity must be at least 1 device-second"));
             }
         }
         if self.max_cost().is_none() {
@@ -406,23 +351,16 @@ impl JobManifest {
         }
         match self.policy {
             VerificationPolicy::None if !self.max_unit_price.is_zero() => {
-                return fail(
-                    "verification policy 'none' is only for free jobs (max_unit_price = 0)".into(),
-                );
+                return fail("verification policy 'none' is only for free jobs (max_unit_price = 0)".into());
             }
             VerificationPolicy::Redundant { replicas } if !(2..=5).contains(&replicas) => {
-                return fail(format!(
-                    "redundant verification needs 2..=5 replicas, got {replicas}"
-                ));
+                return fail(format!("redundant verification needs 2..=5 replicas, got {replicas}"));
             }
             _ => {}
         }
         if let Some(c) = &self.constraints.cluster {
             if c.size < 2 || c.size > MAX_CLUSTER {
-                return fail(format!(
-                    "cluster size must be 2..={MAX_CLUSTER}, got {}",
-                    c.size
-                ));
+                return fail(format!("cluster size must be 2..={MAX_CLUSTER}, got {}", c.size));
             }
             if usize::from(c.size) != self.shards.len() {
                 return fail(format!(
@@ -455,11 +393,7 @@ impl JobManifest {
     /// Number of output items a shard's result commitment must contain.
     pub fn output_items(&self, shard: &ShardSpec) -> u32 {
         match &self.params {
-            JobParams::Train {
-                steps,
-                checkpoint_every,
-                ..
-            } => steps.div_ceil(*checkpoint_every),
+            JobParams::Train { steps, checkpoint_every, .. } => steps.div_ceil(*checkpoint_every),
             _ => shard.item_count,
         }
     }
@@ -526,35 +460,17 @@ pub(crate) mod tests {
         let mut m = sample_manifest();
         assert!(m.validate().is_ok());
         m.policy = VerificationPolicy::None;
-        assert!(
-            m.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("only for free jobs")
-        );
+        assert!(m.validate().unwrap_err().to_string().contains("only for free jobs"));
         m = sample_manifest();
         m.shards[0].quantity = u64::MAX;
         m.max_unit_price = Amount(u128::MAX);
         assert!(m.validate().unwrap_err().to_string().contains("overflows"));
         m = sample_manifest();
         m.shards.clear();
-        assert!(
-            m.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("at least one shard")
-        );
+        assert!(m.validate().unwrap_err().to_string().contains("at least one shard"));
         m = sample_manifest();
-        m.constraints.cluster = Some(ClusterSpec {
-            size: 3,
-            max_pairwise_rtt_ms: 10,
-        });
-        assert!(
-            m.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("exactly 3 shards")
-        );
+        m.constraints.cluster = Some(ClusterSpec { size: 3, max_pairwise_rtt_ms: 10 });
+        assert!(m.validate().unwrap_err().to_string().contains("exactly 3 shards"));
     }
 
     #[test]

@@ -89,11 +89,7 @@ impl MerkleTree {
             }
             i /= 2;
         }
-        Some(MerkleProof {
-            index: index as u64,
-            count: self.len() as u64,
-            siblings,
-        })
+        Some(MerkleProof { index: index as u64, count: self.len() as u64, siblings })
     }
 }
 
@@ -107,11 +103,7 @@ pub struct MerkleProof {
     /// Sibling hashes from the leaf level up.
     pub siblings: Vec<Hash>,
 }
-codec_struct!(MerkleProof {
-    index,
-    count,
-    siblings: vec(MAX_PROOF_DEPTH)
-});
+codec_struct!(MerkleProof { index, count, siblings: vec(MAX_PROOF_DEPTH) });
 
 impl MerkleProof {
     /// Recomputes the root from `leaf` and the siblings; `None` if the proof's shape does not
@@ -127,11 +119,7 @@ impl MerkleProof {
             let sib = i ^ 1;
             if sib < width {
                 let s = sibs.next()?;
-                hash = if i % 2 == 0 {
-                    node_hash(&hash, s)
-                } else {
-                    node_hash(s, &hash)
-                };
+                hash = if i % 2 == 0 { node_hash(&hash, s) } else { node_hash(s, &hash) };
             }
             i /= 2;
             width = width.div_ceil(2);
@@ -165,10 +153,7 @@ mod tests {
     #[test]
     fn promotion_does_not_collide_with_duplication() {
         let (a, b, c) = (leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c"));
-        assert_ne!(
-            MerkleTree::new(vec![a, b, c]).root(),
-            MerkleTree::new(vec![a, b, c, c]).root()
-        );
+        assert_ne!(MerkleTree::new(vec![a, b, c]).root(), MerkleTree::new(vec![a, b, c, c]).root());
     }
 
     proptest! {

@@ -69,10 +69,7 @@ impl Decode for PricePolicy {
         match r.tag("PricePolicy")? {
             0 => Ok(PricePolicy::Fixed(Amount::decode_from(r)?)),
             1 => Ok(PricePolicy::Auto(Amount::decode_from(r)?)),
-            t => Err(DecodeError::new(
-                "PricePolicy",
-                DecodeErrorKind::UnknownTag(t),
-            )),
+            t => Err(DecodeError::new("PricePolicy", DecodeErrorKind::UnknownTag(t))),
         }
     }
 }
@@ -120,12 +117,7 @@ pub struct Metering {
     /// Estimated energy, milliwatt-hours.
     pub energy_mwh: u64,
 }
-codec_struct!(Metering {
-    wall_ms,
-    device_ms,
-    fuel,
-    energy_mwh
-});
+codec_struct!(Metering { wall_ms, device_ms, fuel, energy_mwh });
 
 /// A provider's binding claim about a lease's outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,12 +131,7 @@ pub struct ResultCommitment {
     /// Resources used.
     pub metering: Metering,
 }
-codec_struct!(ResultCommitment {
-    root,
-    item_count,
-    output,
-    metering
-});
+codec_struct!(ResultCommitment { root, item_count, output, metering });
 
 /// One governance parameter change: `name` set to `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,10 +141,7 @@ pub struct ParamChange {
     /// New value (integers; fractions are basis points or ppm as the name says).
     pub value: u128,
 }
-codec_struct!(ParamChange {
-    name: string(64),
-    value
-});
+codec_struct!(ParamChange { name: string(64), value });
 
 /// What a transaction asks the ledger to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,21 +318,13 @@ impl Encode for TxPayload {
             | TxPayload::Unbond { amount }
             | TxPayload::AddCollateral { amount }
             | TxPayload::WithdrawCollateral { amount } => amount.encode_to(out),
-            TxPayload::RegisterProvider {
-                profile,
-                collateral,
-            } => {
+            TxPayload::RegisterProvider { profile, collateral } => {
                 profile.encode_to(out);
                 collateral.encode_to(out);
             }
             TxPayload::UpdateProvider { profile } => profile.encode_to(out),
             TxPayload::Heartbeat { coord } => coord.encode_to(out),
-            TxPayload::PostAsk {
-                class,
-                quantity,
-                min_unit_price,
-                expiry_ms,
-            } => {
+            TxPayload::PostAsk { class, quantity, min_unit_price, expiry_ms } => {
                 class.encode_to(out);
                 quantity.encode_to(out);
                 min_unit_price.encode_to(out);
@@ -357,11 +333,7 @@ impl Encode for TxPayload {
             TxPayload::CancelOrder { order } => order.encode_to(out),
             TxPayload::SubmitJob { manifest } => manifest.encode_to(out),
             TxPayload::CancelJob { job } => job.encode_to(out),
-            TxPayload::ShareKey {
-                lease,
-                to,
-                sealed_key,
-            } => {
+            TxPayload::ShareKey { lease, to, sealed_key } => {
                 lease.encode_to(out);
                 to.encode_to(out);
                 sealed_key.as_slice().encode_to(out);
@@ -370,19 +342,12 @@ impl Encode for TxPayload {
                 lease.encode_to(out);
                 commitment.encode_to(out);
             }
-            TxPayload::ReportAudit {
-                audit,
-                passed,
-                detail,
-            } => {
+            TxPayload::ReportAudit { audit, passed, detail } => {
                 audit.encode_to(out);
                 passed.encode_to(out);
                 detail.encode_to(out);
             }
-            TxPayload::Propose {
-                changes,
-                description,
-            } => {
+            TxPayload::Propose { changes, description } => {
                 crate::codec::encode_seq(changes.iter(), out);
                 description.encode_to(out);
             }
@@ -398,39 +363,26 @@ impl Decode for TxPayload {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let amount = |r: &mut Reader<'_>| Amount::decode_from(r);
         Ok(match r.tag("TxPayload")? {
-            0 => TxPayload::Transfer {
-                to: PublicKey::decode_from(r)?,
-                amount: amount(r)?,
-            },
+            0 => TxPayload::Transfer { to: PublicKey::decode_from(r)?, amount: amount(r)? },
             1 => TxPayload::Bond { amount: amount(r)? },
             2 => TxPayload::Unbond { amount: amount(r)? },
             3 => TxPayload::RegisterProvider {
                 profile: ProviderProfile::decode_from(r)?,
                 collateral: amount(r)?,
             },
-            4 => TxPayload::UpdateProvider {
-                profile: ProviderProfile::decode_from(r)?,
-            },
+            4 => TxPayload::UpdateProvider { profile: ProviderProfile::decode_from(r)? },
             5 => TxPayload::AddCollateral { amount: amount(r)? },
             6 => TxPayload::WithdrawCollateral { amount: amount(r)? },
-            7 => TxPayload::Heartbeat {
-                coord: Coord::decode_from(r)?,
-            },
+            7 => TxPayload::Heartbeat { coord: Coord::decode_from(r)? },
             8 => TxPayload::PostAsk {
                 class: ResourceClass::decode_from(r)?,
                 quantity: u64::decode_from(r)?,
                 min_unit_price: amount(r)?,
                 expiry_ms: u64::decode_from(r)?,
             },
-            9 => TxPayload::CancelOrder {
-                order: u64::decode_from(r)?,
-            },
-            10 => TxPayload::SubmitJob {
-                manifest: JobManifest::decode_from(r)?,
-            },
-            11 => TxPayload::CancelJob {
-                job: u64::decode_from(r)?,
-            },
+            9 => TxPayload::CancelOrder { order: u64::decode_from(r)? },
+            10 => TxPayload::SubmitJob { manifest: JobManifest::decode_from(r)? },
+            11 => TxPayload::CancelJob { job: u64::decode_from(r)? },
             12 => TxPayload::ShareKey {
                 lease: u64::decode_from(r)?,
                 to: PublicKey::decode_from(r)?,
@@ -449,15 +401,9 @@ impl Decode for TxPayload {
                 changes: r.vec(MAX_PARAM_CHANGES, "Propose.changes")?,
                 description: r.string(1024, "Propose.description")?,
             },
-            16 => TxPayload::Vote {
-                proposal: u64::decode_from(r)?,
-                approve: bool::decode_from(r)?,
-            },
+            16 => TxPayload::Vote { proposal: u64::decode_from(r)?, approve: bool::decode_from(r)? },
             t => {
-                return Err(DecodeError::new(
-                    "TxPayload",
-                    DecodeErrorKind::UnknownTag(t),
-                ));
+                return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));
             }
         })
     }
@@ -475,12 +421,7 @@ pub struct Transaction {
     /// What to do.
     pub payload: TxPayload,
 }
-codec_struct!(Transaction {
-    sender,
-    nonce,
-    fee,
-    payload
-});
+codec_struct!(Transaction { sender, nonce, fee, payload });
 
 const TX_DOMAIN: &str = "agora/tx/v1";
 
@@ -497,16 +438,9 @@ impl Transaction {
 
     /// Signs for `chain_id`. The key must belong to the sender.
     pub fn sign(self, chain_id: &str, key: &SecretKey) -> SignedTx {
-        debug_assert_eq!(
-            key.public(),
-            self.sender,
-            "signing key must be the sender's"
-        );
+        debug_assert_eq!(key.public(), self.sender, "signing key must be the sender's");
         let signature = key.sign(&self.signing_message(chain_id));
-        SignedTx {
-            tx: self,
-            signature,
-        }
+        SignedTx { tx: self, signature }
     }
 
     /// The transaction id: a hash of the unsigned encoding.
@@ -528,9 +462,7 @@ codec_struct!(SignedTx { tx, signature });
 impl SignedTx {
     /// Checks the signature against the sender for `chain_id`.
     pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
-        self.tx
-            .sender
-            .verify(&self.tx.signing_message(chain_id), &self.signature)
+        self.tx.sender.verify(&self.tx.signing_message(chain_id), &self.signature)
     }
 
     /// The transaction id.
@@ -543,10 +475,7 @@ impl SignedTx {
         if bytes.len() > MAX_TX_BYTES {
             return Err(DecodeError::new(
                 "SignedTx",
-                DecodeErrorKind::TooLong {
-                    len: bytes.len() as u64,
-                    max: MAX_TX_BYTES as u64,
-                },
+                DecodeErrorKind::TooLong { len: bytes.len() as u64, max: MAX_TX_BYTES as u64 },
             ));
         }
         Self::decode(bytes)
@@ -566,10 +495,7 @@ mod tests {
             sender: key().public(),
             nonce,
             fee: Amount(10),
-            payload: TxPayload::Transfer {
-                to: SecretKey::from_label("bob").public(),
-                amount: Amount(5),
-            },
+            payload: TxPayload::Transfer { to: SecretKey::from_label("bob").public(), amount: Amount(5) },
         }
     }
 

@@ -296,6 +296,12 @@ impl Encode for [u8] {
     }
 }
 
+impl Encode for Vec<u8> {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.as_slice().encode_to(out);
+    }
+}
+
 /// Writes a `u32` length prefix. Lengths above `u32::MAX` cannot occur for bounded values.
 pub fn encode_len(len: usize, out: &mut Vec<u8>) {
     let len = u32::try_from(len).expect("encoded lengths are bounded far below u32::MAX");

@@ -1,0 +1,80 @@
+//! Accounts: balances, nonces, transfers and fees.
+//!
+//! Fees are **burned**, not paid to the proposer: a proposer then gains nothing from stuffing
+//! blocks with its own transactions or reordering for fees, and the fee works as a plain
+//! spam price. (Validators are rewarded through audit fees, not block fees.)
+
+use crate::error::{TxError, TxRejection};
+use crate::events::Event;
+use crate::state::{Ctx, State};
+use agora_core::tx::SignedTx;
+use agora_core::{AccountId, Amount, Encode, codec_struct};
+use serde::{Deserialize, Serialize};
+
+/// A spendable balance and the next expected nonce.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Spendable funds.
+    pub balance: Amount,
+    /// Nonce the next transaction from this account must carry.
+    pub nonce: u64,
+}
+codec_struct!(Account { balance, nonce });
+
+/// The least fee a transaction of `size` encoded bytes must pay.
+pub fn min_fee(state: &State, size: usize) -> Amount {
+    let p = state.params();
+    Amount(p.min_fee.saturating_add(p.fee_per_byte.saturating_mul(size as u128)))
+}
+
+/// Checks what makes a transaction includable at all — signature, nonce, fee — without
+/// changing state. The mempool and the block builder both call this.
+pub fn check_admission(state: &State, tx: &SignedTx) -> Result<(), TxRejection> {
+    let size = tx.encode().len();
+    if size > agora_core::tx::MAX_TX_BYTES {
+        return Err(TxRejection::TooLarge { size, max: agora_core::tx::MAX_TX_BYTES });
+    }
+    tx.verify(&state.meta().chain_id).map_err(|e| TxRejection::Signature(e.to_string()))?;
+    let expected = state.nonce(&tx.tx.sender);
+    if tx.tx.nonce != expected {
+        return Err(TxRejection::Nonce { expected, got: tx.tx.nonce });
+    }
+    let min = min_fee(state, size);
+    if tx.tx.fee < min {
+        return Err(TxRejection::FeeTooLow { fee: tx.tx.fee, min });
+    }
+    let balance = state.balance(&tx.tx.sender);
+    if balance < tx.tx.fee {
+        return Err(TxRejection::CannotPayFee { fee: tx.tx.fee, balance });
+    }
+    Ok(())
+}
+
+/// Charges the fee (burned) and advances the nonce. Precondition: [`check_admission`] passed.
+pub(crate) fn charge(state: &mut State, cx: &mut Ctx, tx: &SignedTx) {
+    let sender = tx.tx.sender;
+    state.debit(&sender, tx.tx.fee).expect("admission checked the fee is payable");
+    let s = &mut state.meta_mut().supply;
+    s.burned = s.burned.checked_add(tx.tx.fee).expect("bounded by supply");
+    state.accounts.get_mut(&sender).expect("the fee payer exists").nonce += 1;
+    if !tx.tx.fee.is_zero() {
+        cx.emit(Event::FeeBurned { payer: sender, amount: tx.tx.fee });
+    }
+}
+
+/// Moves `amount` from `from` to `to`.
+pub(crate) fn transfer(
+    state: &mut State,
+    cx: &mut Ctx,
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+) -> Result<(), TxError> {
+    if amount.is_zero() {
+        return Err(TxError::Invalid("transfer amount must be positive".into()));
+    }
+    state.debit(&from, amount)?;
+    state.credit(&to, amount);
+    cx.emit(Event::Transfer { from, to, amount });
+    Ok(())
+}

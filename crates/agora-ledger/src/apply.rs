@@ -1,0 +1,215 @@
+//! The state transition: `(state, block) → (state', receipts, events, writes)`.
+//!
+//! A block is applied in a fixed order that every node follows:
+//! 1. header checks (height, time, body roots);
+//! 2. each transaction: admission (signature, nonce, fee — failure rejects the block), fee
+//!    burned and nonce advanced, then the payload, which either takes effect entirely or
+//!    not at all (its receipt says why);
+//! 3. consensus evidence (penalties);
+//! 4. due timers: clock deadlines first, then height timers, in key order;
+//! 5. market clearing of every class;
+//! 6. committee rotation at epoch boundaries;
+//! 7. the conservation check.
+//!
+//! [`BlockBuilder`] runs the same steps for a proposer, skipping transactions that would make
+//! the block invalid.
+
+use crate::accounts;
+use crate::error::{BlockError, TxError, TxRejection};
+use crate::events::{Event, Receipt};
+use crate::market::Ask;
+use crate::state::{Ctx, State, Timer, Write};
+use crate::{audits, governance, jobs, leases, market, registry, staking};
+use agora_core::block::{Block, Misbehavior, encoded_root};
+use agora_core::tx::{SignedTx, TxPayload};
+use agora_core::{AccountId, Hash};
+
+/// What applying a block produced.
+#[derive(Debug, Clone, Default)]
+pub struct BlockOutcome {
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Events not caused by a transaction (timers, clearing, evidence), in order.
+    pub events: Vec<Event>,
+    /// Store entries changed by the block.
+    pub writes: Vec<Write>,
+}
+
+/// The facts about a block that the ledger reads besides its transactions.
+#[derive(Debug, Clone)]
+pub struct BlockInfo {
+    /// Height.
+    pub height: u64,
+    /// Timestamp, unix ms.
+    pub timestamp_ms: u64,
+    /// Proposer.
+    pub proposer: AccountId,
+    /// Randomness.
+    pub seed: Hash,
+}
+
+/// Applies a complete block to a copy of `state`. The input state is untouched, so a caller
+/// can keep it for other forks.
+pub fn apply_block(state: &State, block: &Block) -> Result<(State, BlockOutcome), BlockError> {
+    if !block.body_matches_header() {
+        return Err(BlockError::BodyMismatch);
+    }
+    let h = &block.header;
+    let info =
+        BlockInfo { height: h.height, timestamp_ms: h.timestamp_ms, proposer: h.proposer, seed: h.seed };
+    let mut builder = BlockBuilder::new(state, info)?;
+    for (index, tx) in block.txs.iter().enumerate() {
+        builder.push(tx).map_err(|reason| BlockError::Tx { index, reason })?;
+    }
+    builder.finish(&block.evidence)
+}
+
+/// Applies transactions one at a time on top of a state, as a proposer assembling a block
+/// does: a transaction that would make the block invalid is refused and leaves no trace.
+#[derive(Debug)]
+pub struct BlockBuilder {
+    state: State,
+    cx: Ctx,
+    receipts: Vec<Receipt>,
+    txs: Vec<SignedTx>,
+}
+
+impl BlockBuilder {
+    /// Starts a block on top of `state`.
+    pub fn new(state: &State, info: BlockInfo) -> Result<Self, BlockError> {
+        let meta = state.meta();
+        if info.height != meta.height + 1 {
+            return Err(BlockError::Height { expected_prev: meta.height, got: info.height });
+        }
+        if info.timestamp_ms < meta.timestamp_ms {
+            return Err(BlockError::Timestamp { prev: meta.timestamp_ms, got: info.timestamp_ms });
+        }
+        let mut state = state.clone();
+        state.clear_dirty();
+        let cx = Ctx {
+            height: info.height,
+            time_ms: info.timestamp_ms,
+            seed: info.seed,
+            proposer: info.proposer,
+            events: vec![],
+        };
+        Ok(Self { state, cx, receipts: vec![], txs: vec![] })
+    }
+
+    /// The state as of the transactions pushed so far.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Transactions accepted so far.
+    pub fn txs(&self) -> &[SignedTx] {
+        &self.txs
+    }
+
+    /// Applies one transaction, or refuses it without changing anything.
+    pub fn push(&mut self, tx: &SignedTx) -> Result<&Receipt, TxRejection> {
+        accounts::check_admission(&self.state, tx)?;
+        self.cx.events.clear();
+        accounts::charge(&mut self.state, &mut self.cx, tx);
+        registry::saw(&mut self.state, &self.cx, tx.tx.sender);
+        let before = self.state.clone();
+        let fee_events = self.cx.events.len();
+        let result = execute(&mut self.state, &mut self.cx, tx);
+        if result.is_err() {
+            // All or nothing: undo the payload, keep the fee and nonce.
+            self.state = before;
+            self.cx.events.truncate(fee_events);
+        }
+        self.receipts.push(Receipt {
+            tx: tx.id(),
+            sender: tx.tx.sender,
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            events: std::mem::take(&mut self.cx.events),
+        });
+        self.txs.push(tx.clone());
+        Ok(self.receipts.last().expect("just pushed"))
+    }
+
+    /// Applies evidence and the end-of-block steps, and returns the new state.
+    pub fn finish(mut self, evidence: &[Misbehavior]) -> Result<(State, BlockOutcome), BlockError> {
+        let (state, cx) = (&mut self.state, &mut self.cx);
+        cx.events.clear();
+        for m in evidence {
+            if state.validator(&m.offender).is_none() {
+                return Err(BlockError::Evidence(m.offender));
+            }
+            staking::punish_equivocation(state, cx, m);
+        }
+        for timer in state.take_due_timers(cx.height, cx.time_ms) {
+            run_timer(state, cx, timer);
+        }
+        market::clear_all(state, cx);
+        staking::maybe_rotate_committee(state, cx);
+        let m = state.meta_mut();
+        m.height = cx.height;
+        m.timestamp_ms = cx.time_ms;
+        assert!(state.meta().supply.is_conserved(), "supply conservation violated at height {}", cx.height);
+        let writes = state.take_writes();
+        let outcome =
+            BlockOutcome { receipts: self.receipts, events: std::mem::take(&mut cx.events), writes };
+        Ok((self.state, outcome))
+    }
+
+    /// Roots for the header of the block being built: (tx root, evidence root).
+    pub fn roots(&self, evidence: &[Misbehavior]) -> (Hash, Hash) {
+        (encoded_root(&self.txs), encoded_root(evidence))
+    }
+}
+
+fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
+    match timer {
+        Timer::Release(who) => staking::release(state, cx, who),
+        Timer::AuditDraw(lease) => audits::draw(state, cx, lease),
+        Timer::SettleLease(lease) => leases::window_closed(state, cx, lease),
+        Timer::AuditDeadline(audit) => audits::deadline(state, cx, audit),
+        Timer::CloseProposal(p) => governance::close(state, cx, p),
+        Timer::Liveness(who) => registry::check_liveness(state, cx, who),
+        Timer::OrderExpiry(order) => market::expire(state, cx, order),
+        Timer::LeaseDeadline(lease) => leases::deadline(state, cx, lease),
+        Timer::JobDeadline(job) => jobs::deadline(state, cx, job),
+    }
+}
+
+/// Applies a transaction's payload. On error the caller discards every change.
+fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError> {
+    let who = tx.tx.sender;
+    match tx.tx.payload.clone() {
+        TxPayload::Transfer { to, amount } => accounts::transfer(state, cx, who, to, amount),
+        TxPayload::Bond { amount } => staking::bond(state, cx, who, amount),
+        TxPayload::Unbond { amount } => staking::unbond(state, cx, who, amount),
+        TxPayload::RegisterProvider { profile, collateral } => {
+            registry::register(state, cx, who, profile, collateral)
+        }
+        TxPayload::UpdateProvider { profile } => registry::update(state, cx, who, profile),
+        TxPayload::AddCollateral { amount } => registry::add_collateral(state, who, amount),
+        TxPayload::WithdrawCollateral { amount } => registry::withdraw_collateral(state, cx, who, amount),
+        TxPayload::Heartbeat { coord } => registry::heartbeat(state, who, coord),
+        TxPayload::PostAsk { class, quantity, min_unit_price, expiry_ms } => market::post_ask(
+            state,
+            cx,
+            who,
+            Ask { provider: who, class, quantity, min_unit_price, expiry_ms },
+        )
+        .map(drop),
+        TxPayload::CancelOrder { order } => market::cancel_order(state, cx, who, order),
+        TxPayload::SubmitJob { manifest } => jobs::submit(state, cx, who, manifest).map(drop),
+        TxPayload::CancelJob { job } => jobs::cancel(state, cx, who, job),
+        TxPayload::ShareKey { lease, to, sealed_key } => {
+            leases::share_key(state, cx, who, lease, to, sealed_key)
+        }
+        TxPayload::CommitResult { lease, commitment } => leases::commit(state, cx, who, lease, commitment),
+        TxPayload::ReportAudit { audit, passed, detail } => {
+            audits::report(state, cx, who, audit, passed, detail)
+        }
+        TxPayload::Propose { changes, description } => {
+            governance::propose(state, cx, who, changes, description).map(drop)
+        }
+        TxPayload::Vote { proposal, approve } => governance::vote(state, cx, who, proposal, approve),
+    }
+}

@@ -1,0 +1,510 @@
+//! Audits: after a commitment is final, block randomness decides whether the lease is
+//! audited, which items are re-computed, and by whom; failures escalate from one auditor to
+//! three, and a confirmed 2-of-3 failure slashes the provider (`mechanisms.md` §F.1).
+//!
+//! **Probability.** `p = min(1, max(p_floor, t, p_econ))`, where the trust term `t` is 1
+//! until a provider has `trust_threshold` clean audits in a row and `1/streak` after, and
+//! `p_econ = λ·ΔĈ / ((1−α)·(R + S))` is the deterrence inequality solved for `p` with the
+//! lease value `R`, the saving from cheating `ΔĈ = cheat_saving·R`, and the provider's
+//! collateral `S`. Because `p ≥ p_econ`, the expected loss from cheating always exceeds λ
+//! times its gain; that is also why no separate collateral check is needed at matching.
+//!
+//! **Sample.** `k = min(N, max(sample_min, k*))` items, where `k*` is the least sample that
+//! catches cheating on `detect_fraction` of the items with probability `detect_target`
+//! (99% at 5% → 90 items); training audits replay `train_replay_segments` checkpoints.
+//! Redundant jobs are re-computed in full by `replicas − 1` auditors.
+
+use crate::error::TxError;
+use crate::events::{AuditOutcome, Event, LeaseFailure};
+use crate::leases::{self, LeaseStatus};
+use crate::params::Params;
+use crate::state::{Bucket, Ctx, State, Timer};
+use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
+use agora_core::manifest::{JobKind, VerificationPolicy};
+use agora_core::tx::{AuditId, LeaseId};
+use agora_core::{AccountId, Amount, Hash, codec_struct};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Most items one audit samples (bounds the stored list).
+pub const MAX_SAMPLE: u32 = 4096;
+/// Most auditors on one audit, including replacements.
+pub const MAX_AUDITORS: usize = 16;
+const PPM: u128 = 1_000_000;
+
+/// One auditor's duty on an audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Auditor.
+    pub auditor: AccountId,
+    /// Its verdict, once reported.
+    pub verdict: Option<bool>,
+    /// Hash of its detailed report.
+    pub detail: Option<Hash>,
+    /// Whether it was replaced for not reporting in time.
+    pub replaced: bool,
+}
+codec_struct!(Assignment { auditor, verdict, detail, replaced });
+
+impl Encode for AuditOutcome {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8);
+    }
+}
+
+impl Decode for AuditOutcome {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("AuditOutcome")? {
+            0 => Ok(AuditOutcome::Clean),
+            1 => Ok(AuditOutcome::Inconclusive),
+            2 => Ok(AuditOutcome::Fraud),
+            t => Err(DecodeError::new("AuditOutcome", DecodeErrorKind::UnknownTag(t))),
+        }
+    }
+}
+
+/// An audit of one lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// Lease audited.
+    pub lease: LeaseId,
+    /// Provider audited.
+    pub provider: AccountId,
+    /// Job kind (auditors must run it).
+    pub kind: JobKind,
+    /// Output item indices to re-compute.
+    pub items: Vec<u32>,
+    /// Auditors, in assignment order.
+    pub assignments: Vec<Assignment>,
+    /// Whether a failure escalated it to more auditors.
+    pub escalated: bool,
+    /// Height by which current assignees must report.
+    pub deadline_height: u64,
+    /// Silent auditors replaced so far.
+    pub replacements: u32,
+    /// Final result, once resolved.
+    pub outcome: Option<AuditOutcome>,
+}
+codec_struct!(Audit {
+    lease,
+    provider,
+    kind,
+    items: vec(MAX_SAMPLE as usize),
+    assignments: vec(MAX_AUDITORS),
+    escalated,
+    deadline_height,
+    replacements,
+    outcome
+});
+
+impl Audit {
+    /// Whether `who` holds an active assignment.
+    pub fn is_assigned(&self, who: &AccountId) -> bool {
+        self.assignments.iter().any(|a| a.auditor == *who && !a.replaced)
+    }
+
+    fn active(&self) -> impl Iterator<Item = &Assignment> {
+        self.assignments.iter().filter(|a| !a.replaced)
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        let fails = self.active().filter(|a| a.verdict == Some(false)).count();
+        let passes = self.active().filter(|a| a.verdict == Some(true)).count();
+        let pending = self.active().filter(|a| a.verdict.is_none()).count();
+        (fails, passes, pending)
+    }
+}
+
+/// `1 − (1 − f)^k` in ppm, for `f` in bps (integer arithmetic, so every node agrees).
+pub fn detection_ppm(fraction_bps: u64, k: u32) -> u32 {
+    let keep = PPM - u128::from(fraction_bps.min(10_000)) * 100; // (1 − f) in ppm
+    let mut miss = PPM;
+    for _ in 0..k {
+        miss = miss * keep / PPM;
+        if miss == 0 {
+            break;
+        }
+    }
+    (PPM - miss) as u32
+}
+
+/// Items sampled from a lease of `n` output items.
+pub fn sample_size(params: &Params, kind: JobKind, policy: VerificationPolicy, n: u32) -> u32 {
+    if matches!(policy, VerificationPolicy::Redundant { .. }) {
+        return n.min(MAX_SAMPLE);
+    }
+    if kind == JobKind::Train {
+        return n.min(Params::u64(params.train_replay_segments) as u32);
+    }
+    let f = Params::u64(params.detect_fraction_bps);
+    let target = Params::u64(params.detect_target_ppm) as u32;
+    let mut k_star = 1u32;
+    while detection_ppm(f, k_star) < target && k_star < MAX_SAMPLE {
+        k_star += 1;
+    }
+    let min = Params::u64(params.audit_sample_min).min(u64::from(MAX_SAMPLE)) as u32;
+    n.min(k_star.max(min)).min(MAX_SAMPLE)
+}
+
+/// Audit probability for a lease of value `value` by `provider`, in ppm.
+pub fn audit_probability(
+    state: &State,
+    provider: &AccountId,
+    value: Amount,
+    policy: VerificationPolicy,
+) -> u32 {
+    match policy {
+        VerificationPolicy::None => return 0,
+        VerificationPolicy::Redundant { .. } => return PPM as u32,
+        VerificationPolicy::Standard => {}
+    }
+    let p = state.params();
+    let Some(prov) = state.providers.get(provider) else { return PPM as u32 };
+    if prov.trust.forced_audits > 0 {
+        return PPM as u32;
+    }
+    let threshold = Params::u64(p.trust_threshold);
+    let streak = prov.trust.clean_streak;
+    let trust = if streak < threshold { PPM } else { PPM / u128::from(streak) };
+    // p_econ = λ·save·R / ((1−α)·(R+S)), with λ, save, (1−α) in bps.
+    let stake = value.checked_add(prov.collateral).unwrap_or(Amount(u128::MAX));
+    let p_econ = if stake.is_zero() {
+        0
+    } else {
+        let scaled = value
+            .mul_div(p.lambda_bps * p.cheat_saving_bps, 10_000 * (10_000 - p.collusion_alpha_bps))
+            .map_or(PPM, |v| v.mul_div(PPM, stake.0).map_or(PPM, |x| x.0));
+        scaled.min(PPM)
+    };
+    trust.max(p.audit_floor_ppm).max(p_econ).min(PPM) as u32
+}
+
+/// Eligible auditors for a lease: working providers that run the job kind, and committee
+/// validators, never the audited provider or the requester, never someone already assigned.
+fn auditor_pool(state: &State, kind: JobKind, exclude: &BTreeSet<AccountId>, height: u64) -> Vec<AccountId> {
+    let mut pool: BTreeSet<AccountId> = state
+        .providers
+        .iter()
+        .filter(|(_, p)| p.can_work(height) && p.profile.kinds.contains(&kind))
+        .map(|(k, _)| *k)
+        .collect();
+    pool.extend(state.meta.committee.iter().copied());
+    pool.retain(|a| !exclude.contains(a));
+    pool.into_iter().collect()
+}
+
+/// Draws `n` distinct members of `pool` (fewer if the pool is smaller).
+fn pick(cx: &Ctx, purpose: &str, salt: u64, mut pool: Vec<AccountId>, n: usize) -> Vec<AccountId> {
+    let mut out = Vec::new();
+    for i in 0..n.min(pool.len()) {
+        let j = (cx.draw(purpose, salt.wrapping_mul(1_000_003).wrapping_add(i as u64)) % pool.len() as u64)
+            as usize;
+        out.push(pool.swap_remove(j));
+    }
+    out
+}
+
+/// Draws `k` distinct item indices below `n`, sorted.
+fn sample_items(cx: &Ctx, lease: LeaseId, n: u32, k: u32) -> Vec<u32> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    let mut chosen = BTreeSet::new();
+    let mut counter = 0u64;
+    while chosen.len() < k as usize {
+        let draw = cx.draw("sample", lease.wrapping_mul(1 << 24).wrapping_add(counter));
+        chosen.insert((draw % u64::from(n)) as u32);
+        counter += 1;
+    }
+    chosen.into_iter().collect()
+}
+
+/// Runs from the `AuditDraw` timer, one block after the commitment.
+pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
+    let Some(lease) = state.leases.get(&id).cloned() else { return };
+    if lease.status != LeaseStatus::Committed {
+        return;
+    }
+    let job = state.jobs.get(&lease.job).expect("exists");
+    let (kind, policy) = (job.manifest.kind(), job.manifest.policy);
+    let n = lease.commitment.as_ref().expect("committed").item_count;
+    let p = audit_probability(state, &lease.provider, lease.value(), policy);
+    let k = sample_size(state.params(), kind, policy, n);
+    let f = Params::u64(state.params().detect_fraction_bps);
+    let detection = (u64::from(p) * u64::from(detection_ppm(f, k)) / 1_000_000) as u32;
+    let audited = u128::from(cx.draw("audit", id) % 1_000_000) < u128::from(p);
+    let mut exclude = BTreeSet::from([lease.provider, lease.requester]);
+    let stage_one = match policy {
+        VerificationPolicy::Redundant { replicas } => usize::from(replicas.saturating_sub(1)).max(1),
+        _ => 1,
+    };
+    let auditors = if audited {
+        pick(cx, "auditor", id, auditor_pool(state, kind, &exclude, cx.height), stage_one)
+    } else {
+        vec![]
+    };
+    let audited = audited && !auditors.is_empty();
+    if let Some(prov) = state.providers.get_mut(&lease.provider)
+        && audited
+    {
+        prov.trust.forced_audits = prov.trust.forced_audits.saturating_sub(1);
+    }
+    let l = state.leases.get_mut(&id).expect("exists");
+    l.verification = leases::Verification { audit_ppm: p, sample: k, detection_ppm: detection, audited };
+    cx.emit(Event::AuditDrawn { lease: id, audited, probability_ppm: p });
+    if !audited {
+        let at = cx.height + Params::u64(state.params().audit_window_blocks);
+        state.schedule(at, Timer::SettleLease(id));
+        return;
+    }
+    exclude.extend(auditors.iter().copied());
+    let items = sample_items(cx, id, n, k);
+    let audit_id = state.next_id();
+    let deadline_height = cx.height + Params::u64(state.params().audit_report_blocks);
+    state.audits.insert(
+        audit_id,
+        Audit {
+            lease: id,
+            provider: lease.provider,
+            kind,
+            items: items.clone(),
+            assignments: auditors
+                .iter()
+                .map(|a| Assignment { auditor: *a, verdict: None, detail: None, replaced: false })
+                .collect(),
+            escalated: false,
+            deadline_height,
+            replacements: 0,
+            outcome: None,
+        },
+    );
+    state.schedule(deadline_height, Timer::AuditDeadline(audit_id));
+    let l = state.leases.get_mut(&id).expect("exists");
+    l.status = LeaseStatus::Auditing;
+    l.audit = Some(audit_id);
+    cx.emit(Event::AuditAssigned { audit: audit_id, lease: id, auditors, items, deadline_height });
+}
+
+/// Records an assigned auditor's verdict, and resolves or escalates once every active
+/// assignee has reported.
+pub(crate) fn report(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: AuditId,
+    passed: bool,
+    detail: Hash,
+) -> Result<(), TxError> {
+    let audit = state.audits.get(&id).ok_or_else(|| TxError::not_found("audit", id))?;
+    if audit.outcome.is_some() {
+        return Err(TxError::InvalidState("audit already resolved".into()));
+    }
+    let Some(pos) = audit.assignments.iter().position(|a| a.auditor == who && !a.replaced) else {
+        return Err(TxError::Unauthorized("not assigned to this audit".into()));
+    };
+    if audit.assignments[pos].verdict.is_some() {
+        return Err(TxError::InvalidState("already reported".into()));
+    }
+    let a = state.audits.get_mut(&id).expect("checked");
+    a.assignments[pos].verdict = Some(passed);
+    a.assignments[pos].detail = Some(detail);
+    cx.emit(Event::AuditReported { audit: id, auditor: who, passed });
+    let (_, _, pending) = state.audits.get(&id).expect("exists").counts();
+    if pending == 0 {
+        evaluate(state, cx, id, false);
+    }
+    Ok(())
+}
+
+/// Decides what happens next for an audit whose current assignees have all reported (or
+/// whose deadline passed, `timed_out`).
+fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
+    let audit = state.audits.get(&id).expect("exists").clone();
+    let (fails, _passes, pending) = audit.counts();
+    if timed_out && pending > 0 && audit.replacements < Params::u64(state.params().audit_max_reassign) as u32
+    {
+        if replace_silent(state, cx, id) {
+            return;
+        }
+    }
+    if !audit.escalated {
+        if fails == 0 {
+            return resolve(state, cx, id, AuditOutcome::Clean);
+        }
+        if escalate(state, cx, id) {
+            return;
+        }
+    }
+    let reported = audit.active().filter(|a| a.verdict.is_some()).count();
+    let outcome = if fails >= 2 && fails * 2 > reported {
+        AuditOutcome::Fraud
+    } else if fails > 0 {
+        AuditOutcome::Inconclusive
+    } else {
+        AuditOutcome::Clean
+    };
+    resolve(state, cx, id, outcome);
+}
+
+fn exclusions(state: &State, audit: &Audit) -> BTreeSet<AccountId> {
+    let lease = state.leases.get(&audit.lease).expect("exists");
+    let mut ex: BTreeSet<AccountId> = audit.assignments.iter().map(|a| a.auditor).collect();
+    ex.insert(lease.provider);
+    ex.insert(lease.requester);
+    ex
+}
+
+fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>) {
+    let deadline_height = cx.height + Params::u64(state.params().audit_report_blocks);
+    let a = state.audits.get_mut(&id).expect("exists");
+    let old_deadline = a.deadline_height;
+    a.deadline_height = deadline_height;
+    a.assignments.extend(new.iter().map(|x| Assignment {
+        auditor: *x,
+        verdict: None,
+        detail: None,
+        replaced: false,
+    }));
+    let (lease, items) = (a.lease, a.items.clone());
+    state.unschedule(old_deadline, Timer::AuditDeadline(id));
+    state.schedule(deadline_height, Timer::AuditDeadline(id));
+    cx.emit(Event::AuditAssigned { audit: id, lease, auditors: new, items, deadline_height });
+}
+
+/// Adds two more auditors after a failure. Returns false if none are available.
+fn escalate(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
+    let audit = state.audits.get(&id).expect("exists").clone();
+    let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(2);
+    let pool = auditor_pool(state, audit.kind, &exclusions(state, &audit), cx.height);
+    let new = pick(cx, "escalate", id, pool, room);
+    state.audits.get_mut(&id).expect("exists").escalated = true;
+    if new.is_empty() {
+        return false;
+    }
+    assign(state, cx, id, new);
+    true
+}
+
+/// Replaces assignees that did not report. Returns false if no replacement is available.
+fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
+    let audit = state.audits.get(&id).expect("exists").clone();
+    let silent: Vec<usize> = audit
+        .assignments
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !a.replaced && a.verdict.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(silent.len());
+    let pool = auditor_pool(state, audit.kind, &exclusions(state, &audit), cx.height);
+    let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
+    if new.is_empty() {
+        return false;
+    }
+    let a = state.audits.get_mut(&id).expect("exists");
+    for &i in silent.iter().take(new.len()) {
+        a.assignments[i].replaced = true;
+    }
+    a.replacements += 1;
+    assign(state, cx, id, new);
+    true
+}
+
+/// Runs from the `AuditDeadline` timer.
+pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: AuditId) {
+    if state.audits.get(&id).is_some_and(|a| a.outcome.is_none() && a.deadline_height <= cx.height) {
+        evaluate(state, cx, id, true);
+    }
+}
+
+/// Applies an audit's outcome to the provider's record, the lease and the money.
+fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) {
+    let audit = state.audits.get(&id).expect("exists").clone();
+    let deadline = audit.deadline_height;
+    state.unschedule(deadline, Timer::AuditDeadline(id));
+    state.audits.get_mut(&id).expect("exists").outcome = Some(outcome);
+    cx.emit(Event::AuditResolved { audit: id, lease: audit.lease, outcome });
+    let reporters: Vec<AccountId> =
+        audit.active().filter(|a| a.verdict.is_some()).map(|a| a.auditor).collect();
+    let forced = Params::u64(state.params().forced_audits_after_inconclusive);
+    match outcome {
+        AuditOutcome::Clean => {
+            if let Some(p) = state.providers.get_mut(&audit.provider) {
+                p.trust.clean_streak += 1;
+                p.trust.audits_passed += 1;
+            }
+            leases::settle(state, cx, audit.lease, &reporters);
+        }
+        AuditOutcome::Inconclusive => {
+            if let Some(p) = state.providers.get_mut(&audit.provider) {
+                p.trust.clean_streak = 0;
+                p.trust.audits_inconclusive += 1;
+                p.trust.forced_audits = forced;
+            }
+            leases::settle(state, cx, audit.lease, &reporters);
+        }
+        AuditOutcome::Fraud => {
+            let accusers: Vec<AccountId> =
+                audit.active().filter(|a| a.verdict == Some(false)).map(|a| a.auditor).collect();
+            slash(state, cx, &audit, &accusers);
+            leases::fail(state, cx, audit.lease, LeaseFailure::Fraud);
+        }
+    }
+}
+
+/// Slashes a provider for confirmed fraud: `min(collateral, max(slash_multiple·R,
+/// λ·ΔĈ/p − R))`; `slash_auditor_share` goes to the accusing auditors, the rest is burned.
+/// The provider is ejected and its asks close.
+fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId]) {
+    let lease = state.leases.get(&audit.lease).expect("exists").clone();
+    let params = state.params().clone();
+    let value = lease.value();
+    let p = u128::from(lease.verification.audit_ppm.max(1));
+    let deterrent = value
+        .mul_div(params.lambda_bps * params.cheat_saving_bps, 10_000 * 10_000)
+        .and_then(|v| v.mul_div(PPM, p))
+        .unwrap_or(Amount(u128::MAX))
+        .saturating_sub(value);
+    let multiple = value.checked_mul(params.slash_multiple).unwrap_or(Amount(u128::MAX));
+    let ejected_until = cx.height + Params::u64(params.ejection_blocks);
+    let Some(prov) = state.providers.get_mut(&audit.provider) else { return };
+    let amount = multiple.max(deterrent).min(prov.collateral);
+    prov.collateral = prov.collateral.checked_sub(amount).expect("min");
+    prov.ejected_until = prov.ejected_until.max(ejected_until);
+    prov.trust.clean_streak = 0;
+    prov.trust.frauds += 1;
+    prov.trust.leases_failed += 1;
+    let share = amount.bps(Params::u64(params.slash_auditor_share_bps));
+    let each = if accusers.is_empty() { Amount::ZERO } else { Amount(share.0 / accusers.len() as u128) };
+    let mut paid = Amount::ZERO;
+    for a in accusers {
+        state.pay_out(Bucket::Collateral, a, each);
+        paid = paid.checked_add(each).expect("bounded");
+    }
+    state.burn(Bucket::Collateral, amount.checked_sub(paid).expect("share ≤ amount"));
+    cx.emit(Event::ProviderSlashed { provider: audit.provider, amount, to_auditors: paid, ejected_until });
+    crate::market::close_asks_of(state, cx, audit.provider);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_matches_closed_form() {
+        // 1 − 0.95^90 = 0.99010...
+        let d = detection_ppm(500, 90);
+        assert!((990_000..990_200).contains(&d), "{d}");
+        assert_eq!(detection_ppm(500, 0), 0);
+        assert_eq!(detection_ppm(10_000, 1), 1_000_000);
+    }
+
+    #[test]
+    fn sample_sizes_follow_the_target() {
+        let p = Params::default();
+        assert_eq!(sample_size(&p, JobKind::Embed, VerificationPolicy::Standard, 10_000), 90);
+        assert_eq!(sample_size(&p, JobKind::Embed, VerificationPolicy::Standard, 20), 20);
+        assert_eq!(sample_size(&p, JobKind::Train, VerificationPolicy::Standard, 50), 3);
+        assert_eq!(sample_size(&p, JobKind::Wasm, VerificationPolicy::Redundant { replicas: 3 }, 7), 7);
+    }
+}

@@ -1,0 +1,339 @@
+//! What happened in a block, for receipts, the event stream, and the agents that act on it
+//! (providers watch for their leases, auditors for their assignments).
+
+use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
+use agora_core::{AccountId, Amount, Hash, ResourceClass};
+use serde::{Deserialize, Serialize};
+
+/// How an audit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// Every report passed (or no auditor reported in time): the provider is paid.
+    Clean,
+    /// A failure was not confirmed by the escalation: no slash, but the provider's trust
+    /// resets and its next leases are audited with certainty.
+    Inconclusive,
+    /// Confirmed by a majority of at least two auditors: the provider is slashed.
+    Fraud,
+}
+
+/// Why a lease ended without payment to the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseFailure {
+    /// No commitment before the deadline.
+    MissedDeadline,
+    /// The provider stopped sending heartbeats.
+    ProviderVanished,
+    /// The requester cancelled the job.
+    Cancelled,
+    /// The audit confirmed fraud.
+    Fraud,
+}
+
+/// One thing the ledger did. Every event names the objects it touched so clients can follow
+/// them without scanning state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// Funds moved between accounts.
+    Transfer {
+        /// Payer.
+        from: AccountId,
+        /// Payee.
+        to: AccountId,
+        /// Amount.
+        amount: Amount,
+    },
+    /// A fee was burned.
+    FeeBurned {
+        /// Payer.
+        payer: AccountId,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Stake was bonded.
+    Bonded {
+        /// Validator.
+        validator: AccountId,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Stake or collateral started unlocking.
+    Unlocking {
+        /// Owner.
+        owner: AccountId,
+        /// Amount.
+        amount: Amount,
+        /// Height at which it returns.
+        release_height: u64,
+    },
+    /// Unlocked funds returned to the owner's balance.
+    Released {
+        /// Owner.
+        owner: AccountId,
+        /// Amount.
+        amount: Amount,
+    },
+    /// The committee for a new epoch.
+    CommitteeChanged {
+        /// Epoch number.
+        epoch: u64,
+        /// Members, sorted by stake (descending) then key.
+        members: Vec<AccountId>,
+    },
+    /// A validator was penalised for a consensus fault.
+    ValidatorSlashed {
+        /// Validator.
+        validator: AccountId,
+        /// Amount burned.
+        amount: Amount,
+        /// Jailed until this height.
+        jailed_until: u64,
+    },
+    /// A provider registered or changed its profile.
+    ProviderRegistered {
+        /// Provider.
+        provider: AccountId,
+    },
+    /// A provider went silent and was marked inactive.
+    ProviderInactive {
+        /// Provider.
+        provider: AccountId,
+    },
+    /// An ask entered the book.
+    AskPosted {
+        /// Order id.
+        order: OrderId,
+        /// Provider.
+        provider: AccountId,
+        /// Class.
+        class: ResourceClass,
+        /// Device-seconds offered.
+        quantity: u64,
+        /// Minimum price.
+        min_unit_price: Amount,
+    },
+    /// A bid entered the book (one per shard).
+    BidPosted {
+        /// Order id.
+        order: OrderId,
+        /// Job.
+        job: JobId,
+        /// Shard index.
+        shard: u32,
+    },
+    /// An order left the book unfilled (expiry, cancellation, or its provider left).
+    OrderClosed {
+        /// Order id.
+        order: OrderId,
+        /// Escrow refunded (bids only).
+        refunded: Amount,
+    },
+    /// A job was accepted.
+    JobSubmitted {
+        /// Job id.
+        job: JobId,
+        /// Requester.
+        requester: AccountId,
+        /// Number of shards.
+        shards: u32,
+        /// Escrow locked.
+        escrow: Amount,
+    },
+    /// A class was cleared.
+    Cleared {
+        /// Class.
+        class: ResourceClass,
+        /// Price per device-second paid by buyers.
+        buyer_price: Amount,
+        /// Price per device-second received by sellers.
+        seller_price: Amount,
+        /// Device-seconds matched.
+        volume: u64,
+        /// Leases created.
+        leases: u32,
+    },
+    /// A match became a lease.
+    LeaseCreated {
+        /// Lease id.
+        lease: LeaseId,
+        /// The ask it was filled from.
+        ask: OrderId,
+        /// Job.
+        job: JobId,
+        /// Shard index.
+        shard: u32,
+        /// Provider.
+        provider: AccountId,
+        /// Requester.
+        requester: AccountId,
+        /// Price per device-second paid by the requester.
+        unit_price: Amount,
+        /// Device-seconds.
+        quantity: u64,
+        /// Commitment deadline, unix ms.
+        deadline_ms: u64,
+    },
+    /// A sealed key was shared.
+    KeyShared {
+        /// Lease.
+        lease: LeaseId,
+        /// Recipient.
+        to: AccountId,
+    },
+    /// A provider committed to its results.
+    ResultCommitted {
+        /// Lease.
+        lease: LeaseId,
+        /// Merkle root of output items.
+        root: Hash,
+    },
+    /// The audit draw for a commitment.
+    AuditDrawn {
+        /// Lease.
+        lease: LeaseId,
+        /// Whether it will be audited.
+        audited: bool,
+        /// Audit probability, ppm.
+        probability_ppm: u32,
+    },
+    /// Auditors were assigned (initially, on escalation, or replacing a silent one).
+    AuditAssigned {
+        /// Audit id.
+        audit: AuditId,
+        /// Lease.
+        lease: LeaseId,
+        /// Newly assigned auditors.
+        auditors: Vec<AccountId>,
+        /// Sampled item indices.
+        items: Vec<u32>,
+        /// Report deadline height.
+        deadline_height: u64,
+    },
+    /// An auditor reported.
+    AuditReported {
+        /// Audit id.
+        audit: AuditId,
+        /// Auditor.
+        auditor: AccountId,
+        /// Verdict.
+        passed: bool,
+    },
+    /// An audit closed.
+    AuditResolved {
+        /// Audit id.
+        audit: AuditId,
+        /// Lease.
+        lease: LeaseId,
+        /// Result.
+        outcome: AuditOutcome,
+    },
+    /// A lease paid out.
+    LeaseSettled {
+        /// Lease.
+        lease: LeaseId,
+        /// Paid to the provider.
+        provider_paid: Amount,
+        /// Paid to auditors.
+        auditors_paid: Amount,
+        /// Returned to the requester.
+        requester_refund: Amount,
+        /// Burned (clearing spread).
+        burned: Amount,
+    },
+    /// A lease ended without payment to the provider.
+    LeaseFailed {
+        /// Lease.
+        lease: LeaseId,
+        /// Why.
+        reason: LeaseFailure,
+        /// Returned to the requester (or its shard's new bid).
+        refunded: Amount,
+        /// Taken from the provider's collateral as a penalty.
+        penalty: Amount,
+    },
+    /// A shard went back to the book after its lease failed.
+    ShardRequeued {
+        /// Job.
+        job: JobId,
+        /// Shard.
+        shard: u32,
+        /// The new bid.
+        order: OrderId,
+    },
+    /// A shard could not be completed (deadline passed or the requester cannot fund a retry).
+    ShardAbandoned {
+        /// Job.
+        job: JobId,
+        /// Shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Every shard of a job reached a final state.
+    JobFinished {
+        /// Job.
+        job: JobId,
+        /// Shards completed and paid.
+        completed: u32,
+        /// Shards that did not complete.
+        abandoned: u32,
+    },
+    /// A provider was slashed for fraud.
+    ProviderSlashed {
+        /// Provider.
+        provider: AccountId,
+        /// Total slashed from collateral.
+        amount: Amount,
+        /// Part paid to auditors.
+        to_auditors: Amount,
+        /// Barred until this height.
+        ejected_until: u64,
+    },
+    /// A proposal was created.
+    ProposalCreated {
+        /// Proposal id.
+        proposal: ProposalId,
+        /// Proposer.
+        proposer: AccountId,
+        /// Voting closes at this height.
+        end_height: u64,
+    },
+    /// A vote was cast.
+    Voted {
+        /// Proposal id.
+        proposal: ProposalId,
+        /// Voter.
+        voter: AccountId,
+        /// Yes or no.
+        approve: bool,
+    },
+    /// A proposal closed.
+    ProposalClosed {
+        /// Proposal id.
+        proposal: ProposalId,
+        /// Whether its changes were applied.
+        passed: bool,
+        /// Stake voting yes.
+        yes: Amount,
+        /// Stake voting no.
+        no: Amount,
+    },
+}
+
+/// The outcome of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Transaction id.
+    pub tx: Hash,
+    /// Sender.
+    pub sender: AccountId,
+    /// Whether the payload took effect (the fee is charged either way).
+    pub ok: bool,
+    /// Why it did not, when it did not.
+    pub error: Option<String>,
+    /// What it caused.
+    pub events: Vec<Event>,
+}

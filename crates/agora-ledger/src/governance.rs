@@ -1,0 +1,185 @@
+//! Governance: bonded validators propose parameter changes and vote with their stake; a
+//! proposal passes at its deadline if enough stake voted (quorum) and yes outweighs no.
+
+use crate::error::TxError;
+use crate::events::Event;
+use crate::params::Params;
+use crate::state::{Ctx, State, Timer};
+use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
+use agora_core::tx::{MAX_PARAM_CHANGES, ParamChange, ProposalId};
+use agora_core::{AccountId, Amount, codec_struct};
+use serde::{Deserialize, Serialize};
+
+/// Most votes stored on one proposal (committee members and other stakers).
+pub const MAX_VOTES: usize = 1024;
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Accepting votes.
+    Open,
+    /// Applied.
+    Passed,
+    /// Not applied.
+    Rejected,
+}
+
+impl Encode for ProposalStatus {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8);
+    }
+}
+
+impl Decode for ProposalStatus {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("ProposalStatus")? {
+            0 => Ok(ProposalStatus::Open),
+            1 => Ok(ProposalStatus::Passed),
+            2 => Ok(ProposalStatus::Rejected),
+            t => Err(DecodeError::new("ProposalStatus", DecodeErrorKind::UnknownTag(t))),
+        }
+    }
+}
+
+/// A vote; its weight is the voter's bonded stake when the proposal closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    /// Voter.
+    pub voter: AccountId,
+    /// Yes or no.
+    pub approve: bool,
+}
+codec_struct!(Ballot { voter, approve });
+
+/// A parameter-change proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Proposer.
+    pub proposer: AccountId,
+    /// Changes applied together if it passes.
+    pub changes: Vec<ParamChange>,
+    /// Reason given.
+    pub description: String,
+    /// Voting closes at this height.
+    pub end_height: u64,
+    /// Votes cast (latest per voter).
+    pub ballots: Vec<Ballot>,
+    /// Status.
+    pub status: ProposalStatus,
+    /// Stake for, at close.
+    pub yes: Amount,
+    /// Stake against, at close.
+    pub no: Amount,
+}
+codec_struct!(Proposal {
+    proposer,
+    changes: vec(MAX_PARAM_CHANGES),
+    description: string(1024),
+    end_height,
+    ballots: vec(MAX_VOTES),
+    status,
+    yes,
+    no
+});
+
+fn bonded(state: &State, who: &AccountId) -> Amount {
+    state.validators.get(who).map_or(Amount::ZERO, |v| v.stake)
+}
+
+/// Opens a proposal. Only accounts with bonded stake may propose; every change is checked
+/// against the parameter table now, so a passed proposal always applies cleanly.
+pub(crate) fn propose(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    changes: Vec<ParamChange>,
+    description: String,
+) -> Result<ProposalId, TxError> {
+    if bonded(state, &who).is_zero() {
+        return Err(TxError::Unauthorized("only accounts with bonded stake may propose".into()));
+    }
+    if changes.is_empty() {
+        return Err(TxError::Invalid("a proposal needs at least one change".into()));
+    }
+    for c in &changes {
+        Params::check(&c.name, c.value).map_err(|e| TxError::Invalid(e.to_string()))?;
+    }
+    let end_height = cx.height + Params::u64(state.params().gov_voting_blocks);
+    let id = state.next_id();
+    state.proposals.insert(
+        id,
+        Proposal {
+            proposer: who,
+            changes,
+            description,
+            end_height,
+            ballots: vec![],
+            status: ProposalStatus::Open,
+            yes: Amount::ZERO,
+            no: Amount::ZERO,
+        },
+    );
+    state.schedule(end_height, Timer::CloseProposal(id));
+    cx.emit(Event::ProposalCreated { proposal: id, proposer: who, end_height });
+    Ok(id)
+}
+
+/// Records (or changes) a vote.
+pub(crate) fn vote(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: ProposalId,
+    approve: bool,
+) -> Result<(), TxError> {
+    if bonded(state, &who).is_zero() {
+        return Err(TxError::Unauthorized("only accounts with bonded stake may vote".into()));
+    }
+    let p = state.proposals.get(&id).ok_or_else(|| TxError::not_found("proposal", id))?;
+    if p.status != ProposalStatus::Open {
+        return Err(TxError::InvalidState("voting has closed".into()));
+    }
+    let existing = p.ballots.iter().position(|b| b.voter == who);
+    if existing.is_none() && p.ballots.len() >= MAX_VOTES {
+        return Err(TxError::InvalidState("ballot box is full".into()));
+    }
+    let p = state.proposals.get_mut(&id).expect("checked");
+    match existing {
+        Some(i) => p.ballots[i].approve = approve,
+        None => p.ballots.push(Ballot { voter: who, approve }),
+    }
+    cx.emit(Event::Voted { proposal: id, voter: who, approve });
+    Ok(())
+}
+
+/// Runs from the `CloseProposal` timer: tallies stake as it is now and applies the changes
+/// if the quorum is met and yes outweighs no.
+pub(crate) fn close(state: &mut State, cx: &mut Ctx, id: ProposalId) {
+    let Some(p) = state.proposals.get(&id).cloned() else { return };
+    if p.status != ProposalStatus::Open {
+        return;
+    }
+    let (mut yes, mut no) = (Amount::ZERO, Amount::ZERO);
+    for b in &p.ballots {
+        let w = bonded(state, &b.voter);
+        let side = if b.approve { &mut yes } else { &mut no };
+        *side = side.checked_add(w).expect("bounded");
+    }
+    let total = state.validators.values().fold(Amount::ZERO, |a, v| a.checked_add(v.stake).expect("bounded"));
+    let voted = yes.checked_add(no).expect("bounded");
+    let quorum = total.bps(Params::u64(state.params().gov_quorum_bps));
+    let passed = !total.is_zero() && voted >= quorum && yes > no;
+    if passed {
+        let params = &mut state.meta_mut().params;
+        for c in &p.changes {
+            // Checked at proposal time against the same static table.
+            params.set(&c.name, c.value).expect("validated when proposed");
+        }
+    }
+    let pr = state.proposals.get_mut(&id).expect("exists");
+    pr.status = if passed { ProposalStatus::Passed } else { ProposalStatus::Rejected };
+    pr.yes = yes;
+    pr.no = no;
+    cx.emit(Event::ProposalClosed { proposal: id, passed, yes, no });
+}

@@ -1,0 +1,461 @@
+//! Leases and escrow: a match becomes a lease; its payment waits in escrow until the result
+//! commitment is final and the audit window has closed clean.
+//!
+//! Money paths:
+//! * **match**: the bid's escrow (max price × quantity) shrinks to the clearing price ×
+//!   quantity; the difference is refunded at once.
+//! * **settle**: the provider receives the seller price × units used, minus audit fees paid
+//!   to the auditors who reported; the clearing spread on used units is burned; unused units
+//!   are refunded.
+//! * **deadline missed / provider vanished**: the escrow goes back to the shard, which is
+//!   re-matched; `non_delivery_bps` of the payment moves from the provider's collateral to
+//!   the requester.
+//! * **cancelled by the requester**: the provider keeps `cancel_fee_bps` of the payment; the
+//!   rest is refunded.
+//! * **fraud**: the escrow goes back to the shard and the provider is slashed (see audits).
+
+use crate::error::TxError;
+use crate::events::{Event, LeaseFailure};
+use crate::jobs;
+use crate::market::Order;
+use crate::params::Params;
+use crate::state::{Bucket, Ctx, State, Timer};
+use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
+use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ResultCommitment};
+use agora_core::{AccountId, Amount, ResourceClass, codec_struct};
+use serde::{Deserialize, Serialize};
+
+/// Most sealed keys stored on one lease.
+pub const MAX_KEYS: usize = 8;
+
+/// Where a lease is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseStatus {
+    /// The provider is computing.
+    Running,
+    /// A commitment is on chain; waiting for the audit draw or the window to close.
+    Committed,
+    /// Under audit.
+    Auditing,
+    /// Paid out.
+    Settled,
+    /// Ended without payment to the provider.
+    Failed(LeaseFailure),
+}
+
+impl Encode for LeaseStatus {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            LeaseStatus::Running => out.push(0),
+            LeaseStatus::Committed => out.push(1),
+            LeaseStatus::Auditing => out.push(2),
+            LeaseStatus::Settled => out.push(3),
+            LeaseStatus::Failed(f) => {
+                out.push(4);
+                out.push(*f as u8);
+            }
+        }
+    }
+}
+
+impl Decode for LeaseStatus {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.tag("LeaseStatus")? {
+            0 => LeaseStatus::Running,
+            1 => LeaseStatus::Committed,
+            2 => LeaseStatus::Auditing,
+            3 => LeaseStatus::Settled,
+            4 => LeaseStatus::Failed(match r.tag("LeaseFailure")? {
+                0 => LeaseFailure::MissedDeadline,
+                1 => LeaseFailure::ProviderVanished,
+                2 => LeaseFailure::Cancelled,
+                3 => LeaseFailure::Fraud,
+                t => return Err(DecodeError::new("LeaseFailure", DecodeErrorKind::UnknownTag(t))),
+            }),
+            t => return Err(DecodeError::new("LeaseStatus", DecodeErrorKind::UnknownTag(t))),
+        })
+    }
+}
+
+/// A key sealed to one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedKey {
+    /// Recipient.
+    pub to: AccountId,
+    /// Sealed key bytes.
+    pub sealed: Vec<u8>,
+}
+codec_struct!(SealedKey { to, sealed: bytes(agora_core::tx::MAX_SEALED_KEY) });
+
+/// How a settled lease's escrow was split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// Paid to the provider.
+    pub provider_paid: Amount,
+    /// Paid to auditors.
+    pub auditors_paid: Amount,
+    /// Returned to the requester.
+    pub requester_refund: Amount,
+    /// Burned.
+    pub burned: Amount,
+    /// Height of settlement.
+    pub height: u64,
+}
+codec_struct!(Settlement { provider_paid, auditors_paid, requester_refund, burned, height });
+
+/// The verification facts that applied to a lease (stated on its receipt).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Probability the lease was audited, ppm.
+    pub audit_ppm: u32,
+    /// Items sampled if audited.
+    pub sample: u32,
+    /// Probability of catching cheating on `detect_fraction_bps` of items, ppm.
+    pub detection_ppm: u32,
+    /// Whether the draw selected it.
+    pub audited: bool,
+}
+codec_struct!(Verification { audit_ppm, sample, detection_ppm, audited });
+
+/// A provider's obligation to compute one shard, and the escrow that pays for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Job.
+    pub job: JobId,
+    /// Shard index.
+    pub shard: u32,
+    /// Buyer.
+    pub requester: AccountId,
+    /// Seller.
+    pub provider: AccountId,
+    /// Class.
+    pub class: ResourceClass,
+    /// Device-seconds.
+    pub quantity: u64,
+    /// Price per device-second charged to the requester.
+    pub buyer_price: Amount,
+    /// Price per device-second paid to the provider.
+    pub seller_price: Amount,
+    /// Funds held for this lease.
+    pub escrow: Amount,
+    /// Height it started.
+    pub start_height: u64,
+    /// Time it started, unix ms.
+    pub start_ms: u64,
+    /// Commitment deadline, unix ms.
+    pub deadline_ms: u64,
+    /// Current status.
+    pub status: LeaseStatus,
+    /// The provider's commitment, once posted.
+    pub commitment: Option<ResultCommitment>,
+    /// Height the commitment was included at.
+    pub committed_height: u64,
+    /// Verification facts.
+    pub verification: Verification,
+    /// The audit, if one was opened.
+    pub audit: Option<AuditId>,
+    /// Input keys shared for this lease.
+    pub keys: Vec<SealedKey>,
+    /// The payout, once settled.
+    pub settlement: Option<Settlement>,
+}
+codec_struct!(Lease {
+    job,
+    shard,
+    requester,
+    provider,
+    class,
+    quantity,
+    buyer_price,
+    seller_price,
+    escrow,
+    start_height,
+    start_ms,
+    deadline_ms,
+    status,
+    commitment,
+    committed_height,
+    verification,
+    audit,
+    keys: vec(MAX_KEYS),
+    settlement
+});
+
+impl Lease {
+    /// Whether the provider is still computing.
+    pub fn is_running(&self) -> bool {
+        self.status == LeaseStatus::Running
+    }
+
+    /// Device-seconds the provider reported using, capped at the lease quantity.
+    pub fn units_used(&self) -> u64 {
+        self.commitment.as_ref().map_or(0, |c| c.metering.device_ms.div_ceil(1000).clamp(1, self.quantity))
+    }
+
+    /// Value of the lease at the buyer price (the `R` of the deterrence inequality).
+    pub fn value(&self) -> Amount {
+        self.buyer_price.checked_mul(u128::from(self.quantity)).expect("within escrow")
+    }
+}
+
+/// Turns a matched (bid, ask) pair into a lease at the clearing prices.
+pub(crate) fn create(
+    state: &mut State,
+    cx: &mut Ctx,
+    bid_id: OrderId,
+    ask_id: OrderId,
+    buyer_price: Amount,
+    seller_price: Amount,
+) {
+    let Some(Order::Bid(bid)) = state.orders.get(&bid_id).cloned() else { unreachable!("matched bid") };
+    let Some(Order::Ask(ask)) = state.orders.get(&ask_id).cloned() else { unreachable!("matched ask") };
+    // The bid leaves the book; its escrow moves to the lease, the over-lock is refunded.
+    if let Some(set) = state.book.get_mut(&bid.class) {
+        set.remove(&bid_id);
+    }
+    state.orders.remove(&bid_id);
+    let escrow = buyer_price.checked_mul(u128::from(bid.quantity)).expect("≤ max price × quantity");
+    state.pay_out(Bucket::Escrow, &bid.requester, bid.escrow.checked_sub(escrow).expect("buyer price ≤ max"));
+    // The ask shrinks, or leaves the book when used up.
+    let left = ask.quantity - bid.quantity;
+    if left == 0 {
+        if let Some(set) = state.book.get_mut(&ask.class) {
+            set.remove(&ask_id);
+        }
+        state.orders.remove(&ask_id);
+        state.unschedule(ask.expiry_ms, Timer::OrderExpiry(ask_id));
+    } else if let Some(Order::Ask(a)) = state.orders.get_mut(&ask_id) {
+        a.quantity = left;
+    }
+    if state.book.get(&bid.class).is_some_and(|s| s.is_empty()) {
+        state.book.remove(&bid.class);
+    }
+    let job_deadline = state.jobs.get(&bid.job).expect("bids belong to jobs").manifest.deadline_ms;
+    let p = state.params();
+    let allowance = u128::from(bid.quantity) * 1000 * p.lease_slack_pct / 100 + p.lease_grace_ms;
+    let deadline_ms = job_deadline.min(cx.time_ms.saturating_add(Params::u64(allowance)));
+    let id = state.next_id();
+    state.leases.insert(
+        id,
+        Lease {
+            job: bid.job,
+            shard: bid.shard,
+            requester: bid.requester,
+            provider: ask.provider,
+            class: bid.class.clone(),
+            quantity: bid.quantity,
+            buyer_price,
+            seller_price,
+            escrow,
+            start_height: cx.height,
+            start_ms: cx.time_ms,
+            deadline_ms,
+            status: LeaseStatus::Running,
+            commitment: None,
+            committed_height: 0,
+            verification: Verification::default(),
+            audit: None,
+            keys: vec![],
+            settlement: None,
+        },
+    );
+    state.schedule(deadline_ms, Timer::LeaseDeadline(id));
+    state.providers.get_mut(&ask.provider).expect("asks belong to providers").running.push(id);
+    let job = state.jobs.get_mut(&bid.job).expect("exists");
+    let shard = &mut job.shards[bid.shard as usize];
+    shard.status = jobs::ShardStatus::Leased(id);
+    shard.attempts += 1;
+    shard.history.push(id);
+    cx.emit(Event::LeaseCreated {
+        lease: id,
+        ask: ask_id,
+        job: bid.job,
+        shard: bid.shard,
+        provider: ask.provider,
+        requester: bid.requester,
+        unit_price: buyer_price,
+        quantity: bid.quantity,
+        deadline_ms,
+    });
+}
+
+/// Records an input key sealed by the requester for the provider (or an auditor).
+pub(crate) fn share_key(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: LeaseId,
+    to: AccountId,
+    sealed: Vec<u8>,
+) -> Result<(), TxError> {
+    let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
+    if lease.requester != who {
+        return Err(TxError::Unauthorized("only the requester shares input keys".into()));
+    }
+    let auditor = lease.audit.and_then(|a| state.audits.get(&a)).is_some_and(|a| a.is_assigned(&to));
+    if to != lease.provider && !auditor {
+        return Err(TxError::Invalid("keys may be shared only with the lease's provider or auditors".into()));
+    }
+    if lease.keys.len() >= MAX_KEYS || lease.keys.iter().any(|k| k.to == to) {
+        return Err(TxError::InvalidState("a key for this recipient exists, or the key list is full".into()));
+    }
+    state.leases.get_mut(&id).expect("checked").keys.push(SealedKey { to, sealed });
+    cx.emit(Event::KeyShared { lease: id, to });
+    Ok(())
+}
+
+/// Accepts the provider's result commitment for a running lease. The audit draw happens in
+/// the *next* block, with randomness the provider could not know when it committed.
+pub(crate) fn commit(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: LeaseId,
+    commitment: ResultCommitment,
+) -> Result<(), TxError> {
+    let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
+    if lease.provider != who {
+        return Err(TxError::Unauthorized("only the lease's provider may commit".into()));
+    }
+    if !lease.is_running() {
+        return Err(TxError::InvalidState(format!("lease is {:?}, not running", lease.status)));
+    }
+    let job = state.jobs.get(&lease.job).expect("leases belong to jobs");
+    let expected = job.manifest.output_items(&job.manifest.shards[lease.shard as usize]);
+    if commitment.item_count != expected {
+        return Err(TxError::Invalid(format!(
+            "commitment has {} items, the shard produces {expected}",
+            commitment.item_count
+        )));
+    }
+    if commitment.metering.device_ms > lease.quantity.saturating_mul(1000) {
+        return Err(TxError::Invalid(format!(
+            "metering reports {} device-ms, more than the {} device-seconds leased",
+            commitment.metering.device_ms, lease.quantity
+        )));
+    }
+    let deadline = lease.deadline_ms;
+    let root = commitment.root;
+    let l = state.leases.get_mut(&id).expect("checked");
+    l.status = LeaseStatus::Committed;
+    l.commitment = Some(commitment);
+    l.committed_height = cx.height;
+    state.unschedule(deadline, Timer::LeaseDeadline(id));
+    if let Some(p) = state.providers.get_mut(&who) {
+        p.running.retain(|x| *x != id);
+    }
+    state.schedule(cx.height + 1, Timer::AuditDraw(id));
+    cx.emit(Event::ResultCommitted { lease: id, root });
+    Ok(())
+}
+
+/// Pays out a lease whose audit window closed clean (or whose audit did not confirm fraud).
+/// `reporters` are the auditors that reported and earn the audit fee.
+pub(crate) fn settle(state: &mut State, cx: &mut Ctx, id: LeaseId, reporters: &[AccountId]) {
+    let lease = state.leases.get(&id).expect("settling an existing lease").clone();
+    debug_assert!(matches!(lease.status, LeaseStatus::Committed | LeaseStatus::Auditing));
+    let used = u128::from(lease.units_used());
+    let charged = lease.buyer_price.checked_mul(used).expect("≤ escrow");
+    let earned = lease.seller_price.checked_mul(used).expect("≤ charged");
+    let spread = charged.checked_sub(earned).expect("buyer price ≥ seller price");
+    let refund = lease.escrow.checked_sub(charged).expect("charged ≤ escrow");
+    let fee_each = earned.bps(Params::u64(state.params().audit_fee_bps));
+    let fees = fee_each.checked_mul(reporters.len() as u128).expect("bounded").min(earned);
+    let provider_paid = earned.checked_sub(fees).expect("capped");
+    // Pay auditors one fee each while the capped total lasts.
+    let mut left = fees;
+    for a in reporters {
+        let f = fee_each.min(left);
+        state.pay_out(Bucket::Escrow, a, f);
+        left = left.checked_sub(f).expect("min");
+    }
+    state.pay_out(Bucket::Escrow, &lease.provider, provider_paid);
+    state.pay_out(Bucket::Escrow, &lease.requester, refund);
+    state.burn(Bucket::Escrow, spread);
+    let settlement = Settlement {
+        provider_paid,
+        auditors_paid: fees,
+        requester_refund: refund,
+        burned: spread,
+        height: cx.height,
+    };
+    let l = state.leases.get_mut(&id).expect("exists");
+    l.escrow = Amount::ZERO;
+    l.status = LeaseStatus::Settled;
+    l.settlement = Some(settlement);
+    if let Some(p) = state.providers.get_mut(&lease.provider) {
+        p.trust.leases_settled += 1;
+        p.earned = p.earned.checked_add(provider_paid).expect("bounded");
+    }
+    cx.emit(Event::LeaseSettled {
+        lease: id,
+        provider_paid,
+        auditors_paid: fees,
+        requester_refund: refund,
+        burned: spread,
+    });
+    jobs::shard_done(state, cx, lease.job, lease.shard, id);
+}
+
+/// Ends a lease without paying the provider. For missed deadlines and vanished providers,
+/// a penalty moves from the provider's collateral to the requester and the shard is
+/// re-matched; a cancellation pays the provider its fee and refunds the rest; for fraud the
+/// escrow returns to the shard (the slash itself is applied by the audit).
+pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFailure) {
+    let lease = state.leases.get(&id).expect("failing an existing lease").clone();
+    if matches!(lease.status, LeaseStatus::Settled | LeaseStatus::Failed(_)) {
+        return;
+    }
+    let value = lease.value();
+    let mut penalty = Amount::ZERO;
+    let mut escrow = lease.escrow;
+    match reason {
+        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished => {
+            let bps = Params::u64(state.params().non_delivery_bps);
+            if let Some(p) = state.providers.get_mut(&lease.provider) {
+                penalty = value.bps(bps).min(p.collateral);
+                p.collateral = p.collateral.checked_sub(penalty).expect("min");
+                p.trust.clean_streak = 0;
+                p.trust.leases_failed += 1;
+            }
+            state.pay_out(Bucket::Collateral, &lease.requester, penalty);
+        }
+        LeaseFailure::Cancelled => {
+            let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));
+            state.pay_out(Bucket::Escrow, &lease.provider, fee);
+            escrow = escrow.checked_sub(fee).expect("a share");
+        }
+        LeaseFailure::Fraud => {}
+    }
+    if lease.is_running() {
+        state.unschedule(lease.deadline_ms, Timer::LeaseDeadline(id));
+    }
+    if let Some(p) = state.providers.get_mut(&lease.provider) {
+        p.running.retain(|x| *x != id);
+    }
+    let l = state.leases.get_mut(&id).expect("exists");
+    l.escrow = Amount::ZERO;
+    l.status = LeaseStatus::Failed(reason);
+    cx.emit(Event::LeaseFailed { lease: id, reason, refunded: escrow, penalty });
+    if reason == LeaseFailure::Cancelled {
+        state.pay_out(Bucket::Escrow, &lease.requester, escrow);
+        jobs::abandon(state, cx, lease.job, lease.shard, "cancelled by the requester");
+    } else {
+        jobs::requeue(state, cx, lease.job, lease.shard, escrow, Some(lease.provider));
+    }
+}
+
+/// Runs from the `LeaseDeadline` timer.
+pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: LeaseId) {
+    if state.leases.get(&id).is_some_and(Lease::is_running) {
+        fail(state, cx, id, LeaseFailure::MissedDeadline);
+    }
+}
+
+/// Runs from the `SettleLease` timer: an unaudited lease's window closed.
+pub(crate) fn window_closed(state: &mut State, cx: &mut Ctx, id: LeaseId) {
+    if state.leases.get(&id).is_some_and(|l| l.status == LeaseStatus::Committed) {
+        settle(state, cx, id, &[]);
+    }
+}

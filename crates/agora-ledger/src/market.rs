@@ -1,0 +1,740 @@
+//! The order book and per-block clearing.
+//!
+//! Every block clears each resource class as a sealed-bid, uniform-price double auction with
+//! McAfee trade reduction (`mechanisms.md` §F.2): no time priority, ties broken by the block
+//! seed, a per-account cap. Asks are divisible capacity; bids are shards, filled all-or-none
+//! by one provider.
+//!
+//! **Price.** Unit curves are formed from the sorted orders (bids by price descending, asks
+//! ascending). `k` is the number of units where the `k`-th bid price is at least the `k`-th
+//! ask price. With both `(k+1)`-th prices present, McAfee applies: `p₀ = ⌊(b_{k+1} +
+//! s_{k+1}) / 2⌋` is the price for all `k` units if `s_k ≤ p₀ ≤ b_k`; otherwise `k − 1` units
+//! trade, buyers paying `b_k` and sellers receiving `s_k` (the spread is burned). When one
+//! side is exhausted (no `(k+1)`-th order on it), McAfee has no reference price; the best
+//! losing order on the other side sets it, as in a `(k+1)`-th price auction: `min(b_k,
+//! s_{k+1})` with spare supply, `max(s_k, b_{k+1})` with spare demand, `⌊(b_k + s_k)/2⌋` when
+//! both sides are used up exactly. Every rule is individually rational and never pays out
+//! more than it takes in.
+//!
+//! **Allocation.** Bids at or above the buyer price take, in priority order, the first ask at
+//! or below the seller price that satisfies their constraints (region, carbon, latency, job
+//! kind, providers excluded after failing the shard) and has room for the whole shard, until
+//! the traded volume is reached. Cluster jobs place all their shards at once on distinct,
+//! mutually close providers (F.3), or none.
+
+use crate::error::TxError;
+use crate::events::Event;
+use crate::params::Params;
+use crate::state::{Bucket, Ctx, State, Timer};
+use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
+use agora_core::manifest::{Constraints, JobKind};
+use agora_core::tx::{JobId, OrderId};
+use agora_core::{AccountId, Amount, Coord, ResourceClass, codec_struct};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Capacity offered by a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ask {
+    /// Seller.
+    pub provider: AccountId,
+    /// Class sold.
+    pub class: ResourceClass,
+    /// Device-seconds still offered.
+    pub quantity: u64,
+    /// Lowest acceptable price per device-second.
+    pub min_unit_price: Amount,
+    /// Unix ms at which it is withdrawn.
+    pub expiry_ms: u64,
+}
+codec_struct!(Ask { provider, class, quantity, min_unit_price, expiry_ms });
+
+/// Demand for one shard of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// Job.
+    pub job: JobId,
+    /// Shard index.
+    pub shard: u32,
+    /// Buyer.
+    pub requester: AccountId,
+    /// Class bought.
+    pub class: ResourceClass,
+    /// Device-seconds (filled all-or-none).
+    pub quantity: u64,
+    /// Highest acceptable price per device-second.
+    pub max_unit_price: Amount,
+    /// Funds locked for it: max price × quantity.
+    pub escrow: Amount,
+}
+codec_struct!(Bid { job, shard, requester, class, quantity, max_unit_price, escrow });
+
+/// An open order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "side")]
+pub enum Order {
+    /// Supply.
+    Ask(Ask),
+    /// Demand.
+    Bid(Bid),
+}
+
+impl Order {
+    /// The class traded.
+    pub fn class(&self) -> &ResourceClass {
+        match self {
+            Order::Ask(a) => &a.class,
+            Order::Bid(b) => &b.class,
+        }
+    }
+}
+
+impl Encode for Order {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Order::Ask(a) => {
+                out.push(0);
+                a.encode_to(out);
+            }
+            Order::Bid(b) => {
+                out.push(1);
+                b.encode_to(out);
+            }
+        }
+    }
+}
+
+impl Decode for Order {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("Order")? {
+            0 => Ok(Order::Ask(Ask::decode_from(r)?)),
+            1 => Ok(Order::Bid(Bid::decode_from(r)?)),
+            t => Err(DecodeError::new("Order", DecodeErrorKind::UnknownTag(t))),
+        }
+    }
+}
+
+/// Most recent clearings kept per class.
+pub const PRICE_HISTORY: usize = 64;
+
+/// One clearing of a class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clearing {
+    /// Block height.
+    pub height: u64,
+    /// Price paid by buyers.
+    pub buyer_price: Amount,
+    /// Price received by sellers.
+    pub seller_price: Amount,
+    /// Device-seconds traded.
+    pub volume: u64,
+}
+codec_struct!(Clearing { height, buyer_price, seller_price, volume });
+
+/// Market history of a class, for automatic pricing, quotes and charts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassStats {
+    /// Most recent clearings, oldest first.
+    pub recent: Vec<Clearing>,
+    /// Device-seconds ever traded.
+    pub total_volume: u64,
+}
+codec_struct!(ClassStats { recent: vec(PRICE_HISTORY), total_volume });
+
+impl ClassStats {
+    /// The last buyer price, if the class ever cleared.
+    pub fn last_price(&self) -> Option<Amount> {
+        self.recent.last().map(|c| c.buyer_price)
+    }
+}
+
+/// Adds an order to the table and the book index.
+pub(crate) fn insert_order(state: &mut State, id: OrderId, order: Order) {
+    state.book.entry(order.class().clone()).or_default().insert(id);
+    state.orders.insert(id, order);
+}
+
+fn remove_order(state: &mut State, id: OrderId) -> Option<Order> {
+    let order = state.orders.remove(&id)?;
+    let class = order.class().clone();
+    if let Some(set) = state.book.get_mut(&class) {
+        set.remove(&id);
+        if set.is_empty() {
+            state.book.remove(&class);
+        }
+    }
+    Some(order)
+}
+
+/// Removes an order from the book, refunding a bid's escrow to its requester.
+pub(crate) fn close_order(state: &mut State, cx: &mut Ctx, id: OrderId) {
+    let Some(order) = remove_order(state, id) else { return };
+    let refunded = match order {
+        Order::Ask(a) => {
+            state.unschedule(a.expiry_ms, Timer::OrderExpiry(id));
+            Amount::ZERO
+        }
+        Order::Bid(b) => {
+            state.pay_out(Bucket::Escrow, &b.requester, b.escrow);
+            b.escrow
+        }
+    };
+    cx.emit(Event::OrderClosed { order: id, refunded });
+}
+
+/// Posts an ask for a registered, working provider.
+pub(crate) fn post_ask(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    ask: Ask,
+) -> Result<OrderId, TxError> {
+    let p = state.providers.get(&who).ok_or_else(|| TxError::not_found("provider", who))?;
+    if !p.can_work(cx.height) {
+        return Err(TxError::InvalidState("provider is inactive or ejected".into()));
+    }
+    if !p.profile.classes.contains(&ask.class) {
+        return Err(TxError::Invalid(format!(
+            "class {} is not in the provider's registered classes",
+            ask.class
+        )));
+    }
+    if ask.quantity == 0 {
+        return Err(TxError::Invalid("ask quantity must be positive".into()));
+    }
+    let lifetime = Params::u64(state.params().max_order_lifetime_ms);
+    if ask.expiry_ms <= cx.time_ms || ask.expiry_ms - cx.time_ms > lifetime {
+        return Err(TxError::Invalid(format!("expiry must be in the future and at most {lifetime} ms away")));
+    }
+    let id = state.next_id();
+    state.schedule(ask.expiry_ms, Timer::OrderExpiry(id));
+    cx.emit(Event::AskPosted {
+        order: id,
+        provider: who,
+        class: ask.class.clone(),
+        quantity: ask.quantity,
+        min_unit_price: ask.min_unit_price,
+    });
+    insert_order(state, id, Order::Ask(ask));
+    Ok(id)
+}
+
+/// Cancels the sender's ask. Bids belong to jobs and are cancelled with the job.
+pub(crate) fn cancel_order(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: OrderId,
+) -> Result<(), TxError> {
+    match state.orders.get(&id) {
+        None => Err(TxError::not_found("order", id)),
+        Some(Order::Bid(_)) => Err(TxError::Invalid("bids belong to jobs: cancel the job instead".into())),
+        Some(Order::Ask(a)) if a.provider != who => Err(TxError::Unauthorized("not your ask".into())),
+        Some(Order::Ask(_)) => {
+            close_order(state, cx, id);
+            Ok(())
+        }
+    }
+}
+
+/// Closes every ask of a provider (it went inactive or was ejected).
+pub(crate) fn close_asks_of(state: &mut State, cx: &mut Ctx, provider: AccountId) {
+    let ids: Vec<OrderId> = state
+        .orders
+        .iter()
+        .filter(|(_, o)| matches!(o, Order::Ask(a) if a.provider == provider))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ids {
+        close_order(state, cx, id);
+    }
+}
+
+/// Runs from the `OrderExpiry` timer.
+pub(crate) fn expire(state: &mut State, cx: &mut Ctx, id: OrderId) {
+    close_order(state, cx, id);
+}
+
+// ----- clearing ------------------------------------------------------------------------------
+
+/// Price and volume of one class's clearing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    /// Price per unit paid by buyers.
+    pub buyer_price: Amount,
+    /// Price per unit received by sellers.
+    pub seller_price: Amount,
+    /// Most units that may trade.
+    pub volume: u64,
+}
+
+/// Finds the uniform prices and volume for sorted unit curves, each given as
+/// `(price, quantity)` runs: bids by price descending, asks ascending. `None` if nothing
+/// crosses. See the module documentation for the rule.
+pub fn discover_price(bids: &[(Amount, u64)], asks: &[(Amount, u64)]) -> Option<Quote> {
+    let (mut i, mut j) = (0, 0);
+    let (mut bi, mut aj) = (bids.first()?.1, asks.first()?.1);
+    let mut k: u64 = 0;
+    let (mut b_k, mut s_k) = (Amount::ZERO, Amount::ZERO);
+    while i < bids.len() && j < asks.len() && bids[i].0 >= asks[j].0 {
+        let step = bi.min(aj);
+        k += step;
+        b_k = bids[i].0;
+        s_k = asks[j].0;
+        bi -= step;
+        aj -= step;
+        if bi == 0 {
+            i += 1;
+            bi = bids.get(i).map_or(0, |b| b.1);
+        }
+        if aj == 0 {
+            j += 1;
+            aj = asks.get(j).map_or(0, |a| a.1);
+        }
+    }
+    if k == 0 {
+        return None;
+    }
+    let b_next = bids.get(i).map(|b| b.0);
+    let s_next = asks.get(j).map(|a| a.0);
+    let mid = |a: Amount, b: Amount| Amount(a.0 / 2 + b.0 / 2 + (a.0 % 2 + b.0 % 2) / 2);
+    Some(match (b_next, s_next) {
+        (Some(b1), Some(s1)) => {
+            let p0 = mid(b1, s1);
+            if s_k <= p0 && p0 <= b_k {
+                Quote { buyer_price: p0, seller_price: p0, volume: k }
+            } else {
+                Quote { buyer_price: b_k, seller_price: s_k, volume: k - 1 }
+            }
+        }
+        (None, Some(s1)) => {
+            let p = b_k.min(s1);
+            Quote { buyer_price: p, seller_price: p, volume: k }
+        }
+        (Some(b1), None) => {
+            let p = s_k.max(b1);
+            Quote { buyer_price: p, seller_price: p, volume: k }
+        }
+        (None, None) => {
+            let p = mid(b_k, s_k);
+            Quote { buyer_price: p, seller_price: p, volume: k }
+        }
+    })
+}
+
+/// A provider's facts that constraints are checked against.
+struct Seller {
+    provider: AccountId,
+    region: String,
+    carbon: u32,
+    coord: Coord,
+    kinds: Vec<JobKind>,
+    room: usize,
+}
+
+/// Whether a seller satisfies a bid's job constraints.
+fn satisfies(
+    seller: &Seller,
+    requester: &AccountId,
+    kind: JobKind,
+    c: &Constraints,
+    excluded: &[AccountId],
+) -> bool {
+    seller.provider != *requester
+        && seller.kinds.contains(&kind)
+        && !excluded.contains(&seller.provider)
+        && c.region.as_ref().is_none_or(|r| r.as_str() == seller.region)
+        && c.max_carbon_g_per_kwh.is_none_or(|max| seller.carbon <= max)
+        && c.max_latency
+            .as_ref()
+            .is_none_or(|l| seller.coord.predicted_rtt_us(&l.from) <= u64::from(l.max_rtt_ms) * 1000)
+}
+
+/// Clears every class with crossing orders. Called once per block, after transactions.
+pub(crate) fn clear_all(state: &mut State, cx: &mut Ctx) {
+    let classes: Vec<ResourceClass> = state.book.keys().cloned().collect();
+    for class in classes {
+        clear_class(state, cx, &class);
+    }
+}
+
+/// A bid ready for allocation.
+struct OpenBid {
+    id: OrderId,
+    bid: Bid,
+    tie: u64,
+}
+
+/// An ask ready for allocation.
+struct OpenAsk {
+    id: OrderId,
+    ask: Ask,
+    tie: u64,
+    seller: usize,
+}
+
+/// Most clearing rounds per class per block (see [`clear_class`]).
+pub const MAX_ROUNDS: usize = 4;
+
+/// Clears one class. Round one is the uniform-price auction over the whole book. Bids that
+/// cross at the round's price but that no eligible ask could serve (their constraints rule
+/// out every ask at that price) go to another round, run the same way over themselves and
+/// only the asks that could serve at least one of them, so a constraint never leaves a bid
+/// stranded behind asks it cannot use. Each round is individually rational and budget
+/// balanced on its own.
+fn clear_class(state: &mut State, cx: &mut Ctx, class: &ResourceClass) {
+    let Some(ids) = state.book.get(class) else { return };
+    let mut bids = Vec::new();
+    let mut asks = Vec::new();
+    let mut sellers: Vec<Seller> = Vec::new();
+    let mut seller_index: BTreeMap<AccountId, usize> = BTreeMap::new();
+    for id in ids.iter() {
+        match state.orders.get(id).expect("book indexes live orders") {
+            Order::Bid(b) => bids.push(OpenBid { id: *id, bid: b.clone(), tie: cx.draw("tie", *id) }),
+            Order::Ask(a) => {
+                let Some(p) = state.providers.get(&a.provider) else { continue };
+                if !p.can_work(cx.height) {
+                    continue;
+                }
+                let seller = *seller_index.entry(a.provider).or_insert_with(|| {
+                    sellers.push(Seller {
+                        provider: a.provider,
+                        region: p.profile.region.to_string(),
+                        carbon: p.profile.carbon_g_per_kwh,
+                        coord: p.profile.coord,
+                        kinds: p.profile.kinds.clone(),
+                        room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
+                    });
+                    sellers.len() - 1
+                });
+                asks.push(OpenAsk { id: *id, ask: a.clone(), tie: cx.draw("tie", *id), seller });
+            }
+        }
+    }
+    // Cheap exit when nothing can cross: most blocks, most classes.
+    let best_bid = bids.iter().map(|b| b.bid.max_unit_price).max();
+    let best_ask = asks.iter().map(|a| a.ask.min_unit_price).min();
+    match (best_bid, best_ask) {
+        (Some(b), Some(a)) if b >= a => {}
+        _ => return,
+    }
+    bids.sort_by(|x, y| y.bid.max_unit_price.cmp(&x.bid.max_unit_price).then(x.tie.cmp(&y.tie)));
+    asks.sort_by(|x, y| x.ask.min_unit_price.cmp(&y.ask.min_unit_price).then(x.tie.cmp(&y.tie)));
+    let jobs: BTreeMap<JobId, (JobKind, Constraints, Vec<Vec<AccountId>>)> = bids
+        .iter()
+        .filter_map(|b| {
+            let j = state.jobs.get(&b.bid.job)?;
+            let excluded = j.shards.iter().map(|s| s.excluded.clone()).collect();
+            Some((b.bid.job, (j.manifest.kind(), j.manifest.constraints.clone(), excluded)))
+        })
+        .collect();
+    let offered: u64 = asks.iter().map(|a| a.ask.quantity).fold(0, u64::saturating_add);
+    let mut market = Book {
+        bids,
+        asks,
+        sellers,
+        jobs,
+        remaining: vec![],
+        cap: (u128::from(offered) * state.params().account_cap_bps / 10_000) as u64,
+        bought: BTreeMap::new(),
+    };
+    market.remaining = market.asks.iter().map(|a| a.ask.quantity).collect();
+    let mut bid_set: Vec<usize> = (0..market.bids.len()).collect();
+    let mut ask_set: Vec<usize> = (0..market.asks.len()).collect();
+    for _ in 0..MAX_ROUNDS {
+        let Some(round) = market.round(&bid_set, &ask_set) else { break };
+        if !round.matches.is_empty() {
+            record_round(state, cx, class, &market, &round);
+        }
+        if round.blocked.is_empty() {
+            break;
+        }
+        // Next round: the blocked bids, and the asks with room that could serve one of them.
+        ask_set = (0..market.asks.len())
+            .filter(|&i| market.remaining[i] > 0)
+            .filter(|&i| round.blocked.iter().any(|&b| market.serves(b, i, market.bids[b].bid.quantity)))
+            .collect();
+        bid_set = round.blocked;
+    }
+}
+
+/// The class's order book during one block's clearing.
+struct Book {
+    bids: Vec<OpenBid>,
+    asks: Vec<OpenAsk>,
+    sellers: Vec<Seller>,
+    jobs: BTreeMap<JobId, (JobKind, Constraints, Vec<Vec<AccountId>>)>,
+    /// Capacity left per ask.
+    remaining: Vec<u64>,
+    /// Most units one account may buy in this block.
+    cap: u64,
+    /// Units bought per account so far in this block.
+    bought: BTreeMap<AccountId, u64>,
+}
+
+/// The result of one clearing round.
+struct Round {
+    quote: Quote,
+    /// (bid index, ask index) pairs.
+    matches: Vec<(usize, usize)>,
+    /// Bids that crossed but found no eligible ask.
+    blocked: Vec<usize>,
+}
+
+impl Book {
+    /// Whether ask `a` could serve `quantity` units of bid `b` (constraints and room).
+    fn serves(&self, b: usize, a: usize, quantity: u64) -> bool {
+        let bid = &self.bids[b].bid;
+        let Some((kind, constraints, excluded)) = self.jobs.get(&bid.job) else { return false };
+        let s = &self.sellers[self.asks[a].seller];
+        self.remaining[a] >= quantity
+            && s.room > 0
+            && satisfies(s, &bid.requester, *kind, constraints, &excluded[bid.shard as usize])
+    }
+
+    fn within_cap(&self, who: &AccountId, q: u64) -> bool {
+        self.bought.get(who).is_none_or(|&already| already + q <= self.cap)
+    }
+
+    fn take(&mut self, b: usize, a: usize, matches: &mut Vec<(usize, usize)>) {
+        let q = self.bids[b].bid.quantity;
+        self.remaining[a] -= q;
+        self.sellers[self.asks[a].seller].room -= 1;
+        *self.bought.entry(self.bids[b].bid.requester).or_default() += q;
+        matches.push((b, a));
+    }
+
+    /// Runs price discovery and allocation over the given bids and asks (both in priority
+    /// order). `None` if nothing crosses.
+    fn round(&mut self, bid_set: &[usize], ask_set: &[usize]) -> Option<Round> {
+        let bid_curve: Vec<(Amount, u64)> =
+            bid_set.iter().map(|&i| (self.bids[i].bid.max_unit_price, self.bids[i].bid.quantity)).collect();
+        let ask_curve: Vec<(Amount, u64)> =
+            ask_set.iter().map(|&i| (self.asks[i].ask.min_unit_price, self.remaining[i])).collect();
+        let quote = discover_price(&bid_curve, &ask_curve)?;
+        let eligible: Vec<usize> = ask_set
+            .iter()
+            .copied()
+            .filter(|&i| self.asks[i].ask.min_unit_price <= quote.seller_price)
+            .collect();
+        let mut volume_left = quote.volume;
+        let mut matches = Vec::new();
+        let mut blocked = Vec::new();
+        let mut clusters_seen: BTreeSet<JobId> = BTreeSet::new();
+        for &b in bid_set {
+            let bid = self.bids[b].bid.clone();
+            if volume_left == 0 || bid.max_unit_price < quote.buyer_price {
+                break;
+            }
+            let Some((_, constraints, _)) = self.jobs.get(&bid.job) else { continue };
+            if let Some(cluster) = constraints.cluster {
+                // All shards of the job at once, on distinct, mutually close providers.
+                if !clusters_seen.insert(bid.job) {
+                    continue;
+                }
+                let members: Vec<usize> =
+                    bid_set.iter().copied().filter(|&x| self.bids[x].bid.job == bid.job).collect();
+                if members.len() != usize::from(cluster.size) {
+                    continue; // some shards already placed or abandoned: the cluster cannot form
+                }
+                let total: u64 = members.iter().map(|&m| self.bids[m].bid.quantity).sum();
+                let biggest = members.iter().map(|&m| self.bids[m].bid.quantity).max().unwrap_or(0);
+                if total > volume_left || !self.within_cap(&bid.requester, total) {
+                    continue;
+                }
+                let candidates: Vec<usize> = eligible
+                    .iter()
+                    .copied()
+                    .filter(|&a| members.iter().all(|&m| self.serves(m, a, biggest)))
+                    .collect();
+                match select_cluster(
+                    &candidates,
+                    &self.asks,
+                    &self.sellers,
+                    cluster.size,
+                    cluster.max_pairwise_rtt_ms,
+                ) {
+                    Some(chosen) => {
+                        for (&m, a) in members.iter().zip(chosen) {
+                            self.take(m, a, &mut matches);
+                        }
+                        volume_left -= total;
+                    }
+                    None => blocked.extend(members),
+                }
+                continue;
+            }
+            let q = bid.quantity;
+            if q > volume_left || !self.within_cap(&bid.requester, q) {
+                continue;
+            }
+            match eligible.iter().copied().find(|&a| self.serves(b, a, q)) {
+                Some(a) => {
+                    self.take(b, a, &mut matches);
+                    volume_left -= q;
+                }
+                None => blocked.push(b),
+            }
+        }
+        Some(Round { quote, matches, blocked })
+    }
+}
+
+/// Turns a round's matches into leases and records the clearing.
+fn record_round(state: &mut State, cx: &mut Ctx, class: &ResourceClass, book: &Book, round: &Round) {
+    let mut traded = 0u64;
+    for &(b, a) in &round.matches {
+        traded += book.bids[b].bid.quantity;
+        crate::leases::create(
+            state,
+            cx,
+            book.bids[b].id,
+            book.asks[a].id,
+            round.quote.buyer_price,
+            round.quote.seller_price,
+        );
+    }
+    let mut stats = state.class_stats.get(class).cloned().unwrap_or_default();
+    stats.recent.push(Clearing {
+        height: cx.height,
+        buyer_price: round.quote.buyer_price,
+        seller_price: round.quote.seller_price,
+        volume: traded,
+    });
+    if stats.recent.len() > PRICE_HISTORY {
+        stats.recent.remove(0);
+    }
+    stats.total_volume = stats.total_volume.saturating_add(traded);
+    state.class_stats.insert(class.clone(), stats);
+    cx.emit(Event::Cleared {
+        class: class.clone(),
+        buyer_price: round.quote.buyer_price,
+        seller_price: round.quote.seller_price,
+        volume: traded,
+        leases: round.matches.len() as u32,
+    });
+}
+
+/// Chooses `size` asks of distinct providers whose pairwise predicted RTT is at most
+/// `max_rtt_ms`, cheapest first (F.3): for each seed, the cheapest members within `L/2` of it
+/// (diameter ≤ L by the triangle inequality), else the seed and its nearest neighbours; every
+/// candidate set is then checked pairwise. Returns ask indices.
+fn select_cluster(
+    candidates: &[usize],
+    asks: &[OpenAsk],
+    sellers: &[Seller],
+    size: u8,
+    max_rtt_ms: u32,
+) -> Option<Vec<usize>> {
+    // One ask per provider: the cheapest (candidates are already in price order).
+    let mut seen = BTreeSet::new();
+    let pool: Vec<usize> = candidates.iter().copied().filter(|&i| seen.insert(asks[i].seller)).collect();
+    let k = usize::from(size);
+    if pool.len() < k {
+        return None;
+    }
+    let limit = u64::from(max_rtt_ms) * 1000;
+    let rtt =
+        |a: usize, b: usize| sellers[asks[a].seller].coord.predicted_rtt_us(&sellers[asks[b].seller].coord);
+    let diameter = |set: &[usize]| {
+        set.iter()
+            .flat_map(|&a| set.iter().map(move |&b| (a, b)))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| rtt(a, b))
+            .max()
+            .unwrap_or(0)
+    };
+    let cost = |set: &[usize]| set.iter().map(|&i| asks[i].ask.min_unit_price.0).sum::<u128>();
+    let mut best: Option<(u128, u64, Vec<usize>)> = None;
+    for &seed in &pool {
+        let ball: Vec<usize> =
+            pool.iter().copied().filter(|&j| j == seed || rtt(seed, j) * 2 <= limit).collect();
+        let set: Vec<usize> = if ball.len() >= k {
+            let mut set = vec![seed];
+            set.extend(ball.iter().copied().filter(|&j| j != seed).take(k - 1));
+            set
+        } else {
+            let mut near: Vec<usize> = pool.iter().copied().filter(|&j| j != seed).collect();
+            near.sort_by_key(|&j| (rtt(seed, j), j));
+            std::iter::once(seed).chain(near.into_iter().take(k - 1)).collect()
+        };
+        let d = diameter(&set);
+        if set.len() == k && d <= limit {
+            let key = (cost(&set), d);
+            if best.as_ref().is_none_or(|(c, bd, _)| key < (*c, *bd)) {
+                best = Some((key.0, key.1, set));
+            }
+        }
+    }
+    best.map(|(_, _, set)| set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn a(n: u128) -> Amount {
+        Amount(n)
+    }
+
+    #[test]
+    fn mcafee_trade_reduction() {
+        // Unit traders: bids 10, 9, 3; asks 1, 2, 8. k = 2; p0 = (3 + 8) / 2 = 5 ∈ [s_2, b_2] = [2, 9].
+        let q =
+            discover_price(&[(a(10), 1), (a(9), 1), (a(3), 1)], &[(a(1), 1), (a(2), 1), (a(8), 1)]).unwrap();
+        assert_eq!(q, Quote { buyer_price: a(5), seller_price: a(5), volume: 2 });
+        // Bids 10, 9, 8; asks 1, 2, 3 then 20: k = 3, p0 = (?) b4 absent → spare supply rule.
+        let q = discover_price(
+            &[(a(10), 1), (a(9), 1), (a(8), 1)],
+            &[(a(1), 1), (a(2), 1), (a(3), 1), (a(20), 1)],
+        )
+        .unwrap();
+        assert_eq!(q, Quote { buyer_price: a(8), seller_price: a(8), volume: 3 });
+        // p0 outside [s_k, b_k]: bids 10, 9, 1; asks 1, 2, 100 → k = 2, p0 = (1 + 100)/2 = 50 > 9.
+        let q = discover_price(&[(a(10), 1), (a(9), 1), (a(1), 1)], &[(a(1), 1), (a(2), 1), (a(100), 1)])
+            .unwrap();
+        assert_eq!(q, Quote { buyer_price: a(9), seller_price: a(2), volume: 1 });
+    }
+
+    #[test]
+    fn spare_supply_prices_at_next_ask() {
+        // One shard of 60 units at max 10; providers ask 2 and 3 with plenty of room.
+        let q = discover_price(&[(a(10), 60)], &[(a(2), 3600), (a(3), 3600)]).unwrap();
+        assert_eq!(q, Quote { buyer_price: a(2), seller_price: a(2), volume: 60 });
+        // With only one ask, the rest of its own capacity is the next unit: still priced at 2.
+        let q = discover_price(&[(a(10), 60)], &[(a(2), 3600)]).unwrap();
+        assert_eq!(q.volume, 60);
+    }
+
+    #[test]
+    fn no_cross_no_trade() {
+        assert_eq!(discover_price(&[(a(1), 5)], &[(a(2), 5)]), None);
+        assert_eq!(discover_price(&[], &[(a(2), 5)]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn prices_are_individually_rational_and_budget_balanced(
+            mut bids in prop::collection::vec((1u128..100, 1u64..20), 1..12),
+            mut asks in prop::collection::vec((1u128..100, 1u64..20), 1..12),
+        ) {
+            bids.sort_by(|x, y| y.0.cmp(&x.0));
+            asks.sort_by(|x, y| x.0.cmp(&y.0));
+            let bc: Vec<(Amount, u64)> = bids.iter().map(|(p, q)| (Amount(*p), *q)).collect();
+            let ac: Vec<(Amount, u64)> = asks.iter().map(|(p, q)| (Amount(*p), *q)).collect();
+            if let Some(q) = discover_price(&bc, &ac) {
+                prop_assert!(q.buyer_price >= q.seller_price, "budget balance");
+                // Units that trade: the top `volume` bid units all bid at least the buyer price,
+                // and the cheapest `volume` ask units all ask at most the seller price.
+                let mut left = q.volume;
+                for (p, n) in &bc { if left == 0 { break } prop_assert!(*p >= q.buyer_price); left = left.saturating_sub(*n); }
+                let mut left = q.volume;
+                for (p, n) in &ac { if left == 0 { break } prop_assert!(*p <= q.seller_price); left = left.saturating_sub(*n); }
+                let demand: u64 = bc.iter().map(|b| b.1).sum();
+                let supply: u64 = ac.iter().map(|a| a.1).sum();
+                prop_assert!(q.volume <= demand.min(supply));
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The parameter table: every number the protocol uses, in one place, changeable only by
+//! governance and only within stated bounds.
+//!
+//! Fractions are integers: `_bps` is basis points (1/10,000), `_ppm` parts per million.
+//! Defaults follow `shared/research/mechanisms.md` §F.0.
+
+use agora_core::codec::{Decode, DecodeError, Encode, Reader};
+use serde::{Deserialize, Serialize};
+
+macro_rules! params {
+    ($( $(#[doc = $doc:expr])* $name:ident : $default:expr, $min:expr, $max:expr; )*) => {
+        /// Every governance-tunable protocol parameter.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct Params {
+            $( $(#[doc = $doc])* pub $name: u128, )*
+        }
+
+        impl Default for Params {
+            fn default() -> Self {
+                Self { $( $name: $default, )* }
+            }
+        }
+
+        /// Name, allowed range and description of each parameter, in wire order.
+        pub const PARAM_TABLE: &[ParamInfo] = &[
+            $( ParamInfo { name: stringify!($name), min: $min, max: $max, doc: concat!($($doc),*) }, )*
+        ];
+
+        impl Params {
+            /// The value of the parameter called `name`.
+            pub fn get(&self, name: &str) -> Option<u128> {
+                match name {
+                    $( stringify!($name) => Some(self.$name), )*
+                    _ => None,
+                }
+            }
+
+            fn set_unchecked(&mut self, name: &str, value: u128) -> bool {
+                match name {
+                    $( stringify!($name) => { self.$name = value; true } )*
+                    _ => false,
+                }
+            }
+
+            /// All values in wire order.
+            pub fn values(&self) -> Vec<u128> {
+                vec![$( self.$name, )*]
+            }
+        }
+    };
+}
+
+/// Metadata about one parameter.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ParamInfo {
+    /// The name used in proposals.
+    pub name: &'static str,
+    /// Smallest allowed value.
+    pub min: u128,
+    /// Largest allowed value.
+    pub max: u128,
+    /// What it controls.
+    pub doc: &'static str,
+}
+
+const BIG: u128 = 1 << 100;
+const DAY_MS: u128 = 86_400_000;
+
+params! {
+    /// Lowest fee a transaction may pay (base units). Fees are burned.
+    min_fee: 10, 0, BIG;
+    /// Extra fee per encoded byte of the transaction.
+    fee_per_byte: 0, 0, BIG;
+    /// Number of validators in the consensus committee (top-N by stake).
+    committee_size: 4, 1, 100;
+    /// Blocks per epoch; the committee is recomputed at each epoch boundary.
+    epoch_length: 1_000, 1, 1 << 40;
+    /// Least stake for committee membership.
+    min_validator_stake: 1_000, 0, BIG;
+    /// Blocks before unbonded stake or withdrawn collateral becomes spendable.
+    unbonding_blocks: 100, 0, 1 << 32;
+    /// Blocks an equivocating validator is excluded from the committee.
+    jail_blocks: 10_000, 0, 1 << 40;
+    /// Share of stake slashed (burned) for consensus equivocation, bps.
+    equivocation_slash_bps: 500, 0, 10_000;
+    /// Least collateral to register as a provider.
+    min_provider_collateral: 1_000, 0, BIG;
+    /// A provider silent (no heartbeat or commitment) for this many blocks is inactive: its
+    /// asks close and its running leases fail and are re-matched.
+    liveness_blocks: 60, 1, 1 << 32;
+    /// Most units one account may buy in one class per block, bps of the class's offered
+    /// volume (an account's first fill in a block is always allowed).
+    account_cap_bps: 2_000, 1, 10_000;
+    /// Longest time an ask or bid may stay open, ms.
+    max_order_lifetime_ms: 7 * DAY_MS, 1, 365 * DAY_MS;
+    /// Lease deadline = start + quantity seconds × this / 100 + grace (capped by the job
+    /// deadline).
+    lease_slack_pct: 300, 100, 100_000;
+    /// Fixed allowance added to every lease deadline, ms.
+    lease_grace_ms: 120_000, 0, DAY_MS;
+    /// Penalty for missing a lease deadline, bps of the lease payment, from collateral to the
+    /// requester.
+    non_delivery_bps: 1_000, 0, 10_000;
+    /// Compensation a provider receives when the requester cancels a running lease, bps of
+    /// the lease payment.
+    cancel_fee_bps: 1_000, 0, 10_000;
+    /// Blocks after a commitment (not audited) before payment is released.
+    audit_window_blocks: 3, 1, 1 << 32;
+    /// Blocks an assigned auditor has to report.
+    audit_report_blocks: 60, 1, 1 << 32;
+    /// Times a silent auditor is replaced before an audit closes without it.
+    audit_max_reassign: 2, 0, 16;
+    /// Least audit probability for any lease, ppm.
+    audit_floor_ppm: 10_000, 0, 1_000_000;
+    /// Safety factor λ in the deterrence inequality, bps (15,000 = 1.5).
+    lambda_bps: 15_000, 10_000, 1_000_000;
+    /// Upper bound α on colluding auditor share, bps.
+    collusion_alpha_bps: 3_333, 0, 9_999;
+    /// Cost a cheater saves, as a share of the lease payment (ΔĈ / R), bps.
+    cheat_saving_bps: 8_000, 0, 10_000;
+    /// Clean audits in a row before a provider earns a reduced audit rate (1 / streak).
+    trust_threshold: 10, 1, 1 << 32;
+    /// Leases audited with certainty after an inconclusive audit.
+    forced_audits_after_inconclusive: 10, 0, 1 << 16;
+    /// Fewest items sampled per audit.
+    audit_sample_min: 8, 1, 1 << 20;
+    /// Cheating fraction the sample is sized to catch, bps (500 = 5% of items).
+    detect_fraction_bps: 500, 1, 10_000;
+    /// Per-audit probability of catching that fraction, ppm.
+    detect_target_ppm: 990_000, 0, 999_999;
+    /// Checkpoint segments replayed per audited training lease.
+    train_replay_segments: 3, 1, 1 << 16;
+    /// Fee per audit report, bps of the lease payment, paid from the provider's payment.
+    audit_fee_bps: 100, 0, 5_000;
+    /// Slash for confirmed fraud: at least this many times the lease payment.
+    slash_multiple: 10, 0, 10_000;
+    /// Share of a fraud slash paid to the auditors who reported it, bps; the rest is burned.
+    slash_auditor_share_bps: 5_000, 0, 10_000;
+    /// Blocks a provider confirmed as fraudulent is barred from the market.
+    ejection_blocks: 1_000_000, 0, 1 << 48;
+    /// Blocks a governance proposal stays open for votes.
+    gov_voting_blocks: 30, 1, 1 << 32;
+    /// Share of bonded stake that must vote for a proposal to count, bps.
+    gov_quorum_bps: 3_334, 0, 10_000;
+}
+
+/// Why a parameter change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// No parameter has this name.
+    #[error("unknown parameter {0:?}; `agora gov params` lists them")]
+    Unknown(String),
+    /// The value is outside the allowed range.
+    #[error("parameter {name} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        /// Parameter.
+        name: String,
+        /// Requested value.
+        value: u128,
+        /// Lower bound.
+        min: u128,
+        /// Upper bound.
+        max: u128,
+    },
+}
+
+impl Params {
+    /// Checks a change against the table without applying it.
+    pub fn check(name: &str, value: u128) -> Result<(), ParamError> {
+        let info = PARAM_TABLE
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ParamError::Unknown(name.to_string()))?;
+        if value < info.min || value > info.max {
+            return Err(ParamError::OutOfRange {
+                name: name.to_string(),
+                value,
+                min: info.min,
+                max: info.max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets `name` to `value` if the table allows it.
+    pub fn set(&mut self, name: &str, value: u128) -> Result<(), ParamError> {
+        Self::check(name, value)?;
+        let known = self.set_unchecked(name, value);
+        debug_assert!(known, "checked names exist");
+        Ok(())
+    }
+
+    /// Checks every value against the table (for genesis files).
+    pub fn validate(&self) -> Result<(), ParamError> {
+        PARAM_TABLE.iter().zip(self.values()).try_for_each(|(info, v)| Self::check(info.name, v))
+    }
+
+    /// A value that fits in `u64` (all count and time parameters do, by their bounds).
+    pub fn u64(value: u128) -> u64 {
+        u64::try_from(value).unwrap_or(u64::MAX)
+    }
+}
+
+impl Encode for Params {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        for v in self.values() {
+            v.encode_to(out);
+        }
+    }
+}
+
+impl Decode for Params {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut p = Params::default();
+        for info in PARAM_TABLE {
+            let v = u128::decode_from(r)?;
+            p.set_unchecked(info.name, v);
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_within_bounds() {
+        Params::default().validate().unwrap();
+    }
+
+    #[test]
+    fn set_checks_names_and_ranges() {
+        let mut p = Params::default();
+        p.set("audit_floor_ppm", 20_000).unwrap();
+        assert_eq!(p.audit_floor_ppm, 20_000);
+        assert!(matches!(p.set("nope", 1), Err(ParamError::Unknown(_))));
+        let err = p.set("audit_floor_ppm", 2_000_000).unwrap_err();
+        assert!(err.to_string().contains("between 0 and 1000000"));
+        assert_eq!(Params::decode(&p.encode()).unwrap(), p);
+    }
+}

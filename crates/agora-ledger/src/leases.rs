@@ -17,7 +17,7 @@
 use crate::error::TxError;
 use crate::events::{Event, LeaseFailure};
 use crate::jobs;
-use crate::market::Order;
+use crate::market::{self, Order};
 use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
@@ -208,29 +208,12 @@ pub(crate) fn create(
     buyer_price: Amount,
     seller_price: Amount,
 ) {
-    let Some(Order::Bid(bid)) = state.orders.get(&bid_id).cloned() else { unreachable!("matched bid") };
-    let Some(Order::Ask(ask)) = state.orders.get(&ask_id).cloned() else { unreachable!("matched ask") };
+    let Some(Order::Bid(bid)) = market::remove_order(state, bid_id) else { unreachable!("matched bid") };
     // The bid leaves the book; its escrow moves to the lease, the over-lock is refunded.
-    if let Some(set) = state.book.get_mut(&bid.class) {
-        set.remove(&bid_id);
-    }
-    state.orders.remove(&bid_id);
     let escrow = buyer_price.checked_mul(u128::from(bid.quantity)).expect("≤ max price × quantity");
     state.pay_out(Bucket::Escrow, &bid.requester, bid.escrow.checked_sub(escrow).expect("buyer price ≤ max"));
     // The ask shrinks, or leaves the book when used up.
-    let left = ask.quantity - bid.quantity;
-    if left == 0 {
-        if let Some(set) = state.book.get_mut(&ask.class) {
-            set.remove(&ask_id);
-        }
-        state.orders.remove(&ask_id);
-        state.unschedule(ask.expiry_ms, Timer::OrderExpiry(ask_id));
-    } else if let Some(Order::Ask(a)) = state.orders.get_mut(&ask_id) {
-        a.quantity = left;
-    }
-    if state.book.get(&bid.class).is_some_and(|s| s.is_empty()) {
-        state.book.remove(&bid.class);
-    }
+    let provider = market::fill_ask(state, ask_id, bid.quantity).provider;
     let job_deadline = state.jobs.get(&bid.job).expect("bids belong to jobs").manifest.deadline_ms;
     let p = state.params();
     let allowance = u128::from(bid.quantity) * 1000 * p.lease_slack_pct / 100 + p.lease_grace_ms;
@@ -242,7 +225,7 @@ pub(crate) fn create(
             job: bid.job,
             shard: bid.shard,
             requester: bid.requester,
-            provider: ask.provider,
+            provider,
             class: bid.class.clone(),
             quantity: bid.quantity,
             buyer_price,
@@ -261,7 +244,7 @@ pub(crate) fn create(
         },
     );
     state.schedule(deadline_ms, Timer::LeaseDeadline(id));
-    state.providers.get_mut(&ask.provider).expect("asks belong to providers").running.push(id);
+    state.providers.get_mut(&provider).expect("asks belong to providers").running.push(id);
     let job = state.jobs.get_mut(&bid.job).expect("exists");
     let shard = &mut job.shards[bid.shard as usize];
     shard.status = jobs::ShardStatus::Leased(id);
@@ -272,7 +255,7 @@ pub(crate) fn create(
         ask: ask_id,
         job: bid.job,
         shard: bid.shard,
-        provider: ask.provider,
+        provider,
         requester: bid.requester,
         unit_price: buyer_price,
         quantity: bid.quantity,

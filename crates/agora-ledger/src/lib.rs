@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod apply;
 pub mod audits;
+mod book;
 pub mod error;
 pub mod events;
 pub mod genesis;

@@ -29,7 +29,7 @@ use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::manifest::{Constraints, JobKind};
 use agora_core::tx::{JobId, OrderId};
-use agora_core::{AccountId, Amount, Coord, ResourceClass, codec_struct};
+use agora_core::{AccountId, Amount, Coord, Hash, ResourceClass, codec_struct};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -150,20 +150,28 @@ impl ClassStats {
 
 /// Adds an order to the table and the book index.
 pub(crate) fn insert_order(state: &mut State, id: OrderId, order: Order) {
-    state.book.entry(order.class().clone()).or_default().insert(id);
+    state.book.insert(id, &order);
     state.orders.insert(id, order);
 }
 
-fn remove_order(state: &mut State, id: OrderId) -> Option<Order> {
+/// Removes an order from the table and the book index.
+pub(crate) fn remove_order(state: &mut State, id: OrderId) -> Option<Order> {
     let order = state.orders.remove(&id)?;
-    let class = order.class().clone();
-    if let Some(set) = state.book.get_mut(&class) {
-        set.remove(&id);
-        if set.is_empty() {
-            state.book.remove(&class);
-        }
-    }
+    state.book.remove(id, &order);
     Some(order)
+}
+
+/// Takes `quantity` from an ask (filled by a lease), removing it when used up. Returns the
+/// ask as it was.
+pub(crate) fn fill_ask(state: &mut State, id: OrderId, quantity: u64) -> Ask {
+    let Some(Order::Ask(ask)) = remove_order(state, id) else { unreachable!("filling a live ask") };
+    if ask.quantity > quantity {
+        let rest = Ask { quantity: ask.quantity - quantity, ..ask.clone() };
+        insert_order(state, id, Order::Ask(rest));
+    } else {
+        state.unschedule(ask.expiry_ms, Timer::OrderExpiry(id));
+    }
+    ask
 }
 
 /// Removes an order from the book, refunding a bid's escrow to its requester.
@@ -350,27 +358,64 @@ fn satisfies(
             .is_none_or(|l| seller.coord.predicted_rtt_us(&l.from) <= u64::from(l.max_rtt_ms) * 1000)
 }
 
+/// One round of a class's clearing, as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundPlan {
+    /// Prices and the most units that may trade.
+    pub quote: Quote,
+    /// Matches: (bid, ask, device-seconds).
+    pub matches: Vec<(OrderId, OrderId, u64)>,
+}
+
+/// Plans the clearing of every class for a block with `seed` at `height`, without changing
+/// anything: the auction itself (price discovery and allocation). [`clear_all`] applies the
+/// plan; quotes and benchmarks use it on its own.
+pub fn plan_all(state: &State, seed: Hash, height: u64) -> Vec<(ResourceClass, Vec<RoundPlan>)> {
+    let key = crate::state::draw(&seed, "tie", 0);
+    state
+        .book
+        .classes()
+        .map(|c| (c.clone(), plan_class(state, key, height, c)))
+        .filter(|(_, r)| !r.is_empty())
+        .collect()
+}
+
 /// Clears every class with crossing orders. Called once per block, after transactions.
 pub(crate) fn clear_all(state: &mut State, cx: &mut Ctx) {
-    let classes: Vec<ResourceClass> = state.book.keys().cloned().collect();
-    for class in classes {
-        clear_class(state, cx, &class);
+    for (class, rounds) in plan_all(state, cx.seed, cx.height) {
+        for round in rounds {
+            record_round(state, cx, &class, &round);
+        }
     }
 }
 
-/// A bid ready for allocation.
+/// The parts of a bid that clearing reads.
 struct OpenBid {
     id: OrderId,
-    bid: Bid,
+    price: Amount,
+    quantity: u64,
+    requester: AccountId,
+    job: JobId,
+    shard: u32,
     tie: u64,
 }
 
-/// An ask ready for allocation.
+/// The parts of an ask that clearing reads.
 struct OpenAsk {
     id: OrderId,
-    ask: Ask,
+    price: Amount,
+    quantity: u64,
     tie: u64,
     seller: usize,
+}
+
+/// A cheap keyed mix (SplitMix64) for tie-breaking: unpredictable before the block seed is
+/// known, identical on every node after.
+fn tie(key: u64, id: OrderId) -> u64 {
+    let mut z = key ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Most clearing rounds per class per block (see [`clear_class`]).
@@ -382,80 +427,97 @@ pub const MAX_ROUNDS: usize = 4;
 /// only the asks that could serve at least one of them, so a constraint never leaves a bid
 /// stranded behind asks it cannot use. Each round is individually rational and budget
 /// balanced on its own.
-fn clear_class(state: &mut State, cx: &mut Ctx, class: &ResourceClass) {
-    let Some(ids) = state.book.get(class) else { return };
+fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Vec<RoundPlan> {
+    let mut plans = Vec::new();
+    let Some(cb) = state.book.class(class) else { return plans };
+    // Cheap exit when nothing can cross: most blocks, most classes.
+    let (Some(top), Some(bottom)) = (cb.bids.get_min(), cb.asks.get_min()) else { return plans };
+    let (best_bid, best_ask) = (top.price.0, bottom.price);
+    if best_bid < best_ask {
+        return plans;
+    }
+    // Only orders that can cross take part, plus the first order beyond on each side (its
+    // price is the (k+1)-th reference price of the auction).
     let mut bids = Vec::new();
+    for e in cb.bids.iter() {
+        let beyond = e.price.0 < best_ask;
+        bids.push(OpenBid {
+            id: e.id,
+            price: e.price.0,
+            quantity: e.quantity,
+            requester: e.requester,
+            job: e.job,
+            shard: e.shard,
+            tie: tie(key, e.id),
+        });
+        if beyond {
+            break;
+        }
+    }
     let mut asks = Vec::new();
     let mut sellers: Vec<Seller> = Vec::new();
     let mut seller_index: BTreeMap<AccountId, usize> = BTreeMap::new();
-    for id in ids.iter() {
-        match state.orders.get(id).expect("book indexes live orders") {
-            Order::Bid(b) => bids.push(OpenBid { id: *id, bid: b.clone(), tie: cx.draw("tie", *id) }),
-            Order::Ask(a) => {
-                let Some(p) = state.providers.get(&a.provider) else { continue };
-                if !p.can_work(cx.height) {
+    for e in cb.asks.iter() {
+        let beyond = e.price > best_bid;
+        let seller = match seller_index.get(&e.provider) {
+            Some(i) => *i,
+            None => {
+                let Some(p) = state.providers.get(&e.provider) else { continue };
+                if !p.can_work(height) {
                     continue;
                 }
-                let seller = *seller_index.entry(a.provider).or_insert_with(|| {
-                    sellers.push(Seller {
-                        provider: a.provider,
-                        region: p.profile.region.to_string(),
-                        carbon: p.profile.carbon_g_per_kwh,
-                        coord: p.profile.coord,
-                        kinds: p.profile.kinds.clone(),
-                        room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
-                    });
-                    sellers.len() - 1
+                sellers.push(Seller {
+                    provider: e.provider,
+                    region: p.profile.region.to_string(),
+                    carbon: p.profile.carbon_g_per_kwh,
+                    coord: p.profile.coord,
+                    kinds: p.profile.kinds.clone(),
+                    room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
                 });
-                asks.push(OpenAsk { id: *id, ask: a.clone(), tie: cx.draw("tie", *id), seller });
+                seller_index.insert(e.provider, sellers.len() - 1);
+                sellers.len() - 1
             }
+        };
+        asks.push(OpenAsk { id: e.id, price: e.price, quantity: e.quantity, tie: tie(key, e.id), seller });
+        if beyond {
+            break;
         }
     }
-    // Cheap exit when nothing can cross: most blocks, most classes.
-    let best_bid = bids.iter().map(|b| b.bid.max_unit_price).max();
-    let best_ask = asks.iter().map(|a| a.ask.min_unit_price).min();
-    match (best_bid, best_ask) {
-        (Some(b), Some(a)) if b >= a => {}
-        _ => return,
-    }
-    bids.sort_by(|x, y| y.bid.max_unit_price.cmp(&x.bid.max_unit_price).then(x.tie.cmp(&y.tie)));
-    asks.sort_by(|x, y| x.ask.min_unit_price.cmp(&y.ask.min_unit_price).then(x.tie.cmp(&y.tie)));
-    let jobs: BTreeMap<JobId, (JobKind, Constraints, Vec<Vec<AccountId>>)> = bids
-        .iter()
-        .filter_map(|b| {
-            let j = state.jobs.get(&b.bid.job)?;
-            let excluded = j.shards.iter().map(|s| s.excluded.clone()).collect();
-            Some((b.bid.job, (j.manifest.kind(), j.manifest.constraints.clone(), excluded)))
-        })
-        .collect();
-    let offered: u64 = asks.iter().map(|a| a.ask.quantity).fold(0, u64::saturating_add);
-    let mut market = Book {
+    let offered = cb.offered;
+    // Equal prices are ordered by the seeded tie-breaker, not by id: no time priority.
+    bids.sort_unstable_by(|x, y| y.price.cmp(&x.price).then(x.tie.cmp(&y.tie)));
+    asks.sort_unstable_by(|x, y| x.price.cmp(&y.price).then(x.tie.cmp(&y.tie)));
+    let mut book = Book {
+        remaining: asks.iter().map(|a| a.quantity).collect(),
         bids,
         asks,
         sellers,
-        jobs,
-        remaining: vec![],
         cap: (u128::from(offered) * state.params().account_cap_bps / 10_000) as u64,
         bought: BTreeMap::new(),
     };
-    market.remaining = market.asks.iter().map(|a| a.ask.quantity).collect();
-    let mut bid_set: Vec<usize> = (0..market.bids.len()).collect();
-    let mut ask_set: Vec<usize> = (0..market.asks.len()).collect();
+    let mut bid_set: Vec<usize> = (0..book.bids.len()).collect();
+    let mut ask_set: Vec<usize> = (0..book.asks.len()).collect();
     for _ in 0..MAX_ROUNDS {
-        let Some(round) = market.round(&bid_set, &ask_set) else { break };
+        let Some(round) = book.round(state, &bid_set, &ask_set) else { break };
         if !round.matches.is_empty() {
-            record_round(state, cx, class, &market, &round);
+            let matches = round
+                .matches
+                .iter()
+                .map(|&(b, a)| (book.bids[b].id, book.asks[a].id, book.bids[b].quantity))
+                .collect();
+            plans.push(RoundPlan { quote: round.quote, matches });
         }
         if round.blocked.is_empty() {
             break;
         }
         // Next round: the blocked bids, and the asks with room that could serve one of them.
-        ask_set = (0..market.asks.len())
-            .filter(|&i| market.remaining[i] > 0)
-            .filter(|&i| round.blocked.iter().any(|&b| market.serves(b, i, market.bids[b].bid.quantity)))
+        ask_set = (0..book.asks.len())
+            .filter(|&i| book.remaining[i] > 0)
+            .filter(|&i| round.blocked.iter().any(|&b| book.serves(state, b, i, book.bids[b].quantity)))
             .collect();
         bid_set = round.blocked;
     }
+    plans
 }
 
 /// The class's order book during one block's clearing.
@@ -463,7 +525,6 @@ struct Book {
     bids: Vec<OpenBid>,
     asks: Vec<OpenAsk>,
     sellers: Vec<Seller>,
-    jobs: BTreeMap<JobId, (JobKind, Constraints, Vec<Vec<AccountId>>)>,
     /// Capacity left per ask.
     remaining: Vec<u64>,
     /// Most units one account may buy in this block.
@@ -483,13 +544,24 @@ struct Round {
 
 impl Book {
     /// Whether ask `a` could serve `quantity` units of bid `b` (constraints and room).
-    fn serves(&self, b: usize, a: usize, quantity: u64) -> bool {
-        let bid = &self.bids[b].bid;
-        let Some((kind, constraints, excluded)) = self.jobs.get(&bid.job) else { return false };
+    fn serves(&self, state: &State, b: usize, a: usize, quantity: u64) -> bool {
+        let bid = &self.bids[b];
+        state.jobs.get(&bid.job).is_some_and(|job| self.serves_job(job, b, a, quantity))
+    }
+
+    /// [`Book::serves`] with the bid's job already looked up.
+    fn serves_job(&self, job: &crate::jobs::Job, b: usize, a: usize, quantity: u64) -> bool {
+        let bid = &self.bids[b];
         let s = &self.sellers[self.asks[a].seller];
         self.remaining[a] >= quantity
             && s.room > 0
-            && satisfies(s, &bid.requester, *kind, constraints, &excluded[bid.shard as usize])
+            && satisfies(
+                s,
+                &bid.requester,
+                job.manifest.kind(),
+                &job.manifest.constraints,
+                &job.shards[bid.shard as usize].excluded,
+            )
     }
 
     fn within_cap(&self, who: &AccountId, q: u64) -> bool {
@@ -497,55 +569,56 @@ impl Book {
     }
 
     fn take(&mut self, b: usize, a: usize, matches: &mut Vec<(usize, usize)>) {
-        let q = self.bids[b].bid.quantity;
+        let q = self.bids[b].quantity;
         self.remaining[a] -= q;
         self.sellers[self.asks[a].seller].room -= 1;
-        *self.bought.entry(self.bids[b].bid.requester).or_default() += q;
+        *self.bought.entry(self.bids[b].requester).or_default() += q;
         matches.push((b, a));
     }
 
     /// Runs price discovery and allocation over the given bids and asks (both in priority
     /// order). `None` if nothing crosses.
-    fn round(&mut self, bid_set: &[usize], ask_set: &[usize]) -> Option<Round> {
+    fn round(&mut self, state: &State, bid_set: &[usize], ask_set: &[usize]) -> Option<Round> {
         let bid_curve: Vec<(Amount, u64)> =
-            bid_set.iter().map(|&i| (self.bids[i].bid.max_unit_price, self.bids[i].bid.quantity)).collect();
+            bid_set.iter().map(|&i| (self.bids[i].price, self.bids[i].quantity)).collect();
         let ask_curve: Vec<(Amount, u64)> =
-            ask_set.iter().map(|&i| (self.asks[i].ask.min_unit_price, self.remaining[i])).collect();
+            ask_set.iter().map(|&i| (self.asks[i].price, self.remaining[i])).collect();
         let quote = discover_price(&bid_curve, &ask_curve)?;
-        let eligible: Vec<usize> = ask_set
-            .iter()
-            .copied()
-            .filter(|&i| self.asks[i].ask.min_unit_price <= quote.seller_price)
-            .collect();
+        let eligible: Vec<usize> =
+            ask_set.iter().copied().filter(|&i| self.asks[i].price <= quote.seller_price).collect();
         let mut volume_left = quote.volume;
         let mut matches = Vec::new();
         let mut blocked = Vec::new();
         let mut clusters_seen: BTreeSet<JobId> = BTreeSet::new();
+        // Eligible asks before `live` are used up (capacity only ever shrinks), so scans
+        // start there: allocation stays linear in the number of orders.
+        let mut live = 0;
         for &b in bid_set {
-            let bid = self.bids[b].bid.clone();
-            if volume_left == 0 || bid.max_unit_price < quote.buyer_price {
+            let (price, q, job_id, requester) =
+                (self.bids[b].price, self.bids[b].quantity, self.bids[b].job, self.bids[b].requester);
+            if volume_left == 0 || price < quote.buyer_price {
                 break;
             }
-            let Some((_, constraints, _)) = self.jobs.get(&bid.job) else { continue };
-            if let Some(cluster) = constraints.cluster {
+            let Some(job) = state.jobs.get(&job_id) else { continue };
+            if let Some(cluster) = job.manifest.constraints.cluster {
                 // All shards of the job at once, on distinct, mutually close providers.
-                if !clusters_seen.insert(bid.job) {
+                if !clusters_seen.insert(job_id) {
                     continue;
                 }
                 let members: Vec<usize> =
-                    bid_set.iter().copied().filter(|&x| self.bids[x].bid.job == bid.job).collect();
+                    bid_set.iter().copied().filter(|&x| self.bids[x].job == job_id).collect();
                 if members.len() != usize::from(cluster.size) {
                     continue; // some shards already placed or abandoned: the cluster cannot form
                 }
-                let total: u64 = members.iter().map(|&m| self.bids[m].bid.quantity).sum();
-                let biggest = members.iter().map(|&m| self.bids[m].bid.quantity).max().unwrap_or(0);
-                if total > volume_left || !self.within_cap(&bid.requester, total) {
+                let total: u64 = members.iter().map(|&m| self.bids[m].quantity).sum();
+                let biggest = members.iter().map(|&m| self.bids[m].quantity).max().unwrap_or(0);
+                if total > volume_left || !self.within_cap(&requester, total) {
                     continue;
                 }
                 let candidates: Vec<usize> = eligible
                     .iter()
                     .copied()
-                    .filter(|&a| members.iter().all(|&m| self.serves(m, a, biggest)))
+                    .filter(|&a| members.iter().all(|&m| self.serves(state, m, a, biggest)))
                     .collect();
                 match select_cluster(
                     &candidates,
@@ -564,11 +637,13 @@ impl Book {
                 }
                 continue;
             }
-            let q = bid.quantity;
-            if q > volume_left || !self.within_cap(&bid.requester, q) {
+            if q > volume_left || !self.within_cap(&requester, q) {
                 continue;
             }
-            match eligible.iter().copied().find(|&a| self.serves(b, a, q)) {
+            while live < eligible.len() && self.remaining[eligible[live]] == 0 {
+                live += 1;
+            }
+            match eligible[live..].iter().copied().find(|&a| self.serves_job(job, b, a, q)) {
                 Some(a) => {
                     self.take(b, a, &mut matches);
                     volume_left -= q;
@@ -581,18 +656,11 @@ impl Book {
 }
 
 /// Turns a round's matches into leases and records the clearing.
-fn record_round(state: &mut State, cx: &mut Ctx, class: &ResourceClass, book: &Book, round: &Round) {
+fn record_round(state: &mut State, cx: &mut Ctx, class: &ResourceClass, round: &RoundPlan) {
     let mut traded = 0u64;
-    for &(b, a) in &round.matches {
-        traded += book.bids[b].bid.quantity;
-        crate::leases::create(
-            state,
-            cx,
-            book.bids[b].id,
-            book.asks[a].id,
-            round.quote.buyer_price,
-            round.quote.seller_price,
-        );
+    for &(bid, ask, quantity) in &round.matches {
+        traded += quantity;
+        crate::leases::create(state, cx, bid, ask, round.quote.buyer_price, round.quote.seller_price);
     }
     let mut stats = state.class_stats.get(class).cloned().unwrap_or_default();
     stats.recent.push(Clearing {
@@ -644,7 +712,7 @@ fn select_cluster(
             .max()
             .unwrap_or(0)
     };
-    let cost = |set: &[usize]| set.iter().map(|&i| asks[i].ask.min_unit_price.0).sum::<u128>();
+    let cost = |set: &[usize]| set.iter().map(|&i| asks[i].price.0).sum::<u128>();
     let mut best: Option<(u128, u64, Vec<usize>)> = None;
     for &seed in &pool {
         let ball: Vec<usize> =

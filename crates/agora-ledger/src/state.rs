@@ -3,6 +3,7 @@
 
 use crate::accounts::Account;
 use crate::audits::Audit;
+use crate::book::OrderBook;
 use crate::error::TxError;
 use crate::events::Event;
 use crate::governance::Proposal;
@@ -16,7 +17,6 @@ use crate::table::Table;
 use agora_core::codec::{Decode, DecodeError, Encode, Reader};
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
 use agora_core::{AccountId, Amount, Hash, PublicKey, ResourceClass, codec_struct};
-use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 /// Where every unit of the token sits. The ledger asserts after every block that
@@ -166,7 +166,7 @@ pub type TimerKey = (u64, Timer);
 pub type EvidenceKey = (AccountId, (u64, u64));
 
 /// Per-block context: the facts the chain supplies and the events produced so far.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ctx {
     /// Height of the block being applied.
     pub height: u64,
@@ -188,8 +188,13 @@ impl Ctx {
 
     /// A uniform 64-bit draw for `purpose` and `id`, from the block seed.
     pub fn draw(&self, purpose: &str, id: u64) -> u64 {
-        Hash::tagged("agora/ledger/draw", &[&self.seed.0, purpose.as_bytes(), &id.to_le_bytes()]).to_u64()
+        draw(&self.seed, purpose, id)
     }
+}
+
+/// A uniform 64-bit draw for `purpose` and `id` from a block seed.
+pub fn draw(seed: &Hash, purpose: &str, id: u64) -> u64 {
+    Hash::tagged("agora/ledger/draw", &[&seed.0, purpose.as_bytes(), &id.to_le_bytes()]).to_u64()
 }
 
 /// A key–value pair changed by a block, as stored in the authenticated store. `None` means
@@ -245,8 +250,8 @@ pub struct State {
     pub(crate) clock_timers: Table<TimerKey, Present>,
     pub(crate) evidence: Table<EvidenceKey, Present>,
     pub(crate) class_stats: Table<ResourceClass, ClassStats>,
-    /// Derived index (not stored): open orders per class, for clearing.
-    pub(crate) book: OrdMap<ResourceClass, OrdSet<OrderId>>,
+    /// Derived index (not stored): open orders per class, sorted, for clearing.
+    pub(crate) book: OrderBook,
 }
 
 impl State {
@@ -276,7 +281,7 @@ impl State {
             clock_timers: Table::default(),
             evidence: Table::default(),
             class_stats: Table::default(),
-            book: OrdMap::new(),
+            book: OrderBook::default(),
         }
     }
 
@@ -611,12 +616,11 @@ impl State {
 
     /// Recomputes the order-book index from the orders table.
     pub(crate) fn rebuild_book(&mut self) {
-        self.book = OrdMap::new();
-        let entries: Vec<(OrderId, ResourceClass)> =
-            self.orders.iter().map(|(id, o)| (*id, o.class().clone())).collect();
-        for (id, class) in entries {
-            self.book.entry(class).or_default().insert(id);
+        let mut book = OrderBook::default();
+        for (id, order) in self.orders.iter() {
+            book.insert(*id, order);
         }
+        self.book = book;
     }
 
     /// Recomputes the supply buckets from the objects that hold funds. The incremental totals

@@ -5,25 +5,31 @@
 //! effects into a write set for the authenticated store.
 
 use agora_core::codec::Encode;
-use imbl::{OrdMap, OrdSet};
+use imbl::{OrdMap, Vector};
+use std::sync::Arc;
 
 /// A map with change tracking. `K` is encoded into store keys, `V` into store values.
+///
+/// Values sit behind `Arc`: when a write copies a shared tree node, it copies pointers, not
+/// the (possibly large) values, and only the value being changed is cloned.
 #[derive(Debug, Clone)]
 pub struct Table<K: Ord + Clone, V: Clone> {
-    map: OrdMap<K, V>,
-    dirty: OrdSet<K>,
+    map: OrdMap<K, Arc<V>>,
+    /// Keys written since the last drain, in write order, possibly repeated (an append is
+    /// far cheaper than a sorted insert; draining sorts and deduplicates).
+    dirty: Vector<K>,
 }
 
 impl<K: Ord + Clone, V: Clone> Default for Table<K, V> {
     fn default() -> Self {
-        Self { map: OrdMap::new(), dirty: OrdSet::new() }
+        Self { map: OrdMap::new(), dirty: Vector::new() }
     }
 }
 
 impl<K: Ord + Clone, V: Clone> Table<K, V> {
     /// The value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        self.map.get(key).map(|v| &**v)
     }
 
     /// Whether `key` is present.
@@ -34,44 +40,44 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     /// A mutable reference to the value at `key`; marks the key changed.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         if self.map.contains_key(key) {
-            self.dirty.insert(key.clone());
+            self.dirty.push_back(key.clone());
         }
-        self.map.get_mut(key)
+        self.map.get_mut(key).map(Arc::make_mut)
     }
 
     /// Inserts or replaces the value at `key`.
     pub fn insert(&mut self, key: K, value: V) {
-        self.dirty.insert(key.clone());
-        self.map.insert(key, value);
+        self.dirty.push_back(key.clone());
+        self.map.insert(key, Arc::new(value));
     }
 
     /// Removes the value at `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let old = self.map.remove(key);
         if old.is_some() {
-            self.dirty.insert(key.clone());
+            self.dirty.push_back(key.clone());
         }
-        old
+        old.map(|v| Arc::unwrap_or_clone(v))
     }
 
     /// All entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, v)| (k, &**v))
     }
 
     /// All values in key order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values()
+        self.map.values().map(|v| &**v)
     }
 
     /// Inserts without marking the key changed (for loading committed state).
     pub(crate) fn load(&mut self, key: K, value: V) {
-        self.map.insert(key, value);
+        self.map.insert(key, Arc::new(value));
     }
 
     /// Forgets which keys changed (start of a block).
     pub(crate) fn clear_dirty(&mut self) {
-        self.dirty = OrdSet::new();
+        self.dirty = Vector::new();
     }
 
     /// Appends `(prefix ‖ key, Some(value) | None)` for every changed key, in key order.
@@ -80,10 +86,13 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         K: Encode,
         V: Encode,
     {
-        for key in self.dirty.iter() {
+        let mut keys: Vec<&K> = self.dirty.iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
             let mut k = vec![prefix];
             key.encode_to(&mut k);
-            out.push((k, self.map.get(key).map(Encode::encode)));
+            out.push((k, self.map.get(key).map(|v| v.encode())));
         }
     }
 }

@@ -295,9 +295,13 @@ mod tests {
         }
 
         #[test]
-        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = SignedTx::decode_untrusted(&bytes);
-            let _ = Block::decode_untrusted(&bytes);
+        fn random_bytes_never_panic_and_accepted_bytes_are_canonical(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(tx) = SignedTx::decode_untrusted(&bytes) {
+                prop_assert_eq!(tx.encode(), bytes.clone());
+            }
+            if let Ok(block) = Block::decode_untrusted(&bytes) {
+                prop_assert_eq!(block.encode(), bytes);
+            }
         }
     }
 }

@@ -70,7 +70,7 @@ impl MerkleTree {
     /// The root hash.
     pub fn root(&self) -> Hash {
         match self.levels.last().and_then(|l| l.first()) {
-            Some(root) if self.len() > 0 => *root,
+            Some(root) if !self.is_empty() => *root,
             _ => empty_root(),
         }
     }

@@ -20,8 +20,7 @@ fn keys(prefix: &str, n: usize) -> Vec<SecretKey> {
 }
 
 fn genesis(accounts: &[&SecretKey]) -> State {
-    let mut params = Params::default();
-    params.min_fee = 1;
+    let params = Params { min_fee: 1, ..Params::default() };
     let validators = keys("val", 4);
     Genesis {
         chain_id: CHAIN.into(),

@@ -321,11 +321,12 @@ pub(crate) fn report(
 fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
     let audit = state.audits.get(&id).expect("exists").clone();
     let (fails, _passes, pending) = audit.counts();
-    if timed_out && pending > 0 && audit.replacements < Params::u64(state.params().audit_max_reassign) as u32
+    if timed_out
+        && pending > 0
+        && audit.replacements < Params::u64(state.params().audit_max_reassign) as u32
+        && replace_silent(state, cx, id)
     {
-        if replace_silent(state, cx, id) {
-            return;
-        }
+        return;
     }
     if !audit.escalated {
         if fails == 0 {

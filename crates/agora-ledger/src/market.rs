@@ -787,8 +787,8 @@ mod tests {
             mut bids in prop::collection::vec((1u128..100, 1u64..20), 1..12),
             mut asks in prop::collection::vec((1u128..100, 1u64..20), 1..12),
         ) {
-            bids.sort_by(|x, y| y.0.cmp(&x.0));
-            asks.sort_by(|x, y| x.0.cmp(&y.0));
+            bids.sort_by_key(|x| std::cmp::Reverse(x.0));
+            asks.sort_by_key(|x| x.0);
             let bc: Vec<(Amount, u64)> = bids.iter().map(|(p, q)| (Amount(*p), *q)).collect();
             let ac: Vec<(Amount, u64)> = asks.iter().map(|(p, q)| (Amount(*p), *q)).collect();
             if let Some(q) = discover_price(&bc, &ac) {

@@ -122,7 +122,7 @@ pub fn elect_committee(state: &State, height: u64) -> Vec<AccountId> {
 /// At an epoch boundary, installs the new committee.
 pub(crate) fn maybe_rotate_committee(state: &mut State, cx: &mut Ctx) {
     let len = Params::u64(state.params().epoch_length).max(1);
-    if cx.height % len != 0 {
+    if !cx.height.is_multiple_of(len) {
         return;
     }
     let members = elect_committee(state, cx.height);

@@ -53,7 +53,7 @@ enum Action {
         pick: usize,
     },
     /// A structurally valid transaction with a random payload, correctly signed and numbered.
-    Random(TxPayload, u8),
+    Random(Box<TxPayload>, u8),
     /// A transaction with a wrong nonce: the block must be rejected and change nothing.
     BadNonce(u8),
     Quiet,
@@ -69,7 +69,7 @@ fn action() -> impl Strategy<Value = Action> {
               prop::option::of(50u32..400))
             .prop_map(|(who, shards, quantity, max_price, region, carbon)| Action::Job { who, shards, quantity, max_price, region, carbon }),
         1 => (0u8..8, any::<usize>()).prop_map(|(who, pick)| Action::CancelJob { who, pick }),
-        2 => (arb::payload(), 0u8..8).prop_map(|(p, who)| Action::Random(p, who)),
+        2 => (arb::payload(), 0u8..8).prop_map(|(p, who)| Action::Random(Box::new(p), who)),
         1 => (0u8..8).prop_map(Action::BadNonce),
         3 => Just(Action::Quiet),
     ]
@@ -149,7 +149,7 @@ fn action_tx(c: &TestChain, a: &Action, jobs: &[u64], pending: u64) -> Option<ag
             let job = if jobs.is_empty() { 0 } else { jobs[pick % jobs.len()] };
             payload_from(user(who), TxPayload::CancelJob { job })
         }
-        Action::Random(p, who) => payload_from(user(who), p),
+        Action::Random(p, who) => payload_from(user(who), *p),
         Action::BadNonce(_) | Action::Quiet => None,
     }
 }
@@ -199,11 +199,13 @@ fn check_invariants(state: &State, events: &[Event], asks: &AskPrices) -> Result
 }
 
 fn setup() -> (TestChain, AskPrices) {
-    let mut p = Params::default();
-    p.epoch_length = 7;
-    p.unbonding_blocks = 4;
-    p.audit_report_blocks = 4;
-    p.liveness_blocks = 1_000;
+    let p = Params {
+        epoch_length: 7,
+        unbonding_blocks: 4,
+        audit_report_blocks: 4,
+        liveness_blocks: 1_000,
+        ..Params::default()
+    };
     let mut c = TestChain::with_params(p);
     for (i, n) in PROVIDERS.iter().enumerate() {
         let region = if i % 2 == 0 { "local" } else { "eu-west" };

@@ -95,9 +95,7 @@ fn timestamps_and_heights_are_checked() {
 
 #[test]
 fn bonding_unbonding_and_committee_rotation() {
-    let mut p = Params::default();
-    p.epoch_length = 5;
-    p.unbonding_blocks = 3;
+    let p = Params { epoch_length: 5, unbonding_blocks: 3, ..Params::default() };
     let mut c = TestChain::with_params(p);
     assert_eq!(c.state.meta().committee.len(), 4);
     // u0 out-stakes everyone: joins the committee at the next epoch boundary.
@@ -296,8 +294,7 @@ fn single_failure_not_confirmed_is_inconclusive() {
 
 #[test]
 fn silent_auditors_are_replaced_then_the_audit_closes_clean() {
-    let mut p = Params::default();
-    p.audit_report_blocks = 2;
+    let p = Params { audit_report_blocks: 2, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let (job, lease) = leased_job(&mut c, 20);
     c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 60_000) });
@@ -312,10 +309,7 @@ fn silent_auditors_are_replaced_then_the_audit_closes_clean() {
 
 #[test]
 fn missed_deadline_penalises_and_requeues() {
-    let mut p = Params::default();
-    p.lease_grace_ms = 0;
-    p.lease_slack_pct = 100;
-    p.liveness_blocks = 1_000;
+    let p = Params { lease_grace_ms: 0, lease_slack_pct: 100, liveness_blocks: 1_000, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let (job, lease) = leased_job(&mut c, 20);
     c.ok("p1", ask(&c, 3, 3600));
@@ -335,8 +329,7 @@ fn missed_deadline_penalises_and_requeues() {
 
 #[test]
 fn vanished_provider_loses_its_leases() {
-    let mut p = Params::default();
-    p.liveness_blocks = 5;
+    let p = Params { liveness_blocks: 5, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let (_, lease) = leased_job(&mut c, 20);
     // p1..p3 keep sending heartbeats; p0 does not.
@@ -444,8 +437,7 @@ fn per_account_cap_spreads_fills_over_blocks() {
 
 #[test]
 fn governance_changes_parameters() {
-    let mut p = Params::default();
-    p.gov_voting_blocks = 3;
+    let p = Params { gov_voting_blocks: 3, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let err = c.fails(
         "u0",

@@ -27,18 +27,25 @@ pub fn min_fee(state: &State, size: usize) -> Amount {
     Amount(p.min_fee.saturating_add(p.fee_per_byte.saturating_mul(size as u128)))
 }
 
-/// Checks what makes a transaction includable at all — signature, nonce, fee — without
-/// changing state. The mempool and the block builder both call this.
+/// Checks what makes a transaction includable at all — size, signature, nonce, fee —
+/// without changing state. The block builder calls this; the mempool calls
+/// [`check_except_nonce`] and applies its own nonce window.
 pub fn check_admission(state: &State, tx: &SignedTx) -> Result<(), TxRejection> {
+    check_except_nonce(state, tx)?;
+    let expected = state.nonce(&tx.tx.sender);
+    if tx.tx.nonce != expected {
+        return Err(TxRejection::Nonce { expected, got: tx.tx.nonce });
+    }
+    Ok(())
+}
+
+/// Size, signature, minimum fee and the sender's ability to pay it.
+pub fn check_except_nonce(state: &State, tx: &SignedTx) -> Result<(), TxRejection> {
     let size = tx.encode().len();
     if size > agora_core::tx::MAX_TX_BYTES {
         return Err(TxRejection::TooLarge { size, max: agora_core::tx::MAX_TX_BYTES });
     }
     tx.verify(&state.meta().chain_id).map_err(|e| TxRejection::Signature(e.to_string()))?;
-    let expected = state.nonce(&tx.tx.sender);
-    if tx.tx.nonce != expected {
-        return Err(TxRejection::Nonce { expected, got: tx.tx.nonce });
-    }
     let min = min_fee(state, size);
     if tx.tx.fee < min {
         return Err(TxRejection::FeeTooLow { fee: tx.tx.fee, min });

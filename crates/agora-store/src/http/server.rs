@@ -1,0 +1,330 @@
+//! The node's `/blobs` routes.
+//!
+//! | route | does |
+//! |---|---|
+//! | `PUT /blobs[?pin=true]` | streams the body into the store; answers 201 `{hash,size,pinned}` |
+//! | `GET /blobs` | lists blobs: `{"blobs":[{hash,size,pinned}]}` |
+//! | `GET /blobs/{hash}` | raw bytes; honours `Range: bytes=…` (206 / 416) |
+//! | `HEAD /blobs/{hash}` | size (`Content-Length`) and pin state (`agora-pinned`) |
+//! | `GET /blobs/{hash}/verified[?start=A&end=B]` | verified stream, see [`super::verified`] |
+//! | `POST /blobs/{hash}/pin`, `DELETE /blobs/{hash}/pin` | pin / unpin |
+//!
+//! Errors are JSON `{"error": "..."}` with 400 for malformed input, 404 for unknown blobs, 413
+//! for oversized uploads, 416 for ranges past the end, and 500 when the node's own copy is bad.
+//! Every byte served has been checked against the blob's hash on the way out.
+
+use crate::error::StoreError;
+use crate::http::body::blocking_body;
+use crate::http::range::{RangeError, parse_range};
+use crate::http::verified::VERIFIED_MEDIA_TYPE;
+use crate::reader::Blob;
+use crate::store::{BlobInfo, Store};
+use crate::task::run_blocking;
+use crate::tree::proof_ranges;
+use agora_core::Hash;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Response header carrying a blob's pin state on `HEAD`.
+pub const PINNED_HEADER: &str = "agora-pinned";
+
+/// Limits of the blob routes.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    /// 8 GiB: room for model weights and checkpoints of small and mid-sized models.
+    fn default() -> Self {
+        Self { max_upload_bytes: 8 << 30 }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    config: ServerConfig,
+}
+
+/// The blob routes over `store`, ready to be served or merged into the node's router.
+pub fn router(store: Store, config: ServerConfig) -> Router {
+    Router::new()
+        .route("/blobs", put(upload).get(list))
+        .route("/blobs/{hash}", get(download).head(head))
+        .route("/blobs/{hash}/verified", get(download_verified))
+        .route("/blobs/{hash}/pin", post(pin).delete(unpin))
+        .with_state(AppState { store, config })
+}
+
+/// The body of `GET /blobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobList {
+    /// Every blob, ordered by hash.
+    pub blobs: Vec<BlobInfo>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do about it.
+    pub error: String,
+}
+
+/// An error response.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// For 416: the blob's size, sent as `Content-Range: bytes */SIZE`.
+    unsatisfied_size: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), unsatisfied_size: None }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unsatisfiable(message: impl Into<String>, size: u64) -> Self {
+        Self { unsatisfied_size: Some(size), ..Self::new(StatusCode::RANGE_NOT_SATISFIABLE, message) }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::RangeOutOfBounds { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Interrupted { .. } => StatusCode::BAD_REQUEST,
+            StoreError::Corrupted { .. } | StoreError::Output(_) | StoreError::Io { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(ErrorBody { error: self.message })).into_response();
+        if let Some(size) = self.unsatisfied_size {
+            response.headers_mut().insert(header::CONTENT_RANGE, header_value(format!("bytes */{size}")));
+        }
+        response
+    }
+}
+
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("generated header values are ASCII")
+}
+
+fn parse_hash(path: Result<Path<String>, PathRejection>) -> Result<Hash, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    raw.parse().map_err(|e| {
+        ApiError::bad_request(format!("invalid blob hash {raw:?}: {e}; a blob hash is 64 hex characters"))
+    })
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>, usage: &str) -> Result<T, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("{}; {usage}", e.body_text())))
+}
+
+async fn open_blob(store: &Store, hash: Hash) -> Result<Blob, ApiError> {
+    let store = store.clone();
+    Ok(run_blocking(move || store.open_blob(&hash)).await?)
+}
+
+fn blob_headers(hash: &Hash, len: u64) -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::CONTENT_LENGTH, header_value(len.to_string())),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (header::ETAG, header_value(format!("\"{hash}\""))),
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadParams {
+    #[serde(default)]
+    pin: bool,
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    params: Result<Query<UploadParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
+    let params = query(params, "the only parameter is pin=true|false")?;
+    let limit = state.config.max_upload_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(StoreError::TooLarge { limit }.into());
+    }
+    let info = state.store.put_stream(body.into_data_stream(), limit, params.pin).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<BlobList>, ApiError> {
+    let store = state.store.clone();
+    let blobs = run_blocking(move || store.list()).await?;
+    Ok(Json(BlobList { blobs }))
+}
+
+async fn head(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(path)?;
+    let store = state.store.clone();
+    let info = run_blocking(move || store.info(&hash)).await?;
+    let mut response = (blob_headers(&hash, info.size), Body::empty()).into_response();
+    response
+        .headers_mut()
+        .insert(PINNED_HEADER, HeaderValue::from_static(if info.pinned { "true" } else { "false" }));
+    Ok(response)
+}
+
+async fn download(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(path)?;
+    let blob = open_blob(&state.store, hash).await?;
+    let size = blob.size();
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| ApiError::bad_request("the Range header is not ASCII"))?;
+            match parse_range(value, size) {
+                Ok(range) => Some(range),
+                Err(e @ RangeError::Unsatisfiable { .. }) => {
+                    return Err(ApiError::unsatisfiable(e.to_string(), size));
+                }
+                Err(e) => return Err(ApiError::bad_request(e.to_string())),
+            }
+        }
+    };
+    let served = range.clone().unwrap_or(0..size);
+    let len = served.end - served.start;
+    let body = blocking_body(move |out| blob.read_range_to(served, out).map(drop)).await?;
+    let mut response = (blob_headers(&hash, len), body).into_response();
+    if let Some(range) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+        response.headers_mut().insert(header::CONTENT_RANGE, header_value(value));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifiedParams {
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+async fn download_verified(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<VerifiedParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(path)?;
+    let params = query(params, "parameters are start and end, byte offsets with start <= end")?;
+    let blob = open_blob(&state.store, hash).await?;
+    let size = blob.size();
+    let start = params.start.unwrap_or(0);
+    let end = params.end.unwrap_or(size).min(size);
+    if start > size {
+        return Err(ApiError::unsatisfiable(
+            format!("start {start} is beyond the end of the {size}-byte blob"),
+            size,
+        ));
+    }
+    if start > end {
+        return Err(ApiError::bad_request(format!("start {start} is after end {end}")));
+    }
+    let ranges = proof_ranges(start..end, size);
+    let body = blocking_body(move |out| {
+        out.write_all(&size.to_le_bytes()).map_err(StoreError::Output)?;
+        blob.encode_verified(&ranges, out)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(VERIFIED_MEDIA_TYPE))], body).into_response())
+}
+
+async fn pin(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BlobInfo>, ApiError> {
+    let hash = parse_hash(path)?;
+    let store = state.store.clone();
+    Ok(Json(run_blocking(move || store.pin(&hash)).await?))
+}
+
+async fn unpin(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BlobInfo>, ApiError> {
+    let hash = parse_hash(path)?;
+    let store = state.store.clone();
+    Ok(Json(run_blocking(move || store.unpin(&hash)).await?))
+}
+
+/// A router served on a TCP port in the background, for tests, benchmarks and tools.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds `addr` (port 0 picks a free port) and serves `router` until [`shutdown`](Self::shutdown).
+    pub async fn start(router: Router, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(async move { serve.await });
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's base URL, e.g. `http://127.0.0.1:34567`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections and waits for requests in flight to finish.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Sharing a blob key with one account: a "sealed box" to the account's own key.
+//!
+//! The sender makes an ephemeral X25519 key pair, agrees a secret with the recipient's Ed25519
+//! key in its X25519 form, derives a one-time key from it with BLAKE3, and encrypts the blob key
+//! with XChaCha20-Poly1305. Only the holder of the recipient's secret key can open it, and any
+//! change to the sealed bytes makes opening fail. Layout (81 bytes, within
+//! [`MAX_SEALED_KEY`]): `version ‖ ephemeral public key ‖ encrypted key ‖ tag`.
+
+use crate::encrypt::{BlobKey, TAG_LEN};
+use agora_core::tx::MAX_SEALED_KEY;
+use agora_core::{PublicKey, SecretKey};
+use chacha20poly1305::aead::AeadInOut;
+use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
+use x25519_dalek::{X25519_BASEPOINT_BYTES, x25519};
+
+/// Format version of a sealed key.
+const VERSION: u8 = 1;
+
+/// Length of a sealed key.
+pub const SEALED_KEY_LEN: usize = 1 + 32 + 32 + TAG_LEN;
+const _: () = assert!(SEALED_KEY_LEN <= MAX_SEALED_KEY);
+
+/// BLAKE3 key-derivation context for the one-time sealing key.
+const KDF_CONTEXT: &str = "agora-store 2026 sealed blob key v1";
+
+/// Why a key could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The recipient's public key is not a valid Ed25519 point.
+    #[error(
+        "{0} is not a valid Ed25519 public key, so nothing can be sealed to it; check the provider's key"
+    )]
+    InvalidRecipient(PublicKey),
+    /// The key agreement produced no shared secret (a low-order point was involved).
+    #[error("the key agreement produced an all-zero secret (a degenerate public key was used)")]
+    WeakKey,
+    /// The sealed key has the wrong length.
+    #[error("a sealed key is {SEALED_KEY_LEN} bytes, got {0}")]
+    Length(usize),
+    /// A format version this code does not know.
+    #[error("sealed key format version {0} is not supported (expected {VERSION}); upgrade the node")]
+    Version(u8),
+    /// Authentication failed.
+    #[error("the sealed key does not open with this secret key: it was sealed to another account or altered")]
+    WrongKey,
+}
+
+/// Derives the one-time key that seals or opens a blob key.
+fn sealing_cipher(
+    shared: &[u8; 32],
+    ephemeral: &[u8; 32],
+    recipient: &[u8; 32],
+) -> Result<XChaCha20Poly1305, SealError> {
+    if shared == &[0u8; 32] {
+        return Err(SealError::WeakKey);
+    }
+    let mut material = [0u8; 96];
+    material[..32].copy_from_slice(shared);
+    material[32..64].copy_from_slice(ephemeral);
+    material[64..].copy_from_slice(recipient);
+    Ok(XChaCha20Poly1305::new(&Key::from(blake3::derive_key(KDF_CONTEXT, &material))))
+}
+
+/// The sealing key is used exactly once, so a fixed nonce is safe.
+fn zero_nonce() -> XNonce {
+    XNonce::from([0u8; 24])
+}
+
+/// Seals `key` so that only `recipient` can open it.
+pub fn seal_key(key: &BlobKey, recipient: &PublicKey) -> Result<Vec<u8>, SealError> {
+    let recipient_x = recipient.to_x25519().ok_or(SealError::InvalidRecipient(*recipient))?;
+    let mut ephemeral_secret = [0u8; 32];
+    getrandom::fill(&mut ephemeral_secret).expect("the OS random number generator is available");
+    let ephemeral = x25519(ephemeral_secret, X25519_BASEPOINT_BYTES);
+    let shared = x25519(ephemeral_secret, recipient_x);
+    let cipher = sealing_cipher(&shared, &ephemeral, &recipient_x)?;
+    let mut sealed = Vec::with_capacity(SEALED_KEY_LEN);
+    sealed.push(VERSION);
+    sealed.extend_from_slice(&ephemeral);
+    sealed.extend_from_slice(key.as_bytes());
+    let tag = cipher
+        .encrypt_inout_detached(&zero_nonce(), &[VERSION], (&mut sealed[33..]).into())
+        .expect("32 bytes always encrypt");
+    sealed.extend_from_slice(&tag);
+    Ok(sealed)
+}
+
+/// Opens a key sealed to the account of `secret`.
+pub fn open_key(sealed: &[u8], secret: &SecretKey) -> Result<BlobKey, SealError> {
+    if sealed.len() != SEALED_KEY_LEN {
+        return Err(SealError::Length(sealed.len()));
+    }
+    if sealed[0] != VERSION {
+        return Err(SealError::Version(sealed[0]));
+    }
+    let ephemeral: [u8; 32] = sealed[1..33].try_into().expect("length checked");
+    let recipient_x = secret.public().to_x25519().ok_or(SealError::InvalidRecipient(secret.public()))?;
+    let shared = x25519(secret.to_x25519_scalar_bytes(), ephemeral);
+    let cipher = sealing_cipher(&shared, &ephemeral, &recipient_x)?;
+    let mut key: [u8; 32] = sealed[33..65].try_into().expect("length checked");
+    let tag = Tag::try_from(&sealed[65..]).expect("length checked");
+    cipher
+        .decrypt_inout_detached(&zero_nonce(), &[VERSION], (&mut key[..]).into(), &tag)
+        .map_err(|_| SealError::WrongKey)?;
+    Ok(BlobKey::from_bytes(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_recipient_opens_the_key() {
+        let provider = SecretKey::from_label("provider");
+        let key = BlobKey::generate();
+        let sealed = seal_key(&key, &provider.public()).unwrap();
+        assert_eq!(sealed.len(), SEALED_KEY_LEN);
+        assert!(sealed.len() <= MAX_SEALED_KEY);
+        assert_eq!(open_key(&sealed, &provider).unwrap(), key);
+        assert_ne!(seal_key(&key, &provider.public()).unwrap(), sealed, "ephemeral keys are fresh");
+        let other = SecretKey::from_label("someone else");
+        assert_eq!(open_key(&sealed, &other), Err(SealError::WrongKey));
+    }
+
+    #[test]
+    fn any_change_to_a_sealed_key_is_rejected() {
+        let provider = SecretKey::generate();
+        let sealed = seal_key(&BlobKey::generate(), &provider.public()).unwrap();
+        for i in 1..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x20;
+            assert!(open_key(&bad, &provider).is_err(), "byte {i}");
+        }
+        let mut bad = sealed.clone();
+        bad[0] = 9;
+        assert_eq!(open_key(&bad, &provider), Err(SealError::Version(9)));
+        assert_eq!(open_key(&sealed[1..], &provider), Err(SealError::Length(SEALED_KEY_LEN - 1)));
+    }
+
+    #[test]
+    fn degenerate_keys_are_refused() {
+        let mut y2 = [0u8; 32];
+        y2[0] = 2; // Not on the curve.
+        let invalid = PublicKey(y2);
+        assert_eq!(seal_key(&BlobKey::generate(), &invalid), Err(SealError::InvalidRecipient(invalid)));
+        // The identity point (y = 1) maps to a low-order X25519 point: no shared secret.
+        let mut y1 = [0u8; 32];
+        y1[0] = 1;
+        assert_eq!(seal_key(&BlobKey::generate(), &PublicKey(y1)), Err(SealError::WeakKey));
+    }
+}

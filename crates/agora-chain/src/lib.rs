@@ -1,4 +1,21 @@
-//! Agora's chain: Commonware simplex BFT consensus over the pure Agora ledger, the mempool,
-//! and the authenticated state store that proves any key against a finalized header.
+//! Agora's chain: Commonware simplex BFT consensus over the pure Agora ledger, the mempool, and
+//! the authenticated state store that proves any key against a finalized header.
+//!
+//! Read in this order: [`block`] (what consensus orders), [`executor`] (how blocks are built,
+//! checked and applied), [`validator`] (how the Commonware actors are wired), [`handle`] (what
+//! the node's API uses).
 
+pub mod application;
+pub mod block;
+pub mod evidence;
+pub mod executor;
+pub mod gossip;
+pub mod handle;
 pub mod mempool;
+pub mod state_db;
+pub mod validator;
+
+pub use block::{BlockCfg, ChainBlock};
+pub use executor::{BlockRecord, Snapshot, StateProof, TxStatus};
+pub use handle::{ChainError, ChainHandle};
+pub use validator::{Channels, Timing, Validator, ValidatorConfig, start_validator};

@@ -1,0 +1,110 @@
+//! The consensus-facing application: Commonware's `Deferred` wrapper calls `propose` and
+//! `verify`; we gather the unfinalized ancestry and hand the work to the executor. Marshal
+//! delivers finalized blocks to [`FinalizedReporter`], which forwards them to the executor.
+
+use crate::block::{ChainBlock, Ctx};
+use crate::executor::{ExecutorMailbox, Message, Shared};
+use commonware_actor::Feedback;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
+use commonware_consensus::{Application, Heightable, Reporter};
+use commonware_cryptography::Digested;
+use commonware_parallel::Sequential;
+use commonware_runtime::Clock;
+use futures::StreamExt;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// How far ahead of our clock a block's timestamp may be. A block further ahead is not invalid
+/// forever, so verification waits until it is within range instead of rejecting it.
+pub const MAX_DRIFT_MS: u64 = 500;
+
+fn now_ms(clock: &impl Clock) -> u64 {
+    clock.current().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The application `Deferred` drives.
+#[derive(Clone)]
+pub struct App {
+    executor: ExecutorMailbox,
+    shared: Shared,
+}
+
+impl App {
+    /// An application backed by the executor behind `executor`.
+    pub fn new(executor: ExecutorMailbox, shared: Shared) -> Self {
+        Self { executor, shared }
+    }
+
+    /// Collects blocks from `ancestry` while they are above the finalized height.
+    async fn unfinalized(&self, ancestry: &mut impl Ancestry<ChainBlock>) -> Vec<Digested<ChainBlock>> {
+        let finalized = self.shared.finalized_height();
+        let mut out = Vec::new();
+        while let Some(b) = ancestry.next().await {
+            let done = b.height().get() <= finalized;
+            out.push(b);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+}
+
+impl<E: Clock> Application<E> for App {
+    type SigningScheme = Scheme;
+    type Context = Ctx;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, context): (E, Ctx),
+        mut ancestry: impl Ancestry<ChainBlock>,
+        _input: (),
+    ) -> Option<Digested<ChainBlock>> {
+        let ancestry = self.unfinalized(&mut ancestry).await;
+        let now_ms = now_ms(&runtime);
+        let block =
+            self.executor.ask(|response| Message::Propose { context, ancestry, now_ms, response }).await??;
+        Some(Digested::compute(block, &Sequential).await)
+    }
+
+    async fn verify(
+        &mut self,
+        (runtime, context): (E, Ctx),
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> bool {
+        let ancestry = self.unfinalized(&mut ancestry).await;
+        let Some(block) = ancestry.first() else { return false };
+        // Too far in the future is not permanently invalid: wait until it is within range.
+        let ts = block.inner().block.header.timestamp_ms;
+        let now = now_ms(&runtime);
+        if ts > now + MAX_DRIFT_MS {
+            runtime.sleep(Duration::from_millis(ts - now - MAX_DRIFT_MS)).await;
+        }
+        self.executor.ask(|response| Message::Verify { context, ancestry, response }).await.unwrap_or(false)
+    }
+}
+
+/// Receives finalized blocks from marshal (in height order, at least once) and forwards them to
+/// the executor, which acknowledges each once it is durable. `report` must not block.
+#[derive(Clone)]
+pub struct FinalizedReporter {
+    executor: ExecutorMailbox,
+}
+
+impl FinalizedReporter {
+    /// A reporter feeding `executor`.
+    pub fn new(executor: ExecutorMailbox) -> Self {
+        Self { executor }
+    }
+}
+
+impl Reporter for FinalizedReporter {
+    type Activity = Update<ChainBlock>;
+
+    fn report(&mut self, update: Update<ChainBlock>) -> Feedback {
+        if self.executor.send(Message::Finalized(update)) { Feedback::Ok } else { Feedback::Closed }
+    }
+}

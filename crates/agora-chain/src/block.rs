@@ -68,6 +68,13 @@ pub fn consensus_key(seed: &[u8; 32]) -> ed25519::PrivateKey {
         .expect("any 32 bytes are an Ed25519 seed")
 }
 
+/// The consensus public key of a validator account (the same Ed25519 key); `None` if the bytes
+/// are not a valid key.
+pub fn consensus_public_key(account: &PublicKey) -> Option<ed25519::PublicKey> {
+    use commonware_codec::DecodeExt as _;
+    ed25519::PublicKey::decode(bytes::Bytes::copy_from_slice(&account.0)).ok()
+}
+
 /// The block randomness for a block proposed in `context` on top of `parent`.
 ///
 /// It is a hash of the parent's digest and the round, which every validator can recompute.

@@ -32,7 +32,7 @@ pub use error::{BlockError, TxError, TxRejection};
 pub use events::{AuditOutcome, Event, LeaseFailure, Receipt};
 pub use genesis::{Genesis, GenesisAccount, GenesisValidator};
 pub use params::Params;
-pub use state::{State, Supply};
+pub use state::{ObjectKey, State, Supply};
 
 #[cfg(test)]
 mod tests;

@@ -218,6 +218,67 @@ pub(crate) mod prefix {
     pub const CLOCK_TIMER: u8 = 12;
 }
 
+/// A provable ledger object: its store key is what state proofs are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKey {
+    /// An account's balance and nonce.
+    Account(AccountId),
+    /// A validator's stake.
+    Validator(AccountId),
+    /// A provider's registration and record.
+    Provider(AccountId),
+    /// An open order.
+    Order(OrderId),
+    /// A job.
+    Job(JobId),
+    /// A lease (with its commitment and settlement).
+    Lease(LeaseId),
+    /// An audit.
+    Audit(AuditId),
+    /// A proposal.
+    Proposal(ProposalId),
+}
+
+impl ObjectKey {
+    /// The key under which the object is stored (and proven).
+    pub fn store_key(&self) -> Vec<u8> {
+        let (p, rest) = match self {
+            ObjectKey::Account(a) => (prefix::ACCOUNT, a.encode()),
+            ObjectKey::Validator(a) => (prefix::VALIDATOR, a.encode()),
+            ObjectKey::Provider(a) => (prefix::PROVIDER, a.encode()),
+            ObjectKey::Order(id) => (prefix::ORDER, id.encode()),
+            ObjectKey::Job(id) => (prefix::JOB, id.encode()),
+            ObjectKey::Lease(id) => (prefix::LEASE, id.encode()),
+            ObjectKey::Audit(id) => (prefix::AUDIT, id.encode()),
+            ObjectKey::Proposal(id) => (prefix::PROPOSAL, id.encode()),
+        };
+        let mut key = vec![p];
+        key.extend_from_slice(&rest);
+        key
+    }
+
+    /// Parses `kind/id` as used in API paths, e.g. `lease/17` or `account/<hex>`.
+    pub fn parse(kind: &str, id: &str) -> Result<Self, String> {
+        let num = || id.parse::<u64>().map_err(|_| format!("{kind} ids are integers, got {id:?}"));
+        let acct = || id.parse::<AccountId>().map_err(|e| format!("invalid account {id:?}: {e}"));
+        Ok(match kind {
+            "account" => ObjectKey::Account(acct()?),
+            "validator" => ObjectKey::Validator(acct()?),
+            "provider" => ObjectKey::Provider(acct()?),
+            "order" => ObjectKey::Order(num()?),
+            "job" => ObjectKey::Job(num()?),
+            "lease" => ObjectKey::Lease(num()?),
+            "audit" => ObjectKey::Audit(num()?),
+            "proposal" => ObjectKey::Proposal(num()?),
+            _ => {
+                return Err(format!(
+                    "unknown object kind {kind:?}; use account, validator, provider, order, job, lease, audit or proposal"
+                ));
+            }
+        })
+    }
+}
+
 /// Marker value for set-like tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Present;
@@ -343,47 +404,47 @@ impl State {
     }
 
     /// All accounts.
-    pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
+    pub fn accounts(&self) -> impl DoubleEndedIterator<Item = (&AccountId, &Account)> {
         self.accounts.iter()
     }
 
     /// All validators.
-    pub fn validators(&self) -> impl Iterator<Item = (&AccountId, &Validator)> {
+    pub fn validators(&self) -> impl DoubleEndedIterator<Item = (&AccountId, &Validator)> {
         self.validators.iter()
     }
 
     /// All providers.
-    pub fn providers(&self) -> impl Iterator<Item = (&AccountId, &Provider)> {
+    pub fn providers(&self) -> impl DoubleEndedIterator<Item = (&AccountId, &Provider)> {
         self.providers.iter()
     }
 
     /// All open orders.
-    pub fn orders(&self) -> impl Iterator<Item = (&OrderId, &Order)> {
+    pub fn orders(&self) -> impl DoubleEndedIterator<Item = (&OrderId, &Order)> {
         self.orders.iter()
     }
 
     /// All jobs.
-    pub fn jobs(&self) -> impl Iterator<Item = (&JobId, &Job)> {
+    pub fn jobs(&self) -> impl DoubleEndedIterator<Item = (&JobId, &Job)> {
         self.jobs.iter()
     }
 
     /// All leases.
-    pub fn leases(&self) -> impl Iterator<Item = (&LeaseId, &Lease)> {
+    pub fn leases(&self) -> impl DoubleEndedIterator<Item = (&LeaseId, &Lease)> {
         self.leases.iter()
     }
 
     /// All audits.
-    pub fn audits(&self) -> impl Iterator<Item = (&AuditId, &Audit)> {
+    pub fn audits(&self) -> impl DoubleEndedIterator<Item = (&AuditId, &Audit)> {
         self.audits.iter()
     }
 
     /// All proposals.
-    pub fn proposals(&self) -> impl Iterator<Item = (&ProposalId, &Proposal)> {
+    pub fn proposals(&self) -> impl DoubleEndedIterator<Item = (&ProposalId, &Proposal)> {
         self.proposals.iter()
     }
 
     /// All classes with market history.
-    pub fn all_class_stats(&self) -> impl Iterator<Item = (&ResourceClass, &ClassStats)> {
+    pub fn all_class_stats(&self) -> impl DoubleEndedIterator<Item = (&ResourceClass, &ClassStats)> {
         self.class_stats.iter()
     }
 

@@ -61,7 +61,7 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     }
 
     /// All entries in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
         self.map.iter().map(|(k, v)| (k, &**v))
     }
 

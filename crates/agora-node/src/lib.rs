@@ -1,4 +1,11 @@
-//! The Agora node: composes the chain, the HTTP API, the content store, the provider agent and
-//! the gateway; and the `agora` command-line tool that drives a node.
+//! The Agora node: composes the chain, the HTTP API, the content store and the provider agent;
+//! and the `agora` command-line tool that drives a node.
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod devnet;
+pub mod logging;
 pub mod provider;
+pub mod run;

@@ -77,10 +77,10 @@ pub fn classes(hw: &Hardware) -> Vec<ResourceClass> {
     let mut out =
         vec![format!("cpu.{}", std::env::consts::ARCH).parse().expect("architecture names are valid models")];
     for g in &hw.gpus {
-        if let Ok(c) = format!("gpu.{g}").parse() {
-            if !out.contains(&c) {
-                out.push(c);
-            }
+        if let Ok(c) = format!("gpu.{g}").parse()
+            && !out.contains(&c)
+        {
+            out.push(c);
         }
     }
     out

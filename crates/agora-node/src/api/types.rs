@@ -1,0 +1,133 @@
+//! Request and response bodies of the HTTP API, shared by the server and the client.
+
+use agora_core::{AccountId, Amount, Hash, SignedTx};
+use agora_ledger::accounts::Account;
+use agora_ledger::audits::Audit;
+use agora_ledger::governance::Proposal;
+use agora_ledger::jobs::Job;
+use agora_ledger::leases::Lease;
+use agora_ledger::market::{ClassStats, Order};
+use agora_ledger::registry::Provider;
+use agora_ledger::staking::Validator;
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Chain id.
+    pub chain_id: String,
+    /// Node name.
+    pub node: String,
+    /// Roles this node runs.
+    pub roles: Vec<String>,
+    /// Last finalized height.
+    pub height: u64,
+    /// Its digest.
+    pub digest: Hash,
+    /// Its timestamp (unix ms).
+    pub timestamp_ms: u64,
+    /// State root after it.
+    pub state_root: Hash,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Consensus committee.
+    pub committee: Vec<AccountId>,
+    /// Pending transactions in this node's mempool.
+    pub mempool_txs: usize,
+}
+
+/// `POST /api/v1/txs`: a signed transaction as JSON, or its canonical encoding as hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubmitTx {
+    /// Canonical encoding, hex.
+    Hex {
+        /// The bytes.
+        tx_hex: String,
+    },
+    /// JSON form.
+    Json {
+        /// The transaction.
+        tx: Box<SignedTx>,
+    },
+}
+
+/// Response of `POST /api/v1/txs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Transaction id.
+    pub id: Hash,
+}
+
+/// `GET /api/v1/accounts/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Account id.
+    pub account: AccountId,
+    /// Height the view is from.
+    pub height: u64,
+    /// Balance and nonce.
+    pub state: Account,
+    /// Validator stake, if any.
+    pub validator: Option<Validator>,
+    /// Provider registration, if any.
+    pub provider: Option<Provider>,
+}
+
+/// An object with its id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry<K, V> {
+    /// Id.
+    pub id: K,
+    /// Object.
+    #[serde(flatten)]
+    pub value: V,
+}
+
+/// `GET /api/v1/validators`.
+pub type ValidatorList = Vec<Entry<AccountId, Validator>>;
+/// `GET /api/v1/providers`.
+pub type ProviderList = Vec<Entry<AccountId, Provider>>;
+/// `GET /api/v1/orders`.
+pub type OrderList = Vec<Entry<u64, Order>>;
+/// `GET /api/v1/jobs`.
+pub type JobList = Vec<Entry<u64, Job>>;
+/// `GET /api/v1/leases`.
+pub type LeaseList = Vec<Entry<u64, Lease>>;
+/// `GET /api/v1/audits`.
+pub type AuditList = Vec<Entry<u64, Audit>>;
+/// `GET /api/v1/proposals`.
+pub type ProposalList = Vec<Entry<u64, Proposal>>;
+
+/// `GET /api/v1/market`: per-class statistics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarketClass {
+    /// Class name.
+    pub class: String,
+    /// History.
+    #[serde(flatten)]
+    pub stats: ClassStats,
+    /// Open asks (device-seconds offered).
+    pub offered: u64,
+    /// Open bids (device-seconds wanted).
+    pub wanted: u64,
+    /// Lowest open ask price.
+    pub best_ask: Option<Amount>,
+    /// Highest open bid price.
+    pub best_bid: Option<Amount>,
+}
+
+/// A finalized block's headline, as streamed on `/api/v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockSummary {
+    /// Height.
+    pub height: u64,
+    /// Digest.
+    pub digest: Hash,
+    /// Timestamp, unix ms.
+    pub timestamp_ms: u64,
+    /// Proposer.
+    pub proposer: AccountId,
+    /// Transactions.
+    pub txs: usize,
+}

@@ -1,0 +1,138 @@
+//! The `agora` command line: argument definitions and dispatch. Each command group has its own
+//! module; every command accepts `--json` for machine-readable output.
+
+pub mod chain;
+pub mod devnet;
+pub mod gov;
+pub mod output;
+pub mod store;
+pub mod wallet;
+
+use crate::client::NodeClient;
+use agora_core::SecretKey;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Agora: a permissionless cloud for AI compute that pays only for verified work.
+///
+/// Run a local network with `agora devnet`, send tokens with `agora wallet transfer`, store
+/// data with `agora store put`, and inspect the chain with `agora chain status`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agora",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Node API to talk to.
+    #[arg(long, global = true, env = "AGORA_NODE", default_value = "http://127.0.0.1:7700")]
+    pub node: String,
+    /// Directory for the wallet key and client settings.
+    #[arg(long, global = true, env = "AGORA_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Sign with this key file instead of the wallet in the data directory (e.g. a devnet's faucet.key).
+    #[arg(long, global = true, env = "AGORA_KEY")]
+    pub key: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format of long-running commands.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".agora")
+}
+
+impl Global {
+    /// A client for `--node`.
+    pub fn client(&self) -> NodeClient {
+        NodeClient::new(&self.node)
+    }
+
+    /// Path of the wallet key.
+    pub fn wallet_path(&self) -> PathBuf {
+        self.key.clone().unwrap_or_else(|| self.data_dir.join("wallet.key"))
+    }
+
+    /// The signing key (`--key`, else the wallet).
+    pub fn signer(&self) -> anyhow::Result<SecretKey> {
+        crate::config::load_key(&self.wallet_path())
+            .context("no signing key: run `agora init`, or pass --key FILE")
+    }
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a wallet key in the data directory.
+    Init,
+    /// Run a node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Start a local network of real node processes on 127.0.0.1.
+    Devnet(devnet::DevnetArgs),
+    /// Keys, balances and transfers.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Inspect the chain: status, blocks, transactions.
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
+    /// Governance: parameter proposals and votes.
+    #[command(subcommand)]
+    Gov(gov::GovCommand),
+    /// The content store: put, get, list, pin.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+}
+
+/// `agora node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run a node from its config file until Ctrl-C.
+    Run {
+        /// The node's config (e.g. written by `agora devnet`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Node(NodeCommand::Run { config }) => {
+            crate::run::run(crate::config::NodeConfig::load(&config)?)
+        }
+        Command::Init => wallet::init(&g),
+        other => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                match other {
+                    Command::Devnet(a) => devnet::run(&g, a).await,
+                    Command::Wallet(c) => wallet::run(&g, c).await,
+                    Command::Chain(c) => chain::run(&g, c).await,
+                    Command::Gov(c) => gov::run(&g, c).await,
+                    Command::Store(c) => store::run(&g, c).await,
+                    Command::Node(_) | Command::Init => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! A typed client of a node's HTTP API, used by the CLI and by provider agents.
+
+use crate::api::error::ErrorBody;
+use crate::api::types::*;
+use agora_chain::executor::{BlockRecord, StateProof, TxStatus};
+use agora_core::tx::{Transaction, TxPayload};
+use agora_core::{AccountId, Amount, Hash, SecretKey, SignedTx};
+use agora_ledger::ObjectKey;
+use agora_ledger::jobs::Job;
+use agora_ledger::leases::Lease;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached.
+    #[error(
+        "cannot reach the node at {url}: {reason}. Is `agora node run` or `agora devnet` running there? (set --node URL)"
+    )]
+    Unreachable {
+        /// Node URL.
+        url: String,
+        /// Transport error.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("the node refused the request ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The node's message.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected response from the node: {0}")]
+    Protocol(String),
+    /// Waiting timed out.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// A node API client.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("static client config");
+        Self { base: base.trim_end_matches('/').to_string(), http }
+    }
+
+    /// The node's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, ClientError> {
+        let resp =
+            resp.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// GET a JSON resource under the base URL.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await;
+        self.decode(resp).await
+    }
+
+    /// Chain status.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.get("/api/v1/status").await
+    }
+
+    /// Submits a signed transaction.
+    pub async fn submit(&self, tx: &SignedTx) -> Result<Hash, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/txs", self.base))
+            .json(&serde_json::json!({ "tx": tx }))
+            .send()
+            .await;
+        Ok(self.decode::<Submitted>(resp).await?.id)
+    }
+
+    /// Signs `payload` with `key` at the account's next nonce and submits it.
+    pub async fn send(&self, key: &SecretKey, fee: Amount, payload: TxPayload) -> Result<Hash, ClientError> {
+        let status = self.status().await?;
+        let account = self.account(&key.public()).await?;
+        let tx = Transaction { sender: key.public(), nonce: account.state.nonce, fee, payload }
+            .sign(&status.chain_id, key);
+        self.submit(&tx).await
+    }
+
+    /// Where a transaction is.
+    pub async fn tx(&self, id: &Hash) -> Result<TxStatus, ClientError> {
+        self.get(&format!("/api/v1/txs/{id}")).await
+    }
+
+    /// Waits until a transaction is finalized and returns its status.
+    pub async fn wait_tx(&self, id: &Hash, timeout: Duration) -> Result<TxStatus, ClientError> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.tx(id).await? {
+                s @ TxStatus::Finalized { .. } => return Ok(s),
+                _ if start.elapsed() > timeout => {
+                    return Err(ClientError::Timeout(timeout, format!("transaction {id}")));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// An account.
+    pub async fn account(&self, id: &AccountId) -> Result<AccountView, ClientError> {
+        self.get(&format!("/api/v1/accounts/{id}")).await
+    }
+
+    /// A finalized block.
+    pub async fn block(&self, height: u64) -> Result<BlockRecord, ClientError> {
+        self.get(&format!("/api/v1/blocks/{height}")).await
+    }
+
+    /// A job.
+    pub async fn job(&self, id: u64) -> Result<Job, ClientError> {
+        self.get(&format!("/api/v1/jobs/{id}")).await
+    }
+
+    /// A lease.
+    pub async fn lease(&self, id: u64) -> Result<Lease, ClientError> {
+        self.get(&format!("/api/v1/leases/{id}")).await
+    }
+
+    /// A state proof of a ledger object.
+    pub async fn proof(&self, key: &ObjectKey) -> Result<StateProof, ClientError> {
+        let (kind, id) = match key {
+            ObjectKey::Account(a) => ("account", a.to_string()),
+            ObjectKey::Validator(a) => ("validator", a.to_string()),
+            ObjectKey::Provider(a) => ("provider", a.to_string()),
+            ObjectKey::Order(i) => ("order", i.to_string()),
+            ObjectKey::Job(i) => ("job", i.to_string()),
+            ObjectKey::Lease(i) => ("lease", i.to_string()),
+            ObjectKey::Audit(i) => ("audit", i.to_string()),
+            ObjectKey::Proposal(i) => ("proposal", i.to_string()),
+        };
+        self.get(&format!("/api/v1/proofs/{kind}/{id}")).await
+    }
+
+    /// Fetches a proof and verifies it against the `state_root` of the finalized block after
+    /// the proof's height (waiting for that block if needed). Returns the proof and the header
+    /// it was checked against.
+    pub async fn verified_proof(
+        &self,
+        key: &ObjectKey,
+        timeout: Duration,
+    ) -> Result<(StateProof, BlockRecord), ClientError> {
+        let proof = self.proof(key).await?;
+        let start = std::time::Instant::now();
+        let next = loop {
+            match self.block(proof.height + 1).await {
+                Ok(b) => break b,
+                Err(ClientError::Api { status: 404, .. }) if start.elapsed() < timeout => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !proof.verify(&next.block.header.state_root) {
+            return Err(ClientError::Protocol(format!(
+                "the node's proof for {:?} does NOT verify against finalized block {}'s state root",
+                key,
+                proof.height + 1
+            )));
+        }
+        Ok((proof, next))
+    }
+}

@@ -1,0 +1,239 @@
+//! Node configuration (`node.toml`), key files and genesis files.
+//!
+//! Relative paths in a config file are resolved against the file's directory, so a devnet
+//! directory can be moved as a whole.
+
+use agora_core::{Amount, PublicKey, SecretKey};
+use agora_ledger::Genesis;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7700";
+
+/// A validator peer: its consensus key and p2p address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Consensus public key (= ledger account).
+    pub key: PublicKey,
+    /// Where it listens for p2p connections.
+    pub address: SocketAddr,
+}
+
+/// Settings of the consensus role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorSection {
+    /// p2p listen address.
+    pub p2p_listen: SocketAddr,
+    /// The committee's addresses (this node included).
+    pub peers: Vec<Peer>,
+    /// Most transactions per block.
+    #[serde(default = "default_block_txs")]
+    pub max_block_txs: usize,
+}
+
+fn default_block_txs() -> usize {
+    5_000
+}
+
+/// Settings of the provider role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSection {
+    /// Chain API to follow and submit to (a validator's API; defaults to this node's own
+    /// API when it is a validator).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Collateral to lock when registering.
+    pub collateral: Amount,
+    /// `fixed:<price>` or `auto[:<floor>]`.
+    pub price: String,
+    /// Region name.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Declared grid carbon intensity, gCO2e/kWh.
+    #[serde(default = "default_carbon")]
+    pub carbon_g_per_kwh: u32,
+    /// Device-seconds offered per ask.
+    #[serde(default = "default_capacity")]
+    pub capacity: u64,
+    /// Test hook for demos: return wrong outputs for this share of items (bps). Never set
+    /// this on a real provider: it will be caught and slashed.
+    #[serde(default)]
+    pub cheat_bps: u32,
+}
+
+fn default_region() -> String {
+    "local".into()
+}
+fn default_carbon() -> u32 {
+    400
+}
+fn default_capacity() -> u64 {
+    3_600
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest blob upload, MiB.
+    #[serde(default = "default_upload_mb")]
+    pub max_upload_mb: u64,
+}
+
+fn default_upload_mb() -> u64 {
+    8192
+}
+
+/// A node's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Human-readable name (logs, dashboard).
+    pub name: String,
+    /// Where the node keeps its state.
+    pub data_dir: PathBuf,
+    /// The node's key (hex seed).
+    pub key_file: PathBuf,
+    /// The chain's genesis.
+    pub genesis_file: PathBuf,
+    /// HTTP API.
+    pub api: ApiSection,
+    /// Consensus role, if this node is a validator.
+    #[serde(default)]
+    pub validator: Option<ValidatorSection>,
+    /// Provider role, if this node sells compute.
+    #[serde(default)]
+    pub provider: Option<ProviderSection>,
+}
+
+impl NodeConfig {
+    /// Reads a config file and resolves its relative paths.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read config {}; create one with `agora devnet` or see the README", path.display())
+        })?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data_dir, &mut cfg.key_file, &mut cfg.genesis_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if cfg.validator.is_none() && cfg.provider.as_ref().is_none_or(|p| p.upstream.is_none()) {
+            bail!(
+                "config {}: a node must be a validator or a provider with an `upstream` chain API",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Writes the config file.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The base URL of this node's API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api.listen)
+    }
+}
+
+/// Reads a key file (hex seed).
+pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read key file {}; create one with `agora init` or `agora wallet new`", path.display())
+    })?;
+    SecretKey::from_hex(text.trim())
+        .with_context(|| format!("key file {} is not a 64-hex-digit seed", path.display()))
+}
+
+/// Writes a key file readable only by its owner. Refuses to overwrite an existing key.
+pub fn write_key(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
+    use std::io::Write;
+    if path.exists() {
+        bail!("{} already exists; refusing to overwrite a key", path.display());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{}", key.to_hex())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Reads a genesis file (TOML).
+pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
+    let genesis: Genesis =
+        toml::from_str(&text).with_context(|| format!("genesis {} is not valid", path.display()))?;
+    genesis.build().with_context(|| format!("genesis {} is not valid", path.display()))?;
+    Ok(genesis)
+}
+
+/// Writes a genesis file (TOML).
+pub fn save_genesis(path: &Path, genesis: &Genesis) -> anyhow::Result<()> {
+    std::fs::write(path, toml::to_string_pretty(genesis)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trip_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig {
+            name: "node0".into(),
+            data_dir: "node0".into(),
+            key_file: "node0/node.key".into(),
+            genesis_file: "genesis.toml".into(),
+            api: ApiSection { listen: DEFAULT_API.parse().unwrap(), max_upload_mb: 10 },
+            validator: Some(ValidatorSection {
+                p2p_listen: "127.0.0.1:7800".parse().unwrap(),
+                peers: vec![],
+                max_block_txs: 10,
+            }),
+            provider: None,
+        };
+        let path = dir.path().join("node0.toml");
+        cfg.save(&path).unwrap();
+        let back = NodeConfig::load(&path).unwrap();
+        assert_eq!(back.data_dir, dir.path().join("node0"));
+        assert_eq!(back.api, cfg.api);
+        std::fs::write(&path, "name = 3").unwrap();
+        assert!(NodeConfig::load(&path).unwrap_err().to_string().contains("not valid"));
+    }
+
+    #[test]
+    fn keys_are_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let k = SecretKey::generate();
+        write_key(&path, &k).unwrap();
+        assert_eq!(load_key(&path).unwrap().public(), k.public());
+        assert!(write_key(&path, &SecretKey::generate()).unwrap_err().to_string().contains("refusing"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join("bad.key"), "xyz").unwrap();
+        assert!(load_key(&dir.path().join("bad.key")).is_err());
+    }
+}

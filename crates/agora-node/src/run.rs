@@ -1,0 +1,172 @@
+//! `agora node run`: start a node from its config — consensus (for validators) on Commonware's
+//! tokio runtime with authenticated p2p, the HTTP API, the content store and, for providers,
+//! the provider agent — and stop cleanly on Ctrl-C or SIGTERM.
+
+use crate::api::{self, ApiState, NodeInfo};
+use crate::config::{NodeConfig, load_genesis, load_key};
+use agora_chain::block::{consensus_key, consensus_public_key};
+use agora_chain::mempool::Limits;
+use agora_chain::validator::{
+    CH_BACKFILL, CH_BLOCKS, CH_CERTS, CH_MEMPOOL, CH_RESOLVER, CH_VOTES, Channels, NAMESPACE, Timing,
+    ValidatorConfig, default_page_cache, max_message_size,
+};
+use agora_chain::{BlockCfg, ChainHandle, start_validator};
+use anyhow::{Context, bail};
+use commonware_cryptography::{ChaCha20Poly1305, ed25519};
+use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
+use commonware_runtime::{Quota, Runner as _, Supervisor as _};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::{
+    NZU32, NZUsize,
+    ordered::{Map, Set},
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Runs a node until it is told to stop.
+pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let key = load_key(&config.key_file)?;
+    let genesis = load_genesis(&config.genesis_file)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let store = agora_store::Store::open(config.data_dir.join("blobs"))
+        .with_context(|| format!("cannot open the content store in {}", config.data_dir.display()))?;
+    let mut roles = vec![];
+    if config.validator.is_some() {
+        roles.push("validator".to_string());
+    }
+    if config.provider.is_some() {
+        roles.push("provider".to_string());
+    }
+    let info = NodeInfo {
+        name: config.name.clone(),
+        roles,
+        upstream: config.provider.as_ref().and_then(|p| p.upstream.clone()),
+    };
+    let Some(v) = config.validator.clone() else {
+        bail!(
+            "provider-only nodes are started by the provider agent (`agora provider join`); this config has no [validator] section"
+        );
+    };
+    let me = key.public();
+    if !v.peers.iter().any(|p| p.key == me) {
+        bail!("this node's key {me} is not among the [validator] peers; it cannot take part in consensus");
+    }
+    let signer = consensus_key(&key.seed());
+    let pks: Vec<ed25519::PublicKey> = v
+        .peers
+        .iter()
+        .map(|p| {
+            consensus_public_key(&p.key)
+                .ok_or_else(|| anyhow::anyhow!("peer key {} is not a valid Ed25519 key", p.key))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let participants = Set::from_iter_dedup(pks.clone());
+    let chain_dir = config.data_dir.join("chain");
+    let rt = commonware_runtime::tokio::Config::new()
+        .with_storage_directory(&chain_dir)
+        .with_worker_threads(2)
+        .with_tcp_nodelay(Some(true))
+        .with_catch_panics(false);
+    let api_addr = config.api.listen;
+    let max_upload = config.api.max_upload_mb << 20;
+    commonware_runtime::tokio::Runner::new(rt).start(|ctx| async move {
+        let n = participants.len();
+        let handshake = Cups::<_, ChaCha20Poly1305>::new(
+            Sake {
+                signer: signer.clone(),
+                synchrony_bound: Duration::from_secs(5),
+                max_handshake_age: Duration::from_secs(10),
+                version: sake::Version::V1,
+            },
+            cups::Version::V1,
+        );
+        let block_cfg = BlockCfg::default();
+        let mut p2p = lookup::Config::local(
+            handshake,
+            NAMESPACE,
+            v.p2p_listen,
+            NZUsize!(n.max(1)),
+            max_message_size(n as u32, &block_cfg),
+            NZUsize!(4096),
+        );
+        p2p.dial_frequency = Duration::from_millis(500);
+        let (mut network, mut oracle) = lookup::Network::new(ctx.child("network"), p2p);
+        let peers: Map<ed25519::PublicKey, Address> = pks
+            .iter()
+            .zip(&v.peers)
+            .map(|(pk, p)| (pk.clone(), Address::from(p.address)))
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("validator keys are unique");
+        let _ = oracle.track(0, peers);
+        let quota = Quota::per_second(NZU32!(1024));
+        let mut reg = |ch| network.register(ch, quota);
+        let channels = Channels {
+            votes: reg(CH_VOTES),
+            certs: reg(CH_CERTS),
+            resolver: reg(CH_RESOLVER),
+            blocks: reg(CH_BLOCKS),
+            backfill: reg(CH_BACKFILL),
+            mempool: reg(CH_MEMPOOL),
+        };
+        network.start();
+        let validator = start_validator(
+            ctx.child("validator"),
+            ValidatorConfig {
+                prefix: "agora".into(),
+                key: signer,
+                participants,
+                blocker: oracle.clone(),
+                provider: oracle.clone(),
+                genesis,
+                block_cfg,
+                timing: Timing::default(),
+                mempool: Limits::default(),
+                max_block_txs: v.max_block_txs,
+                mailbox_size: NZUsize!(4096),
+                page_cache: default_page_cache(),
+            },
+            channels,
+        )
+        .await
+        .expect("the validator's storage opens (see the error above)");
+        let chain: ChainHandle = validator.chain.clone();
+        let state = Arc::new(ApiState { chain: Some(chain.clone()), store, info });
+        let router = api::router(state, agora_store::http::ServerConfig { max_upload_bytes: max_upload });
+        let listener = match tokio::net::TcpListener::bind(api_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {api_addr}: {e} (is another node using the port?)");
+                std::process::exit(2);
+            }
+        };
+        info!(api = %api_addr, height = chain.snapshot().height, "node running");
+        println!("node {} ready: API http://{api_addr}", config.name);
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+        tokio::select! {
+            r = server => { if let Err(e) = r { eprintln!("API server stopped: {e}"); } }
+            _ = validator.engine => { eprintln!("consensus stopped"); }
+        }
+        info!("node stopping");
+    });
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

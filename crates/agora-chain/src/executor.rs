@@ -15,7 +15,7 @@ use crate::mempool::{Limits, Mempool, MempoolError};
 use crate::state_db::{self, Root, StateDb, TIP_KEY};
 use agora_core::block::encoded_root;
 use agora_core::{Block as LedgerBlock, BlockHeader, Hash, SignedTx};
-use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, Event, Genesis, Receipt, State, apply_block};
+use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, Event, Genesis, Receipt, State, apply_block_with};
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::{Heightable, marshal::Update};
 use commonware_cryptography::{Digested, Digestible, Sha256, ed25519, sha256};
@@ -285,6 +285,38 @@ pub struct ExecutorConfig {
     pub namespace: Vec<u8>,
 }
 
+/// The (transaction, signature) pairs this node has verified, so blocks re-check no signature
+/// the mempool already checked. Bounded: the oldest entries are forgotten first.
+#[derive(Default)]
+struct SigCache {
+    seen: std::collections::HashSet<Hash>,
+    order: std::collections::VecDeque<Hash>,
+}
+
+impl SigCache {
+    const CAPACITY: usize = 200_000;
+
+    fn key(tx: &SignedTx) -> Hash {
+        Hash::tagged("agora/verified-tx", &[&tx.id().0, &tx.signature.0])
+    }
+
+    fn insert(&mut self, tx: &SignedTx) {
+        let k = Self::key(tx);
+        if self.seen.insert(k) {
+            self.order.push_back(k);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, tx: &SignedTx) -> bool {
+        self.seen.contains(&Self::key(tx))
+    }
+}
+
 /// One executed, unfinalized block.
 struct Executed {
     height: u64,
@@ -317,6 +349,7 @@ pub struct Executor<E: Storage + Clock + Metrics + Spawner + CryptoRng> {
     next_tx_seq: u64,
     pending: HashMap<sha256::Digest, Executed>,
     mempool: Mempool,
+    verified: SigCache,
     evidence: EvidencePool,
     scheme: Scheme,
     shared: Shared,
@@ -463,6 +496,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         Ok(Self {
             context,
             mempool: Mempool::new(config.mempool),
+            verified: SigCache::default(),
             config,
             db: Some(db),
             blocks: Some(blocks),
@@ -585,7 +619,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 return false;
             }
         }
-        match apply_block(&parent_state, &block.block) {
+        match apply_block_with(&parent_state, &block.block, |tx| self.verified.contains(tx)) {
             Ok((state, outcome)) => match self.stage(block, digest, state, outcome).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -623,7 +657,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         for tx in self.mempool.select(&parent_state, self.config.max_block_txs, self.config.max_block_bytes) {
             // A transaction that no longer fits (e.g. its sender's balance changed in an
             // unfinalized ancestor) is skipped, not dropped: it may fit on another fork.
-            let _ = builder.push(&tx);
+            let _ = builder.push_with(&tx, !self.verified.contains(&tx));
         }
         let evidence: Vec<_> = self
             .evidence
@@ -738,7 +772,10 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
     }
 
     fn submit(&mut self, tx: SignedTx) -> Result<Hash, MempoolError> {
-        self.mempool.insert(tx, &self.tip.state)
+        let id = self.mempool.insert(tx.clone(), &self.tip.state)?;
+        // The mempool verified the signature to admit it.
+        self.verified.insert(&tx);
+        Ok(id)
     }
 
     async fn block_record(&self, height: u64) -> Option<BlockRecord> {

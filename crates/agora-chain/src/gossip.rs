@@ -1,8 +1,14 @@
 //! Transaction gossip between validators over a dedicated p2p channel: transactions a client
 //! submits here are sent to every peer; transactions from peers go into the local mempool (and
 //! are not forwarded again: validators form a full mesh).
+//!
+//! Under load, transactions that queue up while a message is being sent travel together: a
+//! message carries a batch (count-prefixed, each transaction length-prefixed), up to
+//! [`MAX_BATCH_BYTES`], so the per-message cost and the per-peer message quota do not cap
+//! throughput.
 
 use crate::executor::{ExecutorMailbox, Message};
+use agora_core::codec::Reader;
 use agora_core::{Encode, SignedTx};
 use commonware_macros::select;
 use commonware_p2p::{Receiver, Recipients, Sender};
@@ -10,6 +16,37 @@ use commonware_runtime::{IoBuf, Spawner};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use tracing::debug;
+
+/// Largest gossip message.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Most transactions in one gossip message.
+pub const MAX_BATCH_TXS: usize = 4096;
+
+/// Encodes a batch of transactions.
+pub fn encode_batch(txs: &[SignedTx]) -> Vec<u8> {
+    let mut out = Vec::new();
+    agora_core::codec::encode_len(txs.len(), &mut out);
+    for tx in txs {
+        tx.encode().encode_to(&mut out);
+    }
+    out
+}
+
+/// Decodes a batch, bounded in count and size; each transaction is decoded as untrusted input.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<SignedTx>, agora_core::DecodeError> {
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(agora_core::DecodeError::invalid("gossip batch", "larger than the batch limit"));
+    }
+    let mut r = Reader::new(bytes);
+    let n = r.length(MAX_BATCH_TXS, 4, "gossip batch")?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let raw = r.bytes(agora_core::tx::MAX_TX_BYTES, "gossip batch entry")?;
+        out.push(SignedTx::decode_untrusted(&raw)?);
+    }
+    r.finish("gossip batch")?;
+    Ok(out)
+}
 
 /// Runs the gossip task until both the channel and the outbound queue close.
 pub fn start<E, S, R>(
@@ -27,19 +64,59 @@ pub fn start<E, S, R>(
             select! {
                 tx = outbound.next() => {
                     let Some(tx) = tx else { return };
-                    // Best effort: a dropped message only delays inclusion (the tx is in our pool).
-                    let _ = sender.send(Recipients::All, IoBuf::from(tx.encode()), false);
+                    let mut batch = vec![tx];
+                    let mut size = batch[0].encode().len();
+                    // Take whatever else is already queued, within the limits.
+                    while size < MAX_BATCH_BYTES / 2 && batch.len() < MAX_BATCH_TXS {
+                        match outbound.try_recv() {
+                            Ok(tx) => {
+                                size += tx.encode().len() + 4;
+                                batch.push(tx);
+                            }
+                            _ => break,
+                        }
+                    }
+                    // Best effort: a dropped message only delays inclusion (the txs are in our pool).
+                    let _ = sender.send(Recipients::All, IoBuf::from(encode_batch(&batch)), false);
                 },
                 msg = receiver.recv() => {
                     let Ok((peer, bytes)) = msg else { return };
-                    match SignedTx::decode_untrusted(bytes.as_ref()) {
-                        Ok(tx) => {
-                            executor.send(Message::Submit { tx, reply: None });
+                    match decode_batch(bytes.as_ref()) {
+                        Ok(txs) => {
+                            for tx in txs {
+                                executor.send(Message::Submit { tx, reply: None });
+                            }
                         }
-                        Err(e) => debug!(%peer, error = %e, "dropping malformed gossiped transaction"),
+                        Err(e) => debug!(%peer, error = %e, "dropping malformed gossip"),
                     }
                 },
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::arbitrary::signed_tx;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(txs in prop::collection::vec(signed_tx("gossip"), 0..8)) {
+            prop_assert_eq!(decode_batch(&encode_batch(&txs)).unwrap(), txs);
+        }
+
+        #[test]
+        fn garbage_is_rejected_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_batch(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_huge_count_allocates_nothing() {
+        let mut bytes = Vec::new();
+        agora_core::codec::encode_len(u32::MAX as usize, &mut bytes);
+        assert!(decode_batch(&bytes).is_err());
+    }
 }

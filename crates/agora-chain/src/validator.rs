@@ -174,7 +174,7 @@ pub fn max_message_size(participants: u32, block_cfg: &BlockCfg) -> u32 {
     commonware_p2p::max_message_size(&[
         simplex::max_payload_size::<Scheme, sha256::Digest>(participants),
         marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(participants, block_cfg),
-        agora_core::tx::MAX_TX_BYTES + 64,
+        crate::gossip::MAX_BATCH_BYTES + 64,
     ])
 }
 

@@ -51,6 +51,17 @@ pub struct BlockInfo {
 /// Applies a complete block to a copy of `state`. The input state is untouched, so a caller
 /// can keep it for other forks.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, BlockOutcome), BlockError> {
+    apply_block_with(state, block, |_| false)
+}
+
+/// [`apply_block`], skipping the signature check of transactions for which `already_verified`
+/// returns true. A node passes a cache of the exact (transaction, signature) pairs it verified
+/// when admitting them to its mempool, so each signature is checked once per node.
+pub fn apply_block_with(
+    state: &State,
+    block: &Block,
+    already_verified: impl Fn(&SignedTx) -> bool,
+) -> Result<(State, BlockOutcome), BlockError> {
     if !block.body_matches_header() {
         return Err(BlockError::BodyMismatch);
     }
@@ -59,7 +70,7 @@ pub fn apply_block(state: &State, block: &Block) -> Result<(State, BlockOutcome)
         BlockInfo { height: h.height, timestamp_ms: h.timestamp_ms, proposer: h.proposer, seed: h.seed };
     let mut builder = BlockBuilder::new(state, info)?;
     for (index, tx) in block.txs.iter().enumerate() {
-        builder.push(tx).map_err(|reason| BlockError::Tx { index, reason })?;
+        builder.push_with(tx, !already_verified(tx)).map_err(|reason| BlockError::Tx { index, reason })?;
     }
     builder.finish(&block.evidence)
 }
@@ -109,7 +120,13 @@ impl BlockBuilder {
 
     /// Applies one transaction, or refuses it without changing anything.
     pub fn push(&mut self, tx: &SignedTx) -> Result<&Receipt, TxRejection> {
-        accounts::check_admission(&self.state, tx)?;
+        self.push_with(tx, true)
+    }
+
+    /// [`BlockBuilder::push`], skipping the signature check when `verify_signature` is false
+    /// (the caller verified this exact transaction and signature already).
+    pub fn push_with(&mut self, tx: &SignedTx, verify_signature: bool) -> Result<&Receipt, TxRejection> {
+        accounts::check_admission_with(&self.state, tx, verify_signature)?;
         self.cx.events.clear();
         accounts::charge(&mut self.state, &mut self.cx, tx);
         registry::saw(&mut self.state, &self.cx, tx.tx.sender);

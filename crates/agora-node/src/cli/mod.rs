@@ -1,6 +1,7 @@
 //! The `agora` command line: argument definitions and dispatch. Each command group has its own
 //! module; every command accepts `--json` for machine-readable output.
 
+pub mod bench;
 pub mod chain;
 pub mod devnet;
 pub mod gov;
@@ -100,6 +101,9 @@ pub enum Command {
     /// The content store: put, get, list, pin.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Benchmarks (build with --release for meaningful numbers).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// `agora node ...`
@@ -130,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Chain(c) => chain::run(&g, c).await,
                     Command::Gov(c) => gov::run(&g, c).await,
                     Command::Store(c) => store::run(&g, c).await,
+                    Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
                     Command::Node(_) | Command::Init => unreachable!("handled above"),
                 }
             })

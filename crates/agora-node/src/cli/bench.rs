@@ -1,0 +1,290 @@
+//! `agora bench ...`: benchmarks a user can run, printing the figures BENCHMARKS.md records.
+//!
+//! `agora bench chain` starts a local devnet of real node processes and measures finality
+//! latency (idle chain: submit → seen in a finalized block, one transfer at a time) and
+//! sustained throughput (many senders submitting signed transfers to every node at once).
+
+use super::Global;
+use super::output::print;
+use crate::client::NodeClient;
+use crate::devnet::{Devnet, DevnetOptions, faucet_key};
+use agora_core::tx::{Transaction, TxPayload};
+use agora_core::{Amount, Hash, SecretKey, SignedTx};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `agora bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Finality latency and signed-transaction throughput of a local 4-validator devnet.
+    Chain(ChainBenchArgs),
+}
+
+/// `agora bench chain` options.
+#[derive(Debug, Args)]
+pub struct ChainBenchArgs {
+    /// Validators in the devnet.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Transfers in the throughput run.
+    #[arg(long, default_value_t = 10_000)]
+    pub txs: usize,
+    /// Distinct sending accounts (each sends txs/senders transfers with consecutive nonces).
+    #[arg(long, default_value_t = 250)]
+    pub senders: usize,
+    /// Transfers timed one at a time on an idle chain for the latency figure.
+    #[arg(long, default_value_t = 40)]
+    pub latency_samples: usize,
+    /// Concurrent HTTP submissions.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+/// What `agora bench chain` measured.
+#[derive(Debug, Serialize)]
+pub struct ChainBenchReport {
+    /// Validators.
+    pub validators: usize,
+    /// Finality latency at idle, p50, ms.
+    pub idle_latency_p50_ms: f64,
+    /// Finality latency at idle, p95, ms.
+    pub idle_latency_p95_ms: f64,
+    /// Transfers in the throughput run.
+    pub txs: usize,
+    /// Finalized transfers per second over the throughput run.
+    pub throughput_tx_s: f64,
+    /// Submissions accepted per second by the nodes' APIs.
+    pub submit_tx_s: f64,
+    /// Latency under load, p50, ms.
+    pub loaded_latency_p50_ms: f64,
+    /// Latency under load, p95, ms.
+    pub loaded_latency_p95_ms: f64,
+    /// Blocks per second during the run.
+    pub blocks_per_s: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A free block of ports for a devnet (API at base+i, p2p at base+100+i).
+pub fn free_port_base(n: usize) -> anyhow::Result<u16> {
+    for attempt in 0..500u32 {
+        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 30_000) as u16;
+        let ok = (0..n as u16)
+            .chain(100..100 + n as u16)
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if ok {
+            return Ok(base);
+        }
+    }
+    bail!("no free block of ports on 127.0.0.1")
+}
+
+/// Records when each transaction id first appears in a finalized block.
+fn watch_finality(
+    client: &NodeClient,
+    from: u64,
+) -> (Arc<Mutex<HashMap<Hash, Instant>>>, Arc<Mutex<Vec<Instant>>>) {
+    let seen: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+    let blocks: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (s, b) = (seen.clone(), blocks.clone());
+    let url = format!("{}/api/v1/events?from={from}", client.url());
+    tokio::spawn(async move {
+        let Ok(resp) = reqwest::get(url).await else { return };
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let now = Instant::now();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+                let Ok(record) = serde_json::from_str::<agora_chain::BlockRecord>(data.trim()) else {
+                    continue;
+                };
+                b.lock().expect("not poisoned").push(now);
+                let mut seen = s.lock().expect("not poisoned");
+                for r in &record.receipts {
+                    seen.entry(r.tx).or_insert(now);
+                }
+            }
+        }
+    });
+    (seen, blocks)
+}
+
+fn transfer(key: &SecretKey, nonce: u64, chain: &str) -> SignedTx {
+    Transaction {
+        sender: key.public(),
+        nonce,
+        fee: Amount(10),
+        payload: TxPayload::Transfer { to: SecretKey::from_label("bench-sink").public(), amount: Amount(1) },
+    }
+    .sign(chain, key)
+}
+
+async fn wait_all(
+    seen: &Mutex<HashMap<Hash, Instant>>,
+    ids: &[Hash],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let done = {
+            let s = seen.lock().expect("not poisoned");
+            ids.iter().filter(|id| s.contains_key(id)).count()
+        };
+        if done == ids.len() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("only {done} of {} transactions were finalized within {timeout:?}", ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `agora bench chain`.
+pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let opts = DevnetOptions {
+        dir: dir.clone(),
+        validators: a.validators,
+        port_base: free_port_base(a.validators)?,
+    };
+    let mut net = Devnet::start(&opts).await?;
+    let result = run_chain_bench(g, &a, &mut net).await;
+    net.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = result?;
+    print(g.json, &report, |r| {
+        format!(
+            "validators            {}\nfinality latency idle p50 {:.0} ms, p95 {:.0} ms   (target p50 ≤ 500 ms)\nthroughput            {:.0} finalized tx/s over {} signed transfers   (target ≥ 5,000)\nsubmission            {:.0} tx/s accepted by the APIs\nlatency under load    p50 {:.0} ms, p95 {:.0} ms\nblocks                {:.1} per second",
+            r.validators,
+            r.idle_latency_p50_ms,
+            r.idle_latency_p95_ms,
+            r.throughput_tx_s,
+            r.txs,
+            r.submit_tx_s,
+            r.loaded_latency_p50_ms,
+            r.loaded_latency_p95_ms,
+            r.blocks_per_s
+        )
+    });
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn run_chain_bench(
+    g: &Global,
+    a: &ChainBenchArgs,
+    net: &mut Devnet,
+) -> anyhow::Result<ChainBenchReport> {
+    let quiet = g.json;
+    let h = net.wait_ready(Duration::from_secs(120)).await?;
+    let clients: Vec<NodeClient> = net.urls().iter().map(|u| NodeClient::new(u)).collect();
+    let chain = clients[0].status().await?.chain_id;
+    let faucet = faucet_key(&net.dir)?;
+    let (seen, blocks) = watch_finality(&clients[0], h + 1);
+
+    // 1. Idle finality latency: one transfer at a time.
+    let mut idle = vec![];
+    let mut nonce = clients[0].account(&faucet.public()).await?.state.nonce;
+    for _ in 0..a.latency_samples {
+        let tx = transfer(&faucet, nonce, &chain);
+        nonce += 1;
+        let start = Instant::now();
+        let id = clients[0].submit(&tx).await?;
+        wait_all(&seen, &[id], Duration::from_secs(30)).await?;
+        idle.push(seen.lock().expect("not poisoned")[&id].duration_since(start).as_secs_f64() * 1000.0);
+    }
+    idle.sort_by(f64::total_cmp);
+
+    // 2. Fund the senders (the faucet's nonce window is 64 per round).
+    let senders: Vec<SecretKey> =
+        (0..a.senders).map(|i| SecretKey::from_label(&format!("bench-sender-{i}"))).collect();
+    for chunk in senders.chunks(60) {
+        let mut ids = vec![];
+        for s in chunk {
+            let tx = Transaction {
+                sender: faucet.public(),
+                nonce,
+                fee: Amount(10),
+                payload: TxPayload::Transfer { to: s.public(), amount: Amount(1_000_000) },
+            }
+            .sign(&chain, &faucet);
+            nonce += 1;
+            ids.push(clients[0].submit(&tx).await?);
+        }
+        wait_all(&seen, &ids, Duration::from_secs(60)).await?;
+    }
+
+    // 3. Throughput: every sender's transfers, submitted round-robin to every node.
+    let per = a.txs.div_ceil(a.senders.max(1)).min(60) as u64;
+    let txs: Vec<SignedTx> = (0..per)
+        .flat_map(|n| senders.iter().map(move |s| (s, n)))
+        .map(|(s, n)| transfer(s, n, &chain))
+        .take(a.txs)
+        .collect();
+    let ids: Vec<Hash> = txs.iter().map(SignedTx::id).collect();
+    let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(txs.len() as u64) };
+    let start = Instant::now();
+    let blocks_before = blocks.lock().expect("not poisoned").len();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(txs.into_iter().enumerate())
+        .map(|(i, tx)| {
+            let client = clients[i % clients.len()].clone();
+            let submitted = submitted.clone();
+            let pb = pb.clone();
+            async move {
+                let t = Instant::now();
+                client.submit(&tx).await.with_context(|| format!("submitting transaction {i}"))?;
+                submitted.lock().expect("not poisoned").insert(tx.id(), t);
+                pb.inc(1);
+                Ok(())
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    let submit_secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    wait_all(&seen, &ids, Duration::from_secs(300)).await?;
+    let seen = seen.lock().expect("not poisoned");
+    let last = ids.iter().map(|id| seen[id]).max().expect("non-empty");
+    let secs = last.duration_since(start).as_secs_f64();
+    let submitted = submitted.lock().expect("not poisoned");
+    let mut loaded: Vec<f64> =
+        ids.iter().map(|id| seen[id].duration_since(submitted[id]).as_secs_f64() * 1000.0).collect();
+    loaded.sort_by(f64::total_cmp);
+    let blocks = blocks.lock().expect("not poisoned");
+    let run_blocks = blocks.len() - blocks_before;
+    Ok(ChainBenchReport {
+        validators: a.validators,
+        idle_latency_p50_ms: percentile(&idle, 0.5),
+        idle_latency_p95_ms: percentile(&idle, 0.95),
+        txs: ids.len(),
+        throughput_tx_s: ids.len() as f64 / secs,
+        submit_tx_s: ids.len() as f64 / submit_secs,
+        loaded_latency_p50_ms: percentile(&loaded, 0.5),
+        loaded_latency_p95_ms: percentile(&loaded, 0.95),
+        blocks_per_s: run_blocks as f64 / secs,
+    })
+}

@@ -243,7 +243,7 @@ async fn run_chain_bench(
         .take(a.txs)
         .collect();
     let ids: Vec<Hash> = txs.iter().map(SignedTx::id).collect();
-    let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+    let submitted: SeenAt = Arc::default();
     let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(txs.len() as u64) };
     let start = Instant::now();
     let blocks_before = blocks.lock().expect("not poisoned").len();

@@ -90,12 +90,13 @@ pub fn free_port_base(n: usize) -> anyhow::Result<u16> {
     bail!("no free block of ports on 127.0.0.1")
 }
 
-/// Records when each transaction id first appears in a finalized block.
-fn watch_finality(
-    client: &NodeClient,
-    from: u64,
-) -> (Arc<Mutex<HashMap<Hash, Instant>>>, Arc<Mutex<Vec<Instant>>>) {
-    let seen: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
+/// When each transaction id was first seen, shared between tasks.
+type SeenAt = Arc<Mutex<HashMap<Hash, Instant>>>;
+
+/// Records when each transaction id first appears in a finalized block, and when each block
+/// arrived.
+fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Instant>>>) {
+    let seen: SeenAt = Arc::default();
     let blocks: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let (s, b) = (seen.clone(), blocks.clone());
     let url = format!("{}/api/v1/events?from={from}", client.url());

@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod executor;
 pub mod gossip;
 pub mod handle;
+pub mod light;
 pub mod mempool;
 pub mod state_db;
 pub mod validator;

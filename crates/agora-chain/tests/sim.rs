@@ -248,6 +248,20 @@ fn transactions_are_tracked_and_state_is_provable() {
         let next = chains[1].block(absent.height + 1).await.unwrap().unwrap();
         assert!(absent.verify(&next.block.header.state_root));
         assert!(chains[1].prove(TIP_KEY.to_vec()).await.is_err());
+        // A light client checks the header's finalization certificate against the committee.
+        let committee: Vec<_> = (0..4).map(|i| ledger_key(i).public()).collect();
+        let cert = chains[1].finalization(next.block.header.height).await.expect("finalized");
+        agora_chain::light::verify_finalization(&cert, &next.digest, &committee).expect("valid certificate");
+        let other = chains[1].block(next.block.header.height - 1).await.unwrap().unwrap();
+        assert!(
+            agora_chain::light::verify_finalization(&cert, &other.digest, &committee).is_err(),
+            "wrong block"
+        );
+        let strangers: Vec<_> = (10..14).map(ledger_key).map(|k| k.public()).collect();
+        assert!(
+            agora_chain::light::verify_finalization(&cert, &next.digest, &strangers).is_err(),
+            "wrong committee"
+        );
         let _ = h;
         ctx.sleep(Duration::from_millis(1)).await;
     });

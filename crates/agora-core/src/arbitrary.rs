@@ -109,10 +109,20 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
         any::<u64>(),
         policy,
         constraints,
-        any::<bool>(),
+        (any::<bool>(), prop::collection::vec("http://[a-z0-9.:]{1,20}", 0..2)),
     )
         .prop_map(
-            |(model, params, class, shards, max_unit_price, deadline_ms, policy, constraints, encrypted)| {
+            |(
+                model,
+                params,
+                class,
+                shards,
+                max_unit_price,
+                deadline_ms,
+                policy,
+                constraints,
+                (encrypted, sources),
+            )| {
                 JobManifest {
                     model,
                     params,
@@ -123,6 +133,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
                     policy,
                     constraints,
                     encrypted,
+                    sources,
                 }
             },
         )

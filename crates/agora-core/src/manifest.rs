@@ -21,6 +21,8 @@ pub const MAX_STOP: usize = 8;
 pub const MAX_WASM_ARGS: usize = 16;
 /// Largest cluster a job may request.
 pub const MAX_CLUSTER: u8 = 64;
+/// Most source URLs a manifest may list.
+pub const MAX_SOURCES: usize = 8;
 
 /// The kind of computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -292,6 +294,10 @@ pub struct JobManifest {
     pub constraints: Constraints,
     /// Whether inputs are encrypted (the key is sealed to each assigned provider).
     pub encrypted: bool,
+    /// Content-store URLs that hold the model and inputs (hints: every byte fetched is
+    /// verified against its hash, so a wrong source can only waste time).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 codec_struct!(JobManifest {
     model,
@@ -302,7 +308,8 @@ codec_struct!(JobManifest {
     deadline_ms,
     policy,
     constraints,
-    encrypted
+    encrypted,
+    sources: vec(MAX_SOURCES)
 });
 
 /// Why a manifest was refused, before any money moves.
@@ -345,6 +352,14 @@ impl JobManifest {
             if s.quantity == 0 {
                 return fail(format!("shard {i}: quantity must be at least 1 device-second"));
             }
+        }
+        if self.sources.len() > MAX_SOURCES {
+            return fail(format!("at most {MAX_SOURCES} sources"));
+        }
+        if let Some(bad) =
+            self.sources.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return fail(format!("source {bad:?} is not an http(s) URL"));
         }
         if self.max_cost().is_none() {
             return fail("max_unit_price × total quantity overflows".into());
@@ -419,6 +434,7 @@ pub(crate) mod tests {
             policy: VerificationPolicy::Standard,
             constraints: Constraints::default(),
             encrypted: true,
+            sources: vec!["http://127.0.0.1:7700".into()],
         }
     }
 

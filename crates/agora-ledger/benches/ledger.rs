@@ -140,6 +140,7 @@ fn book(asks: usize, bids: usize) -> BlockBuilder {
             policy: VerificationPolicy::Standard,
             constraints: Constraints::default(),
             encrypted: false,
+            sources: vec![],
         };
         pending.push(sign(&requesters[r], nonce[r], TxPayload::SubmitJob { manifest }));
         nonce[r] += 1;

@@ -219,6 +219,7 @@ pub fn manifest(c: &TestChain, shards: u32, items: u32, quantity: u64, max_price
         policy: VerificationPolicy::Standard,
         constraints: Constraints::default(),
         encrypted: false,
+        sources: vec![],
     }
 }
 

@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod devnet;
 pub mod logging;
+pub mod protocol;
 pub mod provider;
 pub mod run;

@@ -105,9 +105,45 @@ pub fn open_key(sealed: &[u8], secret: &SecretKey) -> Result<BlobKey, SealError>
     Ok(BlobKey::from_bytes(key))
 }
 
+/// BLAKE3 key-derivation context for keys agreed between two accounts.
+const AGREE_CONTEXT: &str = "agora-store 2026 agreed blob key v1";
+
+/// A blob key both `me` and `peer` can compute without sending anything: X25519 between the
+/// two accounts' keys, bound to `context` (e.g. a lease id) and to both public keys. A provider
+/// encrypts a lease's outputs with it; only the requester (and the provider) can decrypt them.
+pub fn agreed_key(me: &SecretKey, peer: &PublicKey, context: &[u8]) -> Result<BlobKey, SealError> {
+    let peer_x = peer.to_x25519().ok_or(SealError::InvalidRecipient(*peer))?;
+    let my_x = me.public().to_x25519().ok_or(SealError::InvalidRecipient(me.public()))?;
+    let shared = x25519(me.to_x25519_scalar_bytes(), peer_x);
+    if shared == [0u8; 32] {
+        return Err(SealError::WeakKey);
+    }
+    // Order the two public keys so both sides hash the same bytes.
+    let (a, b) = if my_x <= peer_x { (my_x, peer_x) } else { (peer_x, my_x) };
+    let mut h = blake3::Hasher::new_derive_key(AGREE_CONTEXT);
+    h.update(&shared);
+    h.update(&a);
+    h.update(&b);
+    h.update(&(context.len() as u64).to_le_bytes());
+    h.update(context);
+    Ok(BlobKey::from_bytes(*h.finalize().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_sides_agree_and_nobody_else_does() {
+        let provider = SecretKey::from_label("p");
+        let requester = SecretKey::from_label("r");
+        let k1 = agreed_key(&provider, &requester.public(), b"lease 7").unwrap();
+        let k2 = agreed_key(&requester, &provider.public(), b"lease 7").unwrap();
+        assert_eq!(k1, k2);
+        assert_ne!(k1, agreed_key(&provider, &requester.public(), b"lease 8").unwrap());
+        let eve = SecretKey::from_label("e");
+        assert_ne!(k1, agreed_key(&eve, &requester.public(), b"lease 7").unwrap());
+    }
 
     #[test]
     fn only_the_recipient_opens_the_key() {

@@ -194,6 +194,14 @@ pub enum Message {
         /// Where to send the result, for local submissions (which are then gossiped).
         reply: Option<oneshot::Sender<Result<Hash, MempoolError>>>,
     },
+    /// Many transactions from a client: each is admitted or refused on its own; admitted ones
+    /// are gossiped.
+    SubmitBatch {
+        /// The transactions.
+        txs: Vec<SignedTx>,
+        /// One result per transaction, in order.
+        reply: oneshot::Sender<Vec<Result<Hash, MempoolError>>>,
+    },
     /// Look up a finalized block by height.
     Block {
         /// Height.
@@ -886,6 +894,19 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                             }
                         }
                     }
+                }
+                Message::SubmitBatch { txs, reply } => {
+                    let results = txs
+                        .into_iter()
+                        .map(|tx| {
+                            let r = self.submit(tx.clone());
+                            if r.is_ok() {
+                                let _ = self.gossip.unbounded_send(tx);
+                            }
+                            r
+                        })
+                        .collect();
+                    let _ = reply.send(results);
                 }
                 Message::Block { height, response } => {
                     let _ = response.send(self.block_record(height).await);

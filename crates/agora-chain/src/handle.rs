@@ -46,6 +46,14 @@ impl ChainHandle {
             .map_err(Into::into)
     }
 
+    /// Submits many transactions at once; one result per transaction, in order.
+    pub async fn submit_batch(
+        &self,
+        txs: Vec<SignedTx>,
+    ) -> Result<Vec<Result<Hash, MempoolError>>, ChainError> {
+        self.executor.ask(|reply| Message::SubmitBatch { txs, reply }).await.ok_or(ChainError::Stopped)
+    }
+
     /// The latest finalized snapshot (state, height, root).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshot()

@@ -102,6 +102,14 @@ impl NodeClient {
         Ok(self.decode::<Submitted>(resp).await?.id)
     }
 
+    /// Submits many signed transactions; one result per transaction.
+    pub async fn submit_batch(&self, txs: &[SignedTx]) -> Result<Vec<BatchResult>, ClientError> {
+        let body =
+            SubmitBatch { txs_hex: txs.iter().map(|t| hex::encode(agora_core::Encode::encode(t))).collect() };
+        let resp = self.http.post(format!("{}/api/v1/txs/batch", self.base)).json(&body).send().await;
+        self.decode(resp).await
+    }
+
     /// Signs `payload` with `key` at the account's next nonce and submits it.
     pub async fn send(&self, key: &SecretKey, fee: Amount, payload: TxPayload) -> Result<Hash, ClientError> {
         let status = self.status().await?;

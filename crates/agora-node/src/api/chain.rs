@@ -122,6 +122,44 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
+/// Most transactions in one batch submission.
+pub const MAX_BATCH: usize = 1_000;
+
+/// `POST /api/v1/txs/batch`
+pub async fn submit_batch(
+    State(s): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Vec<BatchResult>>> {
+    let chain = chain_of(&s)?;
+    let req: SubmitBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body must be {{\"txs_hex\": [\"...\", ...]}}: {e}")))?;
+    if req.txs_hex.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BATCH} transactions per batch, got {}",
+            req.txs_hex.len()
+        )));
+    }
+    let mut txs = Vec::with_capacity(req.txs_hex.len());
+    for (i, h) in req.txs_hex.iter().enumerate() {
+        let bytes = hex::decode(h.trim())
+            .map_err(|e| ApiError::bad_request(format!("transaction {i} is not hex: {e}")))?;
+        txs.push(
+            SignedTx::decode_untrusted(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("transaction {i}: {e}")))?,
+        );
+    }
+    let results = chain.submit_batch(txs).await?;
+    Ok(Json(
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(id) => BatchResult { id: Some(id), error: None },
+                Err(e) => BatchResult { id: None, error: Some(e.to_string()) },
+            })
+            .collect(),
+    ))
+}
+
 /// `GET /api/v1/txs/{id}`
 pub async fn tx(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult<Json<TxStatus>> {
     let chain = chain_of(&s)?;

@@ -188,6 +188,7 @@ pub fn router(state: Arc<ApiState>, store: agora_store::http::ServerConfig) -> R
     let api = Router::new()
         .route("/api/v1/status", get(chain::status))
         .route("/api/v1/txs", post(chain::submit))
+        .route("/api/v1/txs/batch", post(chain::submit_batch))
         .route("/api/v1/txs/{id}", get(chain::tx))
         .route("/api/v1/accounts/{id}", get(chain::account))
         .route("/api/v1/validators", get(chain::validators))

@@ -52,6 +52,22 @@ pub enum SubmitTx {
     },
 }
 
+/// `POST /api/v1/txs/batch`: canonical encodings, hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitBatch {
+    /// Transactions (at most 1,000).
+    pub txs_hex: Vec<String>,
+}
+
+/// One transaction's fate in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Its id, when admitted.
+    pub id: Option<Hash>,
+    /// Why it was refused, when it was.
+    pub error: Option<String>,
+}
+
 /// Response of `POST /api/v1/txs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submitted {

@@ -42,8 +42,11 @@ pub struct ChainBenchArgs {
     #[arg(long, default_value_t = 40)]
     pub latency_samples: usize,
     /// Concurrent HTTP submissions.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Transactions per submission request (`POST /api/v1/txs/batch`).
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
 }
 
 /// What `agora bench chain` measured.
@@ -248,16 +251,24 @@ async fn run_chain_bench(
     let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(txs.len() as u64) };
     let start = Instant::now();
     let blocks_before = blocks.lock().expect("not poisoned").len();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(txs.into_iter().enumerate())
-        .map(|(i, tx)| {
+    let batches: Vec<Vec<SignedTx>> = txs.chunks(a.batch.max(1)).map(<[SignedTx]>::to_vec).collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches.into_iter().enumerate())
+        .map(|(i, batch)| {
             let client = clients[i % clients.len()].clone();
             let submitted = submitted.clone();
             let pb = pb.clone();
             async move {
                 let t = Instant::now();
-                client.submit(&tx).await.with_context(|| format!("submitting transaction {i}"))?;
-                submitted.lock().expect("not poisoned").insert(tx.id(), t);
-                pb.inc(1);
+                let results =
+                    client.submit_batch(&batch).await.with_context(|| format!("submitting batch {i}"))?;
+                if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
+                    bail!("a transaction of batch {i} was refused: {e}");
+                }
+                let mut s = submitted.lock().expect("not poisoned");
+                for tx in &batch {
+                    s.insert(tx.id(), t);
+                }
+                pb.inc(batch.len() as u64);
                 Ok(())
             }
         })

@@ -1,0 +1,136 @@
+//! The generate executor on a tiny generated llama GGUF: tokenizer, decoding, replay audits,
+//! requantization.
+
+use agora_core::{Encode, Hash, JobParams};
+use agora_ml::fixtures::write_tiny_llama;
+use agora_ml::generate::requant::requantize_file;
+use agora_ml::{GenerateExecutor, Requantize};
+use agora_runtime::audit::audit;
+use agora_runtime::items::generation::{Generation, StopReason};
+use agora_runtime::provision::Derivation;
+use agora_runtime::{AuditRequest, Executor, PowerModel, TaskContext};
+use candle_core::quantized::{GgmlDType, gguf_file};
+
+const PROMPTS: [&str; 3] = ["Write one sentence about the sea.", "hello there", "the answer is"];
+
+fn ctx(max_new_tokens: u32, temperature_milli: u32, seed: u64, stop: Vec<String>) -> TaskContext {
+    TaskContext {
+        job: Hash::of(b"gen job"),
+        shard: 0,
+        model: Hash::of(b"tiny llama"),
+        params: JobParams::Generate { max_new_tokens, temperature_milli, seed, stop },
+        power: PowerModel::CPU_CORE,
+    }
+}
+
+fn inputs() -> Vec<Vec<u8>> {
+    PROMPTS.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+fn tiny(dtype: GgmlDType, seed: u64) -> (tempfile::TempDir, GenerateExecutor) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    write_tiny_llama(&path, seed, dtype).unwrap();
+    let exec = GenerateExecutor::load(dir.path()).unwrap();
+    (dir, exec)
+}
+
+fn gens(items: &[Vec<u8>]) -> Vec<Generation> {
+    items.iter().map(|i| Generation::from_item(i).unwrap()).collect()
+}
+
+fn request(indices: &[u32], claims: &[Vec<u8>]) -> AuditRequest {
+    AuditRequest {
+        indices: indices.to_vec(),
+        inputs: indices.iter().map(|&i| (i, inputs()[i as usize].clone())).collect(),
+        claimed: indices.iter().map(|&i| (i, claims[i as usize].clone())).collect(),
+    }
+}
+
+#[test]
+fn tokenizer_rebuilt_from_gguf_handles_chatml() {
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 1);
+    let ids = exec.llm().encode("<|im_start|>user\nthe sea<|im_end|>").unwrap();
+    assert_eq!(ids.first(), Some(&1), "<|im_start|> is one special token");
+    assert_eq!(ids.last(), Some(&2), "<|im_end|> is one special token");
+    assert!(exec.llm().eos().contains(&2) && exec.llm().eos().contains(&0));
+}
+
+#[test]
+fn greedy_is_deterministic_and_replays_exactly() {
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 1);
+    let c = ctx(12, 0, 0, vec![]);
+    let a = exec.run(&c, &inputs()).unwrap();
+    assert_eq!(exec.run(&c, &inputs()).unwrap().items, a.items);
+    for g in gens(&a.items) {
+        assert!(!g.tokens.is_empty() && g.tokens.len() <= 12);
+        assert!(g.stop == StopReason::MaxTokens || g.stop == StopReason::Eos);
+    }
+    let outcome = audit(&exec, &c, &request(&[0, 2], &a.items)).unwrap();
+    assert!(outcome.passed(), "{:?}", outcome.verdicts);
+
+    // A forged token (the model's least likely choice at step 1) is caught.
+    let mut forged = gens(&a.items);
+    let g = &mut forged[0];
+    if g.tokens.len() > 1 {
+        g.tokens[1] = if g.tokens[1] == 100 { 101 } else { 100 };
+        let claims: Vec<Vec<u8>> = forged.iter().map(Encode::encode).collect();
+        let outcome = audit(&exec, &c, &request(&[0], &claims)).unwrap();
+        assert!(!outcome.passed(), "{:?}", outcome.verdicts);
+    }
+    // A truncated claim (fewer tokens, no stop condition) is caught.
+    let mut short = gens(&a.items);
+    if short[2].stop == StopReason::MaxTokens {
+        short[2].tokens.pop();
+        let claims: Vec<Vec<u8>> = short.iter().map(Encode::encode).collect();
+        assert!(!audit(&exec, &c, &request(&[2], &claims)).unwrap().passed());
+    }
+}
+
+#[test]
+fn sampling_is_seeded_per_item_and_audited() {
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 1);
+    let c = ctx(16, 1000, 7, vec![]);
+    let a = exec.run(&c, &inputs()).unwrap();
+    assert_eq!(exec.run(&c, &inputs()).unwrap().items, a.items, "same seed, same samples");
+    let other = exec.run(&ctx(16, 1000, 8, vec![]), &inputs()).unwrap();
+    assert_ne!(other.items, a.items, "another seed, other samples");
+    let greedy = exec.run(&ctx(16, 0, 7, vec![]), &inputs()).unwrap();
+    assert_ne!(greedy.items, a.items);
+    assert!(audit(&exec, &c, &request(&[0, 1, 2], &a.items)).unwrap().passed());
+    // Greedy claims do not pass as samples.
+    assert!(!audit(&exec, &c, &request(&[0, 1, 2], &greedy.items)).unwrap().passed());
+}
+
+#[test]
+fn stop_strings_cut_the_completion() {
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 1);
+    let plain = gens(&exec.run(&ctx(12, 0, 0, vec![]), &inputs()).unwrap().items);
+    let Some((i, g)) = plain.iter().enumerate().find(|(_, g)| g.text.chars().count() >= 3) else {
+        panic!("the tiny model produced no text to cut: {plain:?}")
+    };
+    let stop: String = g.text.chars().skip(1).take(1).collect();
+    let c = ctx(12, 0, 0, vec![stop.clone()]);
+    let out = gens(&exec.run(&c, &inputs()[i..=i]).unwrap().items).remove(0);
+    assert_eq!(out.stop, StopReason::StopString);
+    assert!(!out.text.contains(&stop) && g.text.starts_with(&out.text), "{out:?} vs {g:?}");
+    assert!(out.tokens.len() <= g.tokens.len());
+}
+
+#[test]
+fn requantization_is_deterministic_and_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let q41 = dir.path().join("q41.gguf");
+    write_tiny_llama(&q41, 3, GgmlDType::Q4_1).unwrap();
+    let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+    Requantize.derive(&q41, &a).unwrap();
+    requantize_file(&q41, &b).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same bytes every time");
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&a).unwrap()).unwrap();
+    let dtypes: Vec<GgmlDType> = content.tensor_infos.values().map(|t| t.ggml_dtype).collect();
+    assert!(dtypes.iter().all(|d| matches!(d, GgmlDType::Q8_0 | GgmlDType::F32)), "{dtypes:?}");
+    assert!(dtypes.contains(&GgmlDType::Q8_0));
+    let exec = GenerateExecutor::load(&a).unwrap();
+    let out = exec.run(&ctx(4, 0, 0, vec![]), &inputs()[..1]).unwrap();
+    assert_eq!(out.items.len(), 1);
+}

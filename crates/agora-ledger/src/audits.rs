@@ -153,21 +153,34 @@ pub fn audit_probability(
     value: Amount,
     policy: VerificationPolicy,
 ) -> u32 {
+    match state.providers.get(provider) {
+        Some(prov) => probability_for(state.params(), &prov.trust, prov.collateral, value, policy),
+        None => PPM as u32,
+    }
+}
+
+/// The audit probability rule on its own (ppm), for quotes: a provider with this trust
+/// record and collateral, a lease worth `value`, under `policy`.
+pub fn probability_for(
+    p: &Params,
+    trust: &crate::registry::Trust,
+    collateral: Amount,
+    value: Amount,
+    policy: VerificationPolicy,
+) -> u32 {
     match policy {
         VerificationPolicy::None => return 0,
         VerificationPolicy::Redundant { .. } => return PPM as u32,
         VerificationPolicy::Standard => {}
     }
-    let p = state.params();
-    let Some(prov) = state.providers.get(provider) else { return PPM as u32 };
-    if prov.trust.forced_audits > 0 {
+    if trust.forced_audits > 0 {
         return PPM as u32;
     }
     let threshold = Params::u64(p.trust_threshold);
-    let streak = prov.trust.clean_streak;
-    let trust = if streak < threshold { PPM } else { PPM / u128::from(streak) };
+    let streak = trust.clean_streak;
+    let trust_term = if streak < threshold { PPM } else { PPM / u128::from(streak) };
     // p_econ = λ·save·R / ((1−α)·(R+S)), with λ, save, (1−α) in bps.
-    let stake = value.checked_add(prov.collateral).unwrap_or(Amount(u128::MAX));
+    let stake = value.checked_add(collateral).unwrap_or(Amount(u128::MAX));
     let p_econ = if stake.is_zero() {
         0
     } else {
@@ -176,7 +189,7 @@ pub fn audit_probability(
             .map_or(PPM, |v| v.mul_div(PPM, stake.0).map_or(PPM, |x| x.0));
         scaled.min(PPM)
     };
-    trust.max(p.audit_floor_ppm).max(p_econ).min(PPM) as u32
+    trust_term.max(p.audit_floor_ppm).max(p_econ).min(PPM) as u32
 }
 
 /// Eligible auditors for a lease: working providers that run the job kind, and committee

@@ -158,6 +158,52 @@ impl NodeClient {
         self.get(&format!("/api/v1/leases/{id}")).await
     }
 
+    /// An audit.
+    pub async fn audit(&self, id: u64) -> Result<agora_ledger::audits::Audit, ClientError> {
+        self.get(&format!("/api/v1/audits/{id}")).await
+    }
+
+    /// A registered provider.
+    pub async fn provider(&self, id: &AccountId) -> Result<agora_ledger::registry::Provider, ClientError> {
+        self.get(&format!("/api/v1/providers/{id}")).await
+    }
+
+    /// Finalized blocks from height `from` on, in order and without gaps, for as long as the
+    /// node streams them (reconnect with the next height after an error).
+    pub async fn follow(
+        &self,
+        from: u64,
+    ) -> Result<impl futures::Stream<Item = Result<BlockRecord, ClientError>>, ClientError> {
+        use futures::StreamExt;
+        let url = format!("{}/api/v1/events?from={from}", self.base);
+        let resp = reqwest::get(&url)
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Api {
+                status: resp.status().as_u16(),
+                message: resp.text().await.unwrap_or_default(),
+            });
+        }
+        let bytes = resp.bytes_stream();
+        Ok(futures::stream::unfold((bytes, String::new()), |(mut bytes, mut buf)| async move {
+            loop {
+                if let Some(end) = buf.find("\n\n") {
+                    let event: String = buf.drain(..end + 2).collect();
+                    let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+                    let record = serde_json::from_str::<BlockRecord>(data.trim())
+                        .map_err(|e| ClientError::Protocol(e.to_string()));
+                    return Some((record, (bytes, buf)));
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+                    Some(Err(e)) => return Some((Err(ClientError::Protocol(e.to_string())), (bytes, buf))),
+                    None => return None,
+                }
+            }
+        }))
+    }
+
     /// A state proof of a ledger object.
     pub async fn proof(&self, key: &ObjectKey) -> Result<StateProof, ClientError> {
         let (kind, id) = match key {

@@ -97,8 +97,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The node's key (hex seed).
     pub key_file: PathBuf,
-    /// The chain's genesis.
-    pub genesis_file: PathBuf,
+    /// The chain's genesis (validators only).
+    #[serde(default)]
+    pub genesis_file: Option<PathBuf>,
     /// HTTP API.
     pub api: ApiSection,
     /// Consensus role, if this node is a validator.
@@ -118,7 +119,7 @@ impl NodeConfig {
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data_dir, &mut cfg.key_file, &mut cfg.genesis_file] {
+        for p in [&mut cfg.data_dir, &mut cfg.key_file].into_iter().chain(cfg.genesis_file.as_mut()) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -202,7 +203,7 @@ mod tests {
             name: "node0".into(),
             data_dir: "node0".into(),
             key_file: "node0/node.key".into(),
-            genesis_file: "genesis.toml".into(),
+            genesis_file: Some("genesis.toml".into()),
             api: ApiSection { listen: DEFAULT_API.parse().unwrap(), max_upload_mb: 10 },
             validator: Some(ValidatorSection {
                 p2p_listen: "127.0.0.1:7800".parse().unwrap(),

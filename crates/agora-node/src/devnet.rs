@@ -99,7 +99,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
             name: format!("node{i}"),
             data_dir: format!("node{i}").into(),
             key_file: format!("node{i}/node.key").into(),
-            genesis_file: "genesis.toml".into(),
+            genesis_file: Some("genesis.toml".into()),
             api: ApiSection { listen: format!("127.0.0.1:{}", port(i)?).parse()?, max_upload_mb: 8192 },
             validator: Some(ValidatorSection {
                 p2p_listen: peers[i].address,

@@ -9,4 +9,6 @@ pub mod devnet;
 pub mod logging;
 pub mod protocol;
 pub mod provider;
+pub mod requester;
 pub mod run;
+pub mod sender;

@@ -110,6 +110,36 @@ pub fn open_input_key(sealed: &[u8], me: &SecretKey) -> Result<BlobKey, Protocol
     Ok(seal::open_key(sealed, me)?)
 }
 
+/// The runtime's view of a lease's task: identity, parameters and model. Providers and
+/// auditors build it alike, so per-item seeds agree; a shard re-matched to another provider
+/// keeps the same task (the job and shard, not the lease, name it).
+pub fn task_context(
+    job: u64,
+    shard: u32,
+    manifest: &agora_core::JobManifest,
+    class: &agora_core::ResourceClass,
+) -> agora_runtime::executor::TaskContext {
+    agora_runtime::executor::TaskContext {
+        job: Hash::tagged("agora/job-id", &[&job.to_le_bytes()]),
+        shard,
+        model: manifest.model,
+        params: manifest.params.clone(),
+        power: agora_runtime::metering::PowerModel::for_device(class.kind),
+    }
+}
+
+/// The message an auditor signs to fetch an audit's items from the provider.
+pub fn audit_request_message(audit: u64) -> Vec<u8> {
+    let mut m = b"agora/audit-items/v1".to_vec();
+    m.extend_from_slice(&audit.to_le_bytes());
+    m
+}
+
+/// Header carrying the auditor's account id.
+pub const AUDITOR_HEADER: &str = "x-agora-auditor";
+/// Header carrying the auditor's signature over [`audit_request_message`].
+pub const SIGNATURE_HEADER: &str = "x-agora-signature";
+
 /// One item with its proof, as served to auditors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvenItem {

@@ -28,7 +28,6 @@ use tracing::info;
 /// Runs a node until it is told to stop.
 pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let key = load_key(&config.key_file)?;
-    let genesis = load_genesis(&config.genesis_file)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let store = agora_store::Store::open(config.data_dir.join("blobs"))
@@ -45,11 +44,40 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         roles,
         upstream: config.provider.as_ref().and_then(|p| p.upstream.clone()),
     };
-    let Some(v) = config.validator.clone() else {
-        bail!(
-            "provider-only nodes are started by the provider agent (`agora provider join`); this config has no [validator] section"
-        );
+    let agent_cfg = |upstream: String| crate::provider::agent::AgentConfig {
+        key: key.clone(),
+        upstream,
+        endpoint: config.api_url(),
+        store: store.clone(),
+        dir: config.data_dir.clone(),
+        provider: config.provider.clone(),
     };
+    let Some(v) = config.validator.clone() else {
+        // A provider-only node: no consensus; it follows and submits to its upstream's API.
+        let upstream = config
+            .provider
+            .as_ref()
+            .and_then(|p| p.upstream.clone())
+            .expect("checked when the config was loaded");
+        let (agent, routes) = crate::provider::agent::Agent::new(agent_cfg(upstream))?;
+        let state = Arc::new(ApiState { chain: None, store: store.clone(), info });
+        let limits = agora_store::http::ServerConfig { max_upload_bytes: config.api.max_upload_mb << 20 };
+        let router = api::router(state, limits).merge(routes);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        return rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(config.api.listen).await.with_context(|| {
+                format!("cannot listen on {} (is another node using the port?)", config.api.listen)
+            })?;
+            tokio::spawn(agent.run());
+            println!("node {} ready: API {}", config.name, config.api_url());
+            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+            Ok(())
+        });
+    };
+    // Validators audit too (committee members are in the auditor pool); they follow themselves.
+    let (agent, agent_routes) = crate::provider::agent::Agent::new(agent_cfg(config.api_url()))?;
+    let genesis_file = config.genesis_file.clone().context("a validator's config needs genesis_file")?;
+    let genesis = load_genesis(&genesis_file)?;
     let me = key.public();
     if !v.peers.iter().any(|p| p.key == me) {
         bail!("this node's key {me} is not among the [validator] peers; it cannot take part in consensus");
@@ -135,7 +163,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .expect("the validator's storage opens (see the error above)");
         let chain: ChainHandle = validator.chain.clone();
         let state = Arc::new(ApiState { chain: Some(chain.clone()), store, info });
-        let router = api::router(state, agora_store::http::ServerConfig { max_upload_bytes: max_upload });
+        let router = api::router(state, agora_store::http::ServerConfig { max_upload_bytes: max_upload })
+            .merge(agent_routes);
         let listener = match tokio::net::TcpListener::bind(api_addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -144,6 +173,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             }
         };
         info!(api = %api_addr, height = chain.snapshot().height, "node running");
+        tokio::spawn(agent.run());
         println!("node {} ready: API http://{api_addr}", config.name);
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
         tokio::select! {

@@ -209,6 +209,7 @@ pub fn router(state: Arc<ApiState>, store: agora_store::http::ServerConfig) -> R
         .route("/api/v1/proofs/{kind}/{id}", get(chain::proof))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .route("/health", get(|| async { "ok" }))
         .with_state(state.clone());
     api.merge(agora_store::http::router(state.store.clone(), store))
 }

@@ -5,7 +5,11 @@ pub mod bench;
 pub mod chain;
 pub mod devnet;
 pub mod gov;
+pub mod job;
+pub mod models;
 pub mod output;
+pub mod provider;
+pub mod run_local;
 pub mod store;
 pub mod wallet;
 
@@ -101,6 +105,17 @@ pub enum Command {
     /// The content store: put, get, list, pin.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Jobs: submit, quote, follow, results, receipts.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Sell compute: join as a provider, check your record.
+    #[command(subcommand)]
+    Provider(provider::ProviderCommand),
+    /// Provision models and data sets into the data directory.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Run a job file on this machine only (`--local`).
+    Run(run_local::RunArgs),
     /// Benchmarks (build with --release for meaningful numbers).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -135,6 +150,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Gov(c) => gov::run(&g, c).await,
                     Command::Store(c) => store::run(&g, c).await,
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
+                    Command::Job(c) => job::run(&g, c).await,
+                    Command::Provider(c) => provider::run(&g, c).await,
+                    Command::Models(c) => models::run(&g, c).await,
+                    Command::Run(a) => run_local::run(&g, a).await,
                     Command::Node(_) | Command::Init => unreachable!("handled above"),
                 }
             })

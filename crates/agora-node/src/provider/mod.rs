@@ -1,5 +1,12 @@
 //! The provider agent: hardware detection and benchmarking, pricing, running leases, audits,
 //! and network coordinates.
 
+pub mod agent;
+pub mod auditor;
 pub mod hardware;
+pub mod pricing;
+pub mod runtimes;
+pub mod serve;
+pub mod state;
 pub mod vivaldi;
+pub mod work;

@@ -1,0 +1,409 @@
+//! The agent a node runs for the market: as a **provider** it registers (hardware, benchmark,
+//! classes, region, carbon, price policy, coordinate), keeps asks open, sends heartbeats with
+//! its Vivaldi coordinate, and runs the leases it wins; as an **auditor** (every node, since
+//! committee validators are in the auditor pool) it carries out the audits it is assigned.
+//!
+//! It follows finalized blocks from its upstream chain API, remembers its progress on disk, and
+//! after a restart resumes leases it had not committed — reusing saved outputs, so a lease is
+//! never committed twice with different results.
+
+use super::auditor::Auditor;
+use super::hardware;
+use super::runtimes::Runtimes;
+use super::state::{AgentState, LeaseRecord, Phase, StateDir};
+use super::vivaldi::Vivaldi;
+use super::work::Worker;
+use super::{pricing, serve};
+use crate::client::NodeClient;
+use crate::config::ProviderSection;
+use crate::sender::TxSender;
+use agora_core::tx::{AuditId, LeaseId, ProviderProfile, TxPayload};
+use agora_core::{AccountId, Region, SecretKey};
+use agora_ledger::Event;
+use agora_ledger::market::Order;
+use agora_store::Store;
+use anyhow::Context;
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+/// Detects this machine's hardware, runs the standard benchmark, and describes the provider.
+pub async fn build_profile(
+    p: &ProviderSection,
+    endpoint: &str,
+    coord: agora_core::Coord,
+) -> anyhow::Result<ProviderProfile> {
+    let mut hw = hardware::detect();
+    hw.benchmark_score =
+        tokio::task::spawn_blocking(|| hardware::benchmark(Duration::from_millis(500)).score).await?;
+    Ok(ProviderProfile {
+        classes: hardware::classes(&hw),
+        hardware: hw,
+        kinds: Runtimes::kinds(),
+        region: p.region.parse::<Region>().map_err(|e| anyhow::anyhow!("{e}"))?,
+        carbon_g_per_kwh: p.carbon_g_per_kwh,
+        price_policy: pricing::parse(&p.price).map_err(|e| anyhow::anyhow!(e))?,
+        coord,
+        endpoint: endpoint.to_string(),
+    })
+}
+
+/// Agent settings.
+pub struct AgentConfig {
+    /// The node's key (its account).
+    pub key: SecretKey,
+    /// Chain API to follow and submit to.
+    pub upstream: String,
+    /// This node's own API URL (registered as the provider endpoint).
+    pub endpoint: String,
+    /// The local content store.
+    pub store: Store,
+    /// Where the agent keeps its state and models.
+    pub dir: PathBuf,
+    /// Provider settings; `None` for an auditor-only agent (validators).
+    pub provider: Option<ProviderSection>,
+}
+
+enum Task {
+    Lease(LeaseId),
+    Audit(AuditId),
+}
+
+/// Work waiting for the (single, CPU-bound) worker: audits first, they have deadlines.
+#[derive(Default)]
+struct Queue {
+    audits: VecDeque<AuditId>,
+    leases: VecDeque<LeaseId>,
+}
+
+/// A running agent.
+pub struct Agent {
+    me: AccountId,
+    chain: NodeClient,
+    sender: Arc<TxSender>,
+    state_dir: StateDir,
+    state: Mutex<AgentState>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    worker: Worker,
+    auditor: Auditor,
+    provider: Option<ProviderSection>,
+    endpoint: String,
+    coord: Mutex<Vivaldi>,
+}
+
+impl Agent {
+    /// Prepares an agent and the routes it serves (`/agent/...`).
+    pub fn new(cfg: AgentConfig) -> anyhow::Result<(Arc<Self>, axum::Router)> {
+        let chain = NodeClient::new(&cfg.upstream);
+        let sender = Arc::new(TxSender::new(cfg.key.clone(), chain.clone()));
+        let state_dir = StateDir::new(&cfg.dir.join("agent"))?;
+        let state = state_dir.load()?;
+        let runtimes = Arc::new(Runtimes::new(cfg.store.clone(), cfg.dir.join("models")));
+        let cheat_bps = cfg.provider.as_ref().map_or(0, |p| p.cheat_bps);
+        let worker = Worker {
+            key: cfg.key.clone(),
+            chain: chain.clone(),
+            sender: sender.clone(),
+            store: cfg.store.clone(),
+            runtimes: runtimes.clone(),
+            state: state_dir.clone(),
+            cheat_bps,
+        };
+        let auditor =
+            Auditor { key: cfg.key.clone(), chain: chain.clone(), sender: sender.clone(), runtimes };
+        let routes = serve::router(Arc::new(serve::AuditServer {
+            me: cfg.key.public(),
+            chain: chain.clone(),
+            state: state_dir.clone(),
+        }));
+        let agent = Arc::new(Self {
+            me: cfg.key.public(),
+            chain,
+            sender,
+            state_dir,
+            state: Mutex::new(state),
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            worker,
+            auditor,
+            provider: cfg.provider,
+            endpoint: cfg.endpoint,
+            coord: Mutex::new(Vivaldi::default()),
+        });
+        Ok((agent, routes))
+    }
+
+    fn save(&self) {
+        let st = self.state.lock().expect("not poisoned").clone();
+        if let Err(e) = self.state_dir.save(&st) {
+            warn!(error = %format!("{e:#}"), "cannot save agent state");
+        }
+    }
+
+    fn enqueue(&self, task: Task) {
+        let mut q = self.queue.lock().expect("not poisoned");
+        match task {
+            Task::Lease(l) if !q.leases.contains(&l) => q.leases.push_back(l),
+            Task::Audit(a) if !q.audits.contains(&a) => q.audits.push_back(a),
+            _ => {}
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Registers this provider on chain if it is not yet registered.
+    async fn register(&self, p: &ProviderSection) -> anyhow::Result<()> {
+        if self.chain.provider(&self.me).await.is_ok() {
+            return Ok(());
+        }
+        let coord = self.coord.lock().expect("not poisoned").to_coord();
+        let profile = build_profile(p, &self.endpoint, coord).await?;
+        self.sender
+            .send(TxPayload::RegisterProvider { profile, collateral: p.collateral }, Duration::from_secs(60))
+            .await
+            .context("registering as a provider")?;
+        info!(account = %self.me, "registered as a provider");
+        Ok(())
+    }
+
+    /// Keeps asks open for every class this provider sells.
+    async fn maintain_asks(&self, p: &ProviderSection) -> anyhow::Result<()> {
+        let me = self.chain.provider(&self.me).await?;
+        if !me.active || me.ejected_until > 0 && me.ejected_until > self.chain.status().await?.height {
+            return Ok(());
+        }
+        let orders: crate::api::types::OrderList =
+            self.chain.get(&format!("/api/v1/orders?account={}", self.me)).await?;
+        let market: Vec<crate::api::types::MarketClass> = self.chain.get("/api/v1/market").await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        for class in &me.profile.classes {
+            let open: u64 = orders
+                .iter()
+                .filter_map(|o| match &o.value {
+                    Order::Ask(a) if a.class == *class => Some(a.quantity),
+                    _ => None,
+                })
+                .sum();
+            if open >= p.capacity / 2 {
+                continue;
+            }
+            let last =
+                market.iter().find(|m| m.class == class.to_string()).and_then(|m| m.stats.last_price());
+            let price = pricing::ask_price(&me.profile.price_policy, last);
+            self.sender
+                .send(
+                    TxPayload::PostAsk {
+                        class: class.clone(),
+                        quantity: p.capacity - open,
+                        min_unit_price: price,
+                        expiry_ms: now + 3_600_000,
+                    },
+                    Duration::from_secs(60),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Measures round-trip time to another provider and sends a heartbeat with the coordinate.
+    async fn heartbeat(&self) -> anyhow::Result<()> {
+        let providers: crate::api::types::ProviderList = self.chain.get("/api/v1/providers").await?;
+        let peers: Vec<_> = providers.iter().filter(|p| p.id != self.me).collect();
+        if !peers.is_empty() {
+            let peer = peers[(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()
+                as usize)
+                % peers.len()];
+            let url = format!("{}/health", peer.value.profile.endpoint.trim_end_matches('/'));
+            let start = std::time::Instant::now();
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                let rtt = start.elapsed().as_secs_f64() * 1000.0;
+                let remote = Vivaldi::remote_from_coord(&peer.value.profile.coord);
+                self.coord.lock().expect("not poisoned").observe(&remote, rtt, peer.id.0[0] as u64);
+            }
+        }
+        let coord = self.coord.lock().expect("not poisoned").to_coord();
+        self.sender.send(TxPayload::Heartbeat { coord }, Duration::from_secs(60)).await?;
+        Ok(())
+    }
+
+    /// Reacts to one finalized block's events.
+    fn on_block(&self, record: &agora_chain::BlockRecord) {
+        for e in record.all_events() {
+            match e {
+                Event::LeaseCreated { lease, job, shard, provider, .. } if *provider == self.me => {
+                    self.state
+                        .lock()
+                        .expect("not poisoned")
+                        .leases
+                        .insert(*lease, LeaseRecord { job: *job, shard: *shard, phase: Phase::Queued });
+                    self.enqueue(Task::Lease(*lease));
+                }
+                Event::AuditAssigned { audit, auditors, .. } if auditors.contains(&self.me) => {
+                    self.enqueue(Task::Audit(*audit));
+                }
+                Event::LeaseSettled { lease, .. } | Event::LeaseFailed { lease, .. } => {
+                    if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(lease) {
+                        r.phase = Phase::Closed;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.state.lock().expect("not poisoned").next_height = record.block.header.height + 1;
+    }
+
+    /// Follows finalized blocks forever, reconnecting after errors.
+    async fn follow(self: Arc<Self>) {
+        loop {
+            let saved = self.state.lock().expect("not poisoned").next_height;
+            // A fresh agent starts at the chain's tip: earlier blocks hold nothing for it.
+            let from =
+                if saved == 0 { self.chain.status().await.map_or(1, |s| s.height.max(1)) } else { saved };
+            match self.chain.follow(from).await {
+                Ok(stream) => {
+                    let mut stream = Box::pin(stream);
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(record) => {
+                                self.on_block(&record);
+                                if record.block.header.height % 20 == 0 {
+                                    self.save();
+                                }
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "event stream error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot follow the chain; retrying"),
+            }
+            self.save();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn do_lease(&self, lease: LeaseId) {
+        let saved = self.state.lock().expect("not poisoned").leases.get(&lease).map(|r| r.phase.clone());
+        if matches!(saved, Some(Phase::Committed | Phase::Closed)) {
+            return;
+        }
+        match self.chain.lease(lease).await {
+            Ok(l) if !l.is_running() => {
+                if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
+                    r.phase = if l.commitment.is_some() { Phase::Committed } else { Phase::Closed };
+                }
+                self.save();
+                return;
+            }
+            Err(e) => {
+                warn!(lease, error = %e, "cannot read lease");
+                return;
+            }
+            Ok(_) => {}
+        }
+        let commitment = match self.worker.compute(lease, saved.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(lease, error = %format!("{e:#}"), "cannot compute lease");
+                return;
+            }
+        };
+        if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
+            r.phase = Phase::Computed {
+                root: commitment.root,
+                output: commitment.output,
+                items: commitment.item_count,
+                metering: commitment.metering,
+            };
+        }
+        self.save();
+        match self.worker.commit(lease, commitment).await {
+            Ok(()) => {
+                if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
+                    r.phase = Phase::Committed;
+                }
+                self.save();
+                info!(lease, "committed");
+            }
+            Err(e) => warn!(lease, error = %format!("{e:#}"), "cannot commit lease"),
+        }
+    }
+
+    async fn do_audit(&self, audit: AuditId) {
+        if self.state.lock().expect("not poisoned").audits_done.contains(&audit) {
+            return;
+        }
+        match self.auditor.run(audit).await {
+            Ok(_) => {
+                self.state.lock().expect("not poisoned").audits_done.insert(audit);
+                self.save();
+            }
+            Err(e) => warn!(audit, error = %format!("{e:#}"), "audit not carried out"),
+        }
+    }
+
+    /// The single worker: one task at a time, audits first.
+    async fn work(self: Arc<Self>) {
+        loop {
+            let task = {
+                let mut q = self.queue.lock().expect("not poisoned");
+                q.audits.pop_front().map(Task::Audit).or_else(|| q.leases.pop_front().map(Task::Lease))
+            };
+            match task {
+                Some(Task::Audit(a)) => self.do_audit(a).await,
+                Some(Task::Lease(l)) => self.do_lease(l).await,
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Runs the agent until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        // Resume unfinished leases from before a restart.
+        let pending: Vec<LeaseId> = self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .leases
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::Queued | Phase::Computed { .. }))
+            .map(|(l, _)| *l)
+            .collect();
+        for l in pending {
+            self.enqueue(Task::Lease(l));
+        }
+        tokio::spawn(self.clone().work());
+        tokio::spawn(self.clone().follow());
+        let Some(p) = self.provider.clone() else { return };
+        // Registration waits for the chain to be reachable.
+        loop {
+            match self.register(&p).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "registration failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+        let mut tick = 0u64;
+        loop {
+            if let Err(e) = self.maintain_asks(&p).await {
+                warn!(error = %format!("{e:#}"), "cannot maintain asks");
+            }
+            if tick.is_multiple_of(3)
+                && let Err(e) = self.heartbeat().await
+            {
+                warn!(error = %format!("{e:#}"), "heartbeat failed");
+            }
+            tick += 1;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Running a lease: fetch the model and the shard's inputs (verified), decrypt with the key the
+//! requester sealed to us, execute, keep the plaintext items for auditors, store the outputs
+//! (encrypted to the requester), and commit.
+
+use super::runtimes::Runtimes;
+use super::state::{Phase, StateDir};
+use crate::client::NodeClient;
+use crate::protocol;
+use crate::sender::TxSender;
+use agora_core::tx::{LeaseId, Metering, ResultCommitment, TxPayload};
+use agora_core::{Hash, SecretKey};
+use agora_store::Store;
+use anyhow::{Context, bail};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// What a worker needs.
+pub struct Worker {
+    /// Our key (opens sealed input keys, agrees output keys).
+    pub key: SecretKey,
+    /// Chain API.
+    pub chain: NodeClient,
+    /// Transaction sender for our account.
+    pub sender: Arc<TxSender>,
+    /// Local content store (outputs are served from here).
+    pub store: Store,
+    /// Executors.
+    pub runtimes: Arc<Runtimes>,
+    /// Durable agent state.
+    pub state: StateDir,
+    /// Share of output items to corrupt, bps (demo cheaters only).
+    pub cheat_bps: u32,
+}
+
+impl Worker {
+    /// Waits for the requester's sealed input key for `lease` and opens it.
+    async fn input_key(
+        &self,
+        lease: LeaseId,
+        deadline_ms: u64,
+    ) -> anyhow::Result<agora_store::encrypt::BlobKey> {
+        loop {
+            let l = self.chain.lease(lease).await?;
+            if let Some(k) = l.keys.iter().find(|k| k.to == self.key.public()) {
+                return Ok(protocol::open_input_key(&k.sealed, &self.key)?);
+            }
+            if !l.is_running() {
+                bail!("lease {lease} is no longer running");
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            if now > deadline_ms {
+                bail!("the requester never shared the input key of lease {lease}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Computes (or reuses the saved result of) a lease and returns its commitment.
+    pub async fn compute(
+        &self,
+        lease_id: LeaseId,
+        saved: Option<&Phase>,
+    ) -> anyhow::Result<ResultCommitment> {
+        if let Some(Phase::Computed { root, output, items, metering }) = saved {
+            return Ok(ResultCommitment {
+                root: *root,
+                item_count: *items,
+                output: *output,
+                metering: *metering,
+            });
+        }
+        let lease = self.chain.lease(lease_id).await?;
+        let job = self.chain.job(lease.job).await?;
+        let m = &job.manifest;
+        let shard = m.shards.get(lease.shard as usize).context("lease names a shard the job lacks")?;
+        let started = Instant::now();
+        let runtimes = &self.runtimes;
+        runtimes.fetch(&shard.input, &m.sources).await.context("fetching the shard's inputs")?;
+        let blob = self.store.get(&shard.input)?;
+        let key = if m.encrypted { Some(self.input_key(lease_id, lease.deadline_ms).await?) } else { None };
+        let inputs =
+            protocol::decode_shard(&blob, key.as_ref(), &shard.items_root).context("the shard's inputs")?;
+        self.state.save_items(lease_id, "inputs", &inputs)?;
+        let executor =
+            runtimes.executor(m.kind(), &m.model, &m.sources).await.context("loading the runtime")?;
+        let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
+        let run = tokio::task::spawn_blocking(move || executor.run(&ctx, &inputs)).await??;
+        let mut items = run.items;
+        if self.cheat_bps > 0 {
+            cheat(&mut items, lease_id, self.cheat_bps);
+        }
+        self.state.save_items(lease_id, "outputs", &items)?;
+        let out_key = if m.encrypted {
+            Some(protocol::output_key(&self.key, &lease.requester, lease_id)?)
+        } else {
+            None
+        };
+        let encoded = protocol::encode_shard(&items, out_key.as_ref())?;
+        self.store.put(&encoded.blob, true)?;
+        let metering = Metering { wall_ms: started.elapsed().as_millis() as u64, ..run.metering };
+        info!(lease = lease_id, items = items.len(), ms = metering.wall_ms, "computed lease");
+        Ok(ResultCommitment {
+            root: encoded.items_root,
+            item_count: encoded.count,
+            output: encoded.hash,
+            metering,
+        })
+    }
+
+    /// Posts the commitment and waits for it to be final.
+    pub async fn commit(&self, lease: LeaseId, commitment: ResultCommitment) -> anyhow::Result<()> {
+        self.sender.send(TxPayload::CommitResult { lease, commitment }, Duration::from_secs(60)).await?;
+        Ok(())
+    }
+}
+
+/// Corrupts a deterministic `bps` share of the items (demo cheaters: a cheaper, wrong result).
+fn cheat(items: &mut [Vec<u8>], lease: LeaseId, bps: u32) {
+    for (i, item) in items.iter_mut().enumerate() {
+        let draw = Hash::tagged("agora/demo-cheat", &[&lease.to_le_bytes(), &(i as u64).to_le_bytes()])
+            .to_u64()
+            % 10_000;
+        if draw < u64::from(bps) {
+            match item.first_mut() {
+                Some(b) => *b ^= 0x5A,
+                None => item.push(0x5A),
+            }
+            // Corrupt the middle too, so a float vector changes beyond any tolerance.
+            let mid = item.len() / 2;
+            item[mid] ^= 0x7F;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cheating_changes_about_the_stated_share() {
+        let mut items: Vec<Vec<u8>> = (0..2000).map(|i| vec![(i % 200) as u8; 8]).collect();
+        let orig = items.clone();
+        cheat(&mut items, 3, 1000);
+        let changed = items.iter().zip(&orig).filter(|(a, b)| a != b).count();
+        assert!((120..=280).contains(&changed), "{changed}");
+    }
+}

@@ -1,0 +1,122 @@
+//! Following a job from matching to settlement: shows each shard's stage, and shares each
+//! shard's input key with its provider as soon as the shard is leased (again after a
+//! re-match).
+
+use super::record::JobRecord;
+use crate::client::NodeClient;
+use crate::protocol;
+use crate::sender::TxSender;
+use agora_core::tx::TxPayload;
+use agora_ledger::jobs::{Job, ShardStatus};
+use agora_ledger::leases::LeaseStatus;
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// How many shards are at each stage.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Stages {
+    /// Waiting for a provider.
+    pub matching: u32,
+    /// Being computed.
+    pub running: u32,
+    /// Commitment posted, audit draw pending.
+    pub committed: u32,
+    /// Under audit.
+    pub auditing: u32,
+    /// Paid out.
+    pub settled: u32,
+    /// Given up.
+    pub abandoned: u32,
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "matching {} · running {} · committed {} · auditing {} · settled {}{}",
+            self.matching,
+            self.running,
+            self.committed,
+            self.auditing,
+            self.settled,
+            if self.abandoned > 0 { format!(" · abandoned {}", self.abandoned) } else { String::new() }
+        )
+    }
+}
+
+/// Follows `record`'s job until every shard is settled or abandoned, or `timeout` passes.
+/// Returns the finished job.
+pub async fn follow(
+    client: &NodeClient,
+    sender: &TxSender,
+    record: &JobRecord,
+    show: bool,
+    timeout: Duration,
+) -> anyhow::Result<Job> {
+    let pb = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("job {prefix} [{bar:20}] {pos}/{len} settled  {msg}")
+            .expect("static")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(record.job.to_string());
+    let start = Instant::now();
+    let mut shared = BTreeSet::new();
+    loop {
+        let job = client.job(record.job).await?;
+        pb.set_length(job.shards.len() as u64);
+        let mut st = Stages::default();
+        for (i, s) in job.shards.iter().enumerate() {
+            match s.status {
+                ShardStatus::Open(_) => st.matching += 1,
+                ShardStatus::Done(_) => st.settled += 1,
+                ShardStatus::Abandoned => st.abandoned += 1,
+                ShardStatus::Leased(l) => {
+                    let lease = client.lease(l).await?;
+                    match lease.status {
+                        LeaseStatus::Running => st.running += 1,
+                        LeaseStatus::Committed => st.committed += 1,
+                        LeaseStatus::Auditing => st.auditing += 1,
+                        LeaseStatus::Settled => st.settled += 1,
+                        LeaseStatus::Failed(_) => st.matching += 1,
+                    }
+                    let needs_key = job.manifest.encrypted
+                        && lease.is_running()
+                        && !lease.keys.iter().any(|k| k.to == lease.provider)
+                        && !shared.contains(&l);
+                    if needs_key {
+                        let Some(key) = record.key(i as u32) else {
+                            bail!(
+                                "this machine has no input key for shard {i} of job {}; it was submitted elsewhere",
+                                record.job
+                            )
+                        };
+                        let sealed = protocol::seal_input_key(&key, &lease.provider)?;
+                        sender
+                            .submit(TxPayload::ShareKey { lease: l, to: lease.provider, sealed_key: sealed })
+                            .await?;
+                        shared.insert(l);
+                    }
+                }
+            }
+        }
+        pb.set_position(u64::from(st.settled));
+        pb.set_message(st.to_string());
+        if job.finished {
+            pb.finish_and_clear();
+            return Ok(job);
+        }
+        if start.elapsed() > timeout {
+            pb.abandon();
+            bail!(
+                "job {} is not finished after {timeout:?} ({st}); follow it with `agora job status {}`",
+                record.job,
+                record.job
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

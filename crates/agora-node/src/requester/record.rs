@@ -1,0 +1,48 @@
+//! What a requester keeps locally about its jobs: the input keys (needed to share with each
+//! shard's provider, including providers of re-matched shards) and where it submitted.
+
+use agora_store::encrypt::BlobKey;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A submitted job's local record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id on chain.
+    pub job: u64,
+    /// Node the job was submitted to.
+    pub node: String,
+    /// Input key per shard (hex), for encrypted jobs.
+    pub keys: Vec<Option<String>>,
+}
+
+impl JobRecord {
+    fn path(data_dir: &Path, job: u64) -> PathBuf {
+        data_dir.join("jobs").join(format!("{job}.json"))
+    }
+
+    /// Saves the record.
+    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let path = Self::path(data_dir, self.job);
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Loads the record of `job`, if this machine submitted it.
+    pub fn load(data_dir: &Path, job: u64) -> anyhow::Result<Option<Self>> {
+        match std::fs::read(Self::path(data_dir, job)) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).context("job record is corrupt")?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The input key of `shard`.
+    pub fn key(&self, shard: u32) -> Option<BlobKey> {
+        let hex_key = self.keys.get(shard as usize)?.as_ref()?;
+        let bytes: [u8; 32] = hex::decode(hex_key).ok()?.try_into().ok()?;
+        Some(BlobKey::from_bytes(bytes))
+    }
+}

@@ -70,7 +70,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             })?;
             tokio::spawn(agent.run());
             println!("node {} ready: API {}", config.name, config.api_url());
-            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+            serve_until_stopped(listener, router).await?;
             Ok(())
         });
     };
@@ -175,14 +175,37 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         info!(api = %api_addr, height = chain.snapshot().height, "node running");
         tokio::spawn(agent.run());
         println!("node {} ready: API http://{api_addr}", config.name);
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
         tokio::select! {
-            r = server => { if let Err(e) = r { eprintln!("API server stopped: {e}"); } }
+            r = serve_until_stopped(listener, router) => {
+                if let Err(e) = r { eprintln!("API server stopped: {e}"); }
+            }
             _ = validator.engine => { eprintln!("consensus stopped"); }
         }
         info!("node stopping");
     });
     Ok(())
+}
+
+/// How long in-flight requests get to finish after a stop signal. Long-lived event streams
+/// (our own agent follows this API) would otherwise hold a graceful shutdown open forever.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Serves the API until Ctrl-C or SIGTERM, then lets open requests finish for at most
+/// [`SHUTDOWN_GRACE`].
+async fn serve_until_stopped(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+    tokio::select! {
+        r = server => r,
+        _ = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

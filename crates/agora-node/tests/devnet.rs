@@ -69,7 +69,14 @@ impl Drop for Cleanup {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        // Nodes stop within a few seconds of SIGTERM; anything still running after that is killed
+        // so a failing test reports its failure instead of hanging.
+        let deadline = Instant::now() + Duration::from_secs(15);
         for c in &mut self.0 {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
             let _ = c.wait();
         }
         // Any stray node of this devnet.

@@ -133,6 +133,7 @@ pub(crate) fn submit(
         return Err(TxError::Invalid(format!("deadline is more than {lifetime} ms away")));
     }
     let escrow = manifest.max_cost().ok_or(TxError::Overflow("max price × quantity"))?;
+    market::check_placeable(state, &manifest, &who, cx.height)?;
     state.lock(&who, Bucket::Escrow, escrow)?;
     let id = state.next_id();
     let shards = manifest.shards.len() as u32;

@@ -19,8 +19,9 @@
 //! **Allocation.** Bids at or above the buyer price take, in priority order, the first ask at
 //! or below the seller price that satisfies their constraints (region, carbon, latency, job
 //! kind, providers excluded after failing the shard) and has room for the whole shard, until
-//! the traded volume is reached. Cluster jobs place all their shards at once on distinct,
-//! mutually close providers (F.3), or none.
+//! the traded volume is reached, preferring a provider that holds no other shard of the same
+//! job (so one job spreads over several providers). Cluster jobs place all their shards at
+//! once on distinct, mutually close providers (F.3), or none.
 
 use crate::error::TxError;
 use crate::events::Event;
@@ -338,6 +339,65 @@ struct Seller {
     coord: Coord,
     kinds: Vec<JobKind>,
     room: usize,
+    /// Jobs it holds a shard of (running leases, and matches made in this block).
+    jobs: BTreeSet<JobId>,
+}
+
+impl Seller {
+    /// The facts of provider `id` (without the jobs it holds).
+    fn of(id: AccountId, p: &crate::registry::Provider) -> Self {
+        Self {
+            provider: id,
+            region: p.profile.region.to_string(),
+            carbon: p.profile.carbon_g_per_kwh,
+            coord: p.profile.coord,
+            kinds: p.profile.kinds.clone(),
+            room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
+            jobs: BTreeSet::new(),
+        }
+    }
+}
+
+/// Checks that the registered providers could ever serve a job: enough active providers offer
+/// its class and kind and meet its constraints (region, carbon, latency, cluster size).
+/// Whether they have capacity open right now is the market's business, not this check's.
+pub(crate) fn check_placeable(
+    state: &State,
+    m: &agora_core::JobManifest,
+    requester: &AccountId,
+    height: u64,
+) -> Result<(), TxError> {
+    let kind = m.kind();
+    let needed = m.constraints.cluster.map_or(1, |c| usize::from(c.size));
+    let eligible = state
+        .providers
+        .iter()
+        .filter(|(id, p)| {
+            p.can_work(height)
+                && p.profile.classes.contains(&m.class)
+                && satisfies(&Seller::of(**id, p), requester, kind, &m.constraints, &[])
+        })
+        .take(needed)
+        .count();
+    if eligible >= needed {
+        return Ok(());
+    }
+    let c = &m.constraints;
+    let mut terms = vec![format!("class {}", m.class), format!("{kind} jobs")];
+    if let Some(r) = &c.region {
+        terms.push(format!("region {r}"));
+    }
+    if let Some(x) = c.max_carbon_g_per_kwh {
+        terms.push(format!("≤ {x} gCO2e/kWh"));
+    }
+    if let Some(l) = &c.max_latency {
+        terms.push(format!("≤ {} ms from the given coordinate", l.max_rtt_ms));
+    }
+    Err(TxError::Invalid(format!(
+        "unplaceable: {eligible} active provider(s) meet {} but the job needs {needed}; relax the \
+         constraints (`agora job quote` shows who is eligible)",
+        terms.join(", ")
+    )))
 }
 
 /// Whether a seller satisfies a bid's job constraints.
@@ -418,6 +478,10 @@ fn tie(key: u64, id: OrderId) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Candidate asks examined per bid when looking for a provider that holds no other shard of
+/// the same job (beyond that, the shard goes to the first ask that can serve it).
+const SPREAD_SCAN: usize = 32;
+
 /// Most clearing rounds per class per block (see [`clear_class`]).
 pub const MAX_ROUNDS: usize = 4;
 
@@ -466,14 +530,8 @@ fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Ve
                 if !p.can_work(height) {
                     continue;
                 }
-                sellers.push(Seller {
-                    provider: e.provider,
-                    region: p.profile.region.to_string(),
-                    carbon: p.profile.carbon_g_per_kwh,
-                    coord: p.profile.coord,
-                    kinds: p.profile.kinds.clone(),
-                    room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
-                });
+                let jobs = p.running.iter().filter_map(|l| state.leases.get(l).map(|l| l.job)).collect();
+                sellers.push(Seller { jobs, ..Seller::of(e.provider, p) });
                 seller_index.insert(e.provider, sellers.len() - 1);
                 sellers.len() - 1
             }
@@ -571,7 +629,9 @@ impl Book {
     fn take(&mut self, b: usize, a: usize, matches: &mut Vec<(usize, usize)>) {
         let q = self.bids[b].quantity;
         self.remaining[a] -= q;
-        self.sellers[self.asks[a].seller].room -= 1;
+        let seller = &mut self.sellers[self.asks[a].seller];
+        seller.room -= 1;
+        seller.jobs.insert(self.bids[b].job);
         *self.bought.entry(self.bids[b].requester).or_default() += q;
         matches.push((b, a));
     }
@@ -643,7 +703,13 @@ impl Book {
             while live < eligible.len() && self.remaining[eligible[live]] == 0 {
                 live += 1;
             }
-            match eligible[live..].iter().copied().find(|&a| self.serves_job(job, b, a, q)) {
+            // Spread a job's shards over providers: prefer (among the next few candidates, to
+            // keep allocation linear) a provider that holds no shard of this job yet.
+            let serving = || eligible[live..].iter().copied().filter(|&a| self.serves_job(job, b, a, q));
+            let fresh = serving()
+                .take(SPREAD_SCAN)
+                .find(|&a| !self.sellers[self.asks[a].seller].jobs.contains(&job_id));
+            match fresh.or_else(|| serving().next()) {
                 Some(a) => {
                     self.take(b, a, &mut matches);
                     volume_left -= q;

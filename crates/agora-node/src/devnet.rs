@@ -2,12 +2,15 @@
 //!
 //! The first run writes a genesis (funding a faucet account whose key goes into the data
 //! directory), one key and one config per node, then starts one `agora node run` process per
-//! node. Later runs with the same directory resume the same chain. Ctrl-C stops every process
-//! cleanly; a single node can be restarted on its own with
+//! node: validators (`nodeN.toml`) and provider-only nodes (`providerN.toml`) that follow a
+//! validator's API. Later runs with the same directory resume the same chain. Ctrl-C stops
+//! every process cleanly; a single node can be restarted on its own with
 //! `agora node run --config <dir>/nodeN.toml` and catches up.
 
-use crate::config::{ApiSection, NodeConfig, Peer, ValidatorSection, load_key, save_genesis, write_key};
-use agora_core::{Amount, SecretKey};
+use crate::config::{
+    ApiSection, NodeConfig, Peer, ProviderSection, ValidatorSection, load_key, save_genesis, write_key,
+};
+use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -21,18 +24,84 @@ pub struct DevnetOptions {
     pub dir: PathBuf,
     /// Number of validators.
     pub validators: usize,
-    /// First port: node i's API is `port_base + i`, its p2p port `port_base + 100 + i`.
+    /// Number of provider-only nodes.
+    pub providers: usize,
+    /// How many of the providers return wrong results (demonstrates audits and slashing).
+    pub cheaters: usize,
+    /// Share of output items a cheater corrupts, bps.
+    pub cheat_bps: u32,
+    /// Chain parameters to set in genesis, over [`devnet_params`].
+    pub params: Vec<(String, u128)>,
+    /// First port: validator i's API is `port_base + i`, its p2p port `port_base + 100 + i`;
+    /// provider i's API is `port_base + 50 + i`.
     pub port_base: u16,
 }
+
+/// Most validators, and most providers, a devnet's port layout has room for.
+pub const MAX_DEVNET_NODES: usize = 50;
+
+/// Share of output items a devnet cheater corrupts by default, bps.
+pub const CHEATER_BPS: u32 = 2_000;
 
 /// Chain id of devnets.
 pub const DEVNET_CHAIN: &str = "agora-devnet";
 /// Faucet balance.
 pub const FAUCET_BALANCE: u128 = 1_000_000_000_000_000;
+/// Genesis balance of each validator and provider account.
+pub const PROVIDER_BALANCE: u128 = 100_000_000_000;
+/// Collateral each devnet provider locks.
+pub const PROVIDER_COLLATERAL: u128 = 10_000_000_000;
 
-/// Path of node `i`'s config.
+/// Path of validator `i`'s config.
 pub fn node_config_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("node{i}.toml"))
+}
+
+/// Path of provider `i`'s config.
+pub fn provider_config_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("provider{i}.toml"))
+}
+
+/// Regions and grid carbon intensities (gCO2e/kWh) handed out to devnet providers in turn, so
+/// region and carbon constraints have something to choose between.
+const PROVIDER_SITES: &[(&str, u32)] = &[("eu-north", 30), ("us-east", 380), ("ap-south", 650)];
+
+/// Chain parameters for a devnet. Blocks come every ~50–200 ms on one machine, so windows
+/// counted in blocks are set to span seconds to minutes (the defaults assume slower blocks).
+pub fn devnet_params(validators: usize) -> Params {
+    Params {
+        committee_size: validators as u128,
+        liveness_blocks: 1_500,
+        audit_window_blocks: 20,
+        audit_report_blocks: 1_500,
+        unbonding_blocks: 600,
+        gov_voting_blocks: 600,
+        ..Params::default()
+    }
+}
+
+/// A `port_base` whose ports are all free for `validators` validators and `providers`
+/// providers (for tests and benchmarks that start devnets side by side).
+pub fn free_port_base(validators: usize, providers: usize) -> anyhow::Result<u16> {
+    let (v, p) = (validators as u16, providers as u16);
+    for attempt in 0..500u32 {
+        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 30_000) as u16;
+        let ok = (0..v)
+            .chain(100..100 + v)
+            .chain(50..50 + p)
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if ok {
+            return Ok(base);
+        }
+    }
+    bail!("no free block of ports on 127.0.0.1")
+}
+
+/// The config paths of an existing devnet: validators first, then providers.
+fn existing_configs(dir: &Path) -> Vec<PathBuf> {
+    let validators = (0..).map(|i| node_config_path(dir, i)).take_while(|p| p.exists());
+    let providers = (0..).map(|i| provider_config_path(dir, i)).take_while(|p| p.exists());
+    validators.chain(providers).collect()
 }
 
 /// The faucet key of a devnet.
@@ -40,18 +109,15 @@ pub fn faucet_key(dir: &Path) -> anyhow::Result<SecretKey> {
     load_key(&dir.join("faucet.key"))
 }
 
-/// Writes genesis, keys and configs for a new devnet (or checks an existing one).
-pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
+/// Writes genesis, keys and configs for a new devnet (or loads an existing one). Returns each
+/// node's config path and config, validators first.
+pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> {
     let genesis_path = opts.dir.join("genesis.toml");
     if genesis_path.exists() {
-        let mut configs = vec![];
-        for i in 0.. {
-            let p = node_config_path(&opts.dir, i);
-            if !p.exists() {
-                break;
-            }
-            configs.push(NodeConfig::load(&p)?);
-        }
+        let configs = existing_configs(&opts.dir)
+            .into_iter()
+            .map(|p| Ok((p.clone(), NodeConfig::load(&p)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if configs.is_empty() {
             bail!(
                 "{} has a genesis but no node configs; remove the directory to start a new devnet",
@@ -63,10 +129,21 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
     if opts.validators == 0 {
         bail!("a devnet needs at least one validator");
     }
+    if opts.validators > MAX_DEVNET_NODES || opts.providers > MAX_DEVNET_NODES {
+        bail!("a devnet has room for at most {MAX_DEVNET_NODES} validators and {MAX_DEVNET_NODES} providers");
+    }
+    let mut params = devnet_params(opts.validators);
+    for (name, value) in &opts.params {
+        params.set(name, *value)?;
+    }
+    if opts.cheaters > opts.providers {
+        bail!("--cheaters ({}) cannot exceed --providers ({})", opts.cheaters, opts.providers);
+    }
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let faucet = SecretKey::generate();
     write_key(&opts.dir.join("faucet.key"), &faucet)?;
     let keys: Vec<SecretKey> = (0..opts.validators).map(|_| SecretKey::generate()).collect();
+    let provider_keys: Vec<SecretKey> = (0..opts.providers).map(|_| SecretKey::generate()).collect();
     let port = |offset: usize| -> anyhow::Result<u16> {
         u16::try_from(opts.port_base as usize + offset)
             .context("port numbers run past 65535; lower --port-base")
@@ -76,6 +153,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
         peers.push(Peer { key: k.public(), address: format!("127.0.0.1:{}", port(100 + i)?).parse()? });
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let funded = |k: &SecretKey| GenesisAccount { account: k.public(), balance: Amount(PROVIDER_BALANCE) };
     let genesis = Genesis {
         chain_id: DEVNET_CHAIN.into(),
         genesis_time_ms: now,
@@ -83,13 +161,13 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
             account: faucet.public(),
             balance: Amount(FAUCET_BALANCE),
         })
-        .chain(keys.iter().map(|k| GenesisAccount { account: k.public(), balance: Amount(1_000_000_000) }))
+        .chain(keys.iter().chain(&provider_keys).map(funded))
         .collect(),
         validators: keys
             .iter()
             .map(|k| GenesisValidator { account: k.public(), stake: Amount(1_000_000) })
             .collect(),
-        params: Params { committee_size: opts.validators as u128, ..Params::default() },
+        params,
     };
     save_genesis(&genesis_path, &genesis)?;
     let mut configs = vec![];
@@ -110,14 +188,40 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<NodeConfig>> {
         };
         let path = node_config_path(&opts.dir, i);
         cfg.save(&path)?;
-        configs.push(NodeConfig::load(&path)?);
+        configs.push((path.clone(), NodeConfig::load(&path)?));
+    }
+    for (i, k) in provider_keys.iter().enumerate() {
+        write_key(&opts.dir.join(format!("provider{i}")).join("node.key"), k)?;
+        let (region, carbon) = PROVIDER_SITES[i % PROVIDER_SITES.len()];
+        // The last `cheaters` providers cheat, so provider0 is always honest.
+        let cheats = i >= opts.providers - opts.cheaters;
+        let cfg = NodeConfig {
+            name: format!("provider{i}"),
+            data_dir: format!("provider{i}").into(),
+            key_file: format!("provider{i}/node.key").into(),
+            genesis_file: None,
+            api: ApiSection { listen: format!("127.0.0.1:{}", port(50 + i)?).parse()?, max_upload_mb: 8192 },
+            validator: None,
+            provider: Some(ProviderSection {
+                upstream: Some(format!("http://127.0.0.1:{}", port(i % opts.validators)?)),
+                collateral: Amount(PROVIDER_COLLATERAL),
+                price: "auto:10".into(),
+                region: region.into(),
+                carbon_g_per_kwh: carbon,
+                capacity: 3_600,
+                cheat_bps: if cheats { opts.cheat_bps } else { 0 },
+            }),
+        };
+        let path = provider_config_path(&opts.dir, i);
+        cfg.save(&path)?;
+        configs.push((path.clone(), NodeConfig::load(&path)?));
     }
     Ok(configs)
 }
 
 /// A running devnet: one child process per node.
 pub struct Devnet {
-    /// Node configs.
+    /// Node configs, validators first.
     pub configs: Vec<NodeConfig>,
     children: Vec<tokio::process::Child>,
     /// Data directory.
@@ -127,44 +231,93 @@ pub struct Devnet {
 impl Devnet {
     /// Starts every node as a child process of this executable, logging to `<dir>/nodeN.log`.
     pub async fn start(opts: &DevnetOptions) -> anyhow::Result<Self> {
-        let configs = prepare(opts)?;
+        let nodes = prepare(opts)?;
         let exe = std::env::current_exe().context("cannot find the agora executable")?;
         let mut children = vec![];
-        for (i, _) in configs.iter().enumerate() {
-            let log = std::fs::File::create(opts.dir.join(format!("node{i}.log")))?;
+        for (path, cfg) in &nodes {
+            let log = std::fs::File::create(opts.dir.join(format!("{}.log", cfg.name)))?;
             let child = tokio::process::Command::new(&exe)
                 .arg("node")
                 .arg("run")
                 .arg("--config")
-                .arg(node_config_path(&opts.dir, i))
+                .arg(path)
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
                 .kill_on_drop(true)
                 .spawn()
-                .with_context(|| format!("cannot start node {i}"))?;
+                .with_context(|| format!("cannot start {}", cfg.name))?;
             children.push(child);
         }
+        let configs = nodes.into_iter().map(|(_, c)| c).collect();
         Ok(Self { configs, children, dir: opts.dir.clone() })
     }
 
-    /// API URLs of the nodes.
+    /// API URLs of the nodes, validators first.
     pub fn urls(&self) -> Vec<String> {
         self.configs.iter().map(NodeConfig::api_url).collect()
+    }
+
+    /// API URLs of the validators.
+    pub fn validator_urls(&self) -> Vec<String> {
+        self.configs.iter().filter(|c| c.validator.is_some()).map(NodeConfig::api_url).collect()
+    }
+
+    /// Waits until every provider is registered and has asks on the book.
+    pub async fn wait_providers(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let chain = crate::client::NodeClient::new(&self.validator_urls()[0]);
+        let wanted: Vec<AccountId> = self
+            .configs
+            .iter()
+            .filter(|c| c.validator.is_none())
+            .map(|c| load_key(&c.key_file).map(|k| k.public()))
+            .collect::<anyhow::Result<_>>()?;
+        loop {
+            self.check_alive()?;
+            let mut ready = 0;
+            for who in &wanted {
+                let asks: anyhow::Result<crate::api::types::OrderList> =
+                    chain.get(&format!("/api/v1/orders?account={who}")).await.map_err(Into::into);
+                if asks.is_ok_and(|a| !a.is_empty()) {
+                    ready += 1;
+                }
+            }
+            if ready == wanted.len() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "only {ready} of {} providers registered and posted asks within {timeout:?}; see the \
+                     provider logs in {}",
+                    wanted.len(),
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Fails if any node process has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (c, cfg) in self.children.iter_mut().zip(&self.configs) {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "{} exited ({status}); see {}",
+                    cfg.name,
+                    self.dir.join(format!("{}.log", cfg.name)).display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Waits until every node answers and the chain has finalized a block past `height`.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<u64> {
         let start = Instant::now();
-        let clients: Vec<_> = self.urls().iter().map(|u| crate::client::NodeClient::new(u)).collect();
+        let clients: Vec<_> =
+            self.validator_urls().iter().map(|u| crate::client::NodeClient::new(u)).collect();
         loop {
-            for (i, c) in self.children.iter_mut().enumerate() {
-                if let Some(status) = c.try_wait()? {
-                    bail!(
-                        "node {i} exited ({status}); see {}",
-                        self.dir.join(format!("node{i}.log")).display()
-                    );
-                }
-            }
+            self.check_alive()?;
             let mut heights = vec![];
             for c in &clients {
                 if let Ok(s) = c.status().await {

@@ -169,6 +169,27 @@ fn job_matches_at_the_next_ask_price_and_refunds_the_over_lock() {
     assert_eq!(c.state.meta().supply.escrow, Amount(2 * 60 * 2));
 }
 
+#[test]
+fn shards_of_one_job_spread_over_providers_at_the_same_price() {
+    let mut c = TestChain::new();
+    for p in ["p0", "p1", "p2"] {
+        register(&mut c, p, "local", 100);
+        c.ok(p, ask(&c, 2, 3600));
+    }
+    let m = manifest(&c, 3, 10, 60, 10);
+    c.ok("u0", TxPayload::SubmitJob { manifest: m });
+    let mut providers: Vec<_> = leases_created(&c.last_events()).iter().map(|l| l.1).collect();
+    providers.sort();
+    providers.dedup();
+    assert_eq!(providers.len(), 3, "each shard on its own provider");
+    // A later job's shards also spread, independently of the first job's placement.
+    let m = manifest(&c, 2, 10, 60, 10);
+    c.ok("u1", TxPayload::SubmitJob { manifest: m });
+    let l = leases_created(&c.last_events());
+    assert_eq!(l.len(), 2);
+    assert_ne!(l[0].1, l[1].1);
+}
+
 /// Runs a one-shard job to commitment and returns (job, lease).
 fn leased_job(c: &mut TestChain, items: u32) -> (u64, u64) {
     register(c, "p0", "local", 100);
@@ -378,10 +399,14 @@ fn constraints_filter_providers() {
     c.ok("u0", TxPayload::SubmitJob { manifest: m });
     let l = leases_created(&c.last_events());
     assert_eq!(l[0].1, id("p1"), "the cheap dirty provider is skipped");
+    // No provider in the region: the chain refuses the job and locks nothing.
     let mut m = manifest(&c, 1, 10, 60, 10);
     m.constraints.region = Some("ap-south".parse().unwrap());
-    c.ok("u1", TxPayload::SubmitJob { manifest: m });
-    assert!(leases_created(&c.last_events()).is_empty(), "no provider in the region");
+    let before = c.state.balance(&id("u1"));
+    let err = c.fails("u1", TxPayload::SubmitJob { manifest: m });
+    assert!(err.contains("unplaceable") && err.contains("region ap-south"), "{err}");
+    assert_eq!(c.state.balance(&id("u1")), Amount(before.0 - 10), "only the fee is charged");
+    assert!(c.state.jobs.iter().all(|(_, j)| j.requester != id("u1")));
 }
 
 #[test]

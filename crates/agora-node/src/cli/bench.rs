@@ -7,7 +7,7 @@
 use super::Global;
 use super::output::print;
 use crate::client::NodeClient;
-use crate::devnet::{Devnet, DevnetOptions, faucet_key};
+use crate::devnet::{Devnet, DevnetOptions, faucet_key, free_port_base};
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{Amount, Hash, SecretKey, SignedTx};
 use anyhow::{Context, bail};
@@ -77,20 +77,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// A free block of ports for a devnet (API at base+i, p2p at base+100+i).
-pub fn free_port_base(n: usize) -> anyhow::Result<u16> {
-    for attempt in 0..500u32 {
-        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 30_000) as u16;
-        let ok = (0..n as u16)
-            .chain(100..100 + n as u16)
-            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
-        if ok {
-            return Ok(base);
-        }
-    }
-    bail!("no free block of ports on 127.0.0.1")
 }
 
 /// When each transaction id was first seen, shared between tasks.
@@ -164,7 +150,11 @@ pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
     let opts = DevnetOptions {
         dir: dir.clone(),
         validators: a.validators,
-        port_base: free_port_base(a.validators)?,
+        providers: 0,
+        cheaters: 0,
+        cheat_bps: 0,
+        params: vec![],
+        port_base: free_port_base(a.validators, 0)?,
     };
     let mut net = Devnet::start(&opts).await?;
     let result = run_chain_bench(g, &a, &mut net).await;

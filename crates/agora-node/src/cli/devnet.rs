@@ -13,37 +13,73 @@ pub struct DevnetArgs {
     /// Number of validator nodes.
     #[arg(long, default_value_t = 4)]
     pub validators: usize,
+    /// Number of provider-only nodes (each registers, stakes collateral and sells CPU time).
+    #[arg(long, default_value_t = 0)]
+    pub providers: usize,
+    /// How many of the providers return wrong results, to watch audits catch and slash them.
+    #[arg(long, default_value_t = 0)]
+    pub cheaters: usize,
+    /// Share of output items a cheater corrupts, basis points (10000 = every item).
+    #[arg(long, default_value_t = crate::devnet::CHEATER_BPS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub cheat_bps: u32,
+    /// Set a chain parameter in the new devnet's genesis, e.g. `--param liveness_blocks=300`
+    /// (repeatable; `agora gov params` lists them). Ignored when resuming a devnet.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, u128)>,
     /// Directory for keys, configs, logs and chain data (re-use it to resume the chain).
     #[arg(long, default_value = "devnet")]
     pub dir: PathBuf,
-    /// First port: node i serves its API on port-base+i and p2p on port-base+100+i.
+    /// First port: validator i serves its API on port-base+i and p2p on port-base+100+i;
+    /// provider i serves its API on port-base+50+i.
     #[arg(long, default_value_t = 7700)]
     pub port_base: u16,
 }
 
+/// Parses `NAME=VALUE` for `--param`.
+fn parse_param(s: &str) -> Result<(String, u128), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let value = value.trim().parse().map_err(|_| format!("{name}: {value:?} is not a whole number"))?;
+    agora_ledger::Params::check(name.trim(), value).map_err(|e| e.to_string())?;
+    Ok((name.trim().to_string(), value))
+}
+
 /// Runs `agora devnet`.
 pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
-    let opts = DevnetOptions { dir: a.dir.clone(), validators: a.validators, port_base: a.port_base };
+    let opts = DevnetOptions {
+        dir: a.dir.clone(),
+        validators: a.validators,
+        providers: a.providers,
+        cheaters: a.cheaters,
+        cheat_bps: a.cheat_bps,
+        params: a.params.clone(),
+        port_base: a.port_base,
+    };
     let mut net = Devnet::start(&opts).await?;
     let urls = net.urls();
     if !g.json {
         eprintln!("starting {} nodes in {} ...", urls.len(), a.dir.display());
     }
-    let height = match net.wait_ready(Duration::from_secs(120)).await {
+    let ready = async {
+        let height = net.wait_ready(Duration::from_secs(120)).await?;
+        net.wait_providers(Duration::from_secs(120)).await?;
+        anyhow::Ok(height)
+    };
+    let height = match ready.await {
         Ok(h) => h,
         Err(e) => {
             net.stop().await;
             return Err(e);
         }
     };
+    let names: Vec<String> = net.configs.iter().map(|c| c.name.clone()).collect();
     let faucet = a.dir.join("faucet.key");
     print(
         g.json,
         &serde_json::json!({"nodes": urls, "height": height, "faucet_key": faucet, "dir": a.dir}),
         |_| {
             let mut s = String::from("devnet running (Ctrl-C to stop)\n");
-            for (i, u) in urls.iter().enumerate() {
-                s += &format!("  node{i}  {u}   (log: {})\n", a.dir.join(format!("node{i}.log")).display());
+            for (name, u) in names.iter().zip(&urls) {
+                s += &format!("  {name:<10} {u}   (log: {})\n", a.dir.join(format!("{name}.log")).display());
             }
             s += &format!(
                 "faucet key: {}\ntry: agora --node {} wallet transfer <ACCOUNT> 1000 --key {}",

@@ -514,6 +514,35 @@ mod tests {
     }
 
     #[test]
+    fn sampled_detection_rate_matches_the_stated_probability() {
+        // Many leases, each with 10% of its 200 items corrupted at random; the ledger's own
+        // sampler draws k = 20 items per audit. The share of cheating leases caught must match
+        // the stated 1 − 0.9^20 ≈ 87.8% (σ ≈ 0.6% over 3000 leases; tolerance 5σ).
+        let (n, k, leases) = (200u32, 20u32, 3_000u64);
+        let stated = f64::from(detection_ppm(1_000, k)) / 1e6;
+        let mut caught = 0u64;
+        for lease in 0..leases {
+            let cx = Ctx {
+                height: lease,
+                time_ms: 0,
+                seed: Hash::of(&lease.to_le_bytes()),
+                proposer: agora_core::PublicKey([0; 32]),
+                events: vec![],
+            };
+            let corrupted = |i: u32| {
+                Hash::tagged("test/corrupt", &[&lease.to_le_bytes(), &i.to_le_bytes()])
+                    .to_u64()
+                    .is_multiple_of(10)
+            };
+            if sample_items(&cx, lease, n, k).into_iter().any(corrupted) {
+                caught += 1;
+            }
+        }
+        let rate = caught as f64 / leases as f64;
+        assert!((rate - stated).abs() < 0.03, "caught {rate:.4}, stated {stated:.4}");
+    }
+
+    #[test]
     fn sample_sizes_follow_the_target() {
         let p = Params::default();
         assert_eq!(sample_size(&p, JobKind::Embed, VerificationPolicy::Standard, 10_000), 90);

@@ -2,109 +2,18 @@
 //! transfers go through the CLI and are finalized; a validator is killed with SIGKILL, the
 //! others keep finalizing; it is restarted alone and catches up to the same chain.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora");
-
-/// A free block of ports: base..base+4 and base+100..base+104.
-fn free_port_base() -> u16 {
-    for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 97) % 30_000) as u16;
-        let ok = (0..4).chain(100..104).all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
-        if ok {
-            return base;
-        }
-    }
-    panic!("no free ports");
-}
-
-fn agora(node: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN).arg("--node").arg(node).arg("--json").args(args).output().expect("run agora");
-    assert!(out.status.success(), "agora {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn try_height(node: &str) -> Option<u64> {
-    let out = Command::new(BIN).args(["--node", node, "--json", "chain", "status"]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["height"].as_u64()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The pid of the node process running `config`.
-fn pid_of(config: &Path) -> Option<i32> {
-    let needle = config.to_string_lossy().to_string();
-    for entry in std::fs::read_dir("/proc").ok()? {
-        let entry = entry.ok()?;
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("node run") && cmd.contains(&needle) {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
-
-struct Cleanup(Vec<Child>, PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        // Nodes stop within a few seconds of SIGTERM; anything still running after that is killed
-        // so a failing test reports its failure instead of hanging.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for c in &mut self.0 {
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Any stray node of this devnet.
-        for i in 0..4 {
-            if let Some(pid) = pid_of(&self.1.join(format!("node{i}.toml"))) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
+use common::*;
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn devnet_finalizes_survives_a_killed_validator_and_catches_it_up() {
     let dir = tempfile::tempdir().unwrap();
-    let net = dir.path().join("net");
-    let base = free_port_base();
-    let devnet = Command::new(BIN)
-        .args(["devnet", "--validators", "4", "--port-base", &base.to_string(), "--dir"])
-        .arg(&net)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Cleanup(vec![devnet], net.clone());
-    let url = |i: u16| format!("http://127.0.0.1:{}", base + i);
+    let mut net = Net::start(4, 0, &[]);
+    let urls = net.validators.clone();
+    let url = |i: usize| urls[i].clone();
     wait_for("the devnet to finalize blocks", Duration::from_secs(90), || {
         (0..4).all(|i| try_height(&url(i)).is_some_and(|h| h >= 2))
     });
@@ -115,7 +24,7 @@ fn devnet_finalizes_survives_a_killed_validator_and_catches_it_up() {
         .as_str()
         .unwrap()
         .to_string();
-    let faucet = net.join("faucet.key");
+    let faucet = net.faucet();
     let sent = agora(&url(1), &["--key", faucet.to_str().unwrap(), "wallet", "transfer", &acct, "1234"]);
     assert_eq!(sent["status"]["status"], "finalized", "{sent}");
     assert_eq!(agora(&url(3), &["wallet", "balance", &acct])["state"]["balance"], "1234");
@@ -193,9 +102,9 @@ fn devnet_finalizes_survives_a_killed_validator_and_catches_it_up() {
     });
 
     // Kill validator 2 without warning; the other three are a quorum and keep going.
-    let config2 = net.join("node2.toml");
+    let config2 = net.validator_config(2);
     let pid = pid_of(&config2).expect("node2 is running");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
     let h0 = try_height(&url(0)).unwrap();
     wait_for("the chain to keep finalizing without node2", Duration::from_secs(60), || {
         try_height(&url(0)).is_some_and(|h| h >= h0 + 10)
@@ -204,16 +113,7 @@ fn devnet_finalizes_survives_a_killed_validator_and_catches_it_up() {
     assert_eq!(sent["status"]["status"], "finalized");
 
     // Restart it alone; it catches up and agrees on history.
-    let restarted = Command::new(BIN)
-        .arg("node")
-        .arg("run")
-        .arg("--config")
-        .arg(&config2)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    guard.0.push(restarted);
+    net.run_node(&config2);
     let target = try_height(&url(0)).unwrap();
     wait_for("node2 to catch up", Duration::from_secs(90), || {
         try_height(&url(2)).is_some_and(|h| h >= target)

@@ -96,6 +96,7 @@ pub async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Status>> {
         epoch: meta.epoch,
         committee: meta.committee.clone(),
         mempool_txs,
+        supply: meta.supply.clone(),
     }))
 }
 

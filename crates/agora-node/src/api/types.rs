@@ -34,6 +34,8 @@ pub struct Status {
     pub committee: Vec<AccountId>,
     /// Pending transactions in this node's mempool.
     pub mempool_txs: usize,
+    /// Where every unit of the currency is (conservation: minted − burned = the rest).
+    pub supply: agora_ledger::Supply,
 }
 
 /// `POST /api/v1/txs`: a signed transaction as JSON, or its canonical encoding as hex.

@@ -113,11 +113,16 @@ fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Inst
     (seen, blocks)
 }
 
+/// The fee the benchmark's devnet charges per transfer (fee_per_byte is zero there).
+fn devnet_fee() -> Amount {
+    Amount(crate::devnet::devnet_params(1).min_fee)
+}
+
 fn transfer(key: &SecretKey, nonce: u64, chain: &str) -> SignedTx {
     Transaction {
         sender: key.public(),
         nonce,
-        fee: Amount(10),
+        fee: devnet_fee(),
         payload: TxPayload::Transfer { to: SecretKey::from_label("bench-sink").public(), amount: Amount(1) },
     }
     .sign(chain, key)
@@ -219,7 +224,7 @@ async fn run_chain_bench(
             let tx = Transaction {
                 sender: faucet.public(),
                 nonce,
-                fee: Amount(10),
+                fee: devnet_fee(),
                 payload: TxPayload::Transfer { to: s.public(), amount: Amount(1_000_000) },
             }
             .sign(&chain, &faucet);

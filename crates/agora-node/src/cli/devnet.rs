@@ -1,7 +1,6 @@
 //! `agora devnet`: start (or resume) a local network and keep it running until Ctrl-C.
 
 use super::Global;
-use super::output::print;
 use crate::devnet::{Devnet, DevnetOptions};
 use clap::Args;
 use std::path::PathBuf;
@@ -73,23 +72,23 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
     };
     let names: Vec<String> = net.configs.iter().map(|c| c.name.clone()).collect();
     let faucet = a.dir.join("faucet.key");
-    print(
-        g.json,
-        &serde_json::json!({"nodes": urls, "height": height, "faucet_key": faucet, "dir": a.dir}),
-        |_| {
-            let mut s = String::from("devnet running (Ctrl-C to stop)\n");
-            for (name, u) in names.iter().zip(&urls) {
-                s += &format!("  {name:<10} {u}   (log: {})\n", a.dir.join(format!("{name}.log")).display());
-            }
-            s += &format!(
-                "faucet key: {}\ntry: agora --node {} wallet transfer <ACCOUNT> 1000 --key {}",
-                faucet.display(),
-                urls[0],
-                faucet.display()
-            );
-            s
-        },
-    );
+    let ready = serde_json::json!({"nodes": urls, "height": height, "faucet_key": faucet, "dir": a.dir});
+    if g.json {
+        // One line, so scripts can wait for it.
+        println!("{ready}");
+    } else {
+        let mut s = String::from("devnet running (Ctrl-C to stop)\n");
+        for (name, u) in names.iter().zip(&urls) {
+            s += &format!("  {name:<10} {u}   (log: {})\n", a.dir.join(format!("{name}.log")).display());
+        }
+        s += &format!(
+            "faucet key: {}\ntry: agora --node {} wallet transfer <ACCOUNT> 1000 --key {}",
+            faucet.display(),
+            urls[0],
+            faucet.display()
+        );
+        println!("{s}");
+    }
     crate::run::shutdown_signal().await;
     if !g.json {
         eprintln!("stopping ...");

@@ -13,6 +13,7 @@ pub mod results;
 use crate::client::NodeClient;
 use crate::sender::TxSender;
 use agora_chain::executor::TxStatus;
+use agora_core::JobManifest;
 use agora_core::tx::TxPayload;
 use agora_ledger::Event;
 use anyhow::{Context, bail};
@@ -22,7 +23,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Prepares, uploads and submits a job; returns its local record. Refuses before any escrow is
-/// locked if the manifest is invalid or the account cannot cover the maximum cost.
+/// locked if the manifest is invalid, its data is not available, or the account cannot cover
+/// the maximum cost.
 pub async fn submit(
     client: &NodeClient,
     sender: &TxSender,
@@ -33,30 +35,9 @@ pub async fn submit(
     let (job_owned, dir, node) = (job.clone(), data_dir.to_path_buf(), client.url().to_string());
     let prepared =
         tokio::task::spawn_blocking(move || prepare::prepare(&job_owned, &dir, vec![node], now)).await??;
-    let max_cost = prepared.manifest.max_cost().context("max price × quantity overflows")?;
-    let balance = client.account(&sender.account()).await?.state.balance;
-    if balance < max_cost {
-        bail!(
-            "insufficient funds: the job may cost up to {max_cost} (max price × {} device-seconds) and the account holds {balance}; lower max_price, or fund {}",
-            prepared.manifest.total_quantity().unwrap_or(0),
-            sender.account()
-        );
-    }
+    check_funds(client, sender, &prepared.manifest).await?;
     prepare::upload(&prepared, client.url()).await.context("uploading the model and inputs")?;
-    let id = sender.submit(TxPayload::SubmitJob { manifest: prepared.manifest.clone() }).await?;
-    let status = client.wait_tx(&id, Duration::from_secs(60)).await?;
-    let TxStatus::Finalized { receipt, .. } = status else { bail!("the job transaction was not finalized") };
-    if let Some(e) = receipt.error {
-        bail!("the ledger refused the job: {e}");
-    }
-    let job_id = receipt
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::JobSubmitted { job, .. } => Some(*job),
-            _ => None,
-        })
-        .context("the receipt names no job")?;
+    let job_id = submit_manifest(client, sender, &prepared.manifest).await?;
     let record = JobRecord {
         job: job_id,
         node: client.url().to_string(),
@@ -64,4 +45,68 @@ pub async fn submit(
     };
     record.save(data_dir)?;
     Ok(record)
+}
+
+/// Refuses a manifest whose maximum cost the account cannot cover.
+async fn check_funds(client: &NodeClient, sender: &TxSender, m: &JobManifest) -> anyhow::Result<()> {
+    let max_cost = m.max_cost().context("max price × quantity overflows")?;
+    let balance = client.account(&sender.account()).await?.state.balance;
+    if balance < max_cost {
+        bail!(
+            "insufficient funds: the job may cost up to {max_cost} (max price × {} device-seconds) and the account holds {balance}; lower max_price, or fund {}",
+            m.total_quantity().unwrap_or(0),
+            sender.account()
+        );
+    }
+    Ok(())
+}
+
+/// Checks that the model and every shard's input can be fetched from one of the manifest's
+/// sources, so providers will be able to run it.
+pub async fn check_available(m: &JobManifest) -> anyhow::Result<()> {
+    let clients = m
+        .sources
+        .iter()
+        .map(|s| agora_store::http::Client::new(s).with_context(|| format!("source {s:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let wanted = std::iter::once(("the model".to_string(), m.model))
+        .chain(m.shards.iter().enumerate().map(|(i, s)| (format!("the input of shard {i}"), s.input)));
+    for (what, hash) in wanted {
+        let mut found = false;
+        for c in &clients {
+            if matches!(c.stat(&hash).await, Ok(Some(_))) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            bail!(
+                "{what} ({hash}) is not available from any of the job's sources ({}); upload it first",
+                m.sources.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Submits a prepared manifest whose data is already uploaded, after checking it is valid,
+/// affordable and available; returns the job id once the submission is final.
+pub async fn submit_manifest(client: &NodeClient, sender: &TxSender, m: &JobManifest) -> anyhow::Result<u64> {
+    m.validate().map_err(|e| anyhow::anyhow!("invalid manifest: {e}"))?;
+    check_funds(client, sender, m).await?;
+    check_available(m).await?;
+    let id = sender.submit(TxPayload::SubmitJob { manifest: m.clone() }).await?;
+    let status = client.wait_tx(&id, Duration::from_secs(60)).await?;
+    let TxStatus::Finalized { receipt, .. } = status else { bail!("the job transaction was not finalized") };
+    if let Some(e) = receipt.error {
+        bail!("the ledger refused the job: {e}");
+    }
+    receipt
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::JobSubmitted { job, .. } => Some(*job),
+            _ => None,
+        })
+        .context("the receipt names no job")
 }

@@ -7,7 +7,6 @@ use crate::client::NodeClient;
 use crate::protocol;
 use agora_core::{JobKind, SecretKey};
 use agora_ledger::jobs::{Job, ShardStatus};
-use agora_runtime::items::{generation::Generation, training::Checkpoint, vector::decode_vector};
 use anyhow::{Context, bail};
 use std::path::Path;
 
@@ -44,48 +43,13 @@ pub async fn fetch(
     Ok(out)
 }
 
-/// Writes the outputs to `dir` in a form for people and tools: JSON lines of vectors
-/// (embed), JSON lines of completions (generate), one file per item (wasm), checkpoints
-/// (train) — plus `outputs.items`, the raw framed items of all shards in order.
+/// Writes the outputs of every shard, in order, to `dir` (layout: see
+/// [`agora_runtime::local::write_items`]); returns the number of items.
 pub fn write(dir: &Path, kind: JobKind, shards: &[Option<Vec<Vec<u8>>>]) -> anyhow::Result<usize> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if shards.iter().any(Option::is_none) {
         bail!("not every shard finished; results are complete only for settled jobs");
     }
     let items: Vec<Vec<u8>> = shards.iter().flatten().flatten().cloned().collect();
-    std::fs::write(dir.join("outputs.items"), agora_store::items::frame(&items)?)?;
-    match kind {
-        JobKind::Embed => {
-            let mut lines = String::new();
-            for it in &items {
-                lines += &serde_json::to_string(&decode_vector(it)?)?;
-                lines.push('\n');
-            }
-            std::fs::write(dir.join("embeddings.jsonl"), lines)?;
-        }
-        JobKind::Generate => {
-            let mut lines = String::new();
-            for it in &items {
-                let g = Generation::from_item(it)?;
-                lines += &serde_json::to_string(&serde_json::json!({"text": g.text, "tokens": g.tokens}))?;
-                lines.push('\n');
-            }
-            std::fs::write(dir.join("completions.jsonl"), lines)?;
-        }
-        JobKind::Wasm => {
-            for (i, it) in items.iter().enumerate() {
-                std::fs::write(dir.join(format!("item-{i}.out")), it)?;
-            }
-        }
-        JobKind::Train => {
-            let mut losses = vec![];
-            for (i, it) in items.iter().enumerate() {
-                let c = Checkpoint::from_item(it)?;
-                losses.push(serde_json::json!({"checkpoint": i, "step": c.step, "loss": c.loss}));
-                std::fs::write(dir.join(format!("checkpoint-{i}.bin")), it)?;
-            }
-            std::fs::write(dir.join("training.json"), serde_json::to_vec_pretty(&losses)?)?;
-        }
-    }
+    agora_runtime::local::write_items(dir, kind, &items)?;
     Ok(items.len())
 }

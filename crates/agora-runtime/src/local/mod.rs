@@ -12,7 +12,7 @@ pub mod outcome;
 
 pub use error::LocalError;
 pub use job::{InputFormat, LocalJob, ResolvedModel};
-pub use outcome::LocalOutcome;
+pub use outcome::{LocalOutcome, write_items};
 
 use crate::executor::{Executor, TaskContext};
 use crate::metering::PowerModel;

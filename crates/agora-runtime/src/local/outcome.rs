@@ -43,27 +43,70 @@ pub fn describe_item(kind: JobKind, item: &[u8]) -> String {
     }
 }
 
-impl LocalOutcome {
-    /// Writes `outputs.items` (the framed item list, as the content store frames it),
-    /// `item-<i>.bin` per item and `summary.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), LocalError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LocalError::Output { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut framed = Vec::new();
-        agora_core::codec::encode_seq(self.output.items.iter(), &mut framed);
-        let path = dir.join("outputs.items");
-        std::fs::write(&path, &framed).map_err(io(&path))?;
-        for (i, item) in self.output.items.iter().enumerate() {
-            let path = dir.join(format!("item-{i}.bin"));
-            std::fs::write(&path, item).map_err(io(&path))?;
+/// Writes output items of `kind` into `dir` for people and tools: `outputs.items` (the framed
+/// item list, as the content store frames it), plus JSON lines of vectors (`embeddings.jsonl`,
+/// embed), JSON lines of completions (`completions.jsonl`, generate), one file per item
+/// (`item-<i>.bin`, wasm), or checkpoints and a loss curve (`checkpoint-<i>.bin`,
+/// `training.json`, train). Local runs and network results share this layout.
+pub fn write_items(dir: &Path, kind: JobKind, items: &[Vec<u8>]) -> Result<(), LocalError> {
+    let write = |name: String, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|source| LocalError::Output { path, source })
+    };
+    let invalid = |i: usize, e: crate::items::ItemError| LocalError::Output {
+        path: dir.join("outputs.items"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("item {i}: {e}")),
+    };
+    std::fs::create_dir_all(dir).map_err(|source| LocalError::Output { path: dir.to_path_buf(), source })?;
+    let mut framed = Vec::new();
+    agora_core::codec::encode_seq(items.iter(), &mut framed);
+    write("outputs.items".into(), &framed)?;
+    match kind {
+        JobKind::Embed => {
+            let mut lines = String::new();
+            for (i, it) in items.iter().enumerate() {
+                let v = decode_vector(it).map_err(|e| invalid(i, e))?;
+                lines += &serde_json::to_string(&v).expect("floats serialize");
+                lines.push('\n');
+            }
+            write("embeddings.jsonl".into(), lines.as_bytes())?;
         }
+        JobKind::Generate => {
+            let mut lines = String::new();
+            for (i, it) in items.iter().enumerate() {
+                let g = Generation::from_item(it).map_err(|e| invalid(i, e))?;
+                lines += &serde_json::json!({"text": g.text, "tokens": g.tokens}).to_string();
+                lines.push('\n');
+            }
+            write("completions.jsonl".into(), lines.as_bytes())?;
+        }
+        JobKind::Wasm => {
+            for (i, it) in items.iter().enumerate() {
+                write(format!("item-{i}.bin"), it)?;
+            }
+        }
+        JobKind::Train => {
+            let mut losses = vec![];
+            for (i, it) in items.iter().enumerate() {
+                let c = Checkpoint::from_item(it).map_err(|e| invalid(i, e))?;
+                losses.push(
+                    serde_json::json!({"checkpoint": i, "step": c.step, "epoch": c.epoch, "loss": c.loss}),
+                );
+                write(format!("checkpoint-{i}.bin"), it)?;
+            }
+            write("training.json".into(), &serde_json::to_vec_pretty(&losses).expect("json"))?;
+        }
+    }
+    Ok(())
+}
+
+impl LocalOutcome {
+    /// Writes the items with [`write_items`] and `summary.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), LocalError> {
+        write_items(dir, self.ctx.kind(), &self.output.items)?;
         let path = dir.join("summary.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&self.summary()).expect("json"))
-            .map_err(io(&path))?;
-        Ok(())
+            .map_err(|source| LocalError::Output { path, source })
     }
 
     /// A JSON summary: the manifest, the output root, metering and one line per item.

@@ -1,9 +1,12 @@
 //! The node's HTTP API (axum): chain routes under `/api/v1`, blob routes under `/blobs`, the
-//! event stream, and the OpenAPI document at `/api/v1/openapi.json`.
+//! event stream, the OpenAPI document at `/api/v1/openapi.json`, the web dashboard at `/` and
+//! Prometheus metrics at `/metrics`.
 
 pub mod chain;
+pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod types;
 
 use agora_chain::ChainHandle;
@@ -132,6 +135,14 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc { method: "get", path: "/api/v1/openapi.json", summary: "This document" },
     RouteDoc {
+        method: "get",
+        path: "/api/v1/node",
+        summary: "This node's name, roles, version and upstream (served with or without the chain)",
+    },
+    RouteDoc { method: "get", path: "/", summary: "The web dashboard (live network view and explorer)" },
+    RouteDoc { method: "get", path: "/ui/{file}", summary: "A dashboard asset (embedded in the binary)" },
+    RouteDoc { method: "get", path: "/metrics", summary: "Prometheus metrics (text exposition format)" },
+    RouteDoc {
         method: "put",
         path: "/blobs",
         summary: "Upload a blob (streaming); returns its BLAKE3 hash (?pin=true)",
@@ -210,6 +221,15 @@ pub fn router(state: Arc<ApiState>, store: agora_store::http::ServerConfig) -> R
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi()) }))
         .route("/health", get(|| async { "ok" }))
+        .route("/api/v1/node", get(dashboard::node))
+        .route("/", get(dashboard::index))
+        .route("/ui/{file}", get(dashboard::asset))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state.clone());
+    if let Some(chain) = &state.chain {
+        // Finality latency is observed as blocks arrive, not at scrape time.
+        tokio::spawn(metrics::observe_finality(chain.clone()));
+    }
     api.merge(agora_store::http::router(state.store.clone(), store))
+        .layer(axum::middleware::from_fn(dashboard::allow_cross_origin_reads))
 }

@@ -89,9 +89,14 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             if !g.json {
                 eprintln!("submitted job {}", record.job);
             }
-            let done =
-                requester::follow::follow(&client, &sender, &record, !g.json, Duration::from_secs(timeout))
-                    .await?;
+            let done = requester::follow::follow(
+                &client,
+                &sender,
+                &record,
+                requester::follow::progress_bar(!g.json),
+                Duration::from_secs(timeout),
+            )
+            .await?;
             let r = receipt::build(&client, record.job, &done).await?;
             print(g.json, &r, receipt::render);
         }
@@ -153,9 +158,14 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
                 keys: vec![],
             });
             let sender = TxSender::new(g.signer()?, client.clone());
-            let done =
-                requester::follow::follow(&client, &sender, &record, !g.json, Duration::from_secs(timeout))
-                    .await?;
+            let done = requester::follow::follow(
+                &client,
+                &sender,
+                &record,
+                requester::follow::progress_bar(!g.json),
+                Duration::from_secs(timeout),
+            )
+            .await?;
             let r = receipt::build(&client, id, &done).await?;
             print(g.json, &r, receipt::render);
         }

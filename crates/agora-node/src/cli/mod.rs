@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chain;
+pub mod demo;
 pub mod devnet;
 pub mod gov;
 pub mod job;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Run a node.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// See it all work: a local network runs embedding, WebAssembly and generation jobs,
+    /// verified and settled (`--cheaters 1` to watch a cheater get caught).
+    Demo(demo::DemoArgs),
     /// Start a local network of real node processes on 127.0.0.1.
     Devnet(devnet::DevnetArgs),
     /// Keys, balances and transfers.
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 match other {
+                    Command::Demo(a) => demo::run(&g, a).await,
                     Command::Devnet(a) => devnet::run(&g, a).await,
                     Command::Wallet(c) => wallet::run(&g, c).await,
                     Command::Chain(c) => chain::run(&g, c).await,

@@ -122,10 +122,12 @@ impl Auditor {
             .context("an output item does not match the provider's commitment")?;
         let request = AuditRequest { indices: indices.to_vec(), inputs, claimed };
         let ctx = protocol::task_context(lease.job, lease.shard, manifest, &lease.class);
+        let ran = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
             agora_runtime::audit::audit(executor.as_ref(), &ctx, &request)
         })
         .await?;
+        crate::api::metrics::observe_runtime("audit", manifest.kind().name(), ran.elapsed());
         match outcome {
             Ok(o) => {
                 let bad: Vec<String> = o

@@ -85,7 +85,9 @@ impl Worker {
         let executor =
             runtimes.executor(m.kind(), &m.model, &m.sources).await.context("loading the runtime")?;
         let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
+        let ran = Instant::now();
         let run = tokio::task::spawn_blocking(move || executor.run(&ctx, &inputs)).await??;
+        crate::api::metrics::observe_runtime("compute", m.kind().name(), ran.elapsed());
         let mut items = run.items;
         if self.cheat_bps > 0 {
             cheat(&mut items, lease_id, self.cheat_bps);

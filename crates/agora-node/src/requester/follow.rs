@@ -47,22 +47,29 @@ impl std::fmt::Display for Stages {
     }
 }
 
-/// Follows `record`'s job until every shard is settled or abandoned, or `timeout` passes.
-/// Returns the finished job.
+/// A progress bar for following a job (hidden when `show` is false, e.g. with `--json`).
+pub fn progress_bar(show: bool) -> ProgressBar {
+    let pb = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("job {prefix:<12} [{bar:20}] {pos}/{len} settled  {msg}")
+            .expect("static")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Follows `record`'s job until every shard is settled or abandoned, or `timeout` passes,
+/// showing its stages on `pb` (see [`progress_bar`]). Returns the finished job.
 pub async fn follow(
     client: &NodeClient,
     sender: &TxSender,
     record: &JobRecord,
-    show: bool,
+    pb: ProgressBar,
     timeout: Duration,
 ) -> anyhow::Result<Job> {
-    let pb = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("job {prefix} [{bar:20}] {pos}/{len} settled  {msg}")
-            .expect("static")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(record.job.to_string());
+    if pb.prefix().is_empty() {
+        pb.set_prefix(record.job.to_string());
+    }
     let start = Instant::now();
     let mut shared = BTreeSet::new();
     loop {

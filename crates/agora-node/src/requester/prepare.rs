@@ -11,9 +11,17 @@ use agora_store::encrypt::BlobKey;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
-/// The provisioner of a data directory, able to derive every catalog model.
+/// Environment variable naming a models directory shared by every data directory.
+pub const MODELS_DIR_ENV: &str = "AGORA_MODELS_DIR";
+
+/// The provisioner of a data directory (its `models/`, or `$AGORA_MODELS_DIR` when set), able
+/// to derive every catalog model.
 pub fn provisioner(data_dir: &Path) -> Provisioner {
-    Provisioner::new(data_dir).with_derivation(Box::new(agora_ml::Requantize))
+    let p = Provisioner::new(data_dir).with_derivation(Box::new(agora_ml::Requantize));
+    match std::env::var_os(MODELS_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => p.with_models_dir(dir.into()),
+        _ => p,
+    }
 }
 
 /// A job ready to submit.

@@ -75,6 +75,13 @@ impl Provisioner {
         }
     }
 
+    /// Uses `dir` as the models directory instead of `<data_dir>/models` (one cache shared by
+    /// several data directories, e.g. `AGORA_MODELS_DIR`).
+    pub fn with_models_dir(mut self, dir: PathBuf) -> Self {
+        self.models_dir = dir;
+        self
+    }
+
     /// Replaces the catalog (tests and private deployments).
     pub fn with_catalog(mut self, catalog: Vec<ModelSpec>) -> Self {
         self.catalog = catalog;

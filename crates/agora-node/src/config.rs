@@ -88,6 +88,83 @@ fn default_upload_mb() -> u64 {
     8192
 }
 
+/// Settings of the OpenAI-compatible gateway (every node serves it; these are the terms of the
+/// jobs it submits). Omitted fields take the job file's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySection {
+    /// Resource class to buy.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Highest price per device-second, base units.
+    #[serde(default = "default_gateway_price")]
+    pub max_price: Amount,
+    /// Verification policy (`standard`, `redundant:<n>`).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Region constraint.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Carbon cap, gCO2e/kWh.
+    #[serde(default)]
+    pub max_carbon: Option<u32>,
+    /// Job deadline (`10m`).
+    #[serde(default = "default_gateway_deadline")]
+    pub deadline: String,
+    /// How long a request may wait for its verified answer (`15m`).
+    #[serde(default = "default_gateway_timeout")]
+    pub timeout: String,
+}
+
+fn default_gateway_price() -> Amount {
+    Amount(100)
+}
+fn default_gateway_deadline() -> String {
+    "10m".into()
+}
+fn default_gateway_timeout() -> String {
+    "15m".into()
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            class: None,
+            max_price: default_gateway_price(),
+            policy: None,
+            region: None,
+            max_carbon: None,
+            deadline: default_gateway_deadline(),
+            timeout: default_gateway_timeout(),
+        }
+    }
+}
+
+impl GatewaySection {
+    /// The `[market]` table of a job file with these terms.
+    pub fn market_table(&self) -> toml::Table {
+        let mut m = toml::Table::new();
+        m.insert("max_price".into(), toml::Value::String(self.max_price.to_string()));
+        m.insert("deadline".into(), self.deadline.clone().into());
+        if let Some(c) = &self.class {
+            m.insert("class".into(), c.clone().into());
+        }
+        if let Some(p) = &self.policy {
+            m.insert("policy".into(), p.clone().into());
+        }
+        let mut constraints = toml::Table::new();
+        if let Some(r) = &self.region {
+            constraints.insert("region".into(), r.clone().into());
+        }
+        if let Some(c) = self.max_carbon {
+            constraints.insert("max_carbon".into(), i64::from(c).into());
+        }
+        if !constraints.is_empty() {
+            m.insert("constraints".into(), constraints.into());
+        }
+        m
+    }
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -108,6 +185,9 @@ pub struct NodeConfig {
     /// Provider role, if this node sells compute.
     #[serde(default)]
     pub provider: Option<ProviderSection>,
+    /// The OpenAI-compatible gateway's job terms.
+    #[serde(default)]
+    pub gateway: GatewaySection,
 }
 
 impl NodeConfig {
@@ -211,6 +291,7 @@ mod tests {
                 max_block_txs: 10,
             }),
             provider: None,
+            gateway: GatewaySection::default(),
         };
         let path = dir.path().join("node0.toml");
         cfg.save(&path).unwrap();

@@ -8,7 +8,8 @@
 //! `agora node run --config <dir>/nodeN.toml` and catches up.
 
 use crate::config::{
-    ApiSection, NodeConfig, Peer, ProviderSection, ValidatorSection, load_key, save_genesis, write_key,
+    ApiSection, GatewaySection, NodeConfig, Peer, ProviderSection, ValidatorSection, load_key, save_genesis,
+    write_key,
 };
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
@@ -49,6 +50,8 @@ pub const DEVNET_CHAIN: &str = "agora-devnet";
 pub const FAUCET_BALANCE: u128 = 1_000_000_000_000_000;
 /// Genesis balance of each validator and provider account.
 pub const PROVIDER_BALANCE: u128 = 100_000_000_000;
+/// Genesis balance of the devnet's gateway account, and the budget of its API key.
+pub const GATEWAY_BALANCE: u128 = 1_000_000_000_000;
 /// Collateral each devnet provider locks.
 pub const PROVIDER_COLLATERAL: u128 = 10_000_000_000;
 
@@ -104,6 +107,11 @@ fn existing_configs(dir: &Path) -> Vec<PathBuf> {
     validators.chain(providers).collect()
 }
 
+/// The file holding the API key of a devnet's OpenAI-compatible gateway (served by node0).
+pub fn gateway_api_key_path(dir: &Path) -> PathBuf {
+    dir.join("gateway-api.key")
+}
+
 /// The faucet key of a devnet.
 pub fn faucet_key(dir: &Path) -> anyhow::Result<SecretKey> {
     load_key(&dir.join("faucet.key"))
@@ -152,6 +160,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
     for (i, k) in keys.iter().enumerate() {
         peers.push(Peer { key: k.public(), address: format!("127.0.0.1:{}", port(100 + i)?).parse()? });
     }
+    let gateway_account = SecretKey::generate();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let funded = |k: &SecretKey| GenesisAccount { account: k.public(), balance: Amount(PROVIDER_BALANCE) };
     let genesis = Genesis {
@@ -162,6 +171,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
             balance: Amount(FAUCET_BALANCE),
         })
         .chain(keys.iter().chain(&provider_keys).map(funded))
+        .chain([GenesisAccount { account: gateway_account.public(), balance: Amount(GATEWAY_BALANCE) }])
         .collect(),
         validators: keys
             .iter()
@@ -185,11 +195,19 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 max_block_txs: 5_000,
             }),
             provider: None,
+            gateway: GatewaySection::default(),
         };
         let path = node_config_path(&opts.dir, i);
         cfg.save(&path)?;
         configs.push((path.clone(), NodeConfig::load(&path)?));
     }
+    // node0's gateway pays from a funded account; its API key goes beside the faucet key.
+    let (api_key, _) = crate::gateway::keys::KeyStore::new(&opts.dir.join("node0")).add(
+        "devnet",
+        Amount(GATEWAY_BALANCE),
+        Some(gateway_account),
+    )?;
+    std::fs::write(gateway_api_key_path(&opts.dir), format!("{api_key}\n"))?;
     for (i, k) in provider_keys.iter().enumerate() {
         write_key(&opts.dir.join(format!("provider{i}")).join("node.key"), k)?;
         let (region, carbon) = PROVIDER_SITES[i % PROVIDER_SITES.len()];
@@ -211,6 +229,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 capacity: 3_600,
                 cheat_bps: if cheats { opts.cheat_bps } else { 0 },
             }),
+            gateway: GatewaySection::default(),
         };
         let path = provider_config_path(&opts.dir, i);
         cfg.save(&path)?;

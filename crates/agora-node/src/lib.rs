@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devnet;
+pub mod gateway;
 pub mod logging;
 pub mod protocol;
 pub mod provider;

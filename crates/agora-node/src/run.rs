@@ -59,10 +59,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|p| p.upstream.clone())
             .expect("checked when the config was loaded");
-        let (agent, routes) = crate::provider::agent::Agent::new(agent_cfg(upstream))?;
+        let (agent, routes) = crate::provider::agent::Agent::new(agent_cfg(upstream.clone()))?;
         let state = Arc::new(ApiState { chain: None, store: store.clone(), info });
         let limits = agora_store::http::ServerConfig { max_upload_bytes: config.api.max_upload_mb << 20 };
-        let router = api::router(state, limits).merge(routes);
+        let gateway = crate::gateway::Gateway::new(&upstream, config.data_dir.clone(), &config.gateway)?;
+        let router = api::router(state, limits).merge(routes).merge(gateway.routes());
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         return rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.api.listen).await.with_context(|| {
@@ -76,6 +77,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     // Validators audit too (committee members are in the auditor pool); they follow themselves.
     let (agent, agent_routes) = crate::provider::agent::Agent::new(agent_cfg(config.api_url()))?;
+    let gateway = crate::gateway::Gateway::new(&config.api_url(), config.data_dir.clone(), &config.gateway)?;
     let genesis_file = config.genesis_file.clone().context("a validator's config needs genesis_file")?;
     let genesis = load_genesis(&genesis_file)?;
     let me = key.public();
@@ -164,7 +166,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         let chain: ChainHandle = validator.chain.clone();
         let state = Arc::new(ApiState { chain: Some(chain.clone()), store, info });
         let router = api::router(state, agora_store::http::ServerConfig { max_upload_bytes: max_upload })
-            .merge(agent_routes);
+            .merge(agent_routes)
+            .merge(gateway.routes());
         let listener = match tokio::net::TcpListener::bind(api_addr).await {
             Ok(l) => l,
             Err(e) => {

@@ -143,6 +143,21 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/ui/{file}", summary: "A dashboard asset (embedded in the binary)" },
     RouteDoc { method: "get", path: "/metrics", summary: "Prometheus metrics (text exposition format)" },
     RouteDoc {
+        method: "get",
+        path: "/v1/models",
+        summary: "OpenAI-compatible: models the gateway serves (Authorization: Bearer <API key>)",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/embeddings",
+        summary: "OpenAI-compatible: embeddings, computed by a verified job paid from the key's account",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/chat/completions",
+        summary: "OpenAI-compatible: chat completion (stream: true for SSE chunks), from a verified job",
+    },
+    RouteDoc {
         method: "put",
         path: "/blobs",
         summary: "Upload a blob (streaming); returns its BLAKE3 hash (?pin=true)",

@@ -72,7 +72,11 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
     };
     let names: Vec<String> = net.configs.iter().map(|c| c.name.clone()).collect();
     let faucet = a.dir.join("faucet.key");
-    let ready = serde_json::json!({"nodes": urls, "height": height, "faucet_key": faucet, "dir": a.dir});
+    let api_key = crate::devnet::gateway_api_key_path(&a.dir);
+    let ready = serde_json::json!({
+        "nodes": urls, "height": height, "faucet_key": faucet, "dir": a.dir,
+        "openai_base_url": format!("{}/v1", urls[0]), "openai_api_key_file": api_key,
+    });
     if g.json {
         // One line, so scripts can wait for it.
         println!("{ready}");
@@ -82,10 +86,13 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
             s += &format!("  {name:<10} {u}   (log: {})\n", a.dir.join(format!("{name}.log")).display());
         }
         s += &format!(
-            "faucet key: {}\ntry: agora --node {} wallet transfer <ACCOUNT> 1000 --key {}",
+            "faucet key: {}\ntry: agora --node {} wallet transfer <ACCOUNT> 1000 --key {}\n\
+             OpenAI-compatible API: {}/v1 (API key in {})",
             faucet.display(),
             urls[0],
-            faucet.display()
+            faucet.display(),
+            urls[0],
+            api_key.display()
         );
         println!("{s}");
     }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chain;
 pub mod demo;
 pub mod devnet;
+pub mod gateway;
 pub mod gov;
 pub mod job;
 pub mod models;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Sell compute: join as a provider, check your record.
     #[command(subcommand)]
     Provider(provider::ProviderCommand),
+    /// The OpenAI-compatible gateway: API keys.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// Provision models and data sets into the data directory.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -158,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Job(c) => job::run(&g, c).await,
                     Command::Provider(c) => provider::run(&g, c).await,
                     Command::Models(c) => models::run(&g, c).await,
+                    Command::Gateway(c) => gateway::run(&g, c).await,
                     Command::Run(a) => run_local::run(&g, a).await,
                     Command::Node(_) | Command::Init => unreachable!("handled above"),
                 }

@@ -86,6 +86,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 api: ApiSection { listen, max_upload_mb: 8192 },
                 validator: None,
                 provider: Some(section),
+                gateway: Default::default(),
             };
             cfg.save(&path)?;
             print(g.json, &summary, |s| {

@@ -18,6 +18,7 @@ use agora_core::tx::TxPayload;
 use agora_ledger::Event;
 use anyhow::{Context, bail};
 use jobfile::JobFile;
+use prepare::Prepared;
 use record::JobRecord;
 use std::path::Path;
 use std::time::Duration;
@@ -31,12 +32,27 @@ pub async fn submit(
     data_dir: &Path,
     job: &JobFile,
 ) -> anyhow::Result<JobRecord> {
+    let prepared = prepare_job(client, data_dir, job).await?;
+    submit_prepared(client, sender, data_dir, &prepared).await
+}
+
+/// Builds the manifest and shard blobs of `job` (provisioning its model if needed), with the
+/// node behind `client` as the data source. Nothing moves yet.
+pub async fn prepare_job(client: &NodeClient, data_dir: &Path, job: &JobFile) -> anyhow::Result<Prepared> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let (job_owned, dir, node) = (job.clone(), data_dir.to_path_buf(), client.url().to_string());
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare::prepare(&job_owned, &dir, vec![node], now)).await??;
+    let (job, dir, node) = (job.clone(), data_dir.to_path_buf(), client.url().to_string());
+    tokio::task::spawn_blocking(move || prepare::prepare(&job, &dir, vec![node], now)).await?
+}
+
+/// Uploads a prepared job's data and submits it; saves and returns its local record.
+pub async fn submit_prepared(
+    client: &NodeClient,
+    sender: &TxSender,
+    data_dir: &Path,
+    prepared: &Prepared,
+) -> anyhow::Result<JobRecord> {
     check_funds(client, sender, &prepared.manifest).await?;
-    prepare::upload(&prepared, client.url()).await.context("uploading the model and inputs")?;
+    prepare::upload(prepared, client.url()).await.context("uploading the model and inputs")?;
     let job_id = submit_manifest(client, sender, &prepared.manifest).await?;
     let record = JobRecord {
         job: job_id,

@@ -1,0 +1,481 @@
+//! The OpenAI-compatible gateway every node serves at `/v1`: `GET /v1/models`,
+//! `POST /v1/embeddings` and `POST /v1/chat/completions` (also streamed). Each request becomes
+//! a job on the network, paid from the account its API key maps to, and is answered only once
+//! the job's results are verified and settled; the response carries the job id and what
+//! verification applied under `agora`. Streaming replays the verified completion as chunks:
+//! nothing unverified is ever sent.
+
+pub mod jobs;
+pub mod keys;
+pub mod openai;
+
+use crate::client::NodeClient;
+use crate::config::GatewaySection;
+use crate::sender::TxSender;
+use agora_core::{Amount, JobKind};
+use agora_runtime::items::generation::{Generation, StopReason};
+use agora_runtime::items::vector::decode_vector;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use futures::StreamExt as _;
+use jobs::{Reservation, Verified};
+use keys::{KeyEntry, KeyStore};
+use openai::{
+    AgoraInfo, ChatMessage, ChatRequest, EmbeddingRequest, OpenAiError, Usage, now_secs, parse_body,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most inputs in one embeddings request (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// The gateway of one node.
+pub struct Gateway {
+    /// The chain API jobs are submitted to (this node's, or its upstream's).
+    pub client: NodeClient,
+    /// The node's data directory (models, job records, `gateway/`).
+    pub data_dir: PathBuf,
+    /// API keys.
+    pub keys: KeyStore,
+    /// The `[market]` terms of every job (class, max price, deadline, policy).
+    pub market: toml::Table,
+    /// How long a request may wait for its verified result.
+    pub timeout: Duration,
+    senders: tokio::sync::Mutex<HashMap<String, Arc<TxSender>>>,
+    reserved: Arc<std::sync::Mutex<BTreeMap<String, Amount>>>,
+}
+
+impl Gateway {
+    /// A gateway submitting to `chain_url`, keeping its state in `data_dir`.
+    pub fn new(chain_url: &str, data_dir: PathBuf, section: &GatewaySection) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: NodeClient::new(chain_url),
+            keys: KeyStore::new(&data_dir),
+            data_dir,
+            market: section.market_table(),
+            timeout: Duration::from_millis(crate::requester::jobfile::parse_duration(&section.timeout)?),
+            senders: Default::default(),
+            reserved: Default::default(),
+        })
+    }
+
+    /// The routes under `/v1`.
+    pub fn routes(self) -> Router {
+        Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1/chat/completions", post(chat))
+            .with_state(Arc::new(self))
+    }
+
+    /// The key entry of the request's `Authorization: Bearer` header.
+    fn authorize(&self, headers: &HeaderMap) -> Result<KeyEntry, OpenAiError> {
+        let value = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            OpenAiError::unauthorized(
+                "missing API key: send `Authorization: Bearer <key>` (create a key with `agora gateway key add`)",
+            )
+        })?;
+        let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+        self.keys.lookup(key).map_err(|e| OpenAiError::internal(format!("{e:#}")))?.ok_or_else(|| {
+            OpenAiError::unauthorized("incorrect API key provided: this node does not know it")
+        })
+    }
+
+    /// Holds `max_cost` of `entry`'s budget for a request; returns the account's sender.
+    async fn reserve(
+        &self,
+        entry: &KeyEntry,
+        max_cost: Amount,
+    ) -> Result<(Arc<TxSender>, Reservation), OpenAiError> {
+        let spent = self.keys.spent(&entry.name).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
+        {
+            let mut held = self.reserved.lock().expect("not poisoned");
+            let h = held.entry(entry.name.clone()).or_default();
+            let committed = spent.checked_add(*h).and_then(|x| x.checked_add(max_cost));
+            if committed.is_none_or(|c| c > entry.budget) {
+                return Err(OpenAiError::quota(format!(
+                    "this request may cost up to {max_cost} and key {:?} has {} of its budget {} left ({spent} spent, {h} held by requests in flight); raise its budget in the node's gateway/keys.toml",
+                    entry.name,
+                    entry
+                        .budget
+                        .checked_sub(spent.checked_add(*h).unwrap_or(entry.budget))
+                        .unwrap_or(Amount::ZERO),
+                    entry.budget,
+                )));
+            }
+            *h = h.checked_add(max_cost).expect("checked above");
+        }
+        let reservation =
+            Reservation { gw_reserved: self.reserved.clone(), name: entry.name.clone(), amount: max_cost };
+        let mut senders = self.senders.lock().await;
+        let sender = match senders.get(&entry.name) {
+            Some(s) => s.clone(),
+            None => {
+                let key = self.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
+                let s = Arc::new(TxSender::new(key, self.client.clone()));
+                senders.insert(entry.name.clone(), s.clone());
+                s
+            }
+        };
+        Ok((sender, reservation))
+    }
+}
+
+/// The catalog models of `kind` this gateway serves.
+fn served(kind: JobKind) -> Vec<&'static str> {
+    use agora_runtime::provision::catalog::{MINILM, SMOLLM2};
+    [(MINILM, JobKind::Embed), (SMOLLM2, JobKind::Generate)]
+        .iter()
+        .filter(|(_, k)| *k == kind)
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+/// Checks that `model` serves `kind` requests.
+fn check_model(model: &str, kind: JobKind) -> Result<(), OpenAiError> {
+    if served(kind).contains(&model) {
+        return Ok(());
+    }
+    let other = if kind == JobKind::Embed { JobKind::Generate } else { JobKind::Embed };
+    if served(other).contains(&model) {
+        let endpoint = if other == JobKind::Embed { "/v1/embeddings" } else { "/v1/chat/completions" };
+        return Err(OpenAiError::invalid(
+            Some("model"),
+            format!("{model:?} is a {other} model: use {endpoint}"),
+        ));
+    }
+    Err(OpenAiError::model_not_found(model, &served(kind)))
+}
+
+/// `GET /v1/models`
+async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Result<Response, OpenAiError> {
+    gw.authorize(&headers)?;
+    let data: Vec<_> = [JobKind::Embed, JobKind::Generate]
+        .iter()
+        .flat_map(|k| served(*k))
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "agora"}))
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// The texts of an embeddings request's `input`.
+fn embedding_inputs(input: serde_json::Value) -> Result<Vec<String>, OpenAiError> {
+    let bad = |m: &str| OpenAiError::invalid(Some("input"), m.to_string());
+    let texts = match input {
+        serde_json::Value::String(s) => vec![s],
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(bad(
+                    "input must be a string or a list of strings (token-id arrays are not supported)",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad("input must be a string or a list of strings")),
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return Err(bad(&format!("input must hold 1..={MAX_EMBED_INPUTS} texts, got {}", texts.len())));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(bad(&format!("input[{i}] is empty; every input must hold some text")));
+    }
+    Ok(texts)
+}
+
+/// `POST /v1/embeddings`
+async fn embeddings(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let entry = gw.authorize(&headers)?;
+    let req: EmbeddingRequest = parse_body(&body)?;
+    check_model(&req.model, JobKind::Embed)?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                Some("encoding_format"),
+                format!("encoding_format must be float or base64, got {other:?}"),
+            ));
+        }
+    };
+    let texts = embedding_inputs(req.input)?;
+    let items: Vec<Vec<u8>> = texts.into_iter().map(String::into_bytes).collect();
+    let Verified { items, info } =
+        jobs::run(&gw, &entry, JobKind::Embed, &req.model, &items, toml::Table::new()).await?;
+    let mut data = vec![];
+    for (i, item) in items.iter().enumerate() {
+        let v = decode_vector(item).map_err(|e| OpenAiError::internal(format!("output {i}: {e}")))?;
+        if let Some(d) = req.dimensions.filter(|d| *d != v.len()) {
+            return Err(OpenAiError::invalid(
+                Some("dimensions"),
+                format!("{} has {} dimensions, not {d}", req.model, v.len()),
+            ));
+        }
+        let embedding = if base64 {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+        } else {
+            json!(v)
+        };
+        data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
+    }
+    let usage = Usage { prompt_tokens: 0, completion_tokens: None, total_tokens: 0 };
+    Ok(axum::Json(json!({"object": "list", "data": data, "model": req.model, "usage": usage, "agora": info}))
+        .into_response())
+}
+
+/// The text of a message's `content` (a string, or the text parts of a list).
+fn message_text(m: &ChatMessage, i: usize) -> Result<String, OpenAiError> {
+    match &m.content {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Null => Ok(String::new()),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p["type"].as_str(), p["text"].as_str()) {
+                (Some("text"), Some(t)) => Ok(t.to_string()),
+                _ => Err(OpenAiError::invalid(
+                    Some("messages"),
+                    format!("messages[{i}].content: only text parts are supported"),
+                )),
+            })
+            .collect(),
+        _ => Err(OpenAiError::invalid(
+            Some("messages"),
+            format!("messages[{i}].content must be a string or a list of parts"),
+        )),
+    }
+}
+
+/// The one prompt a generate job runs for a conversation. The runtime wraps it in the model's
+/// chat template as the user turn, so a lone user message passes through unchanged; system
+/// instructions and earlier turns are folded into it as labelled text.
+fn prompt_of(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
+    let bad = |m: String| OpenAiError::invalid(Some("messages"), m);
+    let Some(last) = messages.last() else { return Err(bad("messages must not be empty".into())) };
+    if last.role != "user" {
+        return Err(bad(format!("the last message must be the user's, got role {:?}", last.role)));
+    }
+    let mut context = String::new();
+    for (i, m) in messages[..messages.len() - 1].iter().enumerate() {
+        let label = match m.role.as_str() {
+            "system" | "developer" => "Instructions",
+            "user" => "User",
+            "assistant" => "Assistant",
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role {other:?} is not system, developer, user or assistant"
+                )));
+            }
+        };
+        context += &format!("{label}: {}\n\n", message_text(m, i)?);
+    }
+    let question = message_text(last, messages.len() - 1)?;
+    if question.trim().is_empty() {
+        return Err(bad("the last message has no text".into()));
+    }
+    Ok(if context.is_empty() { question } else { format!("{context}User: {question}") })
+}
+
+/// The generate parameters of a chat request.
+fn chat_params(req: &ChatRequest) -> Result<toml::Table, OpenAiError> {
+    let mut p = toml::Table::new();
+    if let Some(n) = req.max_completion_tokens.or(req.max_tokens) {
+        p.insert("max_new_tokens".into(), i64::from(n).into());
+    }
+    if let Some(t) = req.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(OpenAiError::invalid(
+                Some("temperature"),
+                format!("temperature must be 0..=2, got {t}"),
+            ));
+        }
+        p.insert("temperature_milli".into(), ((t * 1000.0).round() as i64).into());
+    }
+    if let Some(s) = req.seed {
+        let seed =
+            i64::try_from(s).map_err(|_| OpenAiError::invalid(Some("seed"), "seed must be below 2^63"))?;
+        p.insert("seed".into(), seed.into());
+    }
+    if let Some(stop) = req.stop.clone() {
+        p.insert("stop".into(), toml::Value::Array(stop.into_vec().into_iter().map(Into::into).collect()));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(OpenAiError::invalid(Some("n"), "only n = 1 is supported"));
+    }
+    Ok(p)
+}
+
+fn finish_reason(s: StopReason) -> &'static str {
+    match s {
+        StopReason::Eos | StopReason::StopString => "stop",
+        StopReason::MaxTokens => "length",
+    }
+}
+
+/// Splits text into stream pieces, each starting at a word (leading whitespace kept).
+fn pieces(text: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let mut start = 0;
+    let mut prev_space = true;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() && !prev_space && i > start {
+            out.push(&text[start..i]);
+            start = i;
+        }
+        prev_space = c.is_whitespace();
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// Runs a chat request to one verified generation.
+async fn complete(
+    gw: &Gateway,
+    entry: &KeyEntry,
+    req: &ChatRequest,
+    prompt: String,
+) -> Result<(Generation, AgoraInfo), OpenAiError> {
+    let params = chat_params(req)?;
+    let Verified { items, info } =
+        jobs::run(gw, entry, JobKind::Generate, &req.model, &[prompt.into_bytes()], params).await?;
+    let item = items.first().ok_or_else(|| OpenAiError::internal("the job returned no completion"))?;
+    let g = Generation::from_item(item).map_err(|e| OpenAiError::internal(format!("completion: {e}")))?;
+    Ok((g, info))
+}
+
+/// `POST /v1/chat/completions`
+async fn chat(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let entry = gw.authorize(&headers)?;
+    let req: ChatRequest = parse_body(&body)?;
+    check_model(&req.model, JobKind::Generate)?;
+    let prompt = prompt_of(&req.messages)?;
+    chat_params(&req)?;
+    let created = now_secs();
+    if !req.stream {
+        let (g, info) = complete(&gw, &entry, &req, prompt).await?;
+        let usage = Usage {
+            prompt_tokens: 0,
+            completion_tokens: Some(g.tokens.len() as u64),
+            total_tokens: g.tokens.len() as u64,
+        };
+        return Ok(axum::Json(json!({
+            "id": format!("chatcmpl-agora-{}", info.job),
+            "object": "chat.completion",
+            "created": created,
+            "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": finish_reason(g.stop)}],
+            "usage": usage,
+            "agora": info,
+        }))
+        .into_response());
+    }
+    // Streamed: the status line goes out now, keep-alive comments hold the connection while the
+    // job is verified, then the verified completion follows as chunks.
+    let model = req.model.clone();
+    let events = futures::stream::once(async move {
+        let chunk = |id: &str, delta: serde_json::Value, finish: Option<&str>| {
+            Event::default().data(
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                .to_string(),
+            )
+        };
+        match complete(&gw, &entry, &req, prompt).await {
+            Ok((g, info)) => {
+                let id = format!("chatcmpl-agora-{}", info.job);
+                let mut out = vec![chunk(&id, json!({"role": "assistant", "content": ""}), None)];
+                out.extend(pieces(&g.text).into_iter().map(|p| chunk(&id, json!({"content": p}), None)));
+                out.push(chunk(&id, json!({}), Some(finish_reason(g.stop))));
+                out.push(Event::default().data("[DONE]"));
+                out
+            }
+            Err(e) => vec![Event::default().data(e.body().to_string())],
+        }
+    })
+    .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: serde_json::Value) -> ChatMessage {
+        ChatMessage { role: role.into(), content }
+    }
+
+    #[test]
+    fn a_lone_user_message_is_the_prompt() {
+        assert_eq!(prompt_of(&[msg("user", json!("hi there"))]).unwrap(), "hi there");
+        let parts = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        assert_eq!(prompt_of(&[msg("user", parts)]).unwrap(), "ab");
+    }
+
+    #[test]
+    fn conversations_fold_into_one_prompt() {
+        let p = prompt_of(&[msg("system", json!("Be brief.")), msg("user", json!("Why?"))]).unwrap();
+        assert_eq!(p, "Instructions: Be brief.\n\nUser: Why?");
+        assert!(prompt_of(&[]).is_err());
+        assert!(prompt_of(&[msg("assistant", json!("x"))]).unwrap_err().message.contains("last message"));
+        assert!(prompt_of(&[msg("tool", json!("x")), msg("user", json!("y"))]).is_err());
+        let image = json!([{"type": "image_url", "image_url": {"url": "x"}}]);
+        assert!(prompt_of(&[msg("user", image)]).unwrap_err().message.contains("text parts"));
+    }
+
+    #[test]
+    fn inputs_and_models_are_checked() {
+        assert_eq!(embedding_inputs(json!("one")).unwrap(), vec!["one"]);
+        assert_eq!(embedding_inputs(json!(["a", "b"])).unwrap().len(), 2);
+        assert!(embedding_inputs(json!([1, 2, 3])).unwrap_err().message.contains("token-id"));
+        assert!(embedding_inputs(json!([])).is_err());
+        assert!(embedding_inputs(json!(["ok", " "])).unwrap_err().message.contains("input[1]"));
+        assert!(check_model("all-minilm-l6-v2", JobKind::Embed).is_ok());
+        assert!(
+            check_model("all-minilm-l6-v2", JobKind::Generate)
+                .unwrap_err()
+                .message
+                .contains("/v1/embeddings")
+        );
+        assert_eq!(check_model("gpt-4o", JobKind::Generate).unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn stream_pieces_rebuild_the_text() {
+        for text in ["Hello world, yes", "  lead", "trail  ", "", "one\n\ntwo"] {
+            assert_eq!(pieces(text).concat(), text);
+        }
+        assert_eq!(pieces("Hello big world"), vec!["Hello", " big", " world"]);
+    }
+
+    #[test]
+    fn chat_parameters_map_to_generate_params() {
+        let req: ChatRequest = parse_body(
+            br#"{"model":"m","messages":[],"max_tokens":5,"temperature":0.7,"seed":3,"stop":["\n"]}"#,
+        )
+        .unwrap();
+        let p = chat_params(&req).unwrap();
+        assert_eq!(p["max_new_tokens"].as_integer(), Some(5));
+        assert_eq!(p["temperature_milli"].as_integer(), Some(700));
+        let bad: ChatRequest = parse_body(br#"{"model":"m","messages":[],"temperature":9}"#).unwrap();
+        assert!(chat_params(&bad).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! The OpenAI-compatible gateway, driven by the official OpenAI Python SDK against a devnet of
+//! real node processes: models listed, embeddings with the model's dimension and sensible
+//! similarities, chat completions streamed and unstreamed, errors in OpenAI's shape (bad key
+//! 401, bad request 400, unknown model 404), and every answer backed by a settled, paid job.
+//!
+//! Needs the real models (`AGORA_MODELS_DIR`, see the README) and `pip install openai`; without
+//! them it says what is missing and passes, unless `AGORA_REQUIRE_MODELS=1` (as in CI).
+
+mod common;
+
+use common::{Net, agora};
+use std::process::Command;
+
+fn missing_prerequisite() -> Option<String> {
+    if std::env::var_os("AGORA_MODELS_DIR").is_none() {
+        return Some("set AGORA_MODELS_DIR to a provisioned models directory (`agora models pull …`)".into());
+    }
+    let sdk = Command::new("python3").args(["-c", "import openai"]).output();
+    if !sdk.is_ok_and(|o| o.status.success()) {
+        return Some("the OpenAI Python SDK is missing: `python3 -m pip install openai`".into());
+    }
+    None
+}
+
+#[test]
+fn the_openai_sdk_gets_verified_embeddings_and_chat_completions() {
+    if let Some(why) = missing_prerequisite() {
+        assert!(std::env::var("AGORA_REQUIRE_MODELS").as_deref() != Ok("1"), "cannot run: {why}");
+        println!("skipped: {why}");
+        return;
+    }
+    let net = Net::start(3, 2, &[]);
+    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("{}/v1", net.validators[0]))
+        .arg(key.trim())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK check failed:\n{}\n{stdout}\nnode logs:{}",
+        String::from_utf8_lossy(&out.stderr),
+        net.logs_tail()
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    println!("{seen:#}");
+
+    // Each answer names the job behind it; that job settled and paid its provider.
+    let v = &net.validators[0];
+    for which in ["embed_job", "chat_job"] {
+        let job = seen[which]["job"].as_u64().unwrap_or_else(|| panic!("{which} has no job: {seen}"));
+        let status = agora(v, &["job", "status", &job.to_string()]);
+        assert_eq!(status["finished"], true, "{status}");
+        let paid: u128 = seen[which]["paid"].as_str().unwrap().parse().unwrap();
+        assert!(paid > 0, "{which} paid nothing: {seen}");
+        assert!(seen[which]["detection_probability"].as_f64().unwrap() > 0.0, "{seen}");
+    }
+    // What the key spent is recorded against its budget.
+    let config = net.validator_config(0);
+    let keys = agora(v, &["gateway", "key", "ls", "--config", config.to_str().unwrap()]);
+    let spent: u128 = keys[0]["spent"].as_str().unwrap().parse().unwrap();
+    assert!(spent > 0, "{keys}");
+}

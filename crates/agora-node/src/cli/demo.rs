@@ -1,9 +1,11 @@
 //! `agora demo`: the whole product in one command. Starts a local network (validators and
-//! provider nodes as real processes on 127.0.0.1), provisions the models, and runs three jobs
+//! provider nodes as real processes on 127.0.0.1), provisions the models, and runs four jobs
 //! as a requester — a sharded embedding of a real text corpus, a WebAssembly ray-traced
-//! animation, and text generation — each matched, computed, audited and settled; then prints
+//! animation, text generation and a small training run — each matched, computed, audited and
+//! settled; then prints
 //! the receipts and a summary, and keeps the network up for the dashboard until Ctrl-C.
-//! `--cheaters 1` makes one provider corrupt a share of its outputs, to watch audits catch it.
+//! `--cheaters 1` makes one provider corrupt a share of its outputs, to watch audits catch it
+//! (every lease is then audited, so a single run shows the catch).
 
 use super::Global;
 use crate::client::NodeClient;
@@ -62,7 +64,7 @@ struct DemoJob {
     file: PathBuf,
 }
 
-/// Writes the three job files (and their inputs) into `dir`.
+/// Writes the job files (and their inputs) into `dir`.
 fn write_jobs(dir: &Path) -> anyhow::Result<Vec<DemoJob>> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("fortunes.txt"), CORPUS)?;
@@ -96,6 +98,14 @@ fn write_jobs(dir: &Path) -> anyhow::Result<Vec<DemoJob>> {
             "answer 3 prompts with smollm2-135m-instruct",
             format!(
                 "kind = \"generate\"\nmodel = \"smollm2-135m-instruct\"\ninputs = [\"prompts.txt\"]\n[params]\nmax_new_tokens = 32\n{}",
+                market(1, 50)
+            ),
+        ),
+        (
+            "train",
+            "train an MLP on the digits data set, 120 steps, checkpointed every 40",
+            format!(
+                "kind = \"train\"\nmodel = \"digits\"\n[params]\nsteps = 120\ncheckpoint_every = 40\nhidden = 64\n{}",
                 market(1, 50)
             ),
         ),
@@ -207,7 +217,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
     let data_dir = g.data_dir.clone();
     let models = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         let p = requester::prepare::provisioner(&data_dir);
-        ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+        ["all-minilm-l6-v2", "smollm2-135m-instruct", "digits"]
             .iter()
             .map(|n| Ok(format!("{n} {}", &p.ensure(n)?.hash().to_string()[..12])))
             .collect()
@@ -222,7 +232,9 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
         providers: a.providers,
         cheaters: a.cheaters,
         cheat_bps: crate::devnet::CHEATER_BPS,
-        params: vec![],
+        // With cheaters, every lease is audited, so one run reliably shows a catch; otherwise
+        // the chain's own deterrence rule sets the audit rate.
+        params: if a.cheaters > 0 { vec![("audit_floor_ppm".into(), 1_000_000)] } else { vec![] },
         port_base: a.port_base,
     };
     let mut net = Devnet::start(&opts).await?;
@@ -242,7 +254,11 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
             "network up: {} validators, {} providers{} (logs in {})",
             a.validators,
             a.providers,
-            if a.cheaters > 0 { format!(", {} of them cheating", a.cheaters) } else { String::new() },
+            if a.cheaters > 0 {
+                format!(", {} of them cheating (every lease audited)", a.cheaters)
+            } else {
+                String::new()
+            },
             opts.dir.display()
         ),
     );

@@ -93,7 +93,7 @@ pub enum Command {
     /// Run a node.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// See it all work: a local network runs embedding, WebAssembly and generation jobs,
+    /// See it all work: a local network runs embedding, WebAssembly, generation and training jobs,
     /// verified and settled (`--cheaters 1` to watch a cheater get caught).
     Demo(demo::DemoArgs),
     /// Start a local network of real node processes on 127.0.0.1.

@@ -196,14 +196,19 @@ impl Drop for Net {
             let _ = c.wait();
         }
         // Any node of this devnet still running (e.g. restarted by hand).
-        let dir = self.dir.to_string_lossy().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains("node run") && cmd.contains(&dir) {
-                    signal(pid, nix::sys::signal::Signal::SIGKILL);
-                }
+        kill_nodes_under(&self.dir);
+    }
+}
+
+/// SIGKILLs every `agora node run` process whose command line names a path under `dir`.
+pub fn kill_nodes_under(dir: &Path) {
+    let dir = dir.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("node run") && cmd.contains(&dir) {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

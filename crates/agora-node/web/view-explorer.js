@@ -19,7 +19,7 @@ export const blockView = {
       r.block.txs[i].tx.payload.type, amount(r.block.txs[i].tx.fee), rc.ok ? chip('ok', 'settled') : chip(rc.error, 'fraud'),
       h('div', {}, rc.events.map((e) => h('div', {}, eventText(e))))]);
     return h('div', { class: 'grid' },
-      section(`Block #${hd.height}`, h('p', {}, hd.height > 1 ? link(`block/${hd.height - 1}`, '← previous') : null, ' ',
+      section(`Block #${hd.height}`, h('p', {}, hd.height > 1 ? link(`block/${hd.height - 1}`, '← previous') : null, hd.height > 1 ? ' · ' : null,
         link(`block/${hd.height + 1}`, 'next →'), ' · ', h('a', { href: url(`/api/v1/blocks/${hd.height}/finalization`) }, 'finalization certificate')),
       facts([
         ['Digest', short(r.digest)], ['Time', `${new Date(hd.timestamp_ms).toISOString()} (${ago(hd.timestamp_ms)})`],
@@ -89,7 +89,7 @@ export const leaseView = {
       ['Escrow held', amount(l.escrow)], ['Started', block(l.start_height)], ['Deadline', ago(l.deadline_ms)],
       ['Commitment', l.commitment ? h('span', {}, short(l.commitment.root), ` (${l.commitment.item_count} items) at `, block(l.committed_height)) : '—'],
       ['Audit', `${ppm(v.audit_ppm)} chance, ${v.sample} items → ${ppm(v.detection_ppm)} detection; ${v.audited ? `audited (audit ${l.audit ?? 'pending'})` : 'not audited'}`],
-      ['Settlement', l.settlement ? `provider ${amount(l.settlement.provider_paid)}, auditors ${amount(l.settlement.auditors_paid)}, refund ${amount(l.settlement.requester_refund)}, burned ${amount(l.settlement.burned)} at #${l.settlement.height}` : '—'],
+      ['Settlement', l.settlement ? h('span', {}, `provider ${amount(l.settlement.provider_paid)}, auditors ${amount(l.settlement.auditors_paid)}, refund ${amount(l.settlement.requester_refund)}, burned ${amount(l.settlement.burned)} at `, block(l.settlement.height)) : '—'],
     ]));
   },
 };

@@ -159,6 +159,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Gov(c) => gov::run(&g, c).await,
                     Command::Store(c) => store::run(&g, c).await,
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
+                    Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
                     Command::Job(c) => job::run(&g, c).await,
                     Command::Provider(c) => provider::run(&g, c).await,
                     Command::Models(c) => models::run(&g, c).await,

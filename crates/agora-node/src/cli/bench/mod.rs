@@ -3,6 +3,9 @@
 //! `agora bench chain` starts a local devnet of real node processes and measures finality
 //! latency (idle chain: submit → seen in a finalized block, one transfer at a time) and
 //! sustained throughput (many senders submitting signed transfers to every node at once).
+//! `agora bench market` measures job latency and verification overhead (see [`market`]).
+
+pub mod market;
 
 use super::Global;
 use super::output::print;
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Finality latency and signed-transaction throughput of a local 4-validator devnet.
     Chain(ChainBenchArgs),
+    /// Job latency (submit → running → settled) and verification overhead on a local devnet
+    /// with providers (needs the all-minilm-l6-v2 model; pulled on first use).
+    Market(market::MarketBenchArgs),
 }
 
 /// `agora bench chain` options.

@@ -37,10 +37,11 @@ fn lossy_run(seed: u64, target: u64) -> String {
             "seed {seed}: height {common}, {txs} transfers finalized, root {}",
             chains[0].snapshot().root
         );
+        // The chain keeps finalizing: compare the snapshot with the blocks up to its own height.
         let s = chains[0].snapshot();
         let sink = agora_core::SecretKey::from_label("sink").public();
         // Every finalized transfer moved exactly 1 unit (fee burned separately).
-        assert_eq!(s.state.balance(&sink).0 as usize, count_txs(&chains[0]).await.min(txs));
+        assert_eq!(s.state.balance(&sink).0 as usize, count_txs_to(&chains[0], s.height).await);
         assert!(s.state.meta().supply.is_conserved());
         ctx.auditor().state()
     })

@@ -230,8 +230,13 @@ pub async fn assert_agreement(chains: &[&ChainHandle]) -> u64 {
 
 /// Transactions finalized up to the latest height of `c`.
 pub async fn count_txs(c: &ChainHandle) -> usize {
+    count_txs_to(c, height(c)).await
+}
+
+/// Transactions in `c`'s finalized blocks 1..=`to`.
+pub async fn count_txs_to(c: &ChainHandle, to: u64) -> usize {
     let mut n = 0;
-    for h in 1..=height(c) {
+    for h in 1..=to {
         n += c.block(h).await.unwrap().expect("record").block.txs.len();
     }
     n

@@ -23,8 +23,10 @@ use std::path::PathBuf;
 
 /// Agora: a permissionless cloud for AI compute that pays only for verified work.
 ///
-/// Run a local network with `agora devnet`, send tokens with `agora wallet transfer`, store
-/// data with `agora store put`, and inspect the chain with `agora chain status`.
+/// Start with `agora demo`: a local network runs verified jobs and shows the receipts. Then run
+/// your own network with `agora devnet`, submit jobs with `agora job submit job.toml --wait`,
+/// sell compute with `agora provider join`, point OpenAI clients at a node's `/v1`, and watch
+/// it all on the dashboard a node serves at `/`.
 #[derive(Debug, Parser)]
 #[command(
     name = "agora",

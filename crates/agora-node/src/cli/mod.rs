@@ -162,6 +162,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Store(c) => store::run(&g, c).await,
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
                     Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
+                    Command::Bench(bench::BenchCommand::Detection(a)) => {
+                        bench::detection::detection(&g, a).await
+                    }
                     Command::Job(c) => job::run(&g, c).await,
                     Command::Provider(c) => provider::run(&g, c).await,
                     Command::Models(c) => models::run(&g, c).await,

@@ -15,11 +15,9 @@
 
 use super::{percentile, tempfile_dir};
 use crate::client::NodeClient;
-use crate::devnet::{Devnet, DevnetOptions, faucet_key, free_port_base};
+use crate::devnet::{Devnet, DevnetOptions, free_port_base};
 use crate::requester::{self, follow, jobfile::JobFile, receipt};
 use crate::sender::TxSender;
-use agora_core::tx::TxPayload;
-use agora_core::{Amount, SecretKey};
 use agora_ledger::jobs::ShardStatus;
 use anyhow::Context;
 use clap::Args;
@@ -29,7 +27,6 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const MONTECARLO: &[u8] = include_bytes!("../../../../../examples/wasm/montecarlo.wasm");
 const CORPUS: &str = include_str!("../../../../../bench/corpus/fortunes-200.txt");
 
 /// `agora bench market` options.
@@ -168,24 +165,13 @@ async fn run(
     net: &Devnet,
     dir: &Path,
 ) -> anyhow::Result<MarketBenchReport> {
-    let client = NodeClient::new(&net.validator_urls()[0]);
-    let requester = SecretKey::generate();
-    TxSender::new(faucet_key(&net.dir)?, client.clone())
-        .send(
-            TxPayload::Transfer { to: requester.public(), amount: Amount(1_000_000_000_000) },
-            Duration::from_secs(60),
-        )
-        .await
-        .context("funding the requester")?;
-    let sender = TxSender::new(requester.clone(), client.clone());
+    let (client, sender) = super::funded_requester(net).await?;
     let data_dir = dir.join("requester");
     let start_height = client.status().await?.height;
     let started = Instant::now();
 
     // Latency: small jobs at a steady interval, each followed to settlement.
     let jobs_dir = dir.join("jobs");
-    std::fs::create_dir_all(&jobs_dir)?;
-    std::fs::write(jobs_dir.join("montecarlo.wasm"), MONTECARLO)?;
     let pb = if g.json { ProgressBar::hidden() } else { ProgressBar::new(a.jobs as u64) };
     pb.set_message("latency jobs settled");
     let timings: Vec<anyhow::Result<[f64; 3]>> = futures::stream::iter(0..a.jobs)
@@ -193,13 +179,7 @@ async fn run(
             let (client, sender, data_dir, jobs_dir, pb) = (&client, &sender, &data_dir, &jobs_dir, &pb);
             async move {
                 tokio::time::sleep(Duration::from_secs_f64(a.interval * i as f64)).await;
-                let lines: String = (0..4).map(|k| format!("samples={}\n", 5_000 + 100 * i + k)).collect();
-                std::fs::write(jobs_dir.join(format!("job{i}.txt")), lines)?;
-                let text = format!(
-                    "kind = \"wasm\"\nmodel = \"montecarlo.wasm\"\ninputs = [\"job{i}.txt\"]\ninput_format = \"lines\"\n\
-                     [market]\nmax_price = 100\ndeadline = \"10m\"\n"
-                );
-                let job = JobFile::parse(&text, jobs_dir)?;
+                let job = super::montecarlo_job(jobs_dir, i, 4)?;
                 let t = time_job(client, sender, data_dir, &job).await;
                 pb.inc(1);
                 t

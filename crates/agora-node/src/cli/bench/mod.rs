@@ -5,12 +5,14 @@
 //! sustained throughput (many senders submitting signed transfers to every node at once).
 //! `agora bench market` measures job latency and verification overhead (see [`market`]).
 
+pub mod detection;
 pub mod market;
 
 use super::Global;
 use super::output::print;
 use crate::client::NodeClient;
 use crate::devnet::{Devnet, DevnetOptions, faucet_key, free_port_base};
+use crate::requester;
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{Amount, Hash, SecretKey, SignedTx};
 use anyhow::{Context, bail};
@@ -30,6 +32,9 @@ pub enum BenchCommand {
     /// Job latency (submit → running → settled) and verification overhead on a local devnet
     /// with providers (needs the all-minilm-l6-v2 model; pulled on first use).
     Market(market::MarketBenchArgs),
+    /// Detection rate of cheating providers over many leases, against the probability the
+    /// chain states for each lease.
+    Detection(detection::DetectionBenchArgs),
 }
 
 /// `agora bench chain` options.
@@ -187,6 +192,44 @@ pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
         )
     });
     Ok(())
+}
+
+/// The example Monte-Carlo module, the job of the marketplace benchmarks.
+const MONTECARLO: &[u8] = include_bytes!("../../../../../examples/wasm/montecarlo.wasm");
+
+/// Writes job `i` (a Monte-Carlo estimate over `items` input lines, one shard) into `dir` and
+/// returns its job file.
+fn montecarlo_job(
+    dir: &std::path::Path,
+    i: usize,
+    items: usize,
+) -> anyhow::Result<requester::jobfile::JobFile> {
+    std::fs::create_dir_all(dir)?;
+    let module = dir.join("montecarlo.wasm");
+    if !module.exists() {
+        std::fs::write(&module, MONTECARLO)?;
+    }
+    let lines: String = (0..items).map(|k| format!("samples={}\n", 5_000 + 100 * i + k)).collect();
+    std::fs::write(dir.join(format!("job{i}.txt")), lines)?;
+    let text = format!(
+        "kind = \"wasm\"\nmodel = \"montecarlo.wasm\"\ninputs = [\"job{i}.txt\"]\ninput_format = \"lines\"\n\
+         [market]\nmax_price = 100\ndeadline = \"10m\"\n"
+    );
+    requester::jobfile::JobFile::parse(&text, dir)
+}
+
+/// A new requester account funded by the devnet's faucet, and its sender, on validator 0.
+async fn funded_requester(net: &Devnet) -> anyhow::Result<(NodeClient, crate::sender::TxSender)> {
+    let client = NodeClient::new(&net.validator_urls()[0]);
+    let requester = SecretKey::generate();
+    crate::sender::TxSender::new(faucet_key(&net.dir)?, client.clone())
+        .send(
+            TxPayload::Transfer { to: requester.public(), amount: Amount(1_000_000_000_000) },
+            Duration::from_secs(60),
+        )
+        .await
+        .context("funding the requester")?;
+    Ok((client.clone(), crate::sender::TxSender::new(requester, client)))
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

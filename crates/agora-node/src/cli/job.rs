@@ -2,6 +2,7 @@
 
 use super::Global;
 use super::output::print;
+use crate::client::NodeClient;
 use crate::requester::{self, jobfile::JobFile, receipt, record::JobRecord, results};
 use crate::sender::TxSender;
 use agora_core::tx::TxPayload;
@@ -89,16 +90,7 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             if !g.json {
                 eprintln!("submitted job {}", record.job);
             }
-            let done = requester::follow::follow(
-                &client,
-                &sender,
-                &record,
-                requester::follow::progress_bar(!g.json),
-                Duration::from_secs(timeout),
-            )
-            .await?;
-            let r = receipt::build(&client, record.job, &done).await?;
-            print(g.json, &r, receipt::render);
+            follow_and_print(g, &client, &sender, &record, timeout).await?;
         }
         JobCommand::Quote { file } => {
             let job = JobFile::load(&file)?;
@@ -158,16 +150,7 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
                 keys: vec![],
             });
             let sender = TxSender::new(g.signer()?, client.clone());
-            let done = requester::follow::follow(
-                &client,
-                &sender,
-                &record,
-                requester::follow::progress_bar(!g.json),
-                Duration::from_secs(timeout),
-            )
-            .await?;
-            let r = receipt::build(&client, id, &done).await?;
-            print(g.json, &r, receipt::render);
+            follow_and_print(g, &client, &sender, &record, timeout).await?;
         }
         JobCommand::Result { id, out } => {
             let job = client.job(id).await?;
@@ -206,5 +189,21 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             });
         }
     }
+    Ok(())
+}
+
+/// Follows `record`'s job to the end with a progress display, then prints its receipt.
+async fn follow_and_print(
+    g: &Global,
+    client: &NodeClient,
+    sender: &TxSender,
+    record: &JobRecord,
+    timeout_secs: u64,
+) -> anyhow::Result<()> {
+    let pb = requester::follow::progress_bar(!g.json);
+    let done =
+        requester::follow::follow(client, sender, record, pb, Duration::from_secs(timeout_secs)).await?;
+    let r = receipt::build(client, record.job, &done).await?;
+    print(g.json, &r, receipt::render);
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::client::NodeClient;
 use crate::protocol;
 use crate::sender::TxSender;
 use agora_core::tx::{LeaseId, Metering, ResultCommitment, TxPayload};
-use agora_core::{Hash, SecretKey};
+use agora_core::{AccountId, Hash, SecretKey};
 use agora_store::Store;
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ impl Worker {
         crate::api::metrics::observe_runtime("compute", m.kind().name(), ran.elapsed());
         let mut items = run.items;
         if self.cheat_bps > 0 {
-            cheat(&mut items, lease_id, self.cheat_bps);
+            cheat(&mut items, &self.key.public(), lease_id, self.cheat_bps);
         }
         self.state.save_items(lease_id, "outputs", &items)?;
         let out_key = if m.encrypted {
@@ -117,12 +117,15 @@ impl Worker {
     }
 }
 
-/// Corrupts a deterministic `bps` share of the items (demo cheaters: a cheaper, wrong result).
-fn cheat(items: &mut [Vec<u8>], lease: LeaseId, bps: u32) {
+/// Corrupts about a `bps` share of the items (demo cheaters: a cheaper, wrong result). Each
+/// item is drawn independently from the provider's key, the lease and the item index, so
+/// different providers (and different devnets) cheat on different items.
+fn cheat(items: &mut [Vec<u8>], provider: &AccountId, lease: LeaseId, bps: u32) {
     for (i, item) in items.iter_mut().enumerate() {
-        let draw = Hash::tagged("agora/demo-cheat", &[&lease.to_le_bytes(), &(i as u64).to_le_bytes()])
-            .to_u64()
-            % 10_000;
+        let draw =
+            Hash::tagged("agora/demo-cheat", &[&provider.0, &lease.to_le_bytes(), &(i as u64).to_le_bytes()])
+                .to_u64()
+                % 10_000;
         if draw < u64::from(bps) {
             match item.first_mut() {
                 Some(b) => *b ^= 0x5A,
@@ -143,7 +146,7 @@ mod tests {
     fn cheating_changes_about_the_stated_share() {
         let mut items: Vec<Vec<u8>> = (0..2000).map(|i| vec![(i % 200) as u8; 8]).collect();
         let orig = items.clone();
-        cheat(&mut items, 3, 1000);
+        cheat(&mut items, &SecretKey::from_label("cheater").public(), 3, 1000);
         let changed = items.iter().zip(&orig).filter(|(a, b)| a != b).count();
         assert!((120..=280).contains(&changed), "{changed}");
     }

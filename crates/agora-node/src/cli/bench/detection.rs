@@ -8,9 +8,8 @@
 //! (a binomial test), and checks that the honest provider was never convicted. Convicted
 //! providers are ejected, so later jobs go to the others; each lease is still one trial.
 
-use super::tempfile_dir;
 use crate::client::NodeClient;
-use crate::devnet::{Devnet, DevnetOptions, free_port_base};
+use crate::devnet::Devnet;
 use crate::requester::{self, follow};
 use agora_ledger::events::LeaseFailure;
 use agora_ledger::leases::LeaseStatus;
@@ -70,26 +69,10 @@ pub async fn detection(g: &crate::cli::Global, a: DetectionBenchArgs) -> anyhow:
     if a.providers < 2 {
         anyhow::bail!("--providers must be at least 2: provider 0 is honest, the others cheat");
     }
-    let dir = tempfile_dir()?;
-    let opts = DevnetOptions {
-        dir: dir.join("network"),
-        validators: a.validators,
-        providers: a.providers,
-        cheaters: a.providers - 1,
-        cheat_bps: a.cheat_bps,
-        params: vec![],
-        port_base: free_port_base(a.validators, a.providers)?,
-    };
-    let mut net = Devnet::start(&opts).await?;
-    let result = async {
-        net.wait_ready(Duration::from_secs(120)).await?;
-        net.wait_providers(Duration::from_secs(300)).await?;
-        run(g, &a, &net, &dir).await
-    }
-    .await;
-    net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let r = result?;
+    let r = super::with_devnet(a.validators, a.providers, a.providers - 1, a.cheat_bps, async |net, dir| {
+        run(g, &a, net, dir).await
+    })
+    .await?;
     crate::cli::output::print(g.json, &r, |r| {
         format!(
             "cheating leases       {} ({} bps of items corrupted)\n\

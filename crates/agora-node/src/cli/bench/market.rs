@@ -13,9 +13,9 @@
 //!   per lease; the steady-state overhead applies the chain's audit probability for a provider
 //!   at the trust threshold (it only falls after that), with the same per-audit detection.
 
-use super::{percentile, tempfile_dir};
+use super::percentile;
 use crate::client::NodeClient;
-use crate::devnet::{Devnet, DevnetOptions, free_port_base};
+use crate::devnet::Devnet;
 use crate::requester::{self, follow, jobfile::JobFile, receipt};
 use crate::sender::TxSender;
 use agora_ledger::jobs::ShardStatus;
@@ -99,26 +99,8 @@ pub struct OverheadReport {
 
 /// Runs `agora bench market`.
 pub async fn market(g: &crate::cli::Global, a: MarketBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let opts = DevnetOptions {
-        dir: dir.join("network"),
-        validators: a.validators,
-        providers: a.providers,
-        cheaters: 0,
-        cheat_bps: 0,
-        params: vec![],
-        port_base: free_port_base(a.validators, a.providers)?,
-    };
-    let mut net = Devnet::start(&opts).await?;
-    let result = async {
-        net.wait_ready(Duration::from_secs(120)).await?;
-        net.wait_providers(Duration::from_secs(180)).await?;
-        run(g, &a, &net, &dir).await
-    }
-    .await;
-    net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let r = result?;
+    let r = super::with_devnet(a.validators, a.providers, 0, 0, async |net, dir| run(g, &a, net, dir).await)
+        .await?;
     crate::cli::output::print(g.json, &r, |r| {
         let mut s = format!(
             "devnet                {} validators, {} providers; block every {:.0} ms; audit window {} blocks\n\

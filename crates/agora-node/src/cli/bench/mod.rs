@@ -232,6 +232,37 @@ async fn funded_requester(net: &Devnet) -> anyhow::Result<(NodeClient, crate::se
     Ok((client.clone(), crate::sender::TxSender::new(requester, client)))
 }
 
+/// Starts a devnet with providers in a fresh temporary directory, waits until every provider
+/// has asks on the book, runs `f` on it, and stops it and removes it whatever `f` returned.
+async fn with_devnet<T>(
+    validators: usize,
+    providers: usize,
+    cheaters: usize,
+    cheat_bps: u32,
+    f: impl AsyncFnOnce(&Devnet, &std::path::Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = tempfile_dir()?;
+    let opts = DevnetOptions {
+        dir: dir.join("network"),
+        validators,
+        providers,
+        cheaters,
+        cheat_bps,
+        params: vec![],
+        port_base: free_port_base(validators, providers)?,
+    };
+    let mut net = Devnet::start(&opts).await?;
+    let result = async {
+        net.wait_ready(Duration::from_secs(120)).await?;
+        net.wait_providers(Duration::from_secs(300)).await?;
+        f(&net, &dir).await
+    }
+    .await;
+    net.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@ use agora_runtime::executor::AuditRequest;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What an auditor needs.
 pub struct Auditor {
@@ -26,12 +26,44 @@ pub struct Auditor {
     pub runtimes: Arc<Runtimes>,
 }
 
+/// Runs `attempt` until it succeeds or `patience` has passed, backing off from 200 ms to 2 s;
+/// returns the last error.
+async fn with_patience<T, Fut>(patience: Duration, mut attempt: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() + delay < patience => {
+                debug!(error = %format!("{e:#}"), "request refused; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Why an audit could not be carried out by this node (as opposed to a failed audit).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot audit: {0}")]
 pub struct Unable(pub String);
 
+/// How long refused or failed item requests are retried before they count as withholding.
+/// The provider checks the request against its own view of the chain, which can trail ours by a
+/// few blocks: an auditor added by an escalation asks as soon as it sees its assignment, and
+/// may hear "not assigned" or "no such audit" first.
+const FETCH_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Auditor {
+    /// Fetches the audit's items, retrying for up to [`FETCH_PATIENCE`].
+    async fn fetch_items_patiently(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
+        with_patience(FETCH_PATIENCE, || self.fetch_items(endpoint, audit)).await
+    }
+
     async fn fetch_items(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
         let sig = self.key.sign(&protocol::audit_request_message(audit));
         let url = format!("{}/agent/audit/{audit}", endpoint.trim_end_matches('/'));
@@ -107,7 +139,7 @@ impl Auditor {
         lease: &agora_ledger::leases::Lease,
         executor: Arc<dyn agora_runtime::executor::Executor>,
     ) -> anyhow::Result<(bool, String)> {
-        let items = self.fetch_items(endpoint, audit_id).await?;
+        let items = self.fetch_items_patiently(endpoint, audit_id).await?;
         let inputs = items
             .inputs
             .iter()
@@ -144,5 +176,35 @@ impl Auditor {
             // The claimed outputs could not even be replayed (e.g. a malformed checkpoint).
             Err(e) => Ok((false, format!("recomputation rejected the claims: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn refusals_are_retried_before_they_count() {
+        let calls = AtomicU32::new(0);
+        let got = with_patience(Duration::from_secs(5), || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => anyhow::bail!("provider answered 403: not assigned to this audit"),
+                _ => Ok("items"),
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), "items");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let calls = AtomicU32::new(0);
+        let err = with_patience(Duration::from_millis(500), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            anyhow::Result::<()>::Err(anyhow::anyhow!("withheld"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "withheld");
+        assert!(calls.load(Ordering::SeqCst) >= 2, "retried before giving up");
     }
 }

@@ -62,6 +62,10 @@ pub struct ProviderSection {
     /// this on a real provider: it will be caught and slashed.
     #[serde(default)]
     pub cheat_bps: u32,
+    /// With `cheat_bps`: corrupt at least one item of every lease (a cheater that always saves
+    /// work), instead of drawing each item independently.
+    #[serde(default)]
+    pub cheat_every_lease: bool,
 }
 
 fn default_region() -> String {

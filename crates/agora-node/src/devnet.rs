@@ -31,6 +31,8 @@ pub struct DevnetOptions {
     pub cheaters: usize,
     /// Share of output items a cheater corrupts, bps.
     pub cheat_bps: u32,
+    /// Cheaters corrupt at least one item of every lease (see `ProviderSection`).
+    pub cheat_every_lease: bool,
     /// Chain parameters to set in genesis, over [`devnet_params`].
     pub params: Vec<(String, u128)>,
     /// First port: validator i's API is `port_base + i`, its p2p port `port_base + 100 + i`;
@@ -228,6 +230,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 carbon_g_per_kwh: carbon,
                 capacity: 3_600,
                 cheat_bps: if cheats { opts.cheat_bps } else { 0 },
+                cheat_every_lease: cheats && opts.cheat_every_lease,
             }),
             gateway: GatewaySection::default(),
         };

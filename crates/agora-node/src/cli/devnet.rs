@@ -50,6 +50,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         providers: a.providers,
         cheaters: a.cheaters,
         cheat_bps: a.cheat_bps,
+        cheat_every_lease: false,
         params: a.params.clone(),
         port_base: a.port_base,
     };

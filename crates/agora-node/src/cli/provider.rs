@@ -63,6 +63,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 carbon_g_per_kwh: carbon,
                 capacity,
                 cheat_bps: 0,
+                cheat_every_lease: false,
             };
             let endpoint = format!("http://{listen}");
             if !g.json {

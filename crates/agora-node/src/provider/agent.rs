@@ -105,6 +105,7 @@ impl Agent {
         let state = state_dir.load()?;
         let runtimes = Arc::new(Runtimes::new(cfg.store.clone(), cfg.dir.join("models")));
         let cheat_bps = cfg.provider.as_ref().map_or(0, |p| p.cheat_bps);
+        let cheat_every_lease = cfg.provider.as_ref().is_some_and(|p| p.cheat_every_lease);
         let worker = Worker {
             key: cfg.key.clone(),
             chain: chain.clone(),
@@ -113,6 +114,7 @@ impl Agent {
             runtimes: runtimes.clone(),
             state: state_dir.clone(),
             cheat_bps,
+            cheat_every_lease,
         };
         let auditor =
             Auditor { key: cfg.key.clone(), chain: chain.clone(), sender: sender.clone(), runtimes };

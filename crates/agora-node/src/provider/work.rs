@@ -31,6 +31,8 @@ pub struct Worker {
     pub state: StateDir,
     /// Share of output items to corrupt, bps (demo cheaters only).
     pub cheat_bps: u32,
+    /// Corrupt at least one item of every lease (demo cheaters).
+    pub cheat_every_lease: bool,
 }
 
 impl Worker {
@@ -90,7 +92,7 @@ impl Worker {
         crate::api::metrics::observe_runtime("compute", m.kind().name(), ran.elapsed());
         let mut items = run.items;
         if self.cheat_bps > 0 {
-            cheat(&mut items, &self.key.public(), lease_id, self.cheat_bps);
+            cheat(&mut items, &self.key.public(), lease_id, self.cheat_bps, self.cheat_every_lease);
         }
         self.state.save_items(lease_id, "outputs", &items)?;
         let out_key = if m.encrypted {
@@ -119,23 +121,34 @@ impl Worker {
 
 /// Corrupts about a `bps` share of the items (demo cheaters: a cheaper, wrong result). Each
 /// item is drawn independently from the provider's key, the lease and the item index, so
-/// different providers (and different devnets) cheat on different items.
-fn cheat(items: &mut [Vec<u8>], provider: &AccountId, lease: LeaseId, bps: u32) {
+/// different providers (and different devnets) cheat on different items; with `every_lease`,
+/// a lease none of whose items was drawn still gets one wrong item.
+fn cheat(items: &mut [Vec<u8>], provider: &AccountId, lease: LeaseId, bps: u32, every_lease: bool) {
+    let draw = |i: u64| {
+        Hash::tagged("agora/demo-cheat", &[&provider.0, &lease.to_le_bytes(), &i.to_le_bytes()]).to_u64()
+    };
+    let mut corrupted = false;
     for (i, item) in items.iter_mut().enumerate() {
-        let draw =
-            Hash::tagged("agora/demo-cheat", &[&provider.0, &lease.to_le_bytes(), &(i as u64).to_le_bytes()])
-                .to_u64()
-                % 10_000;
-        if draw < u64::from(bps) {
-            match item.first_mut() {
-                Some(b) => *b ^= 0x5A,
-                None => item.push(0x5A),
-            }
-            // Corrupt the middle too, so a float vector changes beyond any tolerance.
-            let mid = item.len() / 2;
-            item[mid] ^= 0x7F;
+        if draw(i as u64) % 10_000 < u64::from(bps) {
+            corrupt(item);
+            corrupted = true;
         }
     }
+    if every_lease && !corrupted && !items.is_empty() {
+        let i = (draw(u64::MAX) % items.len() as u64) as usize;
+        corrupt(&mut items[i]);
+    }
+}
+
+/// Makes one item wrong: its first byte, and its middle, so a float vector changes beyond any
+/// tolerance.
+fn corrupt(item: &mut Vec<u8>) {
+    match item.first_mut() {
+        Some(b) => *b ^= 0x5A,
+        None => item.push(0x5A),
+    }
+    let mid = item.len() / 2;
+    item[mid] ^= 0x7F;
 }
 
 #[cfg(test)]
@@ -146,8 +159,19 @@ mod tests {
     fn cheating_changes_about_the_stated_share() {
         let mut items: Vec<Vec<u8>> = (0..2000).map(|i| vec![(i % 200) as u8; 8]).collect();
         let orig = items.clone();
-        cheat(&mut items, &SecretKey::from_label("cheater").public(), 3, 1000);
+        cheat(&mut items, &SecretKey::from_label("cheater").public(), 3, 1000, false);
         let changed = items.iter().zip(&orig).filter(|(a, b)| a != b).count();
         assert!((120..=280).contains(&changed), "{changed}");
+    }
+
+    #[test]
+    fn an_every_lease_cheater_leaves_no_lease_clean() {
+        let who = SecretKey::from_label("cheater").public();
+        for lease in 0..200 {
+            let mut items: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 4]).collect();
+            let orig = items.clone();
+            cheat(&mut items, &who, lease, 500, true);
+            assert_ne!(items, orig, "lease {lease} came out clean");
+        }
     }
 }

@@ -169,6 +169,7 @@ pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
         providers: 0,
         cheaters: 0,
         cheat_bps: 0,
+        cheat_every_lease: false,
         params: vec![],
         port_base: free_port_base(a.validators, 0)?,
     };
@@ -248,6 +249,7 @@ async fn with_devnet<T>(
         providers,
         cheaters,
         cheat_bps,
+        cheat_every_lease: false,
         params: vec![],
         port_base: free_port_base(validators, providers)?,
     };

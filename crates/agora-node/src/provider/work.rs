@@ -140,15 +140,18 @@ fn cheat(items: &mut [Vec<u8>], provider: &AccountId, lease: LeaseId, bps: u32, 
     }
 }
 
-/// Makes one item wrong: its first byte, and its middle, so a float vector changes beyond any
-/// tolerance.
+/// Makes one item wrong, beyond any audit tolerance: the top bit of every fourth byte (the sign
+/// of each value of a little-endian f32 vector, so an embedding points elsewhere rather than
+/// drifting by rounding noise) and the first byte (the version tag of structured items).
 fn corrupt(item: &mut Vec<u8>) {
-    match item.first_mut() {
-        Some(b) => *b ^= 0x5A,
-        None => item.push(0x5A),
+    if item.is_empty() {
+        item.push(0x5A);
+        return;
     }
-    let mid = item.len() / 2;
-    item[mid] ^= 0x7F;
+    for b in item.iter_mut().skip(3).step_by(4) {
+        *b ^= 0x80;
+    }
+    item[0] ^= 0x5A;
 }
 
 #[cfg(test)]
@@ -173,5 +176,17 @@ mod tests {
             cheat(&mut items, &who, lease, 500, true);
             assert_ne!(items, orig, "lease {lease} came out clean");
         }
+    }
+
+    #[test]
+    fn a_corrupted_embedding_points_elsewhere() {
+        let v: Vec<f32> = (0..384).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let v: Vec<f32> = v.iter().map(|x| x / norm).collect();
+        let mut item = agora_runtime::items::vector::encode_vector(&v);
+        corrupt(&mut item);
+        let w = agora_runtime::items::vector::decode_vector(&item).unwrap();
+        let cosine: f32 = v.iter().zip(&w).map(|(a, b)| a * b).sum();
+        assert!(cosine < 0.0, "cosine {cosine}: within what an audit would tolerate");
     }
 }

@@ -91,6 +91,21 @@ impl NodeClient {
         self.get("/api/v1/status").await
     }
 
+    /// The chain's current parameters. Names this client does not know (a newer node's) are
+    /// skipped; a value that is not a number is an error.
+    pub async fn params(&self) -> Result<agora_ledger::Params, ClientError> {
+        let list: Vec<serde_json::Value> = self.get("/api/v1/params").await?;
+        let mut p = agora_ledger::Params::default();
+        for item in list {
+            let (Some(name), Some(value)) = (item["name"].as_str(), item["value"].as_str()) else { continue };
+            let value: u128 = value.parse().map_err(|_| {
+                ClientError::Protocol(format!("parameter {name} = {value:?} is not a number"))
+            })?;
+            let _ = p.set(name, value);
+        }
+        Ok(p)
+    }
+
     /// Submits a signed transaction.
     pub async fn submit(&self, tx: &SignedTx) -> Result<Hash, ClientError> {
         let resp = self

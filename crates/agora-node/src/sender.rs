@@ -39,6 +39,11 @@ impl TxSender {
         Self { key, client, chain: Mutex::new(None), next: Mutex::new(None) }
     }
 
+    /// The signing key (also what opens outputs encrypted to this account).
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
     /// The account.
     pub fn account(&self) -> agora_core::AccountId {
         self.key.public()

@@ -66,7 +66,7 @@ pub async fn run(
         .map_err(|e| OpenAiError::unavailable(format!("{e:#}")))?;
     let r = receipt::build(&gw.client, record.job, &done).await.map_err(internal)?;
     gw.keys.record_spend(&entry.name, r.total_paid).map_err(internal)?;
-    let shards = results::fetch(&gw.client, &sender_key(gw, entry)?, &done).await.map_err(internal)?;
+    let shards = results::fetch(&gw.client, sender.key(), &done).await.map_err(internal)?;
     if shards.iter().any(Option::is_none) {
         return Err(OpenAiError::unavailable(format!(
             "job {} was abandoned by the network before every shard was verified (you paid {} for what was); retry",
@@ -83,10 +83,6 @@ pub async fn run(
             energy_kwh: r.energy_kwh,
         },
     })
-}
-
-fn sender_key(gw: &Gateway, entry: &KeyEntry) -> Result<agora_core::SecretKey, OpenAiError> {
-    gw.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))
 }
 
 /// A refusal before or at submission: the account's funds are the caller's to fix (429, as

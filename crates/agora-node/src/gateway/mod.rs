@@ -349,8 +349,8 @@ async fn complete(
     entry: &KeyEntry,
     req: &ChatRequest,
     prompt: String,
+    params: toml::Table,
 ) -> Result<(Generation, AgoraInfo), OpenAiError> {
-    let params = chat_params(req)?;
     let Verified { items, info } =
         jobs::run(gw, entry, JobKind::Generate, &req.model, &[prompt.into_bytes()], params).await?;
     let item = items.first().ok_or_else(|| OpenAiError::internal("the job returned no completion"))?;
@@ -368,10 +368,10 @@ async fn chat(
     let req: ChatRequest = parse_body(&body)?;
     check_model(&req.model, JobKind::Generate)?;
     let prompt = prompt_of(&req.messages)?;
-    chat_params(&req)?;
+    let params = chat_params(&req)?;
     let created = now_secs();
     if !req.stream {
-        let (g, info) = complete(&gw, &entry, &req, prompt).await?;
+        let (g, info) = complete(&gw, &entry, &req, prompt, params).await?;
         let usage = Usage {
             prompt_tokens: 0,
             completion_tokens: Some(g.tokens.len() as u64),
@@ -399,7 +399,7 @@ async fn chat(
                 .to_string(),
             )
         };
-        match complete(&gw, &entry, &req, prompt).await {
+        match complete(&gw, &entry, &req, prompt, params).await {
             Ok((g, info)) => {
                 let id = format!("chatcmpl-agora-{}", info.job);
                 let mut out = vec![chunk(&id, json!({"role": "assistant", "content": ""}), None)];

@@ -37,18 +37,7 @@ pub struct Quote {
 
 /// Quotes `m` for `requester` against the chain behind `client`.
 pub async fn quote(client: &NodeClient, m: &JobManifest, requester: &AccountId) -> anyhow::Result<Quote> {
-    let params: Params = {
-        let list: Vec<serde_json::Value> = client.get("/api/v1/params").await?;
-        let mut p = Params::default();
-        for v in list {
-            if let (Some(name), Some(value)) =
-                (v["name"].as_str(), v["value"].as_str().and_then(|x| x.parse::<u128>().ok()))
-            {
-                let _ = p.set(name, value);
-            }
-        }
-        p
-    };
+    let params: Params = client.params().await?;
     let mut reasons = vec![];
     if let Err(e) = m.validate() {
         reasons.push(e.to_string());

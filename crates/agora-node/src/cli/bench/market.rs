@@ -185,7 +185,7 @@ async fn run(
     } else {
         Some(overhead(g, a, net, &client, &sender, &data_dir, &jobs_dir).await?)
     };
-    let params = chain_params(&client).await?;
+    let params = client.params().await?;
     Ok(MarketBenchReport {
         validators: a.validators,
         providers: a.providers,
@@ -238,17 +238,6 @@ async fn time_job(
     watched
 }
 
-/// The chain's parameters, from `/api/v1/params`.
-async fn chain_params(client: &NodeClient) -> anyhow::Result<agora_ledger::Params> {
-    let list: Vec<serde_json::Value> = client.get("/api/v1/params").await?;
-    let mut p = agora_ledger::Params::default();
-    for item in list {
-        let (Some(name), Some(value)) = (item["name"].as_str(), item["value"].as_str()) else { continue };
-        p.set(name, value.parse().context("a parameter value is not a number")?)?;
-    }
-    Ok(p)
-}
-
 /// Sum of `agora_runtime_seconds_sum{phase=…,kind="embed"}` over every node's `/metrics`.
 async fn runtime_seconds(net: &Devnet, phase: &str) -> anyhow::Result<f64> {
     let prefix = format!("agora_runtime_seconds_sum{{phase=\"{phase}\",kind=\"embed\"}}");
@@ -297,7 +286,7 @@ async fn overhead(
     let leases = r.shards.len();
     let audited: Vec<_> = r.shards.iter().filter(|s| s.audited).collect();
     let sample = audited.iter().map(|s| s.sample).max().unwrap_or(0);
-    let params = chain_params(client).await?;
+    let params = client.params().await?;
     let trusted = agora_ledger::registry::Trust {
         clean_streak: agora_ledger::Params::u64(params.trust_threshold),
         ..Default::default()

@@ -209,6 +209,13 @@ pub enum Message {
         /// The record.
         response: oneshot::Sender<Option<BlockRecord>>,
     },
+    /// Look up a finalized block by height, as the JSON its record is stored as.
+    BlockJson {
+        /// Height.
+        height: u64,
+        /// The record's JSON.
+        response: oneshot::Sender<Option<String>>,
+    },
     /// Look up a transaction.
     Tx {
         /// Transaction id.
@@ -235,7 +242,17 @@ pub enum Message {
 pub struct Shared {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     finalized_height: Arc<AtomicU64>,
-    events: tokio::sync::broadcast::Sender<Arc<BlockRecord>>,
+    events: tokio::sync::broadcast::Sender<Arc<Published>>,
+}
+
+/// A finalized block as subscribers receive it: the record, and the JSON the index stored for
+/// it, so event streams send it without encoding it again.
+#[derive(Debug)]
+pub struct Published {
+    /// The block, its receipts and events.
+    pub record: BlockRecord,
+    /// `record` as JSON (one line).
+    pub json: Arc<str>,
 }
 
 impl Shared {
@@ -259,11 +276,11 @@ impl Shared {
     }
 
     /// Finalized blocks as they are applied.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<BlockRecord>> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
         self.events.subscribe()
     }
 
-    fn publish(&self, snapshot: Snapshot, record: Arc<BlockRecord>) {
+    fn publish(&self, snapshot: Snapshot, record: Arc<Published>) {
         let height = snapshot.height;
         *self.snapshot.write().expect("not poisoned") = Arc::new(snapshot);
         self.finalized_height.store(height, Ordering::Release);
@@ -733,7 +750,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             events: executed.outcome.events.clone(),
             first_tx_seq: self.next_tx_seq,
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         let mut txs = self.txs.take().expect("present");
         for (i, tx) in record.block.txs.iter().enumerate() {
             let mut loc = height.to_le_bytes().to_vec();
@@ -745,7 +762,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         }
         self.txs = Some(txs.sync().await.map_err(|e| e.to_string())?);
         let blocks = self.blocks.take().expect("present");
-        self.blocks = Some(blocks.put_sync(height, digest, &bytes).await.map_err(|e| e.to_string())?);
+        self.blocks = Some(blocks.put_sync(height, digest, &json).await.map_err(|e| e.to_string())?);
         // 2. State: apply and commit the staged batch (durable).
         let db = self.db.take().expect("present");
         let db = db.apply_batch(executed.batch.clone()).await.map_err(|e| e.to_string())?;
@@ -773,7 +790,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 root: record.state_root,
                 state: executed.state,
             },
-            Arc::new(record),
+            Arc::new(Published { record, json: String::from_utf8(json).expect("JSON is UTF-8").into() }),
         );
         debug!(height, "finalized");
         Ok(())
@@ -786,9 +803,14 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         Ok(id)
     }
 
-    async fn block_record(&self, height: u64) -> Option<BlockRecord> {
+    /// A finalized block's record as the index stored it (JSON).
+    async fn block_json(&self, height: u64) -> Option<String> {
         let bytes = self.blocks.as_ref()?.get(Identifier::Index(height)).await.ok()??;
-        serde_json::from_slice(&bytes).ok()
+        String::from_utf8(bytes).ok()
+    }
+
+    async fn block_record(&self, height: u64) -> Option<BlockRecord> {
+        serde_json::from_str(&self.block_json(height).await?).ok()
     }
 
     async fn tx_status(&self, id: Hash) -> TxStatus {
@@ -910,6 +932,9 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 }
                 Message::Block { height, response } => {
                     let _ = response.send(self.block_record(height).await);
+                }
+                Message::BlockJson { height, response } => {
+                    let _ = response.send(self.block_json(height).await);
                 }
                 Message::Tx { id, response } => {
                     let _ = response.send(self.tx_status(id).await);

@@ -1,7 +1,9 @@
 //! Client access to a running chain: submit transactions, read the finalized state, follow
 //! finalized blocks, look up blocks and transactions, and get state proofs.
 
-use crate::executor::{BlockRecord, ExecutorMailbox, Message, Shared, Snapshot, StateProof, TxStatus};
+use crate::executor::{
+    BlockRecord, ExecutorMailbox, Message, Published, Shared, Snapshot, StateProof, TxStatus,
+};
 use crate::mempool::MempoolError;
 use crate::validator::Marshal;
 use agora_core::{Hash, SignedTx};
@@ -60,13 +62,19 @@ impl ChainHandle {
     }
 
     /// Finalized blocks as they are applied.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<BlockRecord>> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
         self.shared.subscribe()
     }
 
     /// A finalized block with its receipts and events.
     pub async fn block(&self, height: u64) -> Result<Option<BlockRecord>, ChainError> {
         self.executor.ask(|response| Message::Block { height, response }).await.ok_or(ChainError::Stopped)
+    }
+
+    /// A finalized block's record as JSON, exactly as stored (cheaper than [`Self::block`] for
+    /// callers that pass it on).
+    pub async fn block_json(&self, height: u64) -> Result<Option<String>, ChainError> {
+        self.executor.ask(|response| Message::BlockJson { height, response }).await.ok_or(ChainError::Stopped)
     }
 
     /// Where a transaction is.

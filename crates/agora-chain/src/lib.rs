@@ -17,6 +17,6 @@ pub mod state_db;
 pub mod validator;
 
 pub use block::{BlockCfg, ChainBlock};
-pub use executor::{BlockRecord, Snapshot, StateProof, TxStatus};
+pub use executor::{BlockRecord, Published, Snapshot, StateProof, TxStatus};
 pub use handle::{ChainError, ChainHandle};
 pub use validator::{Channels, Timing, Validator, ValidatorConfig, start_validator};

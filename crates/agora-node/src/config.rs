@@ -192,9 +192,21 @@ pub struct NodeConfig {
     /// The OpenAI-compatible gateway's job terms.
     #[serde(default)]
     pub gateway: GatewaySection,
+    /// Threads running the node's async tasks (default: one per core). Devnets, which run
+    /// every node on one machine, divide the cores among their nodes: more runnable threads
+    /// than cores only adds context switches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 impl NodeConfig {
+    /// The number of async worker threads to run.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+            .max(1)
+    }
+
     /// Reads a config file and resolves its relative paths.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
@@ -296,6 +308,7 @@ mod tests {
             }),
             provider: None,
             gateway: GatewaySection::default(),
+            worker_threads: Some(1),
         };
         let path = dir.path().join("node0.toml");
         cfg.save(&path).unwrap();

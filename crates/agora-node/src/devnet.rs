@@ -182,6 +182,9 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
         params,
     };
     save_genesis(&genesis_path, &genesis)?;
+    // Every node runs on this machine: share its cores among them.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let threads_per_node = (cores / (opts.validators + opts.providers)).max(1);
     let mut configs = vec![];
     for (i, k) in keys.iter().enumerate() {
         write_key(&opts.dir.join(format!("node{i}")).join("node.key"), k)?;
@@ -198,6 +201,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
             }),
             provider: None,
             gateway: GatewaySection::default(),
+            worker_threads: Some(threads_per_node),
         };
         let path = node_config_path(&opts.dir, i);
         cfg.save(&path)?;
@@ -233,6 +237,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 cheat_every_lease: cheats && opts.cheat_every_lease,
             }),
             gateway: GatewaySection::default(),
+            worker_threads: Some(threads_per_node),
         };
         let path = provider_config_path(&opts.dir, i);
         cfg.save(&path)?;

@@ -64,7 +64,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         let limits = agora_store::http::ServerConfig { max_upload_bytes: config.api.max_upload_mb << 20 };
         let gateway = crate::gateway::Gateway::new(&upstream, config.data_dir.clone(), &config.gateway)?;
         let router = api::router(state, limits).merge(routes).merge(gateway.routes());
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads())
+            .enable_all()
+            .build()?;
         return rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.api.listen).await.with_context(|| {
                 format!("cannot listen on {} (is another node using the port?)", config.api.listen)
@@ -97,7 +100,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let chain_dir = config.data_dir.join("chain");
     let rt = commonware_runtime::tokio::Config::new()
         .with_storage_directory(&chain_dir)
-        .with_worker_threads(2)
+        .with_worker_threads(config.worker_threads())
         .with_tcp_nodelay(Some(true))
         .with_catch_panics(false);
     let api_addr = config.api.listen;

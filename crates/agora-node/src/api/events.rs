@@ -4,7 +4,7 @@
 
 use super::error::ApiResult;
 use super::{ApiState, chain_of};
-use agora_chain::ChainHandle;
+use agora_chain::{ChainHandle, Published};
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -23,22 +23,35 @@ pub struct EventsQuery {
 
 struct Cursor {
     chain: ChainHandle,
-    live: tokio::sync::broadcast::Receiver<Arc<agora_chain::BlockRecord>>,
+    live: tokio::sync::broadcast::Receiver<Arc<Published>>,
     next: u64,
+}
+
+impl Cursor {
+    /// The SSE event of the block at `self.next`, which has the given JSON; advances.
+    fn emit(mut self, json: &str) -> Option<(Result<Event, Infallible>, Cursor)> {
+        let event = Event::default().event("block").id(self.next.to_string()).data(json);
+        self.next += 1;
+        Some((Ok(event), self))
+    }
 }
 
 async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
     loop {
-        // Serve from the index while behind the finalized tip.
         if c.next <= c.chain.snapshot().height {
-            let record = c.chain.block(c.next).await.ok()??;
-            c.next += 1;
-            let event = Event::default().event("block").id(record.block.header.height.to_string());
-            let event = event.json_data(&record).ok()?;
-            return Some((Ok(event), c));
+            // Records already broadcast carry their JSON; use one if it is the next block.
+            while let Ok(p) = c.live.try_recv() {
+                if p.record.block.header.height == c.next {
+                    return c.emit(&p.json);
+                }
+            }
+            // Otherwise (catching up, or lagged) read it from the index.
+            let json = c.chain.block_json(c.next).await.ok()??;
+            return c.emit(&json);
         }
         match c.live.recv().await {
-            // Live records catch the cursor up through the index path above, in order.
+            Ok(p) if p.record.block.header.height == c.next => return c.emit(&p.json),
+            // Older records were sent already; newer ones are read from the index, in order.
             Ok(_) | Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return None,
         }

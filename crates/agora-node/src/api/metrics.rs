@@ -202,7 +202,8 @@ pub async fn observe_finality(chain: ChainHandle) {
     let mut blocks = chain.subscribe();
     loop {
         match blocks.recv().await {
-            Ok(record) => {
+            Ok(published) => {
+                let record = &published.record;
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 let latency = now_ms.saturating_sub(record.block.header.timestamp_ms) as f64 / 1000.0;
                 let names: Vec<String> = record

@@ -88,6 +88,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 validator: None,
                 provider: Some(section),
                 gateway: Default::default(),
+                worker_threads: None,
             };
             cfg.save(&path)?;
             print(g.json, &summary, |s| {

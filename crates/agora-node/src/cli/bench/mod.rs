@@ -103,12 +103,17 @@ fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Inst
     tokio::spawn(async move {
         let Ok(resp) = reqwest::get(url).await else { return };
         let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
+        // Bytes received and not yet parsed; `scanned` of them are known to hold no event end,
+        // so a large event arriving in many chunks is searched once, not once per chunk.
+        let mut buf: Vec<u8> = vec![];
+        let mut scanned = 0;
         while let Some(Ok(chunk)) = stream.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf[scanned..].windows(2).position(|w| w == b"\n\n").map(|i| scanned + i) {
+                let event: Vec<u8> = buf.drain(..end + 2).collect();
+                scanned = 0;
                 let now = Instant::now();
+                let event = String::from_utf8_lossy(&event);
                 let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
                 let Ok(record) = serde_json::from_str::<agora_chain::BlockRecord>(data.trim()) else {
                     continue;
@@ -119,6 +124,7 @@ fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Inst
                     seen.entry(r.tx).or_insert(now);
                 }
             }
+            scanned = buf.len().saturating_sub(1);
         }
     });
     (seen, blocks)
@@ -145,16 +151,23 @@ async fn wait_all(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    // Transactions finalize roughly in submission order: skip past the seen prefix once, then
+    // only re-check from the first one still missing.
+    let mut done = 0;
     loop {
-        let done = {
+        {
             let s = seen.lock().expect("not poisoned");
-            ids.iter().filter(|id| s.contains_key(id)).count()
-        };
+            while done < ids.len() && s.contains_key(&ids[done]) {
+                done += 1;
+            }
+        }
         if done == ids.len() {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!("only {done} of {} transactions were finalized within {timeout:?}", ids.len());
+            let s = seen.lock().expect("not poisoned");
+            let finalized = ids.iter().filter(|id| s.contains_key(id)).count();
+            bail!("only {finalized} of {} transactions were finalized within {timeout:?}", ids.len());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -21,9 +21,10 @@ use commonware_consensus::{Heightable, marshal::Update};
 use commonware_cryptography::{Digested, Digestible, Sha256, ed25519, sha256};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage, buffer::paged::CacheRef};
-use commonware_storage::archive::{Archive as _, Identifier, immutable};
+use commonware_storage::archive::{Archive as _, Identifier, immutable, prunable};
 use commonware_storage::mmr;
 use commonware_storage::qmdb::floor::Proportional;
+use commonware_storage::translator::EightCap;
 use commonware_utils::{Acknowledgement as _, NZU64, NZUsize, ordered::Set};
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
@@ -363,13 +364,23 @@ struct Tip {
 
 type Archive<E> = immutable::Archive<E, sha256::Digest, Vec<u8>>;
 
+/// Transaction id → (height, position) of every finalized transaction. A prunable archive
+/// keeps its key index in memory (about 20 bytes per transaction, rebuilt from its journal at
+/// start), so indexing a transaction is a buffered append. The freezer behind an immutable
+/// archive reads and rewrites an on-disk table slot per key instead: two blocking I/O calls per
+/// transaction, which made indexing the costliest step of finalizing a full block.
+type TxIndex<E> = prunable::Archive<EightCap, E, sha256::Digest, Vec<u8>>;
+
+/// Bytes of a transaction's location: height (u64) and position in the block (u32).
+const TX_LOCATION_BYTES: usize = 12;
+
 /// The executor actor. Create with [`Executor::init`], run with [`Executor::run`].
 pub struct Executor<E: Storage + Clock + Metrics + Spawner + CryptoRng> {
     context: E,
     config: ExecutorConfig,
     db: Option<StateDb<E>>,
     blocks: Option<Archive<E>>,
-    txs: Option<Archive<E>>,
+    txs: Option<TxIndex<E>>,
     tip: Tip,
     next_tx_seq: u64,
     pending: HashMap<sha256::Digest, Executed>,
@@ -442,9 +453,21 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         )
         .await
         .map_err(|e| InitError::Index(e.to_string()))?;
-        let txs = Archive::init(
+        let txs = TxIndex::init(
             context.child("txs_index"),
-            archive_config(&config.prefix, "index-txs", config.page_cache.clone()),
+            prunable::Config {
+                translator: EightCap,
+                metadata_partition: format!("{}-tx-locations-metadata", config.prefix),
+                key_partition: format!("{}-tx-locations-keys", config.prefix),
+                key_page_cache: config.page_cache.clone(),
+                value_partition: format!("{}-tx-locations-values", config.prefix),
+                compression: None,
+                codec_config: (commonware_codec::RangeCfg::new(0..=TX_LOCATION_BYTES), ()),
+                items_per_section: NZU64!(65_536),
+                key_write_buffer: NZUsize!(1 << 20),
+                value_write_buffer: NZUsize!(1 << 20),
+                replay_buffer: NZUsize!(1 << 20),
+            },
         )
         .await
         .map_err(|e| InitError::Index(e.to_string()))?;

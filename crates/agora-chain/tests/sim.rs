@@ -143,6 +143,14 @@ fn unclean_shutdown_of_every_validator_recovers() {
         }
         let _load = spawn_tx_load(&ctx, chains[1].clone(), Duration::from_millis(50));
         wait_until(&ctx, || chains.iter().all(|c| height(c) >= 6)).await;
+        let first = transfer(0).id();
+        wait_until(&ctx, || chains.iter().all(|c| c.snapshot().state.nonce(&user().public()) > 0)).await;
+        for c in &chains {
+            assert!(
+                matches!(c.tx(first).await.unwrap(), TxStatus::Finalized { .. }),
+                "indexed before the crash"
+            );
+        }
         chains.iter().map(|c| (c.snapshot().height, c.snapshot().root)).collect::<Vec<_>>()
     });
     deterministic::Runner::from(checkpoint).start(|ctx| async move {
@@ -159,6 +167,10 @@ fn unclean_shutdown_of_every_validator_recovers() {
             if s.height == *h {
                 assert_eq!(s.root, *root);
             }
+        }
+        // The transaction index survived the crash with the blocks.
+        for c in &chains {
+            assert!(matches!(c.tx(transfer(0).id()).await.unwrap(), TxStatus::Finalized { .. }));
         }
         let target = heights.iter().map(|(h, _)| *h).max().unwrap() + 5;
         wait_until(&ctx, || chains.iter().all(|c| height(c) >= target)).await;

@@ -88,7 +88,8 @@ fn bonded(state: &State, who: &AccountId) -> Amount {
 }
 
 /// Opens a proposal. Only accounts with bonded stake may propose; every change is checked
-/// against the parameter table now, so a passed proposal always applies cleanly.
+/// against the parameter table now (parameters fixed at genesis are refused), so a passed
+/// proposal always applies cleanly.
 pub(crate) fn propose(
     state: &mut State,
     cx: &mut Ctx,
@@ -103,7 +104,7 @@ pub(crate) fn propose(
         return Err(TxError::Invalid("a proposal needs at least one change".into()));
     }
     for c in &changes {
-        Params::check(&c.name, c.value).map_err(|e| TxError::Invalid(e.to_string()))?;
+        Params::check_change(&c.name, c.value).map_err(|e| TxError::Invalid(e.to_string()))?;
     }
     let end_height = cx.height + Params::u64(state.params().gov_voting_blocks);
     let id = state.next_id();

@@ -65,6 +65,9 @@ pub struct ParamInfo {
 }
 
 const BIG: u128 = 1 << 100;
+
+/// Parameters only a genesis file sets; governance proposals to change them are refused.
+pub const FIXED_AT_GENESIS: &[&str] = &["epoch_length"];
 const DAY_MS: u128 = 86_400_000;
 
 params! {
@@ -74,8 +77,9 @@ params! {
     fee_per_byte: 0, 0, BIG;
     /// Number of validators in the consensus committee (top-N by stake).
     committee_size: 4, 1, 100;
-    /// Blocks per epoch; the committee is recomputed at each epoch boundary.
-    epoch_length: 1_000, 1, 1 << 40;
+    /// Blocks per epoch; the committee is recomputed at each epoch boundary. Fixed at genesis:
+    /// consensus switches committees at multiples of it.
+    epoch_length: 1_000, 2, 1 << 40;
     /// Least stake for committee membership.
     min_validator_stake: 1_000, 0, BIG;
     /// Blocks before unbonded stake or withdrawn collateral becomes spendable.
@@ -151,6 +155,9 @@ pub enum ParamError {
     /// No parameter has this name.
     #[error("unknown parameter {0:?}; `agora gov params` lists them")]
     Unknown(String),
+    /// Governance cannot change this parameter.
+    #[error("parameter {0} is fixed at genesis: every node's consensus depends on it")]
+    FixedAtGenesis(String),
     /// The value is outside the allowed range.
     #[error("parameter {name} must be between {min} and {max}, got {value}")]
     OutOfRange {
@@ -181,6 +188,15 @@ impl Params {
             });
         }
         Ok(())
+    }
+
+    /// Checks a change governance proposes: as [`Self::check`], and refuses parameters that
+    /// are fixed at genesis.
+    pub fn check_change(name: &str, value: u128) -> Result<(), ParamError> {
+        if FIXED_AT_GENESIS.contains(&name) {
+            return Err(ParamError::FixedAtGenesis(name.to_string()));
+        }
+        Self::check(name, value)
     }
 
     /// Sets `name` to `value` if the table allows it.
@@ -236,6 +252,8 @@ mod tests {
         p.set("audit_floor_ppm", 20_000).unwrap();
         assert_eq!(p.audit_floor_ppm, 20_000);
         assert!(matches!(p.set("nope", 1), Err(ParamError::Unknown(_))));
+        assert!(matches!(Params::check_change("epoch_length", 500), Err(ParamError::FixedAtGenesis(_))));
+        assert!(Params::check_change("committee_size", 5).is_ok());
         let err = p.set("audit_floor_ppm", 2_000_000).unwrap_err();
         assert!(err.to_string().contains("between 0 and 1000000"));
         assert_eq!(Params::decode(&p.encode()).unwrap(), p);

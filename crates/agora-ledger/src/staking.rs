@@ -119,21 +119,20 @@ pub fn elect_committee(state: &State, height: u64) -> Vec<AccountId> {
     candidates.into_iter().map(|(_, k)| k).collect()
 }
 
-/// At an epoch boundary, installs the new committee.
+/// After the last block of an epoch, installs the next epoch's committee: the first block of
+/// an epoch is produced by that epoch's committee, so it must be settled by the block before.
 pub(crate) fn maybe_rotate_committee(state: &mut State, cx: &mut Ctx) {
-    let len = Params::u64(state.params().epoch_length).max(1);
-    if !cx.height.is_multiple_of(len) {
+    let len = Params::u64(state.params().epoch_length).max(2);
+    let next = cx.height + 1;
+    if !next.is_multiple_of(len) {
         return;
     }
-    let members = elect_committee(state, cx.height);
-    // Keep the old committee if nobody qualifies: a chain without validators cannot continue.
-    if members.is_empty() {
-        return;
-    }
-    let epoch = cx.height / len;
+    let members = elect_committee(state, next);
+    let epoch = next / len;
     let m = state.meta_mut();
     m.epoch = epoch;
-    if m.committee != members {
+    // Keep the old committee if nobody qualifies: a chain without validators cannot continue.
+    if !members.is_empty() && m.committee != members {
         m.committee = members.clone();
         cx.emit(Event::CommitteeChanged { epoch, members });
     }

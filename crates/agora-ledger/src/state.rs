@@ -57,9 +57,9 @@ pub struct Meta {
     pub height: u64,
     /// Timestamp of the last applied block.
     pub timestamp_ms: u64,
-    /// Current epoch.
+    /// The epoch of the next block: it advances after the last block of an epoch.
     pub epoch: u64,
-    /// Current committee, ordered by stake then key.
+    /// The committee of `epoch`, ordered by stake then key.
     pub committee: Vec<AccountId>,
     /// Next id for orders, jobs, leases, audits, proposals.
     pub next_id: u64,

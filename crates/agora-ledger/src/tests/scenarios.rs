@@ -112,6 +112,25 @@ fn bonding_unbonding_and_committee_rotation() {
 }
 
 #[test]
+fn committee_rotates_after_the_last_block_of_an_epoch() {
+    // The first block of an epoch is produced by that epoch's committee, so the ledger must
+    // settle it by the block before.
+    let mut c = TestChain::with_params(Params { epoch_length: 5, ..Params::default() });
+    c.advance(1);
+    c.ok("u0", TxPayload::Bond { amount: Amount(500_000) });
+    let member = |c: &TestChain| c.state.meta().committee.contains(&id("u0"));
+    while !(c.height() + 1).is_multiple_of(5) {
+        assert!(!member(&c), "joined early, at height {}", c.height());
+        assert_eq!(c.state.meta().epoch, 0);
+        c.advance(1);
+    }
+    assert_eq!(c.height(), 4, "the last block of epoch 0");
+    assert!(member(&c));
+    assert_eq!(c.state.meta().epoch, 1, "the epoch of the next block");
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::CommitteeChanged { epoch: 1, .. })));
+}
+
+#[test]
 fn equivocation_is_punished_once() {
     let mut c = TestChain::new();
     let m = Misbehavior {

@@ -32,6 +32,9 @@ impl Default for BlockCfg {
     }
 }
 
+/// The most committee members a block can name.
+pub const MAX_COMMITTEE: usize = agora_ledger::params::MAX_COMMITTEE_SIZE as usize;
+
 /// A block as consensus sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainBlock {
@@ -39,6 +42,11 @@ pub struct ChainBlock {
     pub context: Ctx,
     /// The ledger block.
     pub block: LedgerBlock,
+    /// In the last block of an epoch, the next epoch's committee as the ledger elected it after
+    /// this block (validators check it); empty in every other block. Carrying it here lets a
+    /// node (re)start an epoch's consensus, and a light client follow committee changes, from
+    /// finalized blocks alone.
+    pub next_committee: Vec<ed25519::PublicKey>,
 }
 
 /// Converts a consensus digest to a ledger hash (both are 32 bytes).
@@ -116,7 +124,7 @@ impl ChainBlock {
             evidence_root: encoded_root::<Misbehavior>(&[]),
             state_root: Hash::ZERO,
         };
-        Self { context, block: LedgerBlock { header, txs: vec![], evidence: vec![] } }
+        Self { context, block: LedgerBlock { header, txs: vec![], evidence: vec![] }, next_committee: vec![] }
     }
 
     /// The ledger header.
@@ -129,12 +137,15 @@ impl Write for ChainBlock {
     fn write(&self, buf: &mut impl BufMut) {
         self.context.write(buf);
         agora_core::Encode::encode(&self.block).write(buf);
+        self.next_committee.write(buf);
     }
 }
 
 impl EncodeSize for ChainBlock {
     fn encode_size(&self) -> usize {
-        self.context.encode_size() + agora_core::Encode::encode(&self.block).encode_size()
+        self.context.encode_size()
+            + agora_core::Encode::encode(&self.block).encode_size()
+            + self.next_committee.encode_size()
     }
 }
 
@@ -146,7 +157,9 @@ impl Read for ChainBlock {
         let bytes = Vec::<u8>::read_cfg(buf, &(RangeCfg::new(0..=cfg.max_bytes), ()))?;
         let block = <LedgerBlock as agora_core::Decode>::decode(&bytes)
             .map_err(|_| CodecError::Invalid("ChainBlock", "malformed ledger block"))?;
-        Ok(Self { context, block })
+        let next_committee =
+            Vec::<ed25519::PublicKey>::read_cfg(buf, &(RangeCfg::new(0..=MAX_COMMITTEE), ()))?;
+        Ok(Self { context, block, next_committee })
     }
 }
 
@@ -178,12 +191,16 @@ impl CertifiableBlock for ChainBlock {
     }
 }
 
-/// Varint length prefix of the ledger block bytes: at most 5 bytes.
+/// Varint length prefix of the ledger block bytes or of the committee: at most 5 bytes.
 const LEN_PREFIX_MAX: usize = 5;
 
 impl BoundedBlock for ChainBlock {
     fn max_encode_size(cfg: &BlockCfg) -> usize {
-        <Ctx as commonware_codec::MaxEncodeSize>::MAX_ENCODE_SIZE + LEN_PREFIX_MAX + cfg.max_bytes
+        <Ctx as commonware_codec::MaxEncodeSize>::MAX_ENCODE_SIZE
+            + LEN_PREFIX_MAX
+            + cfg.max_bytes
+            + LEN_PREFIX_MAX
+            + MAX_COMMITTEE * <ed25519::PublicKey as commonware_codec::FixedSize>::SIZE
     }
 }
 
@@ -204,6 +221,11 @@ mod tests {
         other.context.round = Round::new(Epoch::zero(), View::new(1));
         assert_ne!(other.digest(), b.digest(), "the digest commits to the context");
         assert_eq!(to_digest(&to_hash(&b.digest())), b.digest());
+        let mut boundary = b.clone();
+        boundary.next_committee = vec![consensus_key(&[1; 32]).public_key()];
+        assert_ne!(boundary.digest(), b.digest(), "the digest commits to the next committee");
+        let back = ChainBlock::decode_cfg(boundary.encode(), &BlockCfg::default()).unwrap();
+        assert_eq!(back, boundary);
     }
 
     #[test]

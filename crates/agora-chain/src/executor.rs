@@ -305,10 +305,20 @@ pub struct ExecutorConfig {
     pub max_block_txs: usize,
     /// Most encoded transaction bytes per block.
     pub max_block_bytes: usize,
-    /// Consensus participants (to verify evidence).
-    pub participants: Set<ed25519::PublicKey>,
     /// Signature namespace of consensus.
     pub namespace: Vec<u8>,
+}
+
+/// The consensus committee the ledger `state` holds (of the epoch its next block belongs to).
+pub fn committee_of(state: &State) -> Set<ed25519::PublicKey> {
+    Set::from_iter_dedup(state.meta().committee.iter().filter_map(crate::block::consensus_public_key))
+}
+
+/// What a block at `height` whose result is `state` must carry as its next committee: the
+/// elected committee if it is the last block of an epoch, nothing otherwise.
+pub fn next_committee_after(state: &State, height: u64) -> Vec<ed25519::PublicKey> {
+    let epoch_length = agora_ledger::Params::u64(state.params().epoch_length);
+    if (height + 1).is_multiple_of(epoch_length) { committee_of(state).into_iter().collect() } else { vec![] }
 }
 
 /// The (transaction, signature) pairs this node has verified, so blocks re-check no signature
@@ -387,7 +397,6 @@ pub struct Executor<E: Storage + Clock + Metrics + Spawner + CryptoRng> {
     mempool: Mempool,
     verified: SigCache,
     evidence: EvidencePool,
-    scheme: Scheme,
     shared: Shared,
     gossip: mpsc::UnboundedSender<SignedTx>,
 }
@@ -488,7 +497,6 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             }
         }
         let genesis_block = ChainBlock::genesis(&config.genesis.chain_id, config.genesis.genesis_time_ms);
-        let scheme = Scheme::verifier(&config.namespace, config.participants.clone());
         let (db, tip) = match tip_entry {
             Some((height, digest)) => {
                 let state = State::from_entries(entries).map_err(|e| InitError::Corrupt(e.to_string()))?;
@@ -553,7 +561,6 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             next_tx_seq,
             pending: HashMap::new(),
             evidence,
-            scheme,
             shared,
             gossip,
         })
@@ -661,13 +668,27 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             warn!(height = h.height, why, "rejecting block");
             return false;
         }
-        for m in &block.block.evidence {
-            if !evidence::verify(m, &self.scheme, &self.config.participants, &mut self.context) {
-                warn!(height = h.height, "rejecting block with invalid evidence");
-                return false;
+        if block.context.round.epoch().get() != parent_state.meta().epoch {
+            warn!(height = h.height, "rejecting block proposed in another epoch than the ledger's");
+            return false;
+        }
+        if !block.block.evidence.is_empty() {
+            let committee = committee_of(&parent_state);
+            let scheme = Scheme::verifier(&self.config.namespace, committee.clone());
+            for m in &block.block.evidence {
+                if m.epoch != parent_state.meta().epoch
+                    || !evidence::verify(m, &scheme, &committee, &mut self.context)
+                {
+                    warn!(height = h.height, "rejecting block with invalid evidence");
+                    return false;
+                }
             }
         }
         match apply_block_with(&parent_state, &block.block, |tx| self.verified.contains(tx)) {
+            Ok((state, _)) if block.next_committee != next_committee_after(&state, h.height) => {
+                warn!(height = h.height, "rejecting block whose next committee is not the ledger's");
+                false
+            }
             Ok((state, outcome)) => match self.stage(block, digest, state, outcome).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -711,7 +732,9 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             .evidence
             .take(agora_core::block::MAX_BLOCK_EVIDENCE)
             .into_iter()
-            .filter(|m| parent_state.validator(&m.offender).is_some())
+            // Evidence is judged against the committee of the epoch it happened in; the ledger
+            // only knows the current one, so older evidence is dropped.
+            .filter(|m| parent_state.validator(&m.offender).is_some() && m.epoch == parent_state.meta().epoch)
             .collect();
         let (tx_root, evidence_root) = builder.roots(&evidence);
         let txs = builder.txs().to_vec();
@@ -727,7 +750,8 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             state_root: state_db::root_hash(&parent_root),
         };
         debug_assert_eq!(tx_root, encoded_root(&txs));
-        let block = ChainBlock { context, block: LedgerBlock { header, txs, evidence } };
+        let next_committee = next_committee_after(&state, height);
+        let block = ChainBlock { context, block: LedgerBlock { header, txs, evidence }, next_committee };
         let digest = block.digest();
         debug!(height, txs = block.block.txs.len(), "proposing");
         self.stage(block.clone(), digest, state, outcome).await.ok()?;

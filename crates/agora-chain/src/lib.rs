@@ -7,6 +7,7 @@
 
 pub mod application;
 pub mod block;
+pub mod epoch;
 pub mod evidence;
 pub mod executor;
 pub mod gossip;

@@ -4,9 +4,10 @@
 //! Commonware's deterministic simulator and in production on tokio.
 
 use crate::application::{App, FinalizedReporter};
-use crate::block::{BlockCfg, ChainBlock};
-use crate::evidence::{EvidencePool, EvidenceReporter, OnlyFaults};
-use crate::executor::{Executor, ExecutorConfig, ExecutorMailbox, InitError};
+use crate::block::{BlockCfg, ChainBlock, MAX_COMMITTEE};
+use crate::epoch::{Committees, EpochPeers, Orchestrator, OrchestratorConfig};
+use crate::evidence::EvidencePool;
+use crate::executor::{Executor, ExecutorConfig, ExecutorMailbox, InitError, committee_of};
 use crate::handle::ChainHandle;
 use crate::mempool::Limits;
 use agora_ledger::Genesis;
@@ -16,27 +17,23 @@ use commonware_consensus::marshal::core::{Actor as MarshalActor, Mailbox as Mars
 use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
 use commonware_consensus::marshal::standard::{Deferred, Standard};
 use commonware_consensus::marshal::{self, Start};
-use commonware_consensus::simplex::config::{Floor, ForwardPolicy, SkipPolicy};
-use commonware_consensus::simplex::elector::RoundRobin;
-use commonware_consensus::simplex::scheme::{ed25519::Scheme, reporter::AttributableReporter};
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::simplex::{self};
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
-use commonware_cryptography::{Digested, Digestible, Sha256, Signer as _, ed25519, sha256};
+use commonware_consensus::types::{FixedEpocher, ViewDelta};
+use commonware_cryptography::certificate::Verifier as _;
+use commonware_cryptography::{Digested, Digestible, Signer as _, ed25519, sha256};
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::immutable;
-use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, ordered::Set};
+use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
 use rand_core::CryptoRng;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 use tracing::info;
 
 /// Signature namespace of Agora consensus messages.
 pub const NAMESPACE: &[u8] = b"_AGORA";
-/// One consensus epoch for now: the committee is the genesis committee.
-pub const EPOCH_LENGTH: NonZeroU64 = NZU64!(u64::MAX);
 
 /// p2p channel: votes.
 pub const CH_VOTES: u64 = 0;
@@ -96,17 +93,17 @@ impl Default for Timing {
 }
 
 /// Everything one validator needs.
-pub struct ValidatorConfig<B, P> {
+pub struct ValidatorConfig<B, P, T> {
     /// Unique prefix of every storage partition of this validator.
     pub prefix: String,
     /// Consensus key (also the validator's ledger account).
     pub key: ed25519::PrivateKey,
-    /// The committee.
-    pub participants: Set<ed25519::PublicKey>,
     /// Blocks misbehaving peers.
     pub blocker: B,
     /// Tracks peer sets.
     pub provider: P,
+    /// Installs each epoch's peer set in p2p.
+    pub peers: T,
     /// Chain genesis.
     pub genesis: Genesis,
     /// Block size bounds.
@@ -169,32 +166,33 @@ fn archive_config<C>(
     }
 }
 
-/// The largest p2p message this configuration sends (every node must agree).
-pub fn max_message_size(participants: u32, block_cfg: &BlockCfg) -> u32 {
+/// The largest p2p message any node sends, for committees up to the largest the ledger allows
+/// (every node must agree). Consensus messages carry their epoch's subchannel prefix.
+pub fn max_message_size(block_cfg: &BlockCfg) -> u32 {
+    let members = MAX_COMMITTEE as u32;
     commonware_p2p::max_message_size(&[
-        simplex::max_payload_size::<Scheme, sha256::Digest>(participants),
-        marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(participants, block_cfg),
+        commonware_p2p::utils::mux::prefixed(simplex::max_payload_size::<Scheme, sha256::Digest>(members)),
+        marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(members, block_cfg),
         crate::gossip::MAX_BATCH_BYTES + 64,
     ])
 }
 
 /// Starts every actor of one validator and returns. All tasks are children of `context`, so
 /// aborting the task that called this stops the whole validator.
-pub async fn start_validator<E, B, P, S, R>(
+pub async fn start_validator<E, B, P, T, S, R>(
     context: E,
-    cfg: ValidatorConfig<B, P>,
+    cfg: ValidatorConfig<B, P, T>,
     channels: Channels<S, R>,
 ) -> Result<Validator, InitError>
 where
     E: Spawner + Clock + Storage + Metrics + CryptoRng,
     B: Blocker<PublicKey = ed25519::PublicKey>,
     P: Provider<PublicKey = ed25519::PublicKey>,
+    T: EpochPeers,
     S: Sender<PublicKey = ed25519::PublicKey>,
     R: Receiver<PublicKey = ed25519::PublicKey>,
 {
     let public_key = cfg.key.public_key();
-    let scheme = Scheme::signer(NAMESPACE, cfg.participants.clone(), cfg.key.clone())
-        .ok_or_else(|| InitError::Corrupt("this validator's key is not in the committee".into()))?;
     let prefix = cfg.prefix.clone();
 
     // Executor: ledger state, authenticated store, index, mempool.
@@ -209,7 +207,6 @@ where
             mempool: cfg.mempool,
             max_block_txs: cfg.max_block_txs,
             max_block_bytes: cfg.block_cfg.max_bytes / 2,
-            participants: cfg.participants.clone(),
             namespace: NAMESPACE.to_vec(),
         },
         evidence.clone(),
@@ -218,6 +215,11 @@ where
     .await?;
     let genesis = executor.genesis();
     let genesis_digest = genesis.digest();
+    let genesis_committee = committee_of(&cfg.genesis.build()?);
+    // Fixed at genesis: every state holds the genesis value.
+    let epocher =
+        || FixedEpocher::new(NZU64!(agora_ledger::Params::u64(cfg.genesis.params.epoch_length).max(2)));
+    let committees = Committees::default();
     let shared = executor.shared();
     let (mailbox, executor_inbox) = ExecutorMailbox::new();
     crate::gossip::start(context.child("gossip"), mailbox.clone(), gossip_in, channels.mempool);
@@ -275,8 +277,8 @@ where
             finalizations,
             blocks,
             marshal::Config {
-                provider: ConstantProvider::new(scheme.clone()),
-                epocher: FixedEpocher::new(EPOCH_LENGTH),
+                provider: committees.clone(),
+                epocher: epocher(),
                 start: Start::Genesis(Digested::precomputed(genesis.clone(), genesis_digest)),
                 partition_prefix: format!("{prefix}-marshal"),
                 mailbox_size: cfg.mailbox_size,
@@ -297,58 +299,37 @@ where
     info!(applied = executor.finalized_height(), marshal_processed = ?processed, "validator starting");
 
     let app = App::new(mailbox.clone(), shared.clone());
-    let deferred = Deferred::new(
-        context.child("deferred"),
-        app,
-        marshal_mailbox.clone(),
-        FixedEpocher::new(EPOCH_LENGTH),
+    let deferred = Deferred::new(context.child("deferred"), app, marshal_mailbox.clone(), epocher());
+    let (orchestrator, orchestrator_mailbox) = Orchestrator::new(
+        context.child("epochs"),
+        OrchestratorConfig {
+            key: cfg.key.clone(),
+            epocher: epocher(),
+            genesis_digest,
+            genesis_committee,
+            processed,
+            committees,
+            marshal: marshal_mailbox.clone(),
+            evidence: evidence.clone(),
+            blocker: cfg.blocker.clone(),
+            peers: cfg.peers,
+            timing: cfg.timing,
+            prefix: prefix.clone(),
+            page_cache: cfg.page_cache.clone(),
+            mailbox_size: cfg.mailbox_size,
+        },
+        deferred,
     );
     let replay = processed.map(|h| (marshal_mailbox.clone(), h));
     context.child("executor_loop").spawn(move |_| executor.run(executor_inbox, replay));
-    marshal_actor.start(FinalizedReporter::new(mailbox.clone()), buffer, resolver);
-
-    // Consensus reporter: Deferred (to marshal) and verified fault evidence.
-    let attributable = AttributableReporter::new(
-        context.child("attributable"),
-        scheme.clone(),
-        EvidenceReporter::new(cfg.participants.clone(), evidence.clone()),
-        Sequential,
-        true,
+    // Both must acknowledge a finalized block: the executor once it is durable, the
+    // orchestrator once an epoch's last block has started the next epoch.
+    marshal_actor.start(
+        Reporters::from((FinalizedReporter::new(mailbox.clone()), orchestrator_mailbox)),
+        buffer,
+        resolver,
     );
-    let reporter = Reporters::from((deferred.clone(), OnlyFaults(attributable)));
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker: cfg.blocker.clone(),
-            automaton: deferred.clone(),
-            relay: deferred,
-            reporter,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex-e0"),
-            mailbox_size: cfg.mailbox_size,
-            epoch: Epoch::zero(),
-            floor: Floor::Genesis(genesis_digest),
-            replay_buffer: NZUsize!(1024 * 1024),
-            write_buffer: NZUsize!(1024 * 1024),
-            page_cache: cfg.page_cache.clone(),
-            leader_timeout: cfg.timing.leader_timeout,
-            certification_timeout: cfg.timing.certification_timeout,
-            timeout_retry: cfg.timing.timeout_retry,
-            view_retention: ViewDelta::new(256),
-            skip: SkipPolicy::Enabled {
-                timeout: cfg.timing.skip_timeout,
-                budget: simplex::config::SkipBudget::Participants,
-            },
-            fetch_timeout: commonware_utils::NonZeroDuration::new(cfg.timing.fetch_timeout)
-                .expect("non-zero"),
-            fetch_retry_delay: Duration::from_millis(250),
-            forward: ForwardPolicy::SilentLeader,
-            track_historical_votes: true,
-        },
-    );
-    let engine = engine.start(channels.votes, channels.certs, channels.resolver);
+    let engine = orchestrator.start(channels.votes, channels.certs, channels.resolver);
     Ok(Validator {
         public_key,
         chain: ChainHandle::new(mailbox, shared, marshal_mailbox),

@@ -8,11 +8,15 @@ mod common;
 use agora_chain::executor::TxStatus;
 use agora_chain::state_db::TIP_KEY;
 use agora_chain::validator::{CH_VOTES, NAMESPACE};
+use agora_core::Amount;
 use agora_core::Encode;
+use agora_core::tx::{Transaction, TxPayload};
+use agora_ledger::GenesisAccount;
 use common::*;
 use commonware_consensus::simplex::mocks::conflicter;
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_cryptography::Sha256;
+use commonware_p2p::utils::mux::Muxer;
 use commonware_runtime::{Clock, Runner as _, Supervisor as _, deterministic};
 use std::time::Duration;
 
@@ -186,6 +190,10 @@ fn equivocating_validator_is_slashed_and_the_chain_continues() {
         // Validator 0 runs a Byzantine engine that signs conflicting votes.
         let votes = sim.oracle.control(sim.pks[0].clone()).register(CH_VOTES, QUOTA).await.unwrap();
         let scheme = Scheme::signer(NAMESPACE, sim.participants.clone(), consensus_key(0)).unwrap();
+        // Consensus messages travel on per-epoch subchannels: speak epoch 0's.
+        let (mux, mut handle) = Muxer::new(ctx.child("byzantine_mux"), votes.0, votes.1);
+        mux.start();
+        let votes = handle.register(0).await.unwrap();
         conflicter::Conflicter::<_, _, Sha256>::new(ctx.child("byzantine"), conflicter::Config { scheme })
             .start(votes);
         let mut chains = Vec::new();
@@ -277,5 +285,107 @@ fn transactions_are_tracked_and_state_is_provable() {
         );
         let _ = h;
         ctx.sleep(Duration::from_millis(1)).await;
+    });
+}
+
+/// The committee changes at an epoch boundary and consensus follows it: five nodes, a
+/// committee of four, 10-block epochs. The outsider bonds enough to enter; after the next
+/// boundary it proposes blocks, the member it displaced never does (it keeps following as an
+/// observer), and the chain survives losing the displaced member plus one more old member — which
+/// the genesis committee, with only two of its four left, could not.
+#[test]
+fn committee_rotates_at_an_epoch_boundary() {
+    const EPOCH: u64 = 10;
+    runner(7, 900).start(|ctx| async move {
+        let mut g = genesis(5);
+        g.params.committee_size = 4;
+        g.params.epoch_length = EPOCH as u128;
+        for i in 0..5 {
+            g.accounts.push(GenesisAccount { account: ledger_key(i).public(), balance: Amount(10_000_000) });
+        }
+        let sim = setup_with(&ctx, 5, GOOD, true, g).await;
+        let mut nodes = Vec::new();
+        for i in 0..5 {
+            let (handle, chain, _) = spawn_validator(&ctx, &sim, i, 0).await;
+            nodes.push((handle, chain));
+        }
+        let chain = |i: usize| nodes[i].1.clone();
+        let committee = |c: &agora_chain::ChainHandle| c.snapshot().state.meta().committee.clone();
+        let genesis_committee = committee(&chain(0));
+        assert_eq!(genesis_committee.len(), 4);
+        let outsider = (0..5).find(|&i| !genesis_committee.contains(&ledger_key(i).public())).unwrap();
+
+        // The outsider out-stakes everyone.
+        let bond = Transaction {
+            sender: ledger_key(outsider).public(),
+            nonce: 0,
+            fee: Amount(10),
+            payload: TxPayload::Bond { amount: Amount(500_000) },
+        }
+        .sign(CHAIN, &ledger_key(outsider));
+        chain(0).submit(bond).await.unwrap();
+        wait_until(&ctx, || committee(&chain(0)).contains(&ledger_key(outsider).public())).await;
+        let new_committee = committee(&chain(0));
+        let leaver = (0..5)
+            .find(|&i| genesis_committee.contains(&ledger_key(i).public()) && !new_committee.contains(&ledger_key(i).public()))
+            .unwrap();
+        // The ledger elects after an epoch's last block; the next block starts the new epoch.
+        let boundary = height(&chain(0));
+        assert_eq!((boundary + 1) % EPOCH, 0, "rotation happens after the last block of an epoch");
+        let target = boundary + 3 * EPOCH;
+        wait_until(&ctx, || (0..5).all(|i| height(&chain(i)) >= target)).await;
+        let all: Vec<_> = nodes.iter().map(|(_, c)| c).collect();
+        assert_agreement(&all).await;
+
+        let mut outsider_proposed = 0;
+        for h in boundary + 1..=target {
+            let proposer = chain(0).block(h).await.unwrap().unwrap().block.header.proposer;
+            assert!(new_committee.contains(&proposer), "block {h} was proposed outside the new committee");
+            assert_ne!(proposer, ledger_key(leaver).public(), "the displaced member proposed block {h}");
+            outsider_proposed += usize::from(proposer == ledger_key(outsider).public());
+        }
+        assert!(outsider_proposed > 0, "the new member leads rounds of the new epoch");
+
+        // Lose the displaced member and one more of the genesis committee: the new committee
+        // still has three of its four members, enough to finalize.
+        let other = (0..5).find(|&i| i != leaver && i != outsider).unwrap();
+        nodes[leaver].0.abort();
+        nodes[other].0.abort();
+        let live: Vec<usize> = (0..5).filter(|&i| i != leaver && i != other).collect();
+        let resume = live.iter().map(|&i| height(&chain(i))).max().unwrap() + 2 * EPOCH;
+        wait_until(&ctx, || live.iter().all(|&i| height(&chain(i)) >= resume)).await;
+        println!("rotated at {boundary}; outsider proposed {outsider_proposed} blocks; finalized to {resume} without two old members");
+    });
+}
+
+/// A validator that was down for several epochs restarts in the epoch it stopped in, learns
+/// from its peers' traffic that they are ahead, fetches each epoch's last block and enters the
+/// following epochs one by one until it is back at the tip (here the committee stays the same;
+/// `committee_rotates_at_an_epoch_boundary` covers a changing one).
+#[test]
+fn validator_down_for_several_epochs_catches_up() {
+    const EPOCH: u64 = 10;
+    runner(8, 900).start(|ctx| async move {
+        let mut g = genesis(4);
+        g.params.epoch_length = EPOCH as u128;
+        let sim = setup_with(&ctx, 4, GOOD, true, g).await;
+        let mut nodes = Vec::new();
+        for i in 0..4 {
+            let (handle, chain, _) = spawn_validator(&ctx, &sim, i, 0).await;
+            nodes.push((handle, chain));
+        }
+        let _load = spawn_tx_load(&ctx, nodes[1].1.clone(), Duration::from_millis(50));
+        wait_until(&ctx, || nodes.iter().all(|(_, c)| height(c) >= 5)).await;
+        nodes[0].0.abort();
+        let stopped_at = height(&nodes[0].1);
+        let ahead = height(&nodes[1].1) + 4 * EPOCH;
+        wait_until(&ctx, || nodes[1..].iter().all(|(_, c)| height(c) >= ahead)).await;
+        let (_h, restarted, _) = spawn_validator(&ctx, &sim, 0, 1).await;
+        assert!(restarted.snapshot().height < ahead - EPOCH, "it was several epochs behind");
+        let target = ahead + EPOCH;
+        wait_until(&ctx, || height(&restarted) >= target).await;
+        let refs = vec![&restarted, &nodes[1].1, &nodes[2].1, &nodes[3].1];
+        assert_agreement(&refs).await;
+        println!("stopped at {stopped_at}, others reached {ahead}, caught up past {target}");
     });
 }

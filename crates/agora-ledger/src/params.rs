@@ -66,6 +66,9 @@ pub struct ParamInfo {
 
 const BIG: u128 = 1 << 100;
 
+/// The largest committee `committee_size` allows (consensus sizes messages and blocks for it).
+pub const MAX_COMMITTEE_SIZE: u128 = 100;
+
 /// Parameters only a genesis file sets; governance proposals to change them are refused.
 pub const FIXED_AT_GENESIS: &[&str] = &["epoch_length"];
 const DAY_MS: u128 = 86_400_000;
@@ -76,7 +79,7 @@ params! {
     /// Extra fee per encoded byte of the transaction.
     fee_per_byte: 0, 0, BIG;
     /// Number of validators in the consensus committee (top-N by stake).
-    committee_size: 4, 1, 100;
+    committee_size: 4, 1, MAX_COMMITTEE_SIZE;
     /// Blocks per epoch; the committee is recomputed at each epoch boundary. Fixed at genesis:
     /// consensus switches committees at multiples of it.
     epoch_length: 1_000, 2, 1 << 40;

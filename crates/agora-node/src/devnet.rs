@@ -73,9 +73,11 @@ const PROVIDER_SITES: &[(&str, u32)] = &[("eu-north", 30), ("us-east", 380), ("a
 
 /// Chain parameters for a devnet. Blocks come every ~50–200 ms on one machine, so windows
 /// counted in blocks are set to span seconds to minutes (the defaults assume slower blocks).
+/// Epochs are short (seconds) so a devnet exercises consensus hand-overs between epochs.
 pub fn devnet_params(validators: usize) -> Params {
     Params {
         committee_size: validators as u128,
+        epoch_length: 100,
         liveness_blocks: 1_500,
         audit_window_blocks: 20,
         audit_report_blocks: 1_500,

@@ -1,6 +1,7 @@
 //! The Agora node: composes the chain, the HTTP API, the content store and the provider agent;
 //! and the `agora` command-line tool that drives a node.
 
+pub mod address_book;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -2,6 +2,7 @@
 //! tokio runtime with authenticated p2p, the HTTP API, the content store and, for providers,
 //! the provider agent — and stop cleanly on Ctrl-C or SIGTERM.
 
+use crate::address_book::AddressBook;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{NodeConfig, load_genesis, load_key};
 use agora_chain::block::{consensus_key, consensus_public_key};
@@ -13,14 +14,11 @@ use agora_chain::validator::{
 use agora_chain::{BlockCfg, ChainHandle, start_validator};
 use anyhow::{Context, bail};
 use commonware_cryptography::{ChaCha20Poly1305, ed25519};
-use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
+use commonware_p2p::{Address, authenticated::lookup};
 use commonware_runtime::{Quota, Runner as _, Supervisor as _};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
-use commonware_utils::{
-    NZU32, NZUsize,
-    ordered::{Map, Set},
-};
+use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -96,7 +94,6 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("peer key {} is not a valid Ed25519 key", p.key))
         })
         .collect::<anyhow::Result<_>>()?;
-    let participants = Set::from_iter_dedup(pks.clone());
     let chain_dir = config.data_dir.join("chain");
     let rt = commonware_runtime::tokio::Config::new()
         .with_storage_directory(&chain_dir)
@@ -106,7 +103,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let api_addr = config.api.listen;
     let max_upload = config.api.max_upload_mb << 20;
     commonware_runtime::tokio::Runner::new(rt).start(|ctx| async move {
-        let n = participants.len();
+        let n = pks.len();
         let handshake = Cups::<_, ChaCha20Poly1305>::new(
             Sake {
                 signer: signer.clone(),
@@ -122,11 +119,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             NAMESPACE,
             v.p2p_listen,
             NZUsize!(n.max(1)),
-            max_message_size(n as u32, &block_cfg),
+            max_message_size(&block_cfg),
             NZUsize!(4096),
         );
         p2p.dial_frequency = Duration::from_millis(500);
-        let (mut network, mut oracle) = lookup::Network::new(ctx.child("network"), p2p);
+        let (mut network, oracle) = lookup::Network::new(ctx.child("network"), p2p);
         let peers: Map<ed25519::PublicKey, Address> = pks
             .iter()
             .zip(&v.peers)
@@ -134,7 +131,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .try_into()
             .expect("validator keys are unique");
-        let _ = oracle.track(0, peers);
+        // Each epoch's peer set is installed by consensus as it enters the epoch.
+        let book = AddressBook::new(oracle.clone(), peers);
         let quota = Quota::per_second(NZU32!(1024));
         let mut reg = |ch| network.register(ch, quota);
         let channels = Channels {
@@ -151,7 +149,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             ValidatorConfig {
                 prefix: "agora".into(),
                 key: signer,
-                participants,
+                peers: book,
                 blocker: oracle.clone(),
                 provider: oracle.clone(),
                 genesis,

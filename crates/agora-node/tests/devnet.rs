@@ -1,6 +1,7 @@
 //! End to end on real processes: `agora devnet` starts 4 validator nodes on 127.0.0.1;
 //! transfers go through the CLI and are finalized; a validator is killed with SIGKILL, the
-//! others keep finalizing; it is restarted alone and catches up to the same chain.
+//! others keep finalizing into a new epoch (a new consensus engine); it is restarted alone and
+//! catches up to the same chain across the epoch boundary.
 
 mod common;
 
@@ -106,9 +107,16 @@ fn devnet_finalizes_survives_a_killed_validator_and_catches_it_up() {
     let pid = pid_of(&config2).expect("node2 is running");
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     let h0 = try_height(&url(0)).unwrap();
-    wait_for("the chain to keep finalizing without node2", Duration::from_secs(60), || {
-        try_height(&url(0)).is_some_and(|h| h >= h0 + 10)
-    });
+    let epoch0 = try_status(&url(0), "epoch").unwrap();
+    // Long enough for node2 to miss an epoch boundary: it must then catch up across epochs.
+    wait_for(
+        "the chain to keep finalizing, into a new epoch, without node2",
+        Duration::from_secs(90),
+        || {
+            try_height(&url(0)).is_some_and(|h| h >= h0 + 10)
+                && try_status(&url(0), "epoch").is_some_and(|e| e > epoch0)
+        },
+    );
     let sent = agora(&url(0), &["--key", faucet.to_str().unwrap(), "wallet", "transfer", &acct, "1"]);
     assert_eq!(sent["status"]["status"], "finalized");
 

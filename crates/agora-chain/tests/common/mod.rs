@@ -3,6 +3,7 @@
 //! latency, jitter and loss; partitions), running the production validator wiring.
 #![allow(dead_code)]
 
+use agora_chain::epoch::EpochPeers;
 use agora_chain::executor::BlockRecord;
 use agora_chain::mempool::Limits;
 use agora_chain::validator::{
@@ -13,6 +14,7 @@ use agora_chain::{BlockCfg, ChainHandle, start_validator};
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{Amount, SecretKey, SignedTx};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
+use commonware_consensus::types::Epoch;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Oracle};
 use commonware_runtime::{Clock, Handle, Quota, Spawner, Supervisor as _, deterministic};
@@ -74,21 +76,26 @@ pub struct Sim {
 }
 
 pub async fn setup(ctx: &Ctx, n: usize, link: Link, disconnect_on_block: bool) -> Sim {
+    setup_with(ctx, n, link, disconnect_on_block, genesis(n)).await
+}
+
+/// [`setup`] with a custom genesis (validators `0..n` exist as network nodes either way).
+pub async fn setup_with(ctx: &Ctx, n: usize, link: Link, disconnect_on_block: bool, genesis: Genesis) -> Sim {
     let pks: Vec<_> = (0..n).map(|i| consensus_key(i).public_key()).collect();
     let participants = Set::from_iter_dedup(pks.clone());
     let (network, oracle) = simulated::Network::new_with_peers(
         ctx.child("network"),
         simulated::Config {
-            max_size: max_message_size(n as u32, &BlockCfg::default()),
+            max_size: max_message_size(&BlockCfg::default()),
             max_peers_per_set: NZUsize!(n),
             disconnect_on_block,
-            tracked_peer_sets: NZUsize!(1),
+            tracked_peer_sets: NZUsize!(4),
         },
         pks.clone(),
     )
     .await;
     network.start();
-    let sim = Sim { oracle, pks, participants, genesis: genesis(n) };
+    let sim = Sim { oracle, pks, participants, genesis };
     link_all(&sim, link).await;
     sim
 }
@@ -122,6 +129,19 @@ pub async fn reconnect(sim: &Sim, idx: usize, link: Link) {
     }
 }
 
+/// Every simulated node is in every epoch's peer set, so nodes outside a committee keep
+/// receiving its consensus traffic (as observers) and can serve blocks.
+pub struct SimPeers {
+    manager: simulated::Manager<ed25519::PublicKey, Ctx>,
+    everyone: Set<ed25519::PublicKey>,
+}
+
+impl EpochPeers for SimPeers {
+    fn track(&mut self, epoch: Epoch, _committee: &Set<ed25519::PublicKey>) {
+        let _ = commonware_p2p::Manager::track(&mut self.manager, epoch.get(), self.everyone.clone());
+    }
+}
+
 type SimChannels =
     Channels<simulated::Sender<ed25519::PublicKey, Ctx>, simulated::Receiver<ed25519::PublicKey>>;
 
@@ -149,7 +169,7 @@ pub async fn spawn_validator(
     let cfg = ValidatorConfig {
         prefix: format!("v{idx}"),
         key: consensus_key(idx),
-        participants: sim.participants.clone(),
+        peers: SimPeers { manager: sim.oracle.manager(), everyone: sim.participants.clone() },
         blocker: sim.oracle.control(sim.pks[idx].clone()),
         provider: sim.oracle.manager(),
         genesis: sim.genesis.clone(),

@@ -32,11 +32,16 @@ pub fn agora_fails(node: &str, args: &[&str]) -> String {
 
 /// The finalized height a node reports, if it answers.
 pub fn try_height(node: &str) -> Option<u64> {
+    try_status(node, "height")
+}
+
+/// A numeric field of `agora chain status` (`height`, `epoch`), if the node answers.
+pub fn try_status(node: &str, field: &str) -> Option<u64> {
     let out = Command::new(BIN).args(["--node", node, "--json", "chain", "status"]).output().ok()?;
     if !out.status.success() {
         return None;
     }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["height"].as_u64()
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?[field].as_u64()
 }
 
 /// Polls `f` every 200 ms until it holds; panics after `timeout`.

@@ -16,6 +16,7 @@ use common::*;
 use commonware_consensus::simplex::mocks::conflicter;
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_cryptography::Sha256;
+use commonware_p2p::simulated::Link;
 use commonware_p2p::utils::mux::Muxer;
 use commonware_runtime::{Clock, Runner as _, Supervisor as _, deterministic};
 use std::time::Duration;
@@ -70,8 +71,9 @@ fn many_seeds() {
     let n: u64 = std::env::var("AGORA_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     for seed in 0..n {
         lossy_run(1000 + seed, 10);
+        rotation_run(1000 + seed, LOSSY);
     }
-    println!("{n} seeds passed");
+    println!("{n} seeds passed (lossy run and committee rotation each)");
 }
 
 #[test]
@@ -295,15 +297,19 @@ fn transactions_are_tracked_and_state_is_provable() {
 /// the genesis committee, with only two of its four left, could not.
 #[test]
 fn committee_rotates_at_an_epoch_boundary() {
+    rotation_run(7, GOOD);
+}
+
+fn rotation_run(seed: u64, link: Link) {
     const EPOCH: u64 = 10;
-    runner(7, 900).start(|ctx| async move {
+    runner(seed, 900).start(|ctx| async move {
         let mut g = genesis(5);
         g.params.committee_size = 4;
         g.params.epoch_length = EPOCH as u128;
         for i in 0..5 {
             g.accounts.push(GenesisAccount { account: ledger_key(i).public(), balance: Amount(10_000_000) });
         }
-        let sim = setup_with(&ctx, 5, GOOD, true, g).await;
+        let sim = setup_with(&ctx, 5, link, true, g).await;
         let mut nodes = Vec::new();
         for i in 0..5 {
             let (handle, chain, _) = spawn_validator(&ctx, &sim, i, 0).await;
@@ -354,7 +360,9 @@ fn committee_rotates_at_an_epoch_boundary() {
         let live: Vec<usize> = (0..5).filter(|&i| i != leaver && i != other).collect();
         let resume = live.iter().map(|&i| height(&chain(i))).max().unwrap() + 2 * EPOCH;
         wait_until(&ctx, || live.iter().all(|&i| height(&chain(i)) >= resume)).await;
-        println!("rotated at {boundary}; outsider proposed {outsider_proposed} blocks; finalized to {resume} without two old members");
+        println!(
+            "seed {seed}: rotated at {boundary}; outsider proposed {outsider_proposed} blocks; finalized to {resume} without two old members"
+        );
     });
 }
 

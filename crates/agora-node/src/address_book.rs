@@ -1,11 +1,13 @@
-//! Where a validator finds its peers. The committee can change every epoch, and the lookup p2p
-//! network dials (and accepts) only keys it has an address for, so every epoch's peer set is
-//! the whole address book from `[validator].peers`: committee members and observers alike stay
-//! connected, and a node that leaves the committee keeps following it.
+//! Where a validator finds its peers. Each epoch's p2p peer set is built from the address book
+//! in `[validator].peers` (the lookup network dials and accepts only keys it has an address
+//! for): the epoch's committee members are primary peers (dialed, sent blocks and votes), every
+//! other known validator is secondary (accepted and sent consensus traffic), so a node outside
+//! the committee keeps following it as an observer. Addresses are not on chain yet: a validator
+//! elected into a committee must be in the other nodes' address books to be reached.
 
 use agora_chain::epoch::{Epoch, EpochPeers};
 use commonware_cryptography::ed25519;
-use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
+use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers, authenticated::lookup};
 use commonware_utils::ordered::{Map, Set};
 use tracing::warn;
 
@@ -33,6 +35,12 @@ impl EpochPeers for AddressBook {
                 );
             }
         }
-        let _ = self.oracle.track(epoch.get(), self.book.clone());
+        let (primary, secondary): (Vec<_>, Vec<_>) = self
+            .book
+            .iter_pairs()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .partition(|(k, _)| committee.position(k).is_some());
+        let map = |v: Vec<(ed25519::PublicKey, Address)>| Map::try_from(v).expect("keys come from one map");
+        let _ = self.oracle.track(epoch.get(), AddressableTrackedPeers::new(map(primary), map(secondary)));
     }
 }

@@ -16,6 +16,7 @@ use agora_core::{Amount, SecretKey, SignedTx};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
 use commonware_consensus::types::Epoch;
 use commonware_cryptography::{Signer as _, ed25519};
+use commonware_p2p::TrackedPeers;
 use commonware_p2p::simulated::{self, Link, Oracle};
 use commonware_runtime::{Clock, Handle, Quota, Spawner, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, ordered::Set, probability};
@@ -129,16 +130,19 @@ pub async fn reconnect(sim: &Sim, idx: usize, link: Link) {
     }
 }
 
-/// Every simulated node is in every epoch's peer set, so nodes outside a committee keep
-/// receiving its consensus traffic (as observers) and can serve blocks.
+/// An epoch's committee are its primary peers and every other simulated node a secondary one
+/// (as production nodes do with their address book), so nodes outside a committee keep
+/// receiving its consensus traffic as observers.
 pub struct SimPeers {
     manager: simulated::Manager<ed25519::PublicKey, Ctx>,
     everyone: Set<ed25519::PublicKey>,
 }
 
 impl EpochPeers for SimPeers {
-    fn track(&mut self, epoch: Epoch, _committee: &Set<ed25519::PublicKey>) {
-        let _ = commonware_p2p::Manager::track(&mut self.manager, epoch.get(), self.everyone.clone());
+    fn track(&mut self, epoch: Epoch, committee: &Set<ed25519::PublicKey>) {
+        let others = self.everyone.iter().filter(|k| committee.position(k).is_none()).cloned();
+        let peers = TrackedPeers::new(committee.clone(), Set::from_iter_dedup(others));
+        let _ = commonware_p2p::Manager::track(&mut self.manager, epoch.get(), peers);
     }
 }
 

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use commonware_consensus::types::Epoch;
 
@@ -217,6 +217,15 @@ where
                 backup = cert_backup.recv() => {
                     let Some((their_epoch, (from, _))) = backup else { return };
                     self.hint_if_ahead(active.epoch, their_epoch, from);
+                },
+                result = &mut active.engine => {
+                    // An engine stops only by failing (the old one is aborted only after it
+                    // is replaced): consensus is over for this node, so stop with it.
+                    match result {
+                        Ok(()) => warn!(epoch = %active.epoch, "consensus engine stopped"),
+                        Err(e) => error!(epoch = %active.epoch, error = %e, "consensus engine failed"),
+                    }
+                    return;
                 },
                 update = self.finalized.next() => {
                     let Some((block, ack)) = update else { return };

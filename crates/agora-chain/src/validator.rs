@@ -1,6 +1,6 @@
 //! Wires one validator: block dissemination, marshal (finalized archives, backfill), the
 //! `Deferred` application wrapper, the executor, transaction gossip, evidence collection, and
-//! the simplex consensus engine. Generic over the runtime, so the same code runs in
+//! the epoch orchestrator that runs a simplex engine per committee. Generic over the runtime, so the same code runs in
 //! Commonware's deterministic simulator and in production on tokio.
 
 use crate::application::{App, FinalizedReporter};
@@ -130,7 +130,7 @@ pub struct Validator {
     pub evidence: EvidencePool,
     /// Marshal's processed height when the validator started.
     pub marshal_processed_at_start: Option<u64>,
-    /// The consensus engine task.
+    /// The consensus task (the epoch orchestrator and, under it, the running epoch's engine).
     pub engine: Handle<()>,
 }
 

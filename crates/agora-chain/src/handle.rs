@@ -101,4 +101,10 @@ impl ChainHandle {
     pub async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
         self.marshal.get_finalization(Height::new(height)).await.map(|f| f.encode().to_vec())
     }
+
+    /// A finalized block as consensus encoded it (context, ledger block, next committee): what
+    /// its finalization certificate signs, so a light client can check both together.
+    pub async fn consensus_block(&self, height: u64) -> Option<Vec<u8>> {
+        self.marshal.get_block(Height::new(height)).await.map(|b| b.inner().encode().to_vec())
+    }
 }

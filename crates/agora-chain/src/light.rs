@@ -3,14 +3,14 @@
 //! digest. Together with a state proof against that block's successor's `state_root`, this
 //! proves a ledger object from nothing but the committee's keys.
 
-use crate::block::{consensus_public_key, to_digest};
+use crate::block::{BlockCfg, ChainBlock, consensus_public_key, to_account, to_digest, to_hash};
 use crate::validator::NAMESPACE;
 use agora_core::{Hash, PublicKey};
 use commonware_codec::Decode as _;
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::simplex::types::Finalization;
 use commonware_cryptography::certificate::Verifier as _;
-use commonware_cryptography::sha256;
+use commonware_cryptography::{Digestible as _, sha256};
 use commonware_parallel::Sequential;
 use commonware_utils::ordered::Set;
 use rand_core::SeedableRng;
@@ -35,6 +35,28 @@ pub enum LightError {
     /// The signatures do not form a valid quorum of the committee.
     #[error("the certificate's signatures are not a valid quorum of the committee")]
     BadSignatures,
+    /// The block is not an epoch's last block, so it names no next committee.
+    #[error("block {0} is not the last block of an epoch; it names no next committee")]
+    NotABoundary(u64),
+}
+
+/// Follows one committee change: checks that `certificate` finalizes exactly `block` (an
+/// epoch's last block, consensus-encoded as `/api/v1/blocks/{h}/finalization` serves it) under
+/// `committee`, the committee of that epoch, and returns the next epoch's committee that the
+/// block names. Chained from the genesis committee, this verifies any later finalization
+/// without trusting the node that served the data.
+pub fn next_committee(
+    certificate: &[u8],
+    block: &[u8],
+    committee: &[PublicKey],
+) -> Result<Vec<PublicKey>, LightError> {
+    let block = ChainBlock::decode_cfg(bytes::Bytes::copy_from_slice(block), &BlockCfg::default())
+        .map_err(|e| LightError::Malformed(format!("consensus block: {e}")))?;
+    verify_finalization(certificate, &to_hash(&block.digest()), committee)?;
+    if block.next_committee.is_empty() {
+        return Err(LightError::NotABoundary(block.block.header.height));
+    }
+    Ok(block.next_committee.iter().map(to_account).collect())
 }
 
 /// Checks that `certificate` (as served by `/api/v1/blocks/{h}/finalization`) finalizes the

@@ -352,6 +352,27 @@ fn rotation_run(seed: u64, link: Link) {
         }
         assert!(outsider_proposed > 0, "the new member leads rounds of the new epoch");
 
+        // A light client trusting only the genesis committee follows the change: the boundary
+        // block's certificate verifies under it, and the committee it names verifies the new
+        // epoch's certificates. (The genesis committee may accept them too when the three
+        // members both committees share signed; that is a real quorum of it.)
+        let c0 = chain(0);
+        let (cert, block) = (c0.finalization(boundary).await.unwrap(), c0.consensus_block(boundary).await.unwrap());
+        let mut learned = agora_chain::light::next_committee(&cert, &block, &genesis_committee).unwrap();
+        let mut expected = new_committee.clone();
+        learned.sort();
+        expected.sort();
+        assert_eq!(learned, expected);
+        let later = boundary + EPOCH / 2;
+        let digest = c0.block(later).await.unwrap().unwrap().digest;
+        let cert = c0.finalization(later).await.unwrap();
+        agora_chain::light::verify_finalization(&cert, &digest, &learned).expect("new committee finalized it");
+        let not_boundary = c0.consensus_block(later).await.unwrap();
+        assert!(matches!(
+            agora_chain::light::next_committee(&cert, &not_boundary, &learned),
+            Err(agora_chain::light::LightError::NotABoundary(_))
+        ));
+
         // Lose the displaced member and one more of the genesis committee: the new committee
         // still has three of its four members, enough to finalize.
         let other = (0..5).find(|&i| i != leaver && i != outsider).unwrap();

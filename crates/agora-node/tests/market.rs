@@ -158,7 +158,13 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
         let pi: f64 = line.trim().rsplit("pi=").next().unwrap().parse().unwrap();
         assert!((pi - std::f64::consts::PI).abs() < 0.25, "item {i}: {line}");
     }
-    // The receipt's proofs check against finalization certificates of the genesis committee.
+    // The receipt's proofs check against finalization certificates, with committees followed
+    // from the genesis committee through every epoch's last block. Wait until the chain is past
+    // its first epoch so that following happens.
+    let epoch_length = agora_node::devnet::devnet_params(1).epoch_length as u64;
+    wait_for("the chain to leave its first epoch", Duration::from_secs(120), || {
+        try_height(&v).is_some_and(|h| h > epoch_length + 2)
+    });
     let genesis = net.dir.join("genesis.toml");
     let verified = agora(
         &v,
@@ -167,6 +173,7 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     let proofs = verified["proofs"].as_array().unwrap();
     assert!(proofs.len() >= 4, "{verified}");
     assert!(proofs.iter().all(|p| p["header_finalized"] == true), "{verified}");
+    assert!(proofs.iter().all(|p| p["height"].as_u64().unwrap() >= epoch_length), "{verified}");
 
     // --- A provider killed mid-job: its shard is re-matched and the job completes. ---
     let job = job_file(work.path(), "kill", 40, "max_price = 1000\nshards = 2\ndeadline = \"20m\"");

@@ -364,7 +364,8 @@ pub async fn block(State(s): State<Arc<ApiState>>, Path(h): Path<String>) -> Api
     })
 }
 
-/// `GET /api/v1/blocks/{height}/finalization`: the finalization certificate, hex.
+/// `GET /api/v1/blocks/{height}/finalization`: the finalization certificate and the consensus
+/// block it finalizes (hex); an epoch's last block names the next committee.
 pub async fn finalization(
     State(s): State<Arc<ApiState>>,
     Path(h): Path<String>,
@@ -375,7 +376,15 @@ pub async fn finalization(
         .finalization(height)
         .await
         .ok_or_else(|| ApiError::not_found(format!("no finalization for block {height}")))?;
-    Ok(Json(serde_json::json!({ "height": height, "certificate": hex::encode(cert) })))
+    let block = chain
+        .consensus_block(height)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("block {height} is not finalized yet")))?;
+    Ok(Json(serde_json::json!({
+        "height": height,
+        "certificate": hex::encode(cert),
+        "block": hex::encode(block),
+    })))
 }
 
 /// `GET /api/v1/proofs/{kind}/{id}`: a state proof for a ledger object.

@@ -121,7 +121,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
         path: "/api/v1/blocks/{height}/finalization",
-        summary: "The block's finalization certificate (hex)",
+        summary: "The block's finalization certificate and its consensus encoding (hex)",
     },
     RouteDoc {
         method: "get",

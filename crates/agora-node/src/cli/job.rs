@@ -60,8 +60,9 @@ pub enum JobCommand {
         /// Check every lease's state proof and the finalization certificates of the headers.
         #[arg(long)]
         verify: bool,
-        /// Genesis file whose validators are the committee to check certificates against
-        /// (default: the committee the node reports).
+        /// Genesis file whose committee to start from: later committees are learned from the
+        /// epochs' last blocks, each checked against the one before (default: trust the
+        /// committee the node reports now, which covers only the current epoch).
         #[arg(long)]
         genesis: Option<PathBuf>,
     },
@@ -171,13 +172,24 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             let job = client.job(id).await?;
             let mut r = receipt::build(&client, id, &job).await?;
             if verify {
-                let committee = match genesis {
+                let (trust, epoch_length) = match genesis {
                     Some(path) => {
-                        crate::config::load_genesis(&path)?.validators.iter().map(|v| v.account).collect()
+                        let genesis = crate::config::load_genesis(&path)?;
+                        let state = genesis.build().context("the genesis file is invalid")?;
+                        let members = state.meta().committee.clone();
+                        (receipt::TrustedCommittee { epoch: 0, members }, genesis.params.epoch_length)
                     }
-                    None => client.status().await?.committee,
+                    None => {
+                        let status = client.status().await?;
+                        let trust =
+                            receipt::TrustedCommittee { epoch: status.epoch, members: status.committee };
+                        (trust, client.params().await?.epoch_length)
+                    }
                 };
-                receipt::verify(&client, &mut r, &committee).await.context("verifying the receipt")?;
+                let epoch_length = agora_ledger::Params::u64(epoch_length);
+                receipt::verify(&client, &mut r, epoch_length, trust)
+                    .await
+                    .context("verifying the receipt")?;
             }
             print(g.json, &r, receipt::render);
         }

@@ -12,6 +12,7 @@ use agora_ledger::jobs::Job;
 use agora_ledger::leases::{Lease, LeaseStatus};
 use anyhow::{Context, bail};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What one shard cost and how it was checked.
@@ -169,14 +170,78 @@ pub async fn build(client: &NodeClient, id: u64, job: &Job) -> anyhow::Result<Re
     })
 }
 
+/// The committee a user trusts to start from, and the epoch it served.
+pub struct TrustedCommittee {
+    /// Its epoch (0 for the genesis committee).
+    pub epoch: u64,
+    /// Its members.
+    pub members: Vec<PublicKey>,
+}
+
+/// Committees by epoch, learned forward from a trusted one: each epoch's last block names the
+/// next committee and is checked against its own epoch's committee (`light::next_committee`),
+/// so later certificates verify without trusting the node that serves them.
+struct CommitteeWalk<'a> {
+    client: &'a NodeClient,
+    epoch_length: u64,
+    known: BTreeMap<u64, Vec<PublicKey>>,
+}
+
+impl<'a> CommitteeWalk<'a> {
+    fn new(client: &'a NodeClient, epoch_length: u64, trust: TrustedCommittee) -> Self {
+        Self {
+            client,
+            epoch_length: epoch_length.max(1),
+            known: BTreeMap::from([(trust.epoch, trust.members)]),
+        }
+    }
+
+    /// The committee that finalized blocks at `height`.
+    async fn at(&mut self, height: u64) -> anyhow::Result<&[PublicKey]> {
+        let epoch = height / self.epoch_length;
+        let first = *self.known.keys().next().expect("starts with the trusted committee");
+        if epoch < first {
+            bail!(
+                "block {height} is in epoch {epoch}, before the trusted committee's epoch {first}; pass --genesis <file> to verify from the genesis committee"
+            );
+        }
+        loop {
+            let (&last, committee) = self.known.last_key_value().expect("non-empty");
+            if last >= epoch {
+                break;
+            }
+            let boundary = (last + 1) * self.epoch_length - 1;
+            let f: serde_json::Value =
+                self.client.get(&format!("/api/v1/blocks/{boundary}/finalization")).await?;
+            let field = |name: &str| -> anyhow::Result<Vec<u8>> {
+                Ok(hex::decode(
+                    f[name]
+                        .as_str()
+                        .with_context(|| format!("finalization of block {boundary} has no {name}"))?,
+                )?)
+            };
+            let next =
+                agora_chain::light::next_committee(&field("certificate")?, &field("block")?, committee)
+                    .with_context(|| {
+                        format!("following the committee change at block {boundary} (end of epoch {last})")
+                    })?;
+            self.known.insert(last + 1, next);
+        }
+        Ok(&self.known[&epoch])
+    }
+}
+
 /// Checks the job and every settled lease of `receipt` against finalized state: a state proof
-/// against the next header's root, whose finalization certificate must verify under
-/// `committee`; and the proven lease must agree with what the receipt reports.
+/// against the next header's root, whose finalization certificate must verify under the
+/// committee of its epoch, learned from `trust` forward; and the proven lease must agree with
+/// what the receipt reports.
 pub async fn verify(
     client: &NodeClient,
     receipt: &mut Receipt,
-    committee: &[PublicKey],
+    epoch_length: u64,
+    trust: TrustedCommittee,
 ) -> anyhow::Result<()> {
+    let mut committees = CommitteeWalk::new(client, epoch_length, trust);
     let mut objects = vec![ObjectKey::Job(receipt.job)];
     objects.extend(receipt.shards.iter().filter_map(|s| s.lease).map(ObjectKey::Lease));
     for key in objects {
@@ -185,6 +250,7 @@ pub async fn verify(
             .get::<serde_json::Value>(&format!("/api/v1/blocks/{}/finalization", next.block.header.height))
             .await?;
         let cert = hex::decode(cert["certificate"].as_str().context("certificate missing")?)?;
+        let committee = committees.at(next.block.header.height).await?;
         agora_chain::light::verify_finalization(&cert, &next.digest, committee).with_context(|| {
             format!("block {} is not finalized by the committee", next.block.header.height)
         })?;

@@ -83,6 +83,21 @@ pub trait EpochPeers: Send + 'static {
     fn track(&mut self, epoch: Epoch, committee: &Set<ed25519::PublicKey>);
 }
 
+/// The storage partition of `epoch`'s consensus journal (votes and certificates it saw).
+pub fn journal_partition(prefix: &str, epoch: Epoch) -> String {
+    format!("{prefix}-simplex-e{}", epoch.get())
+}
+
+/// Deletes the consensus journals of `epoch` and of the epoch before it, whose engines no
+/// longer run: a restart resumes after the last processed boundary and never replays them.
+/// (Owns its context so no borrow of the orchestrator is held across the await.)
+async fn forget<E: Storage>(context: E, prefix: &str, epoch: Epoch) {
+    for e in [Some(epoch), epoch.previous()].into_iter().flatten() {
+        // Missing (already deleted, or never written) is fine.
+        let _ = context.remove(&journal_partition(prefix, e), None).await;
+    }
+}
+
 /// Reports marshal's finalized blocks to the orchestrator; never blocks, never drops.
 #[derive(Clone)]
 pub struct OrchestratorMailbox {
@@ -207,6 +222,10 @@ where
             (boundary.digest(), Set::from_iter_dedup(boundary.inner().next_committee.clone()))
         };
         let Some(mut active) = self.enter(epoch, floor, committee, &mut channels).await else { return };
+        // No engine of an earlier epoch runs after a restart.
+        if let Some(previous) = epoch.previous() {
+            forget(self.context.child("journal_gc"), &self.cfg.prefix, previous).await;
+        }
 
         loop {
             select! {
@@ -248,6 +267,10 @@ where
                     let old = std::mem::replace(&mut active, entered);
                     old.engine.abort();
                     ack.acknowledge();
+                    // The engine aborted an epoch ago has surely stopped writing by now.
+                    if let Some(stale) = old.epoch.previous() {
+                        forget(self.context.child("journal_gc"), &self.cfg.prefix, stale).await;
+                    }
                 },
             }
         }
@@ -298,7 +321,7 @@ where
                 relay: self.app.clone(),
                 reporter: Reporters::from((self.app.clone(), OnlyFaults(attributable))),
                 strategy: Sequential,
-                partition: format!("{}-simplex-e{}", self.cfg.prefix, epoch.get()),
+                partition: journal_partition(&self.cfg.prefix, epoch),
                 mailbox_size: self.cfg.mailbox_size,
                 epoch,
                 floor: Floor::Genesis(floor),

@@ -18,7 +18,7 @@ use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_cryptography::Sha256;
 use commonware_p2p::simulated::Link;
 use commonware_p2p::utils::mux::Muxer;
-use commonware_runtime::{Clock, Runner as _, Supervisor as _, deterministic};
+use commonware_runtime::{Clock, Runner as _, Storage as _, Supervisor as _, deterministic};
 use std::time::Duration;
 
 /// 4 validators on lossy, jittery links finalize a stream of transfers; every validator agrees
@@ -415,6 +415,16 @@ fn validator_down_for_several_epochs_catches_up() {
         wait_until(&ctx, || height(&restarted) >= target).await;
         let refs = vec![&restarted, &nodes[1].1, &nodes[2].1, &nodes[3].1];
         assert_agreement(&refs).await;
+        // Finished epochs' vote journals are deleted; the running epoch's is kept.
+        let epoch = |h: u64| agora_chain::epoch::Epoch::new(h / EPOCH);
+        let partition = |i: usize, h: u64| agora_chain::epoch::journal_partition(&format!("v{i}"), epoch(h));
+        for i in 0..4 {
+            assert!(ctx.scan(&partition(i, 0)).await.is_err(), "node {i} kept epoch 0's journal");
+        }
+        assert!(
+            ctx.scan(&partition(1, height(&nodes[1].1) + 1)).await.is_ok(),
+            "the running epoch's journal"
+        );
         println!("stopped at {stopped_at}, others reached {ahead}, caught up past {target}");
     });
 }

@@ -317,8 +317,11 @@ pub fn committee_of(state: &State) -> Set<ed25519::PublicKey> {
 /// What a block at `height` whose result is `state` must carry as its next committee: the
 /// elected committee if it is the last block of an epoch, nothing otherwise.
 pub fn next_committee_after(state: &State, height: u64) -> Vec<ed25519::PublicKey> {
-    let epoch_length = agora_ledger::Params::u64(state.params().epoch_length);
-    if (height + 1).is_multiple_of(epoch_length) { committee_of(state).into_iter().collect() } else { vec![] }
+    if (height + 1).is_multiple_of(state.params().blocks_per_epoch()) {
+        committee_of(state).into_iter().collect()
+    } else {
+        vec![]
+    }
 }
 
 /// The (transaction, signature) pairs this node has verified, so blocks re-check no signature

@@ -1,7 +1,7 @@
 //! Wires one validator: block dissemination, marshal (finalized archives, backfill), the
 //! `Deferred` application wrapper, the executor, transaction gossip, evidence collection, and
-//! the epoch orchestrator that runs a simplex engine per committee. Generic over the runtime, so the same code runs in
-//! Commonware's deterministic simulator and in production on tokio.
+//! the epoch orchestrator that runs a simplex engine per committee. Generic over the runtime,
+//! so the same code runs in Commonware's deterministic simulator and in production on tokio.
 
 use crate::application::{App, FinalizedReporter};
 use crate::block::{BlockCfg, ChainBlock, MAX_COMMITTEE};
@@ -217,8 +217,7 @@ where
     let genesis_digest = genesis.digest();
     let genesis_committee = committee_of(&cfg.genesis.build()?);
     // Fixed at genesis: every state holds the genesis value.
-    let epocher =
-        || FixedEpocher::new(NZU64!(agora_ledger::Params::u64(cfg.genesis.params.epoch_length).max(2)));
+    let epocher = || FixedEpocher::new(NZU64!(cfg.genesis.params.blocks_per_epoch()));
     let committees = Committees::default();
     let shared = executor.shared();
     let (mailbox, executor_inbox) = ExecutorMailbox::new();

@@ -215,6 +215,12 @@ impl Params {
         PARAM_TABLE.iter().zip(self.values()).try_for_each(|(info, v)| Self::check(info.name, v))
     }
 
+    /// Blocks per epoch, as the ledger and consensus both count them (`epoch_length`; its
+    /// table bound keeps it at least 2, which consensus needs).
+    pub fn blocks_per_epoch(&self) -> u64 {
+        Self::u64(self.epoch_length).max(2)
+    }
+
     /// A value that fits in `u64` (all count and time parameters do, by their bounds).
     pub fn u64(value: u128) -> u64 {
         u64::try_from(value).unwrap_or(u64::MAX)

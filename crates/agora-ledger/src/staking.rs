@@ -122,7 +122,7 @@ pub fn elect_committee(state: &State, height: u64) -> Vec<AccountId> {
 /// After the last block of an epoch, installs the next epoch's committee: the first block of
 /// an epoch is produced by that epoch's committee, so it must be settled by the block before.
 pub(crate) fn maybe_rotate_committee(state: &mut State, cx: &mut Ctx) {
-    let len = Params::u64(state.params().epoch_length).max(2);
+    let len = state.params().blocks_per_epoch();
     let next = cx.height + 1;
     if !next.is_multiple_of(len) {
         return;

@@ -40,6 +40,15 @@ pub enum ClientError {
     Timeout(Duration, String),
 }
 
+/// A block's finalization as `/api/v1/blocks/{h}/finalization` serves it.
+#[derive(Clone, Debug)]
+pub struct Finalization {
+    /// The encoded finalization certificate.
+    pub certificate: Vec<u8>,
+    /// The encoded consensus block it finalizes.
+    pub block: Vec<u8>,
+}
+
 /// A node API client.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
@@ -161,6 +170,18 @@ impl NodeClient {
     /// A finalized block.
     pub async fn block(&self, height: u64) -> Result<BlockRecord, ClientError> {
         self.get(&format!("/api/v1/blocks/{height}")).await
+    }
+
+    /// A finalized block's finalization certificate and the consensus-encoded block it signs
+    /// (what a light client checks; see `agora_chain::light`).
+    pub async fn finalization(&self, height: u64) -> Result<Finalization, ClientError> {
+        let f: serde_json::Value = self.get(&format!("/api/v1/blocks/{height}/finalization")).await?;
+        let field = |name: &str| {
+            f[name].as_str().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
+                ClientError::Protocol(format!("finalization of block {height}: {name} is missing or not hex"))
+            })
+        };
+        Ok(Finalization { certificate: field("certificate")?, block: field("block")? })
     }
 
     /// A job.

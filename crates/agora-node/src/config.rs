@@ -199,12 +199,16 @@ pub struct NodeConfig {
     pub worker_threads: Option<usize>,
 }
 
+/// The cores this machine offers (2 if the OS will not say): the default worker thread count,
+/// and what a devnet divides among its nodes.
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
 impl NodeConfig {
     /// The number of async worker threads to run.
     pub fn worker_threads(&self) -> usize {
-        self.worker_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
-            .max(1)
+        self.worker_threads.unwrap_or_else(machine_cores).max(1)
     }
 
     /// Reads a config file and resolves its relative paths.

@@ -185,8 +185,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
     };
     save_genesis(&genesis_path, &genesis)?;
     // Every node runs on this machine: share its cores among them.
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let threads_per_node = (cores / (opts.validators + opts.providers)).max(1);
+    let threads_per_node = (crate::config::machine_cores() / (opts.validators + opts.providers)).max(1);
     let mut configs = vec![];
     for (i, k) in keys.iter().enumerate() {
         write_key(&opts.dir.join(format!("node{i}")).join("node.key"), k)?;

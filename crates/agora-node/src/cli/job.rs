@@ -177,16 +177,15 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
                         let genesis = crate::config::load_genesis(&path)?;
                         let state = genesis.build().context("the genesis file is invalid")?;
                         let members = state.meta().committee.clone();
-                        (receipt::TrustedCommittee { epoch: 0, members }, genesis.params.epoch_length)
+                        (receipt::TrustedCommittee { epoch: 0, members }, genesis.params.blocks_per_epoch())
                     }
                     None => {
                         let status = client.status().await?;
                         let trust =
                             receipt::TrustedCommittee { epoch: status.epoch, members: status.committee };
-                        (trust, client.params().await?.epoch_length)
+                        (trust, client.params().await?.blocks_per_epoch())
                     }
                 };
-                let epoch_length = agora_ledger::Params::u64(epoch_length);
                 receipt::verify(&client, &mut r, epoch_length, trust)
                     .await
                     .context("verifying the receipt")?;

@@ -211,20 +211,10 @@ impl<'a> CommitteeWalk<'a> {
                 break;
             }
             let boundary = (last + 1) * self.epoch_length - 1;
-            let f: serde_json::Value =
-                self.client.get(&format!("/api/v1/blocks/{boundary}/finalization")).await?;
-            let field = |name: &str| -> anyhow::Result<Vec<u8>> {
-                Ok(hex::decode(
-                    f[name]
-                        .as_str()
-                        .with_context(|| format!("finalization of block {boundary} has no {name}"))?,
-                )?)
-            };
-            let next =
-                agora_chain::light::next_committee(&field("certificate")?, &field("block")?, committee)
-                    .with_context(|| {
-                        format!("following the committee change at block {boundary} (end of epoch {last})")
-                    })?;
+            let f = self.client.finalization(boundary).await?;
+            let next = agora_chain::light::next_committee(&f.certificate, &f.block, committee).with_context(
+                || format!("following the committee change at block {boundary} (end of epoch {last})"),
+            )?;
             self.known.insert(last + 1, next);
         }
         Ok(&self.known[&epoch])
@@ -246,10 +236,7 @@ pub async fn verify(
     objects.extend(receipt.shards.iter().filter_map(|s| s.lease).map(ObjectKey::Lease));
     for key in objects {
         let (proof, next) = client.verified_proof(&key, Duration::from_secs(30)).await?;
-        let cert = client
-            .get::<serde_json::Value>(&format!("/api/v1/blocks/{}/finalization", next.block.header.height))
-            .await?;
-        let cert = hex::decode(cert["certificate"].as_str().context("certificate missing")?)?;
+        let cert = client.finalization(next.block.header.height).await?.certificate;
         let committee = committees.at(next.block.header.height).await?;
         agora_chain::light::verify_finalization(&cert, &next.digest, committee).with_context(|| {
             format!("block {} is not finalized by the committee", next.block.header.height)

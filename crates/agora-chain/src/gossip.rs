@@ -32,20 +32,34 @@ pub fn encode_batch(txs: &[SignedTx]) -> Vec<u8> {
     out
 }
 
-/// Decodes a batch, bounded in count and size; each transaction is decoded as untrusted input.
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<SignedTx>, agora_core::DecodeError> {
+/// A received gossip message: the transactions that decoded, and how many entries did not.
+#[derive(Debug, PartialEq)]
+pub struct Batch {
+    /// Entries that decoded as transactions.
+    pub txs: Vec<SignedTx>,
+    /// Entries that did not, dropped on their own.
+    pub malformed: usize,
+}
+
+/// Decodes a batch, bounded in count and size. Each entry is its own length-prefixed
+/// untrusted transaction: one that does not decode is dropped without its honest neighbours.
+/// Only a message whose framing is broken is refused whole.
+pub fn decode_batch(bytes: &[u8]) -> Result<Batch, agora_core::DecodeError> {
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(agora_core::DecodeError::invalid("gossip batch", "larger than the batch limit"));
     }
     let mut r = Reader::new(bytes);
     let n = r.length(MAX_BATCH_TXS, 4, "gossip batch")?;
-    let mut out = Vec::with_capacity(n);
+    let mut batch = Batch { txs: Vec::with_capacity(n), malformed: 0 };
     for _ in 0..n {
         let raw = r.bytes(agora_core::tx::MAX_TX_BYTES, "gossip batch entry")?;
-        out.push(SignedTx::decode_untrusted(&raw)?);
+        match SignedTx::decode_untrusted(&raw) {
+            Ok(tx) => batch.txs.push(tx),
+            Err(_) => batch.malformed += 1,
+        }
     }
     r.finish("gossip batch")?;
-    Ok(out)
+    Ok(batch)
 }
 
 /// Runs the gossip task until both the channel and the outbound queue close.
@@ -82,8 +96,11 @@ pub fn start<E, S, R>(
                 msg = receiver.recv() => {
                     let Ok((peer, bytes)) = msg else { return };
                     match decode_batch(bytes.as_ref()) {
-                        Ok(txs) => {
-                            for tx in txs {
+                        Ok(batch) => {
+                            if batch.malformed > 0 {
+                                debug!(%peer, malformed = batch.malformed, "dropping malformed gossiped transactions");
+                            }
+                            for tx in batch.txs {
                                 executor.send(Message::Submit { tx, reply: None });
                             }
                         }
@@ -104,7 +121,22 @@ mod tests {
     proptest! {
         #[test]
         fn batches_round_trip(txs in prop::collection::vec(signed_tx("gossip"), 0..8)) {
-            prop_assert_eq!(decode_batch(&encode_batch(&txs)).unwrap(), txs);
+            prop_assert_eq!(decode_batch(&encode_batch(&txs)).unwrap(), Batch { txs, malformed: 0 });
+        }
+
+        #[test]
+        fn one_bad_entry_drops_only_itself(txs in prop::collection::vec(signed_tx("gossip"), 2..6), at in any::<prop::sample::Index>()) {
+            // Re-frame the batch with one entry replaced by bytes that are not a transaction.
+            let bad = at.index(txs.len());
+            let mut bytes = Vec::new();
+            agora_core::codec::encode_len(txs.len(), &mut bytes);
+            for (i, tx) in txs.iter().enumerate() {
+                let entry = if i == bad { vec![0xff; 40] } else { tx.encode() };
+                entry.encode_to(&mut bytes);
+            }
+            let mut honest = txs.clone();
+            honest.remove(bad);
+            prop_assert_eq!(decode_batch(&bytes).unwrap(), Batch { txs: honest, malformed: 1 });
         }
 
         #[test]

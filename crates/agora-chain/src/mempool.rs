@@ -300,6 +300,40 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_peers_cannot_decode_never_enters_the_pool() {
+        // A proposal with an endpoint longer than the decoder's bound encodes fine; admitted,
+        // it would make every block this node proposes undecodable for its peers.
+        let s = state();
+        let mut m = Mempool::new(Limits::default());
+        let k = SecretKey::from_label("a3");
+        let poison = Transaction {
+            sender: k.public(),
+            nonce: 0,
+            fee: Amount(10),
+            payload: TxPayload::Propose { changes: vec![], description: "d".repeat(2_000) },
+        }
+        .sign("mp", &k);
+        assert!(matches!(m.insert(poison, &s), Err(MempoolError::Rejected(TxRejection::Malformed(_)))));
+        assert!(m.is_empty());
+        m.insert(tx(3, 0, 10), &s).expect("an honest transaction from the same sender");
+        let block = agora_core::Block {
+            header: agora_core::BlockHeader {
+                height: 1,
+                parent: Hash::ZERO,
+                timestamp_ms: 1,
+                proposer: k.public(),
+                seed: Hash::ZERO,
+                tx_root: Hash::ZERO,
+                evidence_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+            },
+            txs: m.select(&s, 100, 1 << 20),
+            evidence: vec![],
+        };
+        assert_eq!(agora_core::Block::decode_untrusted(&block.encode()).unwrap(), block);
+    }
+
+    #[test]
     fn replace_by_fee() {
         let s = state();
         let mut m = Mempool::new(Limits::default());

@@ -358,7 +358,15 @@ fn rotation_run(seed: u64, link: Link) {
         // members both committees share signed; that is a real quorum of it.)
         let c0 = chain(0);
         let (cert, block) = (c0.finalization(boundary).await.unwrap(), c0.consensus_block(boundary).await.unwrap());
-        let mut learned = agora_chain::light::next_committee(&cert, &block, &genesis_committee).unwrap();
+        let epoch = boundary / EPOCH;
+        let mut learned =
+            agora_chain::light::next_committee(&cert, &block, epoch, EPOCH, &genesis_committee).unwrap();
+        // The same boundary replayed as a later epoch's change is refused (it is not that
+        // epoch's last block).
+        assert!(matches!(
+            agora_chain::light::next_committee(&cert, &block, epoch + 1, EPOCH, &genesis_committee),
+            Err(agora_chain::light::LightError::WrongHeight { .. })
+        ));
         let mut expected = new_committee.clone();
         learned.sort();
         expected.sort();
@@ -369,8 +377,17 @@ fn rotation_run(seed: u64, link: Link) {
         agora_chain::light::verify_finalization(&cert, &digest, &learned).expect("new committee finalized it");
         let not_boundary = c0.consensus_block(later).await.unwrap();
         assert!(matches!(
-            agora_chain::light::next_committee(&cert, &not_boundary, &learned),
-            Err(agora_chain::light::LightError::NotABoundary(_))
+            agora_chain::light::next_committee(&cert, &not_boundary, later / EPOCH, EPOCH, &learned),
+            Err(agora_chain::light::LightError::WrongHeight { .. })
+        ));
+        // A light client takes the header from the certified bytes, at the height and epoch
+        // it asked for.
+        let header = agora_chain::light::finalized_header(&cert, &not_boundary, later, later / EPOCH, &learned)
+            .expect("proven header");
+        assert_eq!(header, c0.block(later).await.unwrap().unwrap().block.header);
+        assert!(matches!(
+            agora_chain::light::finalized_header(&cert, &not_boundary, later, later / EPOCH - 1, &learned),
+            Err(agora_chain::light::LightError::WrongEpoch { .. })
         ));
 
         // Lose the displaced member and one more of the genesis committee: the new committee

@@ -231,6 +231,45 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
     ]
 }
 
+/// Any payload, with its variable-length fields (strings, byte strings, lists) stretched to
+/// lengths on both sides of the decoder's bounds: what a JSON client or a buggy builder could
+/// hand to admission. Most such values encode but do not decode.
+pub fn stretched_payload() -> impl Strategy<Value = TxPayload> {
+    let len = || prop_oneof![0usize..24, 120usize..300, 1000usize..1100];
+    (payload(), [len(), len(), len(), len()]).prop_map(|(mut payload, lens)| {
+        stretch(&mut payload, lens);
+        payload
+    })
+}
+
+fn stretch(payload: &mut TxPayload, [a, b, c, d]: [usize; 4]) {
+    use crate::manifest::JobParams;
+    let text = |n: usize| "x".repeat(n);
+    match payload {
+        TxPayload::SubmitJob { manifest } => {
+            manifest.sources = vec![text(a); d % 12];
+            match &mut manifest.params {
+                JobParams::Generate { stop, .. } => *stop = vec![text(b); c % 40],
+                JobParams::Wasm { args, .. } => *args = vec![text(b); c % 40],
+                _ => {}
+            }
+        }
+        TxPayload::RegisterProvider { profile, .. } | TxPayload::UpdateProvider { profile } => {
+            profile.endpoint = text(a);
+            profile.hardware.cpu_model = text(b);
+            profile.hardware.gpus = vec![text(c % 300); d % 24];
+            profile.classes = (0..c % 24).map(|_| "cpu.x86_64".parse().expect("valid class")).collect();
+            profile.kinds = (0..d % 8).map(|i| crate::JobKind::ALL[i % crate::JobKind::ALL.len()]).collect();
+        }
+        TxPayload::ShareKey { sealed_key, .. } => *sealed_key = vec![7; a],
+        TxPayload::Propose { changes, description } => {
+            *description = text(a);
+            *changes = (0..d % 24).map(|i| ParamChange { name: text(b % 80 + i % 2), value: 1 }).collect();
+        }
+        _ => {}
+    }
+}
+
 /// A transaction signed by the labelled key that matches its sender.
 pub fn signed_tx(chain_id: &'static str) -> impl Strategy<Value = SignedTx> {
     (0u8..8, any::<u64>(), amount(), payload()).prop_map(move |(i, nonce, fee, payload)| {

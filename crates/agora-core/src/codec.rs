@@ -162,7 +162,11 @@ impl<'a> Reader<'a> {
         // by the input size, not by an attacker's choice.
         let mut out = Vec::with_capacity(len);
         for _ in 0..len {
-            out.push(T::decode_from(self)?);
+            // A plain string element has no name of its own: report it under the sequence's.
+            out.push(T::decode_from(self).map_err(|e| match e.context {
+                STRING_CONTEXT => DecodeError { context, ..e },
+                _ => e,
+            })?);
         }
         Ok(out)
     }
@@ -276,10 +280,12 @@ impl Encode for str {
 /// Longest string accepted where a field does not name its own limit.
 pub const MAX_SHORT_STRING: usize = 256;
 
+const STRING_CONTEXT: &str = "string";
+
 impl Decode for String {
     const MIN_ENCODED_SIZE: usize = 4;
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        r.string(MAX_SHORT_STRING, "string")
+        r.string(MAX_SHORT_STRING, STRING_CONTEXT)
     }
 }
 
@@ -300,6 +306,20 @@ impl Encode for Vec<u8> {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.as_slice().encode_to(out);
     }
+}
+
+/// Checks that `value`, however it was built (from JSON, a job file, a request), is exactly what
+/// the canonical bounded decoder accepts: its encoding decodes back to the same value. Returns
+/// the encoded size. The bounds stay in the decoders alone; this is how a builder asks them.
+pub fn check_canonical<T: Encode + Decode + PartialEq>(value: &T) -> Result<usize, DecodeError> {
+    let bytes = value.encode();
+    if T::decode(&bytes)? != *value {
+        return Err(DecodeError::invalid(
+            std::any::type_name::<T>().rsplit("::").next().unwrap_or("value"),
+            "value does not survive its canonical encoding",
+        ));
+    }
+    Ok(bytes.len())
 }
 
 /// Writes a `u32` length prefix. Lengths above `u32::MAX` cannot occur for bounded values.

@@ -336,6 +336,9 @@ impl JobManifest {
     /// Checks every rule that does not depend on chain state.
     pub fn validate(&self) -> Result<(), ManifestError> {
         let fail = |m: String| Err(ManifestError(m));
+        if let Err(e) = crate::codec::check_canonical(self) {
+            return fail(format!("the manifest exceeds the network's encoding bounds: {e}"));
+        }
         if self.shards.is_empty() {
             return fail("a job needs at least one shard of input".into());
         }

@@ -480,6 +480,24 @@ impl SignedTx {
         }
         Self::decode(bytes)
     }
+
+    /// Checks that this transaction, however it was built (JSON, a client library, the
+    /// gateway), is exactly what the canonical bounded decoder accepts: its encoding is at most
+    /// [`MAX_TX_BYTES`] and decodes back to this very value. Returns the encoded size.
+    ///
+    /// This is the one shape rule admission applies. The bounds themselves (string lengths,
+    /// list counts) live only in the decoders, so "admitted here" and "decodable by every
+    /// peer" cannot drift apart.
+    pub fn check_canonical(&self) -> Result<usize, DecodeError> {
+        let size = crate::codec::check_canonical(self)?;
+        if size > MAX_TX_BYTES {
+            return Err(DecodeError::new(
+                "SignedTx",
+                DecodeErrorKind::TooLong { len: size as u64, max: MAX_TX_BYTES as u64 },
+            ));
+        }
+        Ok(size)
+    }
 }
 
 #[cfg(test)]
@@ -523,6 +541,32 @@ mod tests {
     fn oversized_input_is_refused_before_decoding() {
         let err = SignedTx::decode_untrusted(&vec![0u8; MAX_TX_BYTES + 1]).unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn values_the_decoder_would_refuse_are_not_canonical() {
+        // A Generate stop string over the decoder's 256-byte string limit, as a JSON client or
+        // the gateway could build it: it encodes, but no peer could decode it.
+        let mut manifest = crate::manifest::tests::sample_manifest();
+        manifest.params = crate::manifest::JobParams::Generate {
+            max_new_tokens: 8,
+            temperature_milli: 0,
+            seed: 0,
+            stop: vec!["x".repeat(300)],
+        };
+        let tx = Transaction {
+            sender: key().public(),
+            nonce: 0,
+            fee: Amount(10),
+            payload: TxPayload::SubmitJob { manifest },
+        }
+        .sign("c", &key());
+        let err = tx.check_canonical().unwrap_err();
+        assert_eq!(err.to_string(), "malformed JobParams.stop: length 300 exceeds the limit of 256");
+        assert_eq!(
+            transfer(0).sign("c", &key()).check_canonical(),
+            Ok(transfer(0).sign("c", &key()).encode().len())
+        );
     }
 
     #[test]

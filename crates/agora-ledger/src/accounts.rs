@@ -45,7 +45,11 @@ pub fn check_admission_with(state: &State, tx: &SignedTx, verify_signature: bool
     Ok(())
 }
 
-/// Size, signature, minimum fee and the sender's ability to pay it.
+/// Shape (the canonical bounded decoder accepts it), size, signature, minimum fee and the
+/// sender's ability to pay it.
+///
+/// Every admission path (JSON or hex from the API, gossip, the gateway, the block builder)
+/// goes through here, so a transaction that passes can be decoded by every peer.
 pub fn check_except_nonce(state: &State, tx: &SignedTx) -> Result<(), TxRejection> {
     check_except_nonce_with(state, tx, true)
 }
@@ -55,6 +59,7 @@ fn check_except_nonce_with(state: &State, tx: &SignedTx, verify_signature: bool)
     if size > agora_core::tx::MAX_TX_BYTES {
         return Err(TxRejection::TooLarge { size, max: agora_core::tx::MAX_TX_BYTES });
     }
+    tx.check_canonical().map_err(TxRejection::Malformed)?;
     if verify_signature {
         tx.verify(&state.meta().chain_id).map_err(|e| TxRejection::Signature(e.to_string()))?;
     }

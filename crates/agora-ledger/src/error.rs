@@ -117,7 +117,7 @@ pub enum TxRejection {
         /// Limit.
         max: usize,
     },
-    /// Not decodable.
-    #[error("{0}")]
+    /// Not decodable under the canonical bounds (so no peer could accept it).
+    #[error("transaction does not fit the canonical encoding's bounds ({0}); shorten the field it names")]
     Malformed(DecodeError),
 }

@@ -254,33 +254,4 @@ impl NodeClient {
         };
         self.get(&format!("/api/v1/proofs/{kind}/{id}")).await
     }
-
-    /// Fetches a proof and verifies it against the `state_root` of the finalized block after
-    /// the proof's height (waiting for that block if needed). Returns the proof and the header
-    /// it was checked against.
-    pub async fn verified_proof(
-        &self,
-        key: &ObjectKey,
-        timeout: Duration,
-    ) -> Result<(StateProof, BlockRecord), ClientError> {
-        let proof = self.proof(key).await?;
-        let start = std::time::Instant::now();
-        let next = loop {
-            match self.block(proof.height + 1).await {
-                Ok(b) => break b,
-                Err(ClientError::Api { status: 404, .. }) if start.elapsed() < timeout => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        if !proof.verify(&next.block.header.state_root) {
-            return Err(ClientError::Protocol(format!(
-                "the node's proof for {:?} does NOT verify against finalized block {}'s state root",
-                key,
-                proof.height + 1
-            )));
-        }
-        Ok((proof, next))
-    }
 }

@@ -172,7 +172,7 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     );
     let proofs = verified["proofs"].as_array().unwrap();
     assert!(proofs.len() >= 4, "{verified}");
-    assert!(proofs.iter().all(|p| p["header_finalized"] == true), "{verified}");
+    assert!(proofs.iter().all(|p| p["certified_in_epoch"].is_u64()), "{verified}");
     assert!(proofs.iter().all(|p| p["height"].as_u64().unwrap() >= epoch_length), "{verified}");
 
     // --- A provider killed mid-job: its shard is re-matched and the job completes. ---

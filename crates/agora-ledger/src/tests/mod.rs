@@ -1,3 +1,4 @@
+mod admission;
 mod harness;
 mod properties;
 mod scenarios;

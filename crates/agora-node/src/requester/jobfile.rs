@@ -129,6 +129,9 @@ impl JobFile {
             table.remove("market").context("the job file needs a [market] table (max_price at least)")?;
         let local_text = toml::to_string(&table)?;
         let local = LocalJob::parse(&local_text, base).map_err(|e| anyhow::anyhow!(e))?;
+        // Refused here, before anything is uploaded or paid, rather than by the chain later.
+        agora_core::codec::check_canonical(&local.params)
+            .map_err(|e| anyhow::anyhow!("[params] exceed the network's bounds: {e}"))?;
         let m: RawMarket = market.try_into().context("[market]")?;
         let class: ResourceClass = m
             .class
@@ -217,5 +220,20 @@ max_carbon = 300
         assert!(
             JobFile::parse(&bad_param, Path::new(".")).unwrap_err().to_string().contains("unknown parameter")
         );
+    }
+
+    #[test]
+    fn parameters_beyond_the_network_bounds_are_refused_before_anything_moves() {
+        // What the gateway builds from an OpenAI request with a 300-character `stop` string:
+        // no peer could decode the job, so it must be refused here, not at the chain.
+        let generate = |stop: &str| {
+            format!(
+                "kind = \"generate\"\nmodel = \"smollm2-135m-instruct\"\ninputs = [\"p.txt\"]\n\
+                 [params]\nstop = [\"{stop}\"]\n[market]\nmax_price = 20\n"
+            )
+        };
+        let err = JobFile::parse(&generate(&"x".repeat(300)), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("JobParams.stop: length 300 exceeds the limit of 256"), "{err}");
+        JobFile::parse(&generate(&"x".repeat(256)), Path::new(".")).expect("the limit itself is fine");
     }
 }

@@ -97,3 +97,18 @@ fn segments_replay_exactly_and_forgeries_fail() {
     partial.inputs.remove(5);
     assert!(matches!(exec.recompute(&c, &partial), Err(ExecError::BadAudit(_))));
 }
+
+#[test]
+fn a_layer_beyond_the_checkpoint_bound_is_refused_before_allocation() {
+    // 65,536 features × 8,192 hidden units is a 2²⁹-value first layer: training it would
+    // allocate gigabytes and commit checkpoints no auditor could decode.
+    let wide = agora_runtime::items::training::Example { label: 0, features: vec![1.0; 1 << 16] };
+    let mut c = ctx(1, 1, 10_000);
+    if let JobParams::Train { hidden, batch_size, .. } = &mut c.params {
+        *hidden = 8192;
+        *batch_size = 1;
+    }
+    let err = TrainExecutor::new().run(&c, &[wide.encode()]).expect_err("refused");
+    assert!(matches!(err, ExecError::BadParams(_)), "{err}");
+    assert!(err.to_string().contains("lower hidden"), "{err}");
+}

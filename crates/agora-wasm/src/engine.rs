@@ -12,6 +12,8 @@ use wasmtime::{Config, Engine};
 ///   the only float bits wasm leaves to the hardware);
 /// - relaxed SIMD, whose results may differ per CPU by design, is off, and its
 ///   deterministic lowering is forced should a later change turn it on;
+/// - multi-memory is off, so a module has at most one linear memory and the memory cap is
+///   the whole of what it can allocate (the limiter counts every memory together as well);
 /// - the threads proposal is not compiled in (wasmtime's `threads` feature is off), so
 ///   modules with shared memory or atomics waits are rejected at compile time.
 pub fn build_engine() -> wasmtime::Result<Engine> {
@@ -22,6 +24,7 @@ pub fn build_engine() -> wasmtime::Result<Engine> {
         .cranelift_nan_canonicalization(true)
         .wasm_relaxed_simd(false)
         .relaxed_simd_deterministic(true)
-        .wasm_memory64(false);
+        .wasm_memory64(false)
+        .wasm_multi_memory(false);
     Engine::new(&config)
 }

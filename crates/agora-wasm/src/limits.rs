@@ -1,4 +1,4 @@
-//! Resource caps: linear memory through a [`ResourceLimiter`], wall-clock time through a
+//! Resource caps: memory and tables, all counted together, through a [`ResourceLimiter`], wall-clock time through a
 //! thread that advances the engine's epoch.
 
 use std::sync::Arc;
@@ -7,46 +7,82 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::{Engine, ResourceLimiter};
 
-/// Refuses memory growth beyond a cap and remembers the refused request, so the resulting
-/// trap can be reported as what it is.
+/// Refuses growth beyond a cap on everything a module can allocate, counted together: the
+/// bytes of all its linear memories and the elements of all its tables. (Counted per memory,
+/// a module with many memories — multi-memory — could take many times the cap; the engine also
+/// refuses multi-memory modules outright.) Remembers the first refused memory request, so the
+/// resulting trap can be reported as what it is.
 #[derive(Debug)]
 pub struct MemoryCap {
     max_bytes: usize,
+    memory_bytes: usize,
+    table_elements: usize,
     /// The size of the first refused growth request, if any.
     pub refused: Option<usize>,
 }
 
 impl MemoryCap {
-    /// Caps linear memory at `mib` MiB.
+    /// Caps all linear memory together at `mib` MiB.
     pub fn new(mib: u32) -> Self {
-        MemoryCap { max_bytes: (mib as usize) << 20, refused: None }
+        MemoryCap { max_bytes: (mib as usize) << 20, memory_bytes: 0, table_elements: 0, refused: None }
     }
 }
 
-/// Most table elements a module may have (function tables of real programs are far smaller).
+/// Most table elements a module may have across all its tables (function tables of real
+/// programs are far smaller).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Most tables one instance may define.
+const MAX_TABLES: usize = 4;
+
+/// `total` with one item grown from `current` to `desired`, if that stays within `max`.
+fn regrow(total: usize, current: usize, desired: usize, max: usize) -> Option<usize> {
+    total.checked_sub(current)?.checked_add(desired).filter(|&t| t <= max)
+}
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.refused.get_or_insert(desired);
-            return Ok(false);
+        match regrow(self.memory_bytes, current, desired, self.max_bytes) {
+            Some(total) => {
+                self.memory_bytes = total;
+                Ok(true)
+            }
+            None => {
+                self.refused.get_or_insert(desired);
+                Ok(false)
+            }
         }
-        Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        match regrow(self.table_elements, current, desired, MAX_TABLE_ELEMENTS) {
+            Some(total) => {
+                self.table_elements = total;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 

@@ -194,3 +194,37 @@ fn refuses_a_task_for_another_module() {
     assert!(matches!(exec.run(&c, &[vec![]]), Err(ExecError::BadParams(_))));
     assert!(WasmExecutor::new(b"not wasm").is_err());
 }
+
+#[test]
+fn many_memories_cannot_multiply_the_memory_cap() {
+    // Per-memory caps let a module with N memories use N× the cap (multi-memory was on by
+    // default), each filled for about one fuel unit with memory.fill.
+    let mut wat = String::from("(module\n");
+    for i in 0..16 {
+        wat += &format!("  (memory $m{i} 16)\n");
+    }
+    wat += "  (func (export \"_start\")\n";
+    for i in 0..16 {
+        wat += &format!("    (memory.fill $m{i} (i32.const 0) (i32.const 1) (i32.const 1048576))\n");
+    }
+    wat += "))";
+    let err = WasmExecutor::new(wat.as_bytes()).err().expect("refused at compile time");
+    assert!(format!("{err:#}").contains("multiple memories"), "{err:#}");
+}
+
+#[test]
+fn tables_are_capped_together() {
+    // Four tables of 2^19 elements each: twice the total table budget.
+    let mut wat = String::from("(module\n");
+    for i in 0..4 {
+        wat += &format!("  (table $t{i} 524288 funcref)\n");
+    }
+    wat += "  (func (export \"_start\")))";
+    let exec = WasmExecutor::new(wat.as_bytes()).unwrap();
+    let err = exec.run(&ctx(wat.as_bytes(), 1_000_000, 16, &[]), &[vec![]]).unwrap_err();
+    let (stop, _) = stopped(err);
+    assert!(matches!(stop, Stop::Instantiate(_)), "{stop}");
+    let two = "(module (table 524288 funcref) (table 524288 funcref) (func (export \"_start\")))";
+    let exec = WasmExecutor::new(two.as_bytes()).unwrap();
+    exec.run(&ctx(two.as_bytes(), 1_000_000, 16, &[]), &[vec![]]).expect("within the budget");
+}

@@ -9,6 +9,7 @@
 //! model would have chosen otherwise, with the margin; `agora_runtime::compare::generate`
 //! then forgives only near ties.
 
+pub mod header;
 pub mod model;
 pub mod requant;
 pub mod sampler;

@@ -61,6 +61,8 @@ impl Llm {
             std::fs::File::open(path).map_err(|e| model_err(&format!("opening {}", path.display()), e))?;
         let content =
             gguf_file::Content::read(&mut file).map_err(|e| model_err("reading the GGUF header", e))?;
+        let len = file.metadata().map_err(|e| model_err(&format!("reading {}", path.display()), e))?.len();
+        super::header::check(&content, len)?;
         let tok = tokenizer_from_gguf(&content).map_err(|e| model_err("rebuilding the tokenizer", e))?;
         let vocab = tok.tokenizer.get_vocab_size(true);
         let weights = ModelWeights::from_gguf(content, &mut file, device)

@@ -10,7 +10,7 @@ pub mod mlp;
 
 use crate::device::{device, device_kind};
 use agora_core::{Encode, JobKind, JobParams};
-use agora_runtime::items::training::Checkpoint;
+use agora_runtime::items::training::{Checkpoint, MAX_TENSOR_VALUES};
 use agora_runtime::{AuditRequest, ExecError, Executor, Meter, Recomputed, RunOutput, TaskContext};
 use candle_core::Device;
 use data::{Cursor, Dataset};
@@ -27,7 +27,11 @@ struct Plan {
 }
 
 impl Plan {
-    fn from(ctx: &TaskContext, examples: usize) -> Result<Self, ExecError> {
+    /// Checks the parameters against the data set, including that a model with `hidden` units
+    /// over it keeps every parameter tensor within what a checkpoint may hold (so training
+    /// never allocates, or commits, what no auditor could decode).
+    fn from(ctx: &TaskContext, data: &Dataset) -> Result<Self, ExecError> {
+        let examples = data.len;
         ctx.expect_kind(JobKind::Train)?;
         let JobParams::Train { steps, checkpoint_every, batch_size, hidden, learning_rate_micros, seed } =
             ctx.params
@@ -38,6 +42,13 @@ impl Plan {
             return Err(ExecError::BadParams(
                 "steps, checkpoint_every, batch_size and hidden must be positive".into(),
             ));
+        }
+        let widest = data.inputs.max(data.classes).saturating_mul(hidden as usize);
+        if widest > MAX_TENSOR_VALUES {
+            return Err(ExecError::BadParams(format!(
+                "{} features, {} classes and {hidden} hidden units make a {widest}-value layer, more than the limit of {MAX_TENSOR_VALUES}; lower hidden",
+                data.inputs, data.classes
+            )));
         }
         if batch_size as usize > examples {
             return Err(ExecError::BadParams(format!(
@@ -137,7 +148,7 @@ impl Executor for TrainExecutor {
         let items: Vec<(u32, &[u8])> =
             inputs.iter().enumerate().map(|(i, b)| (i as u32, b.as_slice())).collect();
         let data = Dataset::from_items(&items, &self.device)?;
-        let plan = Plan::from(ctx, data.len)?;
+        let plan = Plan::from(ctx, &data)?;
         let mut state = TrainState::init(plan.seed, data.inputs, plan.hidden, data.classes, &self.device)
             .map_err(ExecError::model)?;
         let mut cursor = Cursor::new(plan.seed, data.len, plan.batch, 0, 0);
@@ -159,7 +170,7 @@ impl Executor for TrainExecutor {
             ));
         }
         let data = Dataset::from_items(&inputs, &self.device)?;
-        let plan = Plan::from(ctx, data.len)?;
+        let plan = Plan::from(ctx, &data)?;
         let mut items = Vec::with_capacity(request.indices.len());
         for &i in &request.indices {
             if i >= plan.checkpoints() {

@@ -19,6 +19,9 @@ use agora_core::codec::{Decode, DecodeError, Encode, Reader, encode_len};
 
 /// Most features one example may have.
 pub const MAX_FEATURES: usize = 1 << 16;
+/// Most classes a training data set may have: labels are `0..MAX_CLASSES`. The label sizes
+/// the output layer, so an unbounded one (`u32::MAX`) would size a tensor of 2³² rows.
+pub const MAX_CLASSES: u32 = 1 << 12;
 /// Most tensors a checkpoint may hold in each of its two lists.
 pub const MAX_TENSORS: usize = 64;
 /// Most values one tensor may hold (64 Mi floats, 256 MiB).
@@ -45,6 +48,15 @@ impl Encode for Example {
 impl Decode for Example {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let label = u32::decode_from(r)?;
+        if label >= MAX_CLASSES {
+            return Err(DecodeError::new(
+                "Example.label",
+                agora_core::codec::DecodeErrorKind::TooLong {
+                    len: label.into(),
+                    max: (MAX_CLASSES - 1).into(),
+                },
+            ));
+        }
         let n = r.length(MAX_FEATURES, 4, "Example.features")?;
         Ok(Example { label, features: take_f32s(r, n, "Example.features")? })
     }
@@ -152,6 +164,16 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_beyond_the_class_limit_are_refused() {
+        // A label sizes the output layer: u32::MAX would mean a [2³², hidden] tensor.
+        let huge = Example { label: u32::MAX, features: vec![1.0] };
+        let err = Example::from_item(&huge.encode()).unwrap_err().to_string();
+        assert!(err.contains("Example.label"), "{err}");
+        let last = Example { label: MAX_CLASSES - 1, features: vec![1.0] };
+        assert_eq!(Example::from_item(&last.encode()).unwrap(), last);
+    }
 
     #[test]
     fn round_trips_and_bounds() {

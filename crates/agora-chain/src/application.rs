@@ -3,7 +3,8 @@
 //! delivers finalized blocks to [`FinalizedReporter`], which forwards them to the executor.
 
 use crate::block::{ChainBlock, Ctx};
-use crate::executor::{ExecutorMailbox, Message, Shared};
+use crate::executor::Shared;
+use crate::mailbox::{Consensus, ExecutorMailbox};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
 use commonware_consensus::marshal::ancestry::Ancestry;
@@ -65,8 +66,10 @@ impl<E: Clock> Application<E> for App {
     ) -> Option<Digested<ChainBlock>> {
         let ancestry = self.unfinalized(&mut ancestry).await;
         let now_ms = now_ms(&runtime);
-        let block =
-            self.executor.ask(|response| Message::Propose { context, ancestry, now_ms, response }).await??;
+        let block = self
+            .executor
+            .ask_consensus(|response| Consensus::Propose { context, ancestry, now_ms, response })
+            .await??;
         Some(Digested::compute(block, &Sequential).await)
     }
 
@@ -83,7 +86,10 @@ impl<E: Clock> Application<E> for App {
         if ts > now + MAX_DRIFT_MS {
             runtime.sleep(Duration::from_millis(ts - now - MAX_DRIFT_MS)).await;
         }
-        self.executor.ask(|response| Message::Verify { context, ancestry, response }).await.unwrap_or(false)
+        self.executor
+            .ask_consensus(|response| Consensus::Verify { context, ancestry, response })
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -105,6 +111,6 @@ impl Reporter for FinalizedReporter {
     type Activity = Update<ChainBlock>;
 
     fn report(&mut self, update: Update<ChainBlock>) -> Feedback {
-        if self.executor.send(Message::Finalized(update)) { Feedback::Ok } else { Feedback::Closed }
+        if self.executor.consensus(Consensus::Finalized(update)) { Feedback::Ok } else { Feedback::Closed }
     }
 }

@@ -1,37 +1,42 @@
-//! The executor: the one task that owns the ledger state, the authenticated state database, the
-//! block index and the mempool.
+//! The executor: the one task that owns the ledger state, the authenticated state database and
+//! the mempool, and the only one consensus waits on.
 //!
 //! Consensus asks it to build blocks (propose) and to check them (verify); both run the ledger
 //! on top of the parent's *speculative* state, so blocks can be built on notarized but not yet
 //! finalized parents. Each executed block keeps its ledger state (an O(1) clone) and its QMDB
-//! batch, keyed by digest. When marshal delivers a finalized block, the executor writes the
-//! block's record to the index, applies and commits the batch (durable), publishes the new
-//! snapshot and events, and only then acknowledges — so an acknowledged block is on disk.
-//! Everything goes through one mailbox, so there are no locks around state.
+//! batch, keyed by digest. When marshal delivers a finalized block, the executor has the
+//! [block index](crate::index) store its record, applies and commits the batch (durable),
+//! publishes the new snapshot and events, and only then acknowledges — so an acknowledged
+//! block is on disk.
+//!
+//! Reads never reach it: snapshots, events and the mempool's size are published in [`Shared`],
+//! blocks and transactions are served by the index task. What clients may still ask it
+//! (admitting transactions whose signatures were checked elsewhere, pending look-ups, state
+//! proofs) arrives on a bounded lane that it serves only between consensus requests
+//! ([`crate::mailbox`]).
 
 use crate::block::{ChainBlock, Ctx, derive_seed, to_account, to_digest, to_hash};
 use crate::evidence::{self, EvidencePool};
-use crate::mempool::{Limits, Mempool, MempoolError};
+use crate::index::{Append, BlockIndex, IndexHandle};
+use crate::mailbox::{Client, Consensus, Lanes};
+use crate::mempool::{Limits, Mempool, MempoolError, VerifiedTx};
+use crate::records::{BlockRecord, Published, Snapshot, StateProof};
 use crate::state_db::{self, Root, StateDb, TIP_KEY};
 use agora_core::block::encoded_root;
 use agora_core::{Block as LedgerBlock, BlockHeader, Hash, SignedTx};
-use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, Event, Genesis, Receipt, State, apply_block_with};
+use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, Genesis, State, apply_block_with};
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::{Heightable, marshal::Update};
 use commonware_cryptography::{Digested, Digestible, Sha256, ed25519, sha256};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage, buffer::paged::CacheRef};
-use commonware_storage::archive::{Archive as _, Identifier, immutable, prunable};
 use commonware_storage::mmr;
 use commonware_storage::qmdb::floor::Proportional;
-use commonware_storage::translator::EightCap;
-use commonware_utils::{Acknowledgement as _, NZU64, NZUsize, ordered::Set};
+use commonware_utils::{Acknowledgement as _, ordered::Set};
 use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
 use rand_core::CryptoRng;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tracing::{debug, info, warn};
 
@@ -44,226 +49,42 @@ pub type Batch = commonware_storage::qmdb::current::batch::MerkleizedBatch<
     Sequential,
 >;
 
-/// What the index stores per finalized block, and what subscribers receive.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BlockRecord {
-    /// Consensus digest of the block.
-    pub digest: Hash,
-    /// The ledger block.
-    pub block: LedgerBlock,
-    /// Authenticated state root after this block (it appears in the next header).
-    pub state_root: Hash,
-    /// One receipt per transaction.
-    pub receipts: Vec<Receipt>,
-    /// Events not caused by a transaction (timers, clearing, evidence).
-    pub events: Vec<Event>,
-    /// Global sequence number of the block's first transaction.
-    pub first_tx_seq: u64,
-}
-
-impl BlockRecord {
-    /// Every event of the block in order: transaction events first, then block events.
-    pub fn all_events(&self) -> impl Iterator<Item = &Event> {
-        self.receipts.iter().flat_map(|r| r.events.iter()).chain(self.events.iter())
-    }
-}
-
-/// The finalized state as readers see it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Height of the last finalized block.
-    pub height: u64,
-    /// Its digest.
-    pub digest: Hash,
-    /// Its timestamp.
-    pub timestamp_ms: u64,
-    /// Authenticated root after it.
-    pub root: Hash,
-    /// The ledger state after it.
-    pub state: State,
-}
-
-/// Where a transaction is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum TxStatus {
-    /// Waiting in this node's mempool.
-    Pending,
-    /// In a finalized block.
-    Finalized {
-        /// Block height.
-        height: u64,
-        /// Position in the block.
-        index: u32,
-        /// Its receipt.
-        receipt: Receipt,
-    },
-    /// Not known to this node.
-    Unknown,
-}
-
-/// A state proof: the current value (or absence) of a ledger key at a finalized height. The
-/// root is the state after block `height`; it appears as `state_root` in block `height + 1`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StateProof {
-    /// Height the proof is for.
-    pub height: u64,
-    /// Root it verifies against.
-    pub root: Hash,
-    /// The ledger key (hex in JSON).
-    #[serde(with = "hex_bytes")]
-    pub key: Vec<u8>,
-    /// The value, if present.
-    #[serde(with = "opt_hex_bytes")]
-    pub value: Option<Vec<u8>>,
-    /// Encoded QMDB proof (a value proof if `value` is set, else an absence proof).
-    #[serde(with = "hex_bytes")]
-    pub proof: Vec<u8>,
-}
-
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-mod opt_hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_some(&hex::encode(v)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| hex::decode(s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-impl StateProof {
-    /// Verifies the proof against `root` (taken from a finalized header by the caller).
-    pub fn verify(&self, root: &Hash) -> bool {
-        use commonware_codec::Decode as _;
-        let r = to_digest(root);
-        let bytes = bytes::Bytes::copy_from_slice(&self.proof);
-        if self.root != *root {
-            return false;
-        }
-        match &self.value {
-            Some(v) => state_db::ValueProof::decode_cfg(bytes.clone(), &(state_db::MAX_PROOF_DIGESTS, ()))
-                .is_ok_and(|p| state_db::verify_value(&r, &self.key, v, &p)),
-            None => state_db::AbsenceProof::decode_cfg(bytes, &state_db::absence_proof_cfg())
-                .is_ok_and(|p| state_db::verify_absent(&r, &self.key, &p)),
-        }
-    }
-}
-
-/// A request to the executor.
-pub enum Message {
-    /// Build a block on `ancestry[0]` (ancestry: parent first, back to the last finalized).
-    Propose {
-        /// Consensus context for the new block.
-        context: Ctx,
-        /// Unfinalized ancestors, newest first.
-        ancestry: Vec<Digested<ChainBlock>>,
-        /// Proposer's clock, unix ms.
-        now_ms: u64,
-        /// The block, or `None` to skip the slot.
-        response: oneshot::Sender<Option<ChainBlock>>,
-    },
-    /// Check `ancestry[0]` (ancestry: the block first, then its unfinalized ancestors).
-    Verify {
-        /// Consensus context the block claims.
-        context: Ctx,
-        /// The block, then its unfinalized ancestors, newest first.
-        ancestry: Vec<Digested<ChainBlock>>,
-        /// Whether it is valid.
-        response: oneshot::Sender<bool>,
-    },
-    /// A finalized block from marshal (acknowledge once durable).
-    Finalized(Update<ChainBlock>),
-    /// A transaction from a client (`reply`) or a peer (no reply, not re-gossiped).
-    Submit {
-        /// The transaction.
-        tx: SignedTx,
-        /// Where to send the result, for local submissions (which are then gossiped).
-        reply: Option<oneshot::Sender<Result<Hash, MempoolError>>>,
-    },
-    /// Many transactions from a client: each is admitted or refused on its own; admitted ones
-    /// are gossiped.
-    SubmitBatch {
-        /// The transactions.
-        txs: Vec<SignedTx>,
-        /// One result per transaction, in order.
-        reply: oneshot::Sender<Vec<Result<Hash, MempoolError>>>,
-    },
-    /// Look up a finalized block by height.
-    Block {
-        /// Height.
-        height: u64,
-        /// The record.
-        response: oneshot::Sender<Option<BlockRecord>>,
-    },
-    /// Look up a finalized block by height, as the JSON its record is stored as.
-    BlockJson {
-        /// Height.
-        height: u64,
-        /// The record's JSON.
-        response: oneshot::Sender<Option<String>>,
-    },
-    /// Look up a transaction.
-    Tx {
-        /// Transaction id.
-        id: Hash,
-        /// Its status.
-        response: oneshot::Sender<TxStatus>,
-    },
-    /// Prove a ledger key at the latest finalized height.
-    Prove {
-        /// Ledger key.
-        key: Vec<u8>,
-        /// The proof, or an error message.
-        response: oneshot::Sender<Result<StateProof, String>>,
-    },
-    /// Mempool size.
-    MempoolSize {
-        /// (transactions, bytes).
-        response: oneshot::Sender<(usize, usize)>,
-    },
-}
-
-/// What readers share with the executor: the latest snapshot and a stream of finalized blocks.
+/// What readers share with the executor, none of which needs the executor to answer: the
+/// latest snapshot, a stream of finalized blocks, the block index and the mempool's size.
 #[derive(Clone)]
 pub struct Shared {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     finalized_height: Arc<AtomicU64>,
     events: tokio::sync::broadcast::Sender<Arc<Published>>,
-}
-
-/// A finalized block as subscribers receive it: the record, and the JSON the index stored for
-/// it, so event streams send it without encoding it again.
-#[derive(Debug)]
-pub struct Published {
-    /// The block, its receipts and events.
-    pub record: BlockRecord,
-    /// `record` as JSON (one line).
-    pub json: Arc<str>,
+    index: IndexHandle,
+    mempool: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 impl Shared {
-    fn new(snapshot: Snapshot) -> Self {
+    fn new(snapshot: Snapshot, index: IndexHandle) -> Self {
         let height = snapshot.height;
         Self {
             snapshot: Arc::new(RwLock::new(Arc::new(snapshot))),
             finalized_height: Arc::new(AtomicU64::new(height)),
             events: tokio::sync::broadcast::channel(1024).0,
+            index,
+            mempool: Arc::default(),
         }
+    }
+
+    /// The finalized block and transaction index.
+    pub fn index(&self) -> &IndexHandle {
+        &self.index
+    }
+
+    /// Mempool size as of the executor's last change to it: (transactions, bytes).
+    pub fn mempool_size(&self) -> (usize, usize) {
+        (self.mempool.0.load(Ordering::Relaxed), self.mempool.1.load(Ordering::Relaxed))
+    }
+
+    fn set_mempool_size(&self, pool: &Mempool) {
+        self.mempool.0.store(pool.len(), Ordering::Relaxed);
+        self.mempool.1.store(pool.bytes(), Ordering::Relaxed);
     }
 
     /// The latest finalized snapshot.
@@ -375,25 +196,12 @@ struct Tip {
     root: Root,
 }
 
-type Archive<E> = immutable::Archive<E, sha256::Digest, Vec<u8>>;
-
-/// Transaction id → (height, position) of every finalized transaction. A prunable archive
-/// keeps its key index in memory (about 20 bytes per transaction, rebuilt from its journal at
-/// start), so indexing a transaction is a buffered append. The freezer behind an immutable
-/// archive reads and rewrites an on-disk table slot per key instead: two blocking I/O calls per
-/// transaction, which made indexing the costliest step of finalizing a full block.
-type TxIndex<E> = prunable::Archive<EightCap, E, sha256::Digest, Vec<u8>>;
-
-/// Bytes of a transaction's location: height (u64) and position in the block (u32).
-const TX_LOCATION_BYTES: usize = 12;
-
 /// The executor actor. Create with [`Executor::init`], run with [`Executor::run`].
 pub struct Executor<E: Storage + Clock + Metrics + Spawner + CryptoRng> {
     context: E,
     config: ExecutorConfig,
     db: Option<StateDb<E>>,
-    blocks: Option<Archive<E>>,
-    txs: Option<TxIndex<E>>,
+    index: IndexHandle,
     tip: Tip,
     next_tx_seq: u64,
     pending: HashMap<sha256::Digest, Executed>,
@@ -401,33 +209,7 @@ pub struct Executor<E: Storage + Clock + Metrics + Spawner + CryptoRng> {
     verified: SigCache,
     evidence: EvidencePool,
     shared: Shared,
-    gossip: mpsc::UnboundedSender<SignedTx>,
-}
-
-fn archive_config(
-    prefix: &str,
-    name: &str,
-    page_cache: CacheRef,
-) -> immutable::Config<(commonware_codec::RangeCfg<usize>, ())> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
-        freezer_table_resize_frequency: 4,
-        freezer_table_resize_chunk_size: 1024,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache,
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 64 * 1024 * 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(1024),
-        freezer_key_write_buffer: NZUsize!(64 * 1024),
-        freezer_value_write_buffer: NZUsize!(64 * 1024),
-        ordinal_write_buffer: NZUsize!(64 * 1024),
-        replay_buffer: NZUsize!(1024 * 1024),
-        codec_config: (commonware_codec::RangeCfg::new(0..=64 << 20), ()),
-    }
+    gossip: tokio::sync::mpsc::Sender<SignedTx>,
 }
 
 /// Why the executor could not start.
@@ -454,35 +236,15 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         context: E,
         config: ExecutorConfig,
         evidence: EvidencePool,
-        gossip: mpsc::UnboundedSender<SignedTx>,
+        gossip: tokio::sync::mpsc::Sender<SignedTx>,
     ) -> Result<Self, InitError> {
         let db = state_db::open(context.child("state"), &config.prefix, config.page_cache.clone())
             .await
             .map_err(|e| InitError::State(e.to_string()))?;
-        let blocks = Archive::init(
-            context.child("blocks_index"),
-            archive_config(&config.prefix, "index-blocks", config.page_cache.clone()),
-        )
-        .await
-        .map_err(|e| InitError::Index(e.to_string()))?;
-        let txs = TxIndex::init(
-            context.child("txs_index"),
-            prunable::Config {
-                translator: EightCap,
-                metadata_partition: format!("{}-tx-locations-metadata", config.prefix),
-                key_partition: format!("{}-tx-locations-keys", config.prefix),
-                key_page_cache: config.page_cache.clone(),
-                value_partition: format!("{}-tx-locations-values", config.prefix),
-                compression: None,
-                codec_config: (commonware_codec::RangeCfg::new(0..=TX_LOCATION_BYTES), ()),
-                items_per_section: NZU64!(65_536),
-                key_write_buffer: NZUsize!(1 << 20),
-                value_write_buffer: NZUsize!(1 << 20),
-                replay_buffer: NZUsize!(1 << 20),
-            },
-        )
-        .await
-        .map_err(|e| InitError::Index(e.to_string()))?;
+        let (index, next_tx_seq) =
+            BlockIndex::init(context.child("index"), &config.prefix, config.page_cache.clone())
+                .await
+                .map_err(InitError::Index)?;
         // Rebuild the ledger state from every current entry.
         let mut entries = Vec::new();
         let mut tip_entry = None;
@@ -532,34 +294,24 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 (db, Tip { height: 0, digest, timestamp_ms, state, root })
             }
         };
-        let next_tx_seq = match blocks.last_index() {
-            Some(h) => {
-                match blocks.get(Identifier::Index(h)).await.map_err(|e| InitError::Index(e.to_string()))? {
-                    Some(bytes) => {
-                        let r: BlockRecord =
-                            serde_json::from_slice(&bytes).map_err(|e| InitError::Corrupt(e.to_string()))?;
-                        r.first_tx_seq + r.block.txs.len() as u64
-                    }
-                    None => 0,
-                }
-            }
-            None => 0,
-        };
-        let shared = Shared::new(Snapshot {
-            height: tip.height,
-            digest: to_hash(&tip.digest),
-            timestamp_ms: tip.timestamp_ms,
-            root: state_db::root_hash(&tip.root),
-            state: tip.state.clone(),
-        });
+        let index = index.start();
+        let shared = Shared::new(
+            Snapshot {
+                height: tip.height,
+                digest: to_hash(&tip.digest),
+                timestamp_ms: tip.timestamp_ms,
+                root: state_db::root_hash(&tip.root),
+                state: tip.state.clone(),
+            },
+            index.clone(),
+        );
         Ok(Self {
             context,
             mempool: Mempool::new(config.mempool),
             verified: SigCache::default(),
             config,
             db: Some(db),
-            blocks: Some(blocks),
-            txs: Some(txs),
+            index,
             tip,
             next_tx_seq,
             pending: HashMap::new(),
@@ -800,19 +552,15 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             events: executed.outcome.events.clone(),
             first_tx_seq: self.next_tx_seq,
         };
-        let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        let mut txs = self.txs.take().expect("present");
-        for (i, tx) in record.block.txs.iter().enumerate() {
-            let mut loc = height.to_le_bytes().to_vec();
-            loc.extend_from_slice(&(i as u32).to_le_bytes());
-            txs = txs
-                .put(self.next_tx_seq + i as u64, to_digest(&tx.id()), &loc)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        self.txs = Some(txs.sync().await.map_err(|e| e.to_string())?);
-        let blocks = self.blocks.take().expect("present");
-        self.blocks = Some(blocks.put_sync(height, digest, &json).await.map_err(|e| e.to_string())?);
+        let json: Arc<str> = serde_json::to_string(&record).map_err(|e| e.to_string())?.into();
+        let append = Append {
+            height,
+            digest,
+            json: json.clone(),
+            txs: record.block.txs.iter().map(SignedTx::id).collect(),
+            first_tx_seq: self.next_tx_seq,
+        };
+        self.index.append(append).await?;
         // 2. State: apply and commit the staged batch (durable).
         let db = self.db.take().expect("present");
         let db = db.apply_batch(executed.batch.clone()).await.map_err(|e| e.to_string())?;
@@ -832,6 +580,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         }
         self.mempool.prune(&self.tip.state);
         self.evidence.remove_included(&record.block.evidence);
+        self.shared.set_mempool_size(&self.mempool);
         self.shared.publish(
             Snapshot {
                 height,
@@ -840,49 +589,30 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 root: record.state_root,
                 state: executed.state,
             },
-            Arc::new(Published { record, json: String::from_utf8(json).expect("JSON is UTF-8").into() }),
+            Arc::new(Published { record, json }),
         );
         debug!(height, "finalized");
         Ok(())
     }
 
-    fn submit(&mut self, tx: SignedTx) -> Result<Hash, MempoolError> {
-        let id = self.mempool.insert(tx.clone(), &self.tip.state)?;
-        // The mempool verified the signature to admit it.
-        self.verified.insert(&tx);
+    /// Admits a transaction whose signature was checked before it was queued here.
+    fn submit(&mut self, tx: VerifiedTx) -> Result<Hash, MempoolError> {
+        let signed = tx.signed().clone();
+        let id = self.mempool.insert(tx, &self.tip.state)?;
+        self.verified.insert(&signed);
         Ok(id)
     }
 
-    /// A finalized block's record as the index stored it (JSON).
-    async fn block_json(&self, height: u64) -> Option<String> {
-        let bytes = self.blocks.as_ref()?.get(Identifier::Index(height)).await.ok()??;
-        String::from_utf8(bytes).ok()
-    }
-
-    async fn block_record(&self, height: u64) -> Option<BlockRecord> {
-        serde_json::from_str(&self.block_json(height).await?).ok()
-    }
-
-    async fn tx_status(&self, id: Hash) -> TxStatus {
-        if self.mempool.contains(&id) {
-            return TxStatus::Pending;
+    /// Admits `tx`; a local submission's (one with a reply) is gossiped when admitted.
+    fn submit_and_gossip(&mut self, tx: VerifiedTx, local: bool) -> Result<Hash, MempoolError> {
+        let signed = local.then(|| tx.signed().clone());
+        let result = self.submit(tx);
+        if let (Ok(_), Some(signed)) = (&result, signed) {
+            // Best effort: when the gossip queue is full the transaction still waits here and
+            // reaches peers in a block.
+            let _ = self.gossip.try_send(signed);
         }
-        let key = to_digest(&id);
-        let Ok(Some(loc)) = self.txs.as_ref().expect("present").get(Identifier::Key(&key)).await else {
-            return TxStatus::Unknown;
-        };
-        let (Ok(h), Ok(i)) =
-            (loc[..8].try_into().map(u64::from_le_bytes), loc[8..12].try_into().map(u32::from_le_bytes))
-        else {
-            return TxStatus::Unknown;
-        };
-        match self.block_record(h).await {
-            Some(r) => match r.receipts.get(i as usize) {
-                Some(receipt) => TxStatus::Finalized { height: h, index: i, receipt: receipt.clone() },
-                None => TxStatus::Unknown,
-            },
-            None => TxStatus::Unknown,
-        }
+        result
     }
 
     async fn prove(&self, key: Vec<u8>) -> Result<StateProof, String> {
@@ -909,15 +639,11 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         })
     }
 
-    /// Serves messages until every sender is gone. If marshal's processed height (`replay`) is
-    /// ahead of the applied state — a crash after marshal recorded a block but before our
-    /// state did, or a lost state directory — the missing blocks are first re-applied from
-    /// marshal's archive.
-    pub async fn run(
-        mut self,
-        mut mailbox: mpsc::UnboundedReceiver<Message>,
-        replay: Option<(crate::validator::Marshal, u64)>,
-    ) {
+    /// Serves messages until every sender is gone, consensus first (see [`crate::mailbox`]).
+    /// If marshal's processed height (`replay`) is ahead of the applied state — a crash after
+    /// marshal recorded a block but before our state did, or a lost state directory — the
+    /// missing blocks are first re-applied from marshal's archive.
+    pub async fn run(mut self, mut lanes: Lanes, replay: Option<(crate::validator::Marshal, u64)>) {
         if let Some((marshal, processed)) = replay {
             for h in self.tip.height + 1..=processed {
                 let Some(block) = marshal.get_block(commonware_consensus::types::Height::new(h)).await else {
@@ -931,100 +657,73 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 info!(height = h, "replayed finalized block from marshal");
             }
         }
-        while let Some(message) = mailbox.next().await {
-            match message {
-                Message::Propose { context, ancestry, now_ms, response } => {
-                    let block = self.propose(context, ancestry, now_ms).await;
-                    let _ = response.send(block);
-                }
-                Message::Verify { context, ancestry, response } => {
-                    let valid = self.verify(context, ancestry).await;
-                    let _ = response.send(valid);
-                }
-                Message::Finalized(Update::Tip(..)) => {}
-                Message::Finalized(Update::Block(block, ack)) => {
-                    if let Err(e) = self.finalize(block).await {
-                        // Acknowledging would tell marshal the block is applied; it is not. Stop
-                        // here: the operator must restart (and the block is redelivered).
-                        tracing::error!(error = %e, "cannot apply a finalized block; stopping the executor");
+        loop {
+            commonware_macros::select! {
+                message = lanes.consensus.next() => {
+                    let Some(message) = message else { return };
+                    if !self.serve_consensus(message).await {
                         return;
                     }
-                    ack.acknowledge();
-                }
-                Message::Submit { tx, reply } => {
-                    let result = self.submit(tx.clone());
-                    match reply {
-                        Some(reply) => {
-                            if result.is_ok() {
-                                let _ = self.gossip.unbounded_send(tx);
-                            }
-                            let _ = reply.send(result);
-                        }
-                        None => {
-                            if let Err(e) = result {
-                                debug!(error = %e, "dropping gossiped transaction");
-                            }
-                        }
-                    }
-                }
-                Message::SubmitBatch { txs, reply } => {
-                    let results = txs
-                        .into_iter()
-                        .map(|tx| {
-                            let r = self.submit(tx.clone());
-                            if r.is_ok() {
-                                let _ = self.gossip.unbounded_send(tx);
-                            }
-                            r
-                        })
-                        .collect();
-                    let _ = reply.send(results);
-                }
-                Message::Block { height, response } => {
-                    let _ = response.send(self.block_record(height).await);
-                }
-                Message::BlockJson { height, response } => {
-                    let _ = response.send(self.block_json(height).await);
-                }
-                Message::Tx { id, response } => {
-                    let _ = response.send(self.tx_status(id).await);
-                }
-                Message::Prove { key, response } => {
-                    let _ = response.send(self.prove(key).await);
-                }
-                Message::MempoolSize { response } => {
-                    let _ = response.send((self.mempool.len(), self.mempool.bytes()));
-                }
+                },
+                message = lanes.clients.recv() => {
+                    let Some(message) = message else { return };
+                    self.serve_client(message).await;
+                    self.shared.set_mempool_size(&self.mempool);
+                },
             }
         }
     }
-}
 
-/// A cheap handle to the executor for other tasks. Unbounded, because marshal's reporter must
-/// never block; every producer is itself bounded (consensus rounds, HTTP requests, p2p quotas).
-#[derive(Clone)]
-pub struct ExecutorMailbox {
-    sender: mpsc::UnboundedSender<Message>,
-}
-
-impl ExecutorMailbox {
-    /// A mailbox and the receiver the executor runs on.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Message>) {
-        let (sender, receiver) = mpsc::unbounded();
-        (Self { sender }, receiver)
-    }
-
-    /// Sends a message; false if the executor has stopped.
-    pub fn send(&self, message: Message) -> bool {
-        self.sender.unbounded_send(message).is_ok()
-    }
-
-    /// Sends a request and waits for its answer; `None` if the executor has stopped.
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Message) -> Option<T> {
-        let (response, receiver) = oneshot::channel();
-        if !self.send(make(response)) {
-            return None;
+    /// Serves one consensus request; false when the executor must stop.
+    async fn serve_consensus(&mut self, message: Consensus) -> bool {
+        match message {
+            Consensus::Propose { context, ancestry, now_ms, response } => {
+                let block = self.propose(context, ancestry, now_ms).await;
+                let _ = response.send(block);
+            }
+            Consensus::Verify { context, ancestry, response } => {
+                let valid = self.verify(context, ancestry).await;
+                let _ = response.send(valid);
+            }
+            Consensus::Finalized(Update::Tip(..)) => {}
+            Consensus::Finalized(Update::Block(block, ack)) => {
+                if let Err(e) = self.finalize(block).await {
+                    // Acknowledging would tell marshal the block is applied; it is not. Stop
+                    // here: the operator must restart (and the block is redelivered).
+                    tracing::error!(error = %e, "cannot apply a finalized block; stopping the executor");
+                    return false;
+                }
+                ack.acknowledge();
+            }
         }
-        receiver.await.ok()
+        true
+    }
+
+    async fn serve_client(&mut self, message: Client) {
+        match message {
+            Client::Submit { tx, reply } => {
+                let result = self.submit_and_gossip(*tx, reply.is_some());
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        if let Err(e) = result {
+                            debug!(error = %e, "dropping gossiped transaction");
+                        }
+                    }
+                }
+            }
+            Client::SubmitBatch { txs, reply } => {
+                let results = txs.into_iter().map(|tx| self.submit_and_gossip(tx, true)).collect();
+                let _ = reply.send(results);
+            }
+            Client::Pending { id, response } => {
+                let _ = response.send(self.mempool.contains(&id));
+            }
+            Client::Prove { key, response } => {
+                let _ = response.send(self.prove(key).await);
+            }
+        }
     }
 }

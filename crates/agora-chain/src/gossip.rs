@@ -1,20 +1,21 @@
 //! Transaction gossip between validators over a dedicated p2p channel: transactions a client
 //! submits here are sent to every peer; transactions from peers go into the local mempool (and
-//! are not forwarded again: validators form a full mesh).
+//! are not forwarded again: validators form a full mesh). Received transactions have their
+//! signatures checked here, in the gossip task, so the executor never spends consensus time
+//! on a peer's junk; what does not decode or verify is dropped on its own.
 //!
 //! Under load, transactions that queue up while a message is being sent travel together: a
 //! message carries a batch (count-prefixed, each transaction length-prefixed), up to
 //! [`MAX_BATCH_BYTES`], so the per-message cost and the per-peer message quota do not cap
 //! throughput.
 
-use crate::executor::{ExecutorMailbox, Message};
+use crate::mailbox::{Client, ExecutorMailbox};
+use crate::mempool::VerifiedTx;
 use agora_core::codec::Reader;
 use agora_core::{Encode, SignedTx};
 use commonware_macros::select;
 use commonware_p2p::{Receiver, Recipients, Sender};
 use commonware_runtime::{IoBuf, Spawner};
-use futures::StreamExt;
-use futures::channel::mpsc;
 use tracing::debug;
 
 /// Largest gossip message.
@@ -62,11 +63,17 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch, agora_core::DecodeError> {
     Ok(batch)
 }
 
-/// Runs the gossip task until both the channel and the outbound queue close.
+/// Transactions queued for gossip before more are dropped (they still wait in the local
+/// mempool and reach peers in a block).
+pub const OUTBOUND_CAPACITY: usize = 16_384;
+
+/// Runs the gossip task until both the channel and the outbound queue close. `chain_id` is what
+/// received transactions' signatures are checked for.
 pub fn start<E, S, R>(
     context: E,
     executor: ExecutorMailbox,
-    mut outbound: mpsc::UnboundedReceiver<SignedTx>,
+    chain_id: String,
+    mut outbound: tokio::sync::mpsc::Receiver<SignedTx>,
     (mut sender, mut receiver): (S, R),
 ) where
     E: Spawner,
@@ -76,7 +83,7 @@ pub fn start<E, S, R>(
     context.spawn(move |_| async move {
         loop {
             select! {
-                tx = outbound.next() => {
+                tx = outbound.recv() => {
                     let Some(tx) = tx else { return };
                     let mut batch = vec![tx];
                     let mut size = batch[0].encode().len();
@@ -101,7 +108,13 @@ pub fn start<E, S, R>(
                                 debug!(%peer, malformed = batch.malformed, "dropping malformed gossiped transactions");
                             }
                             for tx in batch.txs {
-                                executor.send(Message::Submit { tx, reply: None });
+                                let Ok(tx) = VerifiedTx::check(tx, &chain_id) else {
+                                    debug!(%peer, "dropping a gossiped transaction with a bad signature");
+                                    continue;
+                                };
+                                if let Err(e) = executor.client(Client::Submit { tx: Box::new(tx), reply: None }) {
+                                    debug!(%peer, error = %e, "dropping a gossiped transaction");
+                                }
                             }
                         }
                         Err(e) => debug!(%peer, error = %e, "dropping malformed gossip"),

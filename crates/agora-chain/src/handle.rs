@@ -1,12 +1,12 @@
 //! Client access to a running chain: submit transactions, read the finalized state, follow
 //! finalized blocks, look up blocks and transactions, and get state proofs.
 
-use crate::executor::{
-    BlockRecord, ExecutorMailbox, Message, Published, Shared, Snapshot, StateProof, TxStatus,
-};
-use crate::mempool::MempoolError;
+use crate::executor::Shared;
+use crate::mailbox::{Client, ExecutorMailbox};
+use crate::mempool::{MempoolError, VerifiedTx};
+use crate::records::{BlockRecord, Published, Snapshot, StateProof, TxStatus};
 use crate::validator::Marshal;
-use agora_core::{Hash, SignedTx};
+use agora_core::Hash;
 use commonware_codec::Encode;
 use commonware_consensus::types::Height;
 use std::sync::Arc;
@@ -17,6 +17,9 @@ pub enum ChainError {
     /// The node is shutting down.
     #[error("the chain is not running (node shutting down?)")]
     Stopped,
+    /// A bounded queue is full: the node refuses more work of this kind for now.
+    #[error("the node is busy ({0} is full); retry shortly")]
+    Busy(&'static str),
     /// The mempool refused a transaction.
     #[error("{0}")]
     Rejected(#[from] MempoolError),
@@ -25,7 +28,9 @@ pub enum ChainError {
     Proof(String),
 }
 
-/// A cheap, cloneable handle to the chain.
+/// A cheap, cloneable handle to the chain. Reads are served from the published snapshot and
+/// the block index; only submissions, pending look-ups and proofs reach the executor, on its
+/// bounded client lane.
 #[derive(Clone)]
 pub struct ChainHandle {
     executor: ExecutorMailbox,
@@ -39,21 +44,26 @@ impl ChainHandle {
         Self { executor, shared, marshal }
     }
 
-    /// Submits a transaction to this node's mempool (and gossips it to the other validators).
-    pub async fn submit(&self, tx: SignedTx) -> Result<Hash, ChainError> {
+    /// The chain id transactions must be signed for.
+    pub fn chain_id(&self) -> String {
+        self.shared.snapshot().state.meta().chain_id.clone()
+    }
+
+    /// Submits a transaction whose signature was checked to this node's mempool (and gossips it
+    /// to the other validators).
+    pub async fn submit(&self, tx: VerifiedTx) -> Result<Hash, ChainError> {
         self.executor
-            .ask(|reply| Message::Submit { tx, reply: Some(reply) })
-            .await
-            .ok_or(ChainError::Stopped)?
+            .ask_client(|reply| Client::Submit { tx: Box::new(tx), reply: Some(reply) })
+            .await?
             .map_err(Into::into)
     }
 
-    /// Submits many transactions at once; one result per transaction, in order.
+    /// Submits many checked transactions at once; one result per transaction, in order.
     pub async fn submit_batch(
         &self,
-        txs: Vec<SignedTx>,
+        txs: Vec<VerifiedTx>,
     ) -> Result<Vec<Result<Hash, MempoolError>>, ChainError> {
-        self.executor.ask(|reply| Message::SubmitBatch { txs, reply }).await.ok_or(ChainError::Stopped)
+        self.executor.ask_client(|reply| Client::SubmitBatch { txs, reply }).await
     }
 
     /// The latest finalized snapshot (state, height, root).
@@ -68,32 +78,38 @@ impl ChainHandle {
 
     /// A finalized block with its receipts and events.
     pub async fn block(&self, height: u64) -> Result<Option<BlockRecord>, ChainError> {
-        self.executor.ask(|response| Message::Block { height, response }).await.ok_or(ChainError::Stopped)
+        self.shared.index().block(height).await
     }
 
     /// A finalized block's record as JSON, exactly as stored (cheaper than [`Self::block`] for
     /// callers that pass it on).
     pub async fn block_json(&self, height: u64) -> Result<Option<String>, ChainError> {
-        self.executor.ask(|response| Message::BlockJson { height, response }).await.ok_or(ChainError::Stopped)
+        self.shared.index().block_json(height).await
     }
 
     /// Where a transaction is.
     pub async fn tx(&self, id: Hash) -> Result<TxStatus, ChainError> {
-        self.executor.ask(|response| Message::Tx { id, response }).await.ok_or(ChainError::Stopped)
+        if self.executor.ask_client(|response| Client::Pending { id, response }).await? {
+            return Ok(TxStatus::Pending);
+        }
+        let Some((height, index)) = self.shared.index().tx_location(id).await? else {
+            return Ok(TxStatus::Unknown);
+        };
+        let receipt = self.block(height).await?.and_then(|r| r.receipts.get(index as usize).cloned());
+        Ok(match receipt {
+            Some(receipt) => TxStatus::Finalized { height, index, receipt },
+            None => TxStatus::Unknown,
+        })
     }
 
     /// A proof of a ledger key's current value (or absence) at the finalized height.
     pub async fn prove(&self, key: Vec<u8>) -> Result<StateProof, ChainError> {
-        self.executor
-            .ask(|response| Message::Prove { key, response })
-            .await
-            .ok_or(ChainError::Stopped)?
-            .map_err(ChainError::Proof)
+        self.executor.ask_client(|response| Client::Prove { key, response }).await?.map_err(ChainError::Proof)
     }
 
-    /// Mempool size: (transactions, bytes).
-    pub async fn mempool_size(&self) -> Result<(usize, usize), ChainError> {
-        self.executor.ask(|response| Message::MempoolSize { response }).await.ok_or(ChainError::Stopped)
+    /// Mempool size: (transactions, bytes), as published by the executor.
+    pub fn mempool_size(&self) -> (usize, usize) {
+        self.shared.mempool_size()
     }
 
     /// The encoded finalization certificate of a block (2f+1 validator signatures), for light

@@ -2,7 +2,8 @@
 //! the authenticated state store that proves any key against a finalized header.
 //!
 //! Read in this order: [`block`] (what consensus orders), [`executor`] (how blocks are built,
-//! checked and applied), [`validator`] (how the Commonware actors are wired), [`handle`] (what
+//! checked and applied), [`mailbox`] (how consensus comes before clients), [`index`] (where
+//! finalized blocks are read from), [`validator`] (how the Commonware actors are wired), [`handle`] (what
 //! the node's API uses).
 
 pub mod application;
@@ -12,12 +13,15 @@ pub mod evidence;
 pub mod executor;
 pub mod gossip;
 pub mod handle;
+pub mod index;
 pub mod light;
+pub mod mailbox;
 pub mod mempool;
+pub mod records;
 pub mod state_db;
 pub mod validator;
 
 pub use block::{BlockCfg, ChainBlock};
-pub use executor::{BlockRecord, Published, Snapshot, StateProof, TxStatus};
 pub use handle::{ChainError, ChainHandle};
+pub use records::{BlockRecord, Published, Snapshot, StateProof, TxStatus};
 pub use validator::{Channels, Timing, Validator, ValidatorConfig, start_validator};

@@ -1,6 +1,7 @@
 //! The mempool: signed transactions waiting for a block.
 //!
-//! It admits a transaction only if it could be included soon — valid signature, a nonce
+//! It admits a transaction only if it could be included soon — a valid signature (checked
+//! before it gets here, see [`VerifiedTx`]), a canonical encoding, a nonce
 //! within a window above the sender's next nonce, a fee at least the minimum, a sender able to
 //! pay it — de-duplicates by id, keeps one transaction per (sender, nonce) (a higher fee
 //! replaces a lower one), and stays within fixed bounds, evicting the lowest-fee transaction
@@ -80,6 +81,25 @@ pub enum MempoolError {
     },
 }
 
+/// A transaction whose signature was checked for this chain. Signatures are checked where
+/// transactions arrive (the API's bounded verification pool, the gossip task), so the
+/// executor, which consensus waits on, never spends time on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTx(SignedTx);
+
+impl VerifiedTx {
+    /// Checks `tx`'s signature for `chain_id`.
+    pub fn check(tx: SignedTx, chain_id: &str) -> Result<Self, MempoolError> {
+        tx.verify(chain_id).map_err(|e| MempoolError::Rejected(TxRejection::Signature(e.to_string())))?;
+        Ok(Self(tx))
+    }
+
+    /// The transaction.
+    pub fn signed(&self) -> &SignedTx {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     tx: SignedTx,
@@ -127,7 +147,8 @@ impl Mempool {
     }
 
     /// Admits `tx` against the latest `state`. Returns its id.
-    pub fn insert(&mut self, tx: SignedTx, state: &State) -> Result<Hash, MempoolError> {
+    pub fn insert(&mut self, tx: VerifiedTx, state: &State) -> Result<Hash, MempoolError> {
+        let VerifiedTx(tx) = tx;
         let id = tx.id();
         if self.by_id.contains_key(&id) {
             return Err(MempoolError::Duplicate(id));
@@ -142,7 +163,7 @@ impl Mempool {
         if got >= next + self.limits.nonce_window {
             return Err(MempoolError::NonceGap { got, next, window: self.limits.nonce_window });
         }
-        accounts::check_except_nonce(state, &tx).map_err(MempoolError::Rejected)?;
+        accounts::check_except_nonce_signed(state, &tx).map_err(MempoolError::Rejected)?;
         // Replace-by-fee for the same (sender, nonce).
         if let Some(old) = self.by_sender.get(&sender).and_then(|m| m.get(&got)).copied() {
             let existing = self.by_id[&old].tx.tx.fee;
@@ -264,6 +285,13 @@ mod tests {
         .unwrap()
     }
 
+    impl Mempool {
+        /// Checks the signature as the node does before queueing, then inserts.
+        fn insert_signed(&mut self, tx: SignedTx, state: &State) -> Result<Hash, MempoolError> {
+            self.insert(VerifiedTx::check(tx, &state.meta().chain_id)?, state)
+        }
+    }
+
     fn tx(who: u8, nonce: u64, fee: u128) -> SignedTx {
         let k = SecretKey::from_label(&format!("a{who}"));
         Transaction {
@@ -279,16 +307,19 @@ mod tests {
     fn admission_checks() {
         let s = state();
         let mut m = Mempool::new(Limits { nonce_window: 4, ..Limits::default() });
-        assert!(m.insert(tx(0, 0, 10), &s).is_ok());
-        assert!(matches!(m.insert(tx(0, 0, 10), &s), Err(MempoolError::Duplicate(_))));
-        assert!(matches!(m.insert(tx(0, 9, 10), &s), Err(MempoolError::NonceGap { .. })));
+        assert!(m.insert_signed(tx(0, 0, 10), &s).is_ok());
+        assert!(matches!(m.insert_signed(tx(0, 0, 10), &s), Err(MempoolError::Duplicate(_))));
+        assert!(matches!(m.insert_signed(tx(0, 9, 10), &s), Err(MempoolError::NonceGap { .. })));
         assert!(matches!(
-            m.insert(tx(1, 0, 1), &s),
+            m.insert_signed(tx(1, 0, 1), &s),
             Err(MempoolError::Rejected(TxRejection::FeeTooLow { .. }))
         ));
         let mut forged = tx(2, 0, 10);
         forged.tx.fee = Amount(11);
-        assert!(matches!(m.insert(forged, &s), Err(MempoolError::Rejected(TxRejection::Signature(_)))));
+        assert!(matches!(
+            m.insert_signed(forged, &s),
+            Err(MempoolError::Rejected(TxRejection::Signature(_)))
+        ));
         let poor = Transaction {
             sender: SecretKey::from_label("nobody").public(),
             nonce: 0,
@@ -296,7 +327,10 @@ mod tests {
             payload: TxPayload::Bond { amount: Amount(1) },
         }
         .sign("mp", &SecretKey::from_label("nobody"));
-        assert!(matches!(m.insert(poor, &s), Err(MempoolError::Rejected(TxRejection::CannotPayFee { .. }))));
+        assert!(matches!(
+            m.insert_signed(poor, &s),
+            Err(MempoolError::Rejected(TxRejection::CannotPayFee { .. }))
+        ));
     }
 
     #[test]
@@ -313,9 +347,12 @@ mod tests {
             payload: TxPayload::Propose { changes: vec![], description: "d".repeat(2_000) },
         }
         .sign("mp", &k);
-        assert!(matches!(m.insert(poison, &s), Err(MempoolError::Rejected(TxRejection::Malformed(_)))));
+        assert!(matches!(
+            m.insert_signed(poison, &s),
+            Err(MempoolError::Rejected(TxRejection::Malformed(_)))
+        ));
         assert!(m.is_empty());
-        m.insert(tx(3, 0, 10), &s).expect("an honest transaction from the same sender");
+        m.insert_signed(tx(3, 0, 10), &s).expect("an honest transaction from the same sender");
         let block = agora_core::Block {
             header: agora_core::BlockHeader {
                 height: 1,
@@ -337,15 +374,15 @@ mod tests {
     fn replace_by_fee() {
         let s = state();
         let mut m = Mempool::new(Limits::default());
-        m.insert(tx(0, 0, 10), &s).unwrap();
-        assert!(matches!(m.insert(tx(0, 0, 10), &s), Err(MempoolError::Duplicate(_))));
+        m.insert_signed(tx(0, 0, 10), &s).unwrap();
+        assert!(matches!(m.insert_signed(tx(0, 0, 10), &s), Err(MempoolError::Duplicate(_))));
         let cheaper = {
             let mut t = tx(0, 0, 10);
             t.tx.payload = TxPayload::Bond { amount: Amount(5) };
             t.tx.sign("mp", &SecretKey::from_label("a0"))
         };
-        assert!(matches!(m.insert(cheaper, &s), Err(MempoolError::Underpriced { .. })));
-        m.insert(tx(0, 0, 20), &s).unwrap();
+        assert!(matches!(m.insert_signed(cheaper, &s), Err(MempoolError::Underpriced { .. })));
+        m.insert_signed(tx(0, 0, 20), &s).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m.select(&s, 10, usize::MAX)[0].tx.fee, Amount(20));
     }
@@ -354,11 +391,11 @@ mod tests {
     fn full_pool_evicts_cheapest_or_refuses() {
         let s = state();
         let mut m = Mempool::new(Limits { max_txs: 2, ..Limits::default() });
-        m.insert(tx(0, 0, 10), &s).unwrap();
-        m.insert(tx(1, 0, 30), &s).unwrap();
-        let err = m.insert(tx(2, 0, 10), &s).unwrap_err();
+        m.insert_signed(tx(0, 0, 10), &s).unwrap();
+        m.insert_signed(tx(1, 0, 30), &s).unwrap();
+        let err = m.insert_signed(tx(2, 0, 10), &s).unwrap_err();
         assert!(err.to_string().contains("raise the fee above 10"), "{err}");
-        m.insert(tx(2, 0, 20), &s).unwrap();
+        m.insert_signed(tx(2, 0, 20), &s).unwrap();
         assert_eq!(m.len(), 2);
         assert!(m.select(&s, 10, usize::MAX).iter().all(|t| t.tx.fee >= Amount(20)));
     }
@@ -367,9 +404,9 @@ mod tests {
     fn selection_orders_by_fee_and_keeps_nonces_consecutive() {
         let s = state();
         let mut m = Mempool::new(Limits::default());
-        m.insert(tx(0, 1, 100), &s).unwrap(); // not ready until nonce 0 is in
-        m.insert(tx(0, 0, 10), &s).unwrap();
-        m.insert(tx(1, 0, 50), &s).unwrap();
+        m.insert_signed(tx(0, 1, 100), &s).unwrap(); // not ready until nonce 0 is in
+        m.insert_signed(tx(0, 0, 10), &s).unwrap();
+        m.insert_signed(tx(1, 0, 50), &s).unwrap();
         let picked: Vec<(u8, u64)> = m
             .select(&s, 10, usize::MAX)
             .iter()
@@ -389,8 +426,8 @@ mod tests {
         let s = state();
         let mut m = Mempool::new(Limits::default());
         let t = tx(0, 0, 10);
-        m.insert(t.clone(), &s).unwrap();
-        m.insert(tx(0, 1, 10), &s).unwrap();
+        m.insert_signed(t.clone(), &s).unwrap();
+        m.insert_signed(tx(0, 1, 10), &s).unwrap();
         // Apply t in a block.
         let mut b = agora_ledger::BlockBuilder::new(
             &s,

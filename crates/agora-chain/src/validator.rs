@@ -7,8 +7,9 @@ use crate::application::{App, FinalizedReporter};
 use crate::block::{BlockCfg, ChainBlock, MAX_COMMITTEE};
 use crate::epoch::{Committees, EpochPeers, Orchestrator, OrchestratorConfig};
 use crate::evidence::EvidencePool;
-use crate::executor::{Executor, ExecutorConfig, ExecutorMailbox, InitError, committee_of};
+use crate::executor::{Executor, ExecutorConfig, InitError, committee_of};
 use crate::handle::ChainHandle;
+use crate::mailbox::{CLIENT_LANE_CAPACITY, ExecutorMailbox};
 use crate::mempool::Limits;
 use agora_ledger::Genesis;
 use commonware_broadcast::buffered;
@@ -197,7 +198,7 @@ where
 
     // Executor: ledger state, authenticated store, index, mempool.
     let evidence = EvidencePool::default();
-    let (gossip_out, gossip_in) = futures::channel::mpsc::unbounded();
+    let (gossip_out, gossip_in) = tokio::sync::mpsc::channel(crate::gossip::OUTBOUND_CAPACITY);
     let executor = Executor::init(
         context.child("executor"),
         ExecutorConfig {
@@ -220,8 +221,9 @@ where
     let epocher = || FixedEpocher::new(NZU64!(cfg.genesis.params.blocks_per_epoch()));
     let committees = Committees::default();
     let shared = executor.shared();
-    let (mailbox, executor_inbox) = ExecutorMailbox::new();
-    crate::gossip::start(context.child("gossip"), mailbox.clone(), gossip_in, channels.mempool);
+    let (mailbox, executor_inbox) = ExecutorMailbox::new(CLIENT_LANE_CAPACITY);
+    let chain_id = cfg.genesis.chain_id.clone();
+    crate::gossip::start(context.child("gossip"), mailbox.clone(), chain_id, gossip_in, channels.mempool);
 
     // Block backfill and dissemination.
     let resolver = marshal_resolver::init(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use agora_chain::executor::TxStatus;
+use agora_chain::TxStatus;
 use agora_chain::state_db::TIP_KEY;
 use agora_chain::validator::{CH_VOTES, NAMESPACE};
 use agora_core::Amount;
@@ -237,9 +237,9 @@ fn transactions_are_tracked_and_state_is_provable() {
             chains.push(spawn_validator(&ctx, &sim, i, 0).await.1);
         }
         let tx = transfer(0);
-        let id = chains[2].submit(tx.clone()).await.expect("accepted");
+        let id = chains[2].submit(checked(tx.clone())).await.expect("accepted");
         // Submitting the same transaction again is refused with a clear reason.
-        let dup = chains[2].submit(tx).await.unwrap_err().to_string();
+        let dup = chains[2].submit(checked(tx)).await.unwrap_err().to_string();
         assert!(dup.contains("already pending"), "{dup}");
         wait_until(&ctx, || chains[0].snapshot().state.nonce(&user().public()) == 1).await;
         // Every validator knows where it landed (gossip reached the proposer).
@@ -329,7 +329,7 @@ fn rotation_run(seed: u64, link: Link) {
             payload: TxPayload::Bond { amount: Amount(500_000) },
         }
         .sign(CHAIN, &ledger_key(outsider));
-        chain(0).submit(bond).await.unwrap();
+        chain(0).submit(checked(bond)).await.unwrap();
         wait_until(&ctx, || committee(&chain(0)).contains(&ledger_key(outsider).public())).await;
         let new_committee = committee(&chain(0));
         let leaver = (0..5)

@@ -54,6 +54,12 @@ pub fn check_except_nonce(state: &State, tx: &SignedTx) -> Result<(), TxRejectio
     check_except_nonce_with(state, tx, true)
 }
 
+/// [`check_except_nonce`] for a transaction whose signature the caller already checked for
+/// this chain.
+pub fn check_except_nonce_signed(state: &State, tx: &SignedTx) -> Result<(), TxRejection> {
+    check_except_nonce_with(state, tx, false)
+}
+
 fn check_except_nonce_with(state: &State, tx: &SignedTx, verify_signature: bool) -> Result<(), TxRejection> {
     let size = tx.encode().len();
     if size > agora_core::tx::MAX_TX_BYTES {

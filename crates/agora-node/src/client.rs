@@ -2,7 +2,7 @@
 
 use crate::api::error::ErrorBody;
 use crate::api::types::*;
-use agora_chain::executor::{BlockRecord, StateProof, TxStatus};
+use agora_chain::{BlockRecord, StateProof, TxStatus};
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{AccountId, Amount, Hash, SecretKey, SignedTx};
 use agora_ledger::ObjectKey;
@@ -49,6 +49,9 @@ pub struct Finalization {
     pub block: Vec<u8>,
 }
 
+/// Largest answer read from a node's API (a page of objects, a block, a proof).
+pub const MAX_RESPONSE: usize = 64 << 20;
+
 /// A node API client.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
@@ -57,13 +60,10 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`).
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`), with connect and read
+    /// timeouts, no redirects, and answers capped at [`MAX_RESPONSE`] bytes.
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("static client config");
-        Self { base: base.trim_end_matches('/').to_string(), http }
+        Self { base: base.trim_end_matches('/').to_string(), http: agora_store::http::outbound::client() }
     }
 
     /// The node's base URL.
@@ -78,7 +78,9 @@ impl NodeClient {
         let resp =
             resp.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = agora_store::http::outbound::read_capped(resp, MAX_RESPONSE)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)
@@ -115,12 +117,13 @@ impl NodeClient {
         Ok(p)
     }
 
-    /// Submits a signed transaction.
+    /// Submits a signed transaction, in its canonical encoding (so the node decodes exactly
+    /// what its peers will).
     pub async fn submit(&self, tx: &SignedTx) -> Result<Hash, ClientError> {
         let resp = self
             .http
             .post(format!("{}/api/v1/txs", self.base))
-            .json(&serde_json::json!({ "tx": tx }))
+            .json(&serde_json::json!({ "tx_hex": hex::encode(agora_core::Encode::encode(tx)) }))
             .send()
             .await;
         Ok(self.decode::<Submitted>(resp).await?.id)
@@ -212,7 +215,10 @@ impl NodeClient {
     ) -> Result<impl futures::Stream<Item = Result<BlockRecord, ClientError>>, ClientError> {
         use futures::StreamExt;
         let url = format!("{}/api/v1/events?from={from}", self.base);
-        let resp = reqwest::get(&url)
+        let resp = self
+            .http
+            .get(&url)
+            .send()
             .await
             .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
         if !resp.status().is_success() {

@@ -32,6 +32,22 @@ pub struct ValidatorSection {
     /// Most transactions per block.
     #[serde(default = "default_block_txs")]
     pub max_block_txs: usize,
+    /// p2p settings profile.
+    #[serde(default)]
+    pub network: NetworkProfile,
+}
+
+/// Which p2p settings a validator uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkProfile {
+    /// Commonware's recommended settings for production: private and loopback peer addresses
+    /// refused, one handshake per IP per 5 s, long block durations for misbehaving peers.
+    #[default]
+    Public,
+    /// Settings for a network on one machine or a LAN (devnets): private addresses allowed,
+    /// frequent handshakes and dials. Commonware documents them as not for production.
+    Local,
 }
 
 fn default_block_txs() -> usize {
@@ -86,6 +102,36 @@ pub struct ApiSection {
     /// Largest blob upload, MiB.
     #[serde(default = "default_upload_mb")]
     pub max_upload_mb: u64,
+    /// Per-client and node-wide request limits.
+    #[serde(default)]
+    pub limits: crate::api::limits::ApiLimits,
+    /// Bytes an account (other than the operator's) may store on this node a day, MiB.
+    #[serde(default = "default_store_quota_mb")]
+    pub store_quota_mb: u64,
+    /// Least balance an account needs to store here (registered providers need none).
+    #[serde(default = "default_store_min_balance")]
+    pub store_min_balance: Amount,
+}
+
+impl ApiSection {
+    /// An API listening on `listen`, every other setting at its default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_upload_mb: default_upload_mb(),
+            limits: Default::default(),
+            store_quota_mb: default_store_quota_mb(),
+            store_min_balance: default_store_min_balance(),
+        }
+    }
+}
+
+fn default_store_quota_mb() -> u64 {
+    16 * 1024
+}
+
+fn default_store_min_balance() -> Amount {
+    Amount(1_000)
 }
 
 fn default_upload_mb() -> u64 {
@@ -254,6 +300,41 @@ pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
         .with_context(|| format!("key file {} is not a 64-hex-digit seed", path.display()))
 }
 
+/// Writes `bytes` to `path` readable and writable only by its owner (0600), atomically: a
+/// temporary file beside it is written, synced and renamed over it, so a crash leaves the old
+/// contents or the new, never a mix. For anything secret or confidential: keys, job records
+/// holding input keys, a provider's state and plaintext items.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // A pre-existing temporary file keeps its mode; make sure it is the owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Writes a key file readable only by its owner. Refuses to overwrite an existing key.
 pub fn write_key(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
     use std::io::Write;
@@ -296,6 +377,20 @@ pub fn save_genesis(path: &Path, genesis: &Genesis) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    #[test]
+    fn secrets_are_written_for_the_owner_only_even_over_a_readable_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs").join("1.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret(&path, b"input keys").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"input keys");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
     #[test]
     fn config_round_trip_and_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
@@ -304,11 +399,18 @@ mod tests {
             data_dir: "node0".into(),
             key_file: "node0/node.key".into(),
             genesis_file: Some("genesis.toml".into()),
-            api: ApiSection { listen: DEFAULT_API.parse().unwrap(), max_upload_mb: 10 },
+            api: ApiSection {
+                listen: DEFAULT_API.parse().unwrap(),
+                max_upload_mb: 10,
+                limits: Default::default(),
+                store_quota_mb: 1024,
+                store_min_balance: Amount(1),
+            },
             validator: Some(ValidatorSection {
                 p2p_listen: "127.0.0.1:7800".parse().unwrap(),
                 peers: vec![],
                 max_block_txs: 10,
+                network: NetworkProfile::Local,
             }),
             provider: None,
             gateway: GatewaySection::default(),

@@ -194,11 +194,12 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
             data_dir: format!("node{i}").into(),
             key_file: format!("node{i}/node.key").into(),
             genesis_file: Some("genesis.toml".into()),
-            api: ApiSection { listen: format!("127.0.0.1:{}", port(i)?).parse()?, max_upload_mb: 8192 },
+            api: ApiSection::new(format!("127.0.0.1:{}", port(i)?).parse()?),
             validator: Some(ValidatorSection {
                 p2p_listen: peers[i].address,
                 peers: peers.clone(),
                 max_block_txs: 5_000,
+                network: crate::config::NetworkProfile::Local,
             }),
             provider: None,
             gateway: GatewaySection::default(),
@@ -214,7 +215,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
         Amount(GATEWAY_BALANCE),
         Some(gateway_account),
     )?;
-    std::fs::write(gateway_api_key_path(&opts.dir), format!("{api_key}\n"))?;
+    crate::config::write_secret(&gateway_api_key_path(&opts.dir), format!("{api_key}\n").as_bytes())?;
     for (i, k) in provider_keys.iter().enumerate() {
         write_key(&opts.dir.join(format!("provider{i}")).join("node.key"), k)?;
         let (region, carbon) = PROVIDER_SITES[i % PROVIDER_SITES.len()];
@@ -225,7 +226,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
             data_dir: format!("provider{i}").into(),
             key_file: format!("provider{i}/node.key").into(),
             genesis_file: None,
-            api: ApiSection { listen: format!("127.0.0.1:{}", port(50 + i)?).parse()?, max_upload_mb: 8192 },
+            api: ApiSection::new(format!("127.0.0.1:{}", port(50 + i)?).parse()?),
             validator: None,
             provider: Some(ProviderSection {
                 upstream: Some(format!("http://127.0.0.1:{}", port(i % opts.validators)?)),

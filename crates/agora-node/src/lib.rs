@@ -14,3 +14,4 @@ pub mod provider;
 pub mod requester;
 pub mod run;
 pub mod sender;
+pub mod store_policy;

@@ -4,7 +4,7 @@
 
 use crate::address_book::AddressBook;
 use crate::api::{self, ApiState, NodeInfo};
-use crate::config::{NodeConfig, load_genesis, load_key};
+use crate::config::{NetworkProfile, NodeConfig, load_genesis, load_key};
 use agora_chain::block::{consensus_key, consensus_public_key};
 use agora_chain::mempool::Limits;
 use agora_chain::validator::{
@@ -12,6 +12,7 @@ use agora_chain::validator::{
     ValidatorConfig, default_page_cache, max_message_size,
 };
 use agora_chain::{BlockCfg, ChainHandle, start_validator};
+use agora_core::PublicKey;
 use anyhow::{Context, bail};
 use commonware_cryptography::{ChaCha20Poly1305, ed25519};
 use commonware_p2p::{Address, authenticated::lookup};
@@ -58,10 +59,16 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .and_then(|p| p.upstream.clone())
             .expect("checked when the config was loaded");
         let (agent, routes) = crate::provider::agent::Agent::new(agent_cfg(upstream.clone()))?;
-        let state = Arc::new(ApiState { chain: None, store: store.clone(), info });
-        let limits = agora_store::http::ServerConfig { max_upload_bytes: config.api.max_upload_mb << 20 };
+        let state = Arc::new(ApiState::new(
+            None,
+            store.clone(),
+            info,
+            config.api.limits.clone(),
+            config.worker_threads(),
+        ));
+        let limits = store_config(&config, key.public(), None);
         let gateway = crate::gateway::Gateway::new(&upstream, config.data_dir.clone(), &config.gateway)?;
-        let router = api::router(state, limits).merge(routes).merge(gateway.routes());
+        let router = api::router(state.clone(), limits).merge(routes).merge(gateway.routes());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads())
             .enable_all()
@@ -72,7 +79,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             })?;
             tokio::spawn(agent.run());
             println!("node {} ready: API {}", config.name, config.api_url());
-            serve_until_stopped(listener, router).await?;
+            serve_until_stopped(listener, router, &state).await?;
             Ok(())
         });
     };
@@ -101,7 +108,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_tcp_nodelay(Some(true))
         .with_catch_panics(false);
     let api_addr = config.api.listen;
-    let max_upload = config.api.max_upload_mb << 20;
+    let operator = key.public();
+    // Clients are served on a runtime of their own, at a lower OS priority than consensus: a
+    // flood of requests competes with other requests, not with propose, verify and finalize.
+    let api_rt = api_runtime(config.worker_threads())?;
+    let api = api_rt.handle().clone();
     commonware_runtime::tokio::Runner::new(rt).start(|ctx| async move {
         let n = pks.len();
         let handshake = Cups::<_, ChaCha20Poly1305>::new(
@@ -114,7 +125,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             cups::Version::V1,
         );
         let block_cfg = BlockCfg::default();
-        let mut p2p = lookup::Config::local(
+        let profile = match v.network {
+            NetworkProfile::Public => lookup::Config::recommended,
+            NetworkProfile::Local => lookup::Config::local,
+        };
+        let p2p = profile(
             handshake,
             NAMESPACE,
             v.p2p_listen,
@@ -122,7 +137,6 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             max_message_size(&block_cfg),
             NZUsize!(4096),
         );
-        p2p.dial_frequency = Duration::from_millis(500);
         let (mut network, oracle) = lookup::Network::new(ctx.child("network"), p2p);
         let peers: Map<ed25519::PublicKey, Address> = pks
             .iter()
@@ -165,29 +179,70 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .expect("the validator's storage opens (see the error above)");
         let chain: ChainHandle = validator.chain.clone();
-        let state = Arc::new(ApiState { chain: Some(chain.clone()), store, info });
-        let router = api::router(state, agora_store::http::ServerConfig { max_upload_bytes: max_upload })
-            .merge(agent_routes)
-            .merge(gateway.routes());
-        let listener = match tokio::net::TcpListener::bind(api_addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {api_addr}: {e} (is another node using the port?)");
-                std::process::exit(2);
-            }
-        };
-        info!(api = %api_addr, height = chain.snapshot().height, "node running");
-        tokio::spawn(agent.run());
-        println!("node {} ready: API http://{api_addr}", config.name);
+        let threads = config.worker_threads();
+        let served = api.spawn(async move {
+            let state =
+                Arc::new(ApiState::new(Some(chain.clone()), store, info, config.api.limits.clone(), threads));
+            let store_cfg = store_config(&config, operator, Some(chain.clone()));
+            let router = api::router(state.clone(), store_cfg).merge(agent_routes).merge(gateway.routes());
+            let listener = match tokio::net::TcpListener::bind(api_addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {api_addr}: {e} (is another node using the port?)");
+                    std::process::exit(2);
+                }
+            };
+            info!(api = %api_addr, height = chain.snapshot().height, "node running");
+            tokio::spawn(agent.run());
+            println!("node {} ready: API http://{api_addr}", config.name);
+            serve_until_stopped(listener, router, &state).await
+        });
         tokio::select! {
-            r = serve_until_stopped(listener, router) => {
-                if let Err(e) = r { eprintln!("API server stopped: {e}"); }
+            r = served => {
+                if let Ok(Err(e)) = r { eprintln!("API server stopped: {e}"); }
             }
             _ = validator.engine => { eprintln!("consensus stopped"); }
         }
         info!("node stopping");
     });
+    api_rt.shutdown_timeout(SHUTDOWN_GRACE);
     Ok(())
+}
+
+/// The content store's settings: uploads up to the configured size, signed by accounts the
+/// node's write policy admits.
+fn store_config(
+    config: &NodeConfig,
+    operator: PublicKey,
+    chain: Option<ChainHandle>,
+) -> agora_store::http::ServerConfig {
+    let policy = crate::store_policy::NodeWritePolicy::new(
+        operator,
+        chain,
+        config.api.store_min_balance,
+        config.api.store_quota_mb << 20,
+    );
+    agora_store::http::ServerConfig {
+        max_upload_bytes: config.api.max_upload_mb << 20,
+        writers: agora_store::http::auth::Writers::Signed(Arc::new(policy)),
+    }
+}
+
+/// Nice value of the API's threads: below consensus, which runs at the default 0.
+const API_NICE: i32 = 5;
+
+/// The runtime clients are served on: `threads` workers named `agora-api`, each at
+/// [`API_NICE`].
+fn api_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("agora-api")
+        .on_thread_start(|| {
+            // On Linux a PRIO_PROCESS priority for the caller applies to this thread only.
+            let _ = rustix::process::setpriority_process(None, API_NICE);
+        })
+        .enable_all()
+        .build()
 }
 
 /// How long in-flight requests get to finish after a stop signal. Long-lived event streams
@@ -196,7 +251,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Serves the API until Ctrl-C or SIGTERM, then lets open requests finish for at most
 /// [`SHUTDOWN_GRACE`].
-async fn serve_until_stopped(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    state: &ApiState,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -205,7 +264,7 @@ async fn serve_until_stopped(listener: tokio::net::TcpListener, router: axum::Ro
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let server = api::serve(listener, router, state, stopped(stop_rx.clone()));
     tokio::select! {
         r = server => r,
         _ = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),

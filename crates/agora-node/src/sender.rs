@@ -3,7 +3,7 @@
 //! refused or lost.
 
 use crate::client::{ClientError, NodeClient};
-use agora_chain::executor::TxStatus;
+use agora_chain::TxStatus;
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{Amount, Encode as _, Hash, SecretKey};
 use anyhow::bail;

@@ -129,7 +129,7 @@ pub async fn transfer_rounds(size: u64, rounds: u32) -> Result<TransferReport, B
     };
     let store = Store::open(work.path().join("store")).map_err(io::Error::other)?;
     let plain_file = Arc::new(work.path().join("plain.bin"));
-    let app = router(store.clone(), ServerConfig { max_upload_bytes: u64::MAX })
+    let app = router(store.clone(), ServerConfig { max_upload_bytes: u64::MAX, ..ServerConfig::open() })
         .merge(axum::Router::new().route("/plain", put(plain_put).get(plain_get)).with_state(plain_file));
     let server = RunningServer::start(app, ([127, 0, 0, 1], 0).into()).await?;
     let client = Client::new(&server.url())?;

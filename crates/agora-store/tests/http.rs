@@ -55,7 +55,7 @@ async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn round_trips_at_chunk_group_boundaries() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let http = reqwest::Client::new();
     for (i, len) in SIZES.into_iter().enumerate() {
         let data = bytes(len, i as u8);
@@ -88,7 +88,7 @@ async fn round_trips_at_chunk_group_boundaries() {
 
 #[tokio::test]
 async fn raw_range_requests_follow_http_semantics() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let data = bytes(3 * G + 10, 1);
     let info = node.client.upload_bytes(data.clone(), false).await.unwrap();
     let url = node.url(&format!("/blobs/{}", info.hash));
@@ -121,7 +121,7 @@ async fn raw_range_requests_follow_http_semantics() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_json_errors() {
-    let node = Node::start(ServerConfig { max_upload_bytes: 10_000 }).await;
+    let node = Node::start(ServerConfig { max_upload_bytes: 10_000, ..ServerConfig::open() }).await;
     let http = reqwest::Client::new();
     let missing = Hash::of(b"missing");
 
@@ -180,7 +180,7 @@ async fn bad_requests_get_clear_json_errors() {
 
 #[tokio::test]
 async fn pins_and_listing_over_http() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let a = node.client.upload_bytes(bytes(10, 1), true).await.unwrap();
     let b = node.client.upload_bytes(bytes(20, 2), false).await.unwrap();
     assert!(a.pinned && !b.pinned);
@@ -197,7 +197,7 @@ async fn pins_and_listing_over_http() {
 
 #[tokio::test]
 async fn files_upload_and_download_with_progress() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("weights.bin");
     let data = bytes(3 * 1024 * 1024 + 77, 5);
@@ -227,7 +227,7 @@ async fn files_upload_and_download_with_progress() {
 
 #[tokio::test]
 async fn encrypted_blobs_need_their_key() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("inputs.jsonl");
     let data = bytes(200_000, 3);
@@ -261,7 +261,7 @@ async fn encrypted_blobs_need_their_key() {
 
 #[tokio::test]
 async fn an_upload_cut_off_mid_body_leaves_nothing_behind() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let mut conn = tokio::net::TcpStream::connect(node.server.addr()).await.unwrap();
     let head = "PUT /blobs HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000000\r\n\r\n";
     conn.write_all(head.as_bytes()).await.unwrap();
@@ -279,7 +279,7 @@ async fn an_upload_cut_off_mid_body_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_blob_corrupted_on_the_nodes_disk_is_not_served() {
-    let node = Node::start(ServerConfig::default()).await;
+    let node = Node::start(ServerConfig::open()).await;
     let data = bytes(40 * G, 7);
     let info = node.client.upload_bytes(data.clone(), false).await.unwrap();
     let path = node.dir.path().join("data").join(info.hash.to_string());
@@ -429,4 +429,87 @@ async fn lies_about_size_truncation_and_extra_bytes_are_caught() {
     Client::new(&liar.url()).unwrap().download(&hash, None, &mut out, no_progress).await.unwrap();
     assert!(out == genuine, "the honest encoding passes");
     liar.shutdown().await.unwrap();
+}
+
+/// Admits accounts on a list, each for at most `quota` bytes; only the operator lists.
+struct Listed {
+    allowed: Vec<agora_core::PublicKey>,
+    operator: agora_core::PublicKey,
+    quota: u64,
+    used: std::sync::Mutex<u64>,
+}
+
+impl agora_store::http::auth::WritePolicy for Listed {
+    fn admit(&self, account: &agora_core::PublicKey, bytes: u64) -> Result<(), String> {
+        if !self.allowed.contains(account) {
+            return Err(format!("account {account} has no reason to store here"));
+        }
+        let mut used = self.used.lock().unwrap();
+        if *used + bytes > self.quota {
+            return Err("over quota".into());
+        }
+        *used += bytes;
+        Ok(())
+    }
+
+    fn may_list(&self, account: &agora_core::PublicKey) -> bool {
+        *account == self.operator
+    }
+}
+
+#[tokio::test]
+async fn writes_must_be_signed_by_an_admitted_account_within_its_quota() {
+    use agora_core::SecretKey;
+    let (requester, stranger, operator) = (
+        SecretKey::from_label("requester"),
+        SecretKey::from_label("stranger"),
+        SecretKey::from_label("operator"),
+    );
+    let policy = Listed {
+        allowed: vec![requester.public(), operator.public()],
+        operator: operator.public(),
+        quota: 100,
+        used: Default::default(),
+    };
+    let config = ServerConfig {
+        writers: agora_store::http::auth::Writers::Signed(std::sync::Arc::new(policy)),
+        ..ServerConfig::open()
+    };
+    let node = Node::start(config).await;
+    let http = reqwest::Client::new();
+
+    // Anonymous: 401, with how to sign.
+    let (status, msg) = error_of(http.put(node.url("/blobs")).body("hello").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(msg.contains("agora-signature"), "{msg}");
+    assert!(
+        matches!(node.client.upload_bytes(&b"hello"[..], true).await, Err(ClientError::Status { status, .. }) if status == 401)
+    );
+    assert!(node.store.list().unwrap().is_empty(), "nothing was stored");
+
+    // Signed by an account the policy admits: stored.
+    let mine = node.client.clone().with_signer(requester.clone());
+    let info = mine.upload_bytes(&b"hello"[..], true).await.unwrap();
+    assert!(node.store.has(&info.hash));
+    mine.pin(&info.hash).await.expect("an admitted account may pin");
+    // Beyond its quota: 403.
+    let over = mine.upload_bytes(vec![1u8; 200], false).await;
+    assert!(matches!(over, Err(ClientError::Status { status, .. }) if status == 403), "{over:?}");
+    // A stranger, however well signed: 403.
+    let theirs = node.client.clone().with_signer(stranger);
+    let refused = theirs.upload_bytes(&b"spam"[..], false).await;
+    assert!(
+        matches!(refused, Err(ClientError::Status { status, ref message, .. }) if status == 403 && message.contains("no reason"))
+    );
+    // Only the operator lists or unpins.
+    assert!(matches!(mine.list().await, Err(ClientError::Status { status, .. }) if status == 403));
+    assert!(matches!(mine.unpin(&info.hash).await, Err(ClientError::Status { status, .. }) if status == 403));
+    let op = node.client.clone().with_signer(operator);
+    assert_eq!(op.list().await.unwrap().len(), 1);
+    op.unpin(&info.hash).await.unwrap();
+    // Reads stay open: content addressing makes them safe to serve.
+    let mut out = vec![];
+    node.client.download(&info.hash, None, &mut out, |_, _| {}).await.unwrap();
+    assert_eq!(out, b"hello");
+    node.stop().await;
 }

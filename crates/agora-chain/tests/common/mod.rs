@@ -3,8 +3,8 @@
 //! latency, jitter and loss; partitions), running the production validator wiring.
 #![allow(dead_code)]
 
+use agora_chain::BlockRecord;
 use agora_chain::epoch::EpochPeers;
-use agora_chain::executor::BlockRecord;
 use agora_chain::mempool::Limits;
 use agora_chain::validator::{
     CH_BACKFILL, CH_BLOCKS, CH_CERTS, CH_MEMPOOL, CH_RESOLVER, CH_VOTES, Channels, Timing, ValidatorConfig,
@@ -208,6 +208,11 @@ pub fn transfer(n: u64) -> SignedTx {
     .sign(CHAIN, &k)
 }
 
+/// `tx` with its signature checked, as the node's API checks it before submitting.
+pub fn checked(tx: agora_core::SignedTx) -> agora_chain::mempool::VerifiedTx {
+    agora_chain::mempool::VerifiedTx::check(tx, CHAIN).expect("a valid signature")
+}
+
 /// Submits one transfer every `every` to `target`, with consecutive nonces; stops when the
 /// mempool refuses (e.g. a nonce already final after a resubmission).
 pub fn spawn_tx_load(ctx: &Ctx, target: ChainHandle, every: Duration) -> Handle<()> {
@@ -215,7 +220,7 @@ pub fn spawn_tx_load(ctx: &Ctx, target: ChainHandle, every: Duration) -> Handle<
         let mut n = 0u64;
         loop {
             ctx.sleep(every).await;
-            if target.submit(transfer(n)).await.is_ok() {
+            if target.submit(checked(transfer(n))).await.is_ok() {
                 n += 1;
             } else {
                 // Catch up with the finalized nonce (e.g. after a partition) and go on.

@@ -1,9 +1,11 @@
 //! Chain routes: status, transactions, ledger objects, blocks, proofs.
 
 use super::error::{ApiError, ApiResult};
+use super::limits::ClientAddr;
 use super::types::*;
 use super::{ApiState, chain_of};
-use agora_chain::executor::{BlockRecord, StateProof, TxStatus};
+use agora_chain::mempool::VerifiedTx;
+use agora_chain::{BlockRecord, StateProof, TxStatus};
 use agora_core::{AccountId, Decode, Hash, SignedTx};
 use agora_ledger::ObjectKey;
 use agora_ledger::audits::Audit;
@@ -13,9 +15,9 @@ use agora_ledger::leases::Lease;
 use agora_ledger::market::Order;
 use agora_ledger::params::{PARAM_TABLE, Params};
 use agora_ledger::registry::Provider;
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,7 +85,7 @@ fn page<'a, K: Clone + 'a, V: Clone + 'a>(
 pub async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Status>> {
     let chain = chain_of(&s)?;
     let snap = chain.snapshot();
-    let (mempool_txs, _) = chain.mempool_size().await?;
+    let (mempool_txs, _) = chain.mempool_size();
     let meta = snap.state.meta();
     Ok(Json(Status {
         chain_id: meta.chain_id.clone(),
@@ -100,9 +102,23 @@ pub async fn status(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Status>> {
     }))
 }
 
+/// Takes `n` signature checks from the requesting client's budget; returns the client.
+fn charge_signatures(
+    s: &ApiState,
+    client: Option<Extension<ClientAddr>>,
+    n: usize,
+) -> ApiResult<std::net::IpAddr> {
+    let client = client.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.0);
+    s.limiter
+        .charge_signatures(client, n, std::time::Instant::now())
+        .map_err(|e| ApiError { status: StatusCode::TOO_MANY_REQUESTS, message: e })?;
+    Ok(client)
+}
+
 /// `POST /api/v1/txs`
 pub async fn submit(
     State(s): State<Arc<ApiState>>,
+    client: Option<Extension<ClientAddr>>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Submitted>)> {
     let chain = chain_of(&s)?;
@@ -119,6 +135,8 @@ pub async fn submit(
             SignedTx::decode_untrusted(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
         }
     };
+    let client = charge_signatures(&s, client, 1)?;
+    let tx = s.signatures.check_one(client, &chain.chain_id(), tx).await?;
     let id = chain.submit(tx).await?;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
@@ -129,6 +147,7 @@ pub const MAX_BATCH: usize = 1_000;
 /// `POST /api/v1/txs/batch`
 pub async fn submit_batch(
     State(s): State<Arc<ApiState>>,
+    client: Option<Extension<ClientAddr>>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Vec<BatchResult>>> {
     let chain = chain_of(&s)?;
@@ -149,11 +168,16 @@ pub async fn submit_batch(
                 .map_err(|e| ApiError::bad_request(format!("transaction {i}: {e}")))?,
         );
     }
-    let results = chain.submit_batch(txs).await?;
+    // Signatures are checked off the executor, within the client's budget; only the good ones
+    // are queued for it.
+    let client = charge_signatures(&s, client, txs.len())?;
+    let checked = s.signatures.check(client, &chain.chain_id(), txs).await?;
+    let verified: Vec<VerifiedTx> = checked.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let mut admitted = chain.submit_batch(verified).await?.into_iter();
     Ok(Json(
-        results
+        checked
             .into_iter()
-            .map(|r| match r {
+            .map(|r| match r.and_then(|_| admitted.next().expect("one result per verified transaction")) {
                 Ok(id) => BatchResult { id: Some(id), error: None },
                 Err(e) => BatchResult { id: None, error: Some(e.to_string()) },
             })

@@ -54,7 +54,9 @@ impl From<agora_chain::ChainError> for ApiError {
         match e {
             agora_chain::ChainError::Rejected(e) => ApiError::rejected(e.to_string()),
             agora_chain::ChainError::Proof(e) => ApiError::bad_request(e),
-            agora_chain::ChainError::Stopped => ApiError::unavailable(e.to_string()),
+            agora_chain::ChainError::Stopped | agora_chain::ChainError::Busy(_) => {
+                ApiError::unavailable(e.to_string())
+            }
         }
     }
 }

@@ -310,7 +310,8 @@ async fn chain_families(x: &mut Exposition, chain: &ChainHandle) {
         "Validators in the consensus committee",
         meta.committee.len() as f64,
     );
-    if let Ok((txs, bytes)) = chain.mempool_size().await {
+    {
+        let (txs, bytes) = chain.mempool_size();
         x.single(
             "agora_mempool_transactions",
             Kind::Gauge,

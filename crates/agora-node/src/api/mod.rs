@@ -6,7 +6,9 @@ pub mod chain;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod metrics;
+pub mod signatures;
 pub mod types;
 
 use agora_chain::ChainHandle;
@@ -35,6 +37,38 @@ pub struct ApiState {
     pub store: Store,
     /// Node facts.
     pub info: NodeInfo,
+    /// Where submitted transactions' signatures are checked.
+    pub signatures: signatures::SignaturePool,
+    /// Request limits (also applied to every route by [`serve`]).
+    pub limiter: Arc<limits::Limiter>,
+}
+
+impl ApiState {
+    /// The API's state under `limits`, checking signatures on at most `threads` threads at once.
+    pub fn new(
+        chain: Option<ChainHandle>,
+        store: Store,
+        info: NodeInfo,
+        limits: limits::ApiLimits,
+        threads: usize,
+    ) -> Self {
+        let (signatures, limiter) = (signatures::SignaturePool::new(threads), limits::Limiter::new(limits));
+        Self { chain, store, info, signatures, limiter }
+    }
+}
+
+/// Serves `router` on `listener` behind `state`'s per-client limits, telling clients apart by
+/// their address, until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    state: &ApiState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::from_fn_with_state(state.limiter.clone(), limits::limit));
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// The chain, or a 503 that says where the chain is.

@@ -2,7 +2,7 @@
 
 use super::Global;
 use super::output::print;
-use agora_chain::executor::TxStatus;
+use agora_chain::TxStatus;
 use agora_core::Hash;
 use clap::Subcommand;
 

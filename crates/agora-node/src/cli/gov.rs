@@ -55,7 +55,7 @@ pub async fn run(g: &Global, cmd: GovCommand) -> anyhow::Result<()> {
             let key = g.signer()?;
             let id = client.send(&key, Amount(10), TxPayload::Propose { changes, description }).await?;
             let status = client.wait_tx(&id, Duration::from_secs(60)).await?;
-            if let agora_chain::executor::TxStatus::Finalized { receipt, .. } = &status
+            if let agora_chain::TxStatus::Finalized { receipt, .. } = &status
                 && let Some(e) = &receipt.error
             {
                 bail!("the proposal was refused: {e}");
@@ -67,7 +67,7 @@ pub async fn run(g: &Global, cmd: GovCommand) -> anyhow::Result<()> {
             let id =
                 client.send(&key, Amount(10), TxPayload::Vote { proposal, approve: choice == "yes" }).await?;
             let status = client.wait_tx(&id, Duration::from_secs(60)).await?;
-            if let agora_chain::executor::TxStatus::Finalized { receipt, .. } = &status
+            if let agora_chain::TxStatus::Finalized { receipt, .. } = &status
                 && let Some(e) = &receipt.error
             {
                 bail!("the vote was refused: {e}");

@@ -162,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Store(c) => store::run(&g, c).await,
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
                     Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
+                    Command::Bench(bench::BenchCommand::Flood(a)) => bench::flood::flood(&g, a).await,
                     Command::Bench(bench::BenchCommand::Detection(a)) => {
                         bench::detection::detection(&g, a).await
                     }

@@ -84,7 +84,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 data_dir: g.data_dir.join("provider"),
                 key_file: g.wallet_path(),
                 genesis_file: None,
-                api: ApiSection { listen, max_upload_mb: 8192 },
+                api: ApiSection::new(listen),
                 validator: None,
                 provider: Some(section),
                 gateway: Default::default(),

@@ -70,6 +70,12 @@ fn key_path(data_dir: &Path, hash: &Hash) -> PathBuf {
 /// Runs a store command.
 pub async fn run(g: &Global, cmd: StoreCommand) -> anyhow::Result<()> {
     let client = Client::new(&g.node).context("invalid --node URL")?;
+    // Writes and listings are signed with the wallet key when there is one (nodes refuse them
+    // unsigned, with a message saying so).
+    let client = match g.signer() {
+        Ok(key) => client.with_signer(key),
+        Err(_) => client,
+    };
     match cmd {
         StoreCommand::Put { file, public, pin } => {
             let key = (!public).then(BlobKey::generate);
@@ -85,8 +91,7 @@ pub async fn run(g: &Global, cmd: StoreCommand) -> anyhow::Result<()> {
             pb.finish_and_clear();
             if let Some(key) = &key {
                 let path = key_path(&g.data_dir, &info.hash);
-                std::fs::create_dir_all(path.parent().expect("has parent"))?;
-                std::fs::write(&path, hex::encode(key.as_bytes()))
+                crate::config::write_secret(&path, hex::encode(key.as_bytes()).as_bytes())
                     .with_context(|| format!("cannot save the key to {}", path.display()))?;
             }
             print(

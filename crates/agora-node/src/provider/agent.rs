@@ -31,6 +31,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+/// Longest a round-trip probe of another provider may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Detects this machine's hardware, runs the standard benchmark, and describes the provider.
 pub async fn build_profile(
     p: &ProviderSection,
@@ -212,7 +215,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Measures round-trip time to another provider and sends a heartbeat with the coordinate.
+    /// Measures round-trip time to another provider (within [`PROBE_TIMEOUT`]) and sends a
+    /// heartbeat with the coordinate.
     async fn heartbeat(&self) -> anyhow::Result<()> {
         let providers: crate::api::types::ProviderList = self.chain.get("/api/v1/providers").await?;
         let peers: Vec<_> = providers.iter().filter(|p| p.id != self.me).collect();
@@ -222,7 +226,9 @@ impl Agent {
                 % peers.len()];
             let url = format!("{}/health", peer.value.profile.endpoint.trim_end_matches('/'));
             let start = std::time::Instant::now();
-            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            // The peer's endpoint is whatever it registered: a tarpit must not hold this loop.
+            let probe = agora_store::http::outbound::client_with_total(PROBE_TIMEOUT);
+            if probe.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 let rtt = start.elapsed().as_secs_f64() * 1000.0;
                 let remote = Vivaldi::remote_from_coord(&peer.value.profile.coord);
                 self.coord.lock().expect("not poisoned").observe(&remote, rtt, peer.id.0[0] as u64);

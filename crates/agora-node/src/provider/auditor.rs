@@ -58,6 +58,9 @@ pub struct Unable(pub String);
 /// may hear "not assigned" or "no such audit" first.
 const FETCH_PATIENCE: Duration = Duration::from_secs(10);
 
+/// Largest answer read from a provider's audit endpoint: the sampled items (hex) with proofs.
+pub const MAX_AUDIT_RESPONSE: usize = 256 << 20;
+
 impl Auditor {
     /// Fetches the audit's items, retrying for up to [`FETCH_PATIENCE`].
     async fn fetch_items_patiently(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
@@ -67,7 +70,7 @@ impl Auditor {
     async fn fetch_items(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
         let sig = self.key.sign(&protocol::audit_request_message(audit));
         let url = format!("{}/agent/audit/{audit}", endpoint.trim_end_matches('/'));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let http = agora_store::http::outbound::client_with_total(Duration::from_secs(30));
         let resp = http
             .get(&url)
             .header(AUDITOR_HEADER, self.key.public().to_string())
@@ -76,10 +79,12 @@ impl Auditor {
             .await
             .with_context(|| format!("provider unreachable at {url}"))?;
         let status = resp.status();
+        let body = agora_store::http::outbound::read_capped(resp, MAX_AUDIT_RESPONSE).await?;
         if !status.is_success() {
-            anyhow::bail!("provider answered {status}: {}", resp.text().await.unwrap_or_default());
+            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+            anyhow::bail!("provider answered {status}: {text}");
         }
-        Ok(resp.json().await?)
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// Audits and reports. Returns the verdict reported.

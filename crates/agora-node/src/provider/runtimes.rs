@@ -61,7 +61,8 @@ impl Runtimes {
         bail!("blob {hash} is not available from any source ({})", errors.join("; "))
     }
 
-    /// The executor for `kind` running model `model` (fetched from `sources` if needed).
+    /// The executor for `kind` running model `model` (fetched from `sources` if needed). A model
+    /// over [`max_model_bytes`] is refused before it is read into memory.
     pub async fn executor(
         &self,
         kind: JobKind,
@@ -72,6 +73,11 @@ impl Runtimes {
             return Ok(e.clone());
         }
         self.fetch(model, sources).await?;
+        let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
+        let cap = max_model_bytes(kind);
+        if size > cap {
+            bail!("model {model} is {size} bytes, more than the {cap}-byte limit for {kind} jobs");
+        }
         let bytes = self.store.get(model).with_context(|| format!("reading model {model}"))?;
         let dir = self.dir.join(model.to_string());
         let model_hash = *model;
@@ -108,5 +114,15 @@ impl Runtimes {
             .await??;
         self.loaded.lock().expect("not poisoned").insert((kind, *model), executor.clone());
         Ok(executor)
+    }
+}
+
+/// Largest model a provider loads for a job of `kind`: requester-chosen blobs are read whole
+/// into memory (and models unpacked to disk), so their size is bounded. 64 MiB for a wasm
+/// module (a real program's is far smaller), 8 GiB for a model bundle.
+pub fn max_model_bytes(kind: JobKind) -> u64 {
+    match kind {
+        JobKind::Wasm => 64 << 20,
+        JobKind::Train | JobKind::Embed | JobKind::Generate => 8 << 30,
     }
 }

@@ -83,9 +83,9 @@ impl StateDir {
         }
     }
 
-    /// Saves the state atomically.
+    /// Saves the state atomically, readable only by the owner (it holds input keys).
     pub fn save(&self, state: &AgentState) -> anyhow::Result<()> {
-        write_atomic(&self.file(), &serde_json::to_vec_pretty(state)?)
+        crate::config::write_secret(&self.file(), &serde_json::to_vec_pretty(state)?)
     }
 
     /// Path of a lease's saved plaintext items (`inputs` or `outputs`).
@@ -93,10 +93,10 @@ impl StateDir {
         self.dir.join("items").join(format!("{lease}.{which}"))
     }
 
-    /// Saves a lease's plaintext items.
+    /// Saves a lease's plaintext items, readable only by the owner.
     pub fn save_items(&self, lease: LeaseId, which: &str, items: &[Vec<u8>]) -> anyhow::Result<()> {
         let framed = agora_store::items::frame(items)?;
-        write_atomic(&self.items_path(lease, which), &framed)
+        crate::config::write_secret(&self.items_path(lease, which), &framed)
     }
 
     /// Loads a lease's plaintext items.
@@ -105,19 +105,6 @@ impl StateDir {
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(agora_store::items::Items::parse(&bytes)?.iter().map(<[u8]>::to_vec).collect())
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

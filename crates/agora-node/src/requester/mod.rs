@@ -12,7 +12,7 @@ pub mod results;
 
 use crate::client::NodeClient;
 use crate::sender::TxSender;
-use agora_chain::executor::TxStatus;
+use agora_chain::TxStatus;
 use agora_core::JobManifest;
 use agora_core::tx::TxPayload;
 use agora_ledger::Event;
@@ -52,7 +52,7 @@ pub async fn submit_prepared(
     prepared: &Prepared,
 ) -> anyhow::Result<JobRecord> {
     check_funds(client, sender, &prepared.manifest).await?;
-    prepare::upload(prepared, client.url()).await.context("uploading the model and inputs")?;
+    prepare::upload(prepared, client.url(), sender.key()).await.context("uploading the model and inputs")?;
     let job_id = submit_manifest(client, sender, &prepared.manifest).await?;
     let record = JobRecord {
         job: job_id,

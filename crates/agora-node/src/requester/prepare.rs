@@ -127,9 +127,10 @@ fn bundle_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Uploads the model file and every shard blob to the node at `node`, pinned.
-pub async fn upload(prepared: &Prepared, node: &str) -> anyhow::Result<()> {
-    let client = agora_store::http::Client::new(node)?;
+/// Uploads the model file and every shard blob to the node at `node`, pinned, signed as
+/// `signer`'s account (the requester's: nodes store only for accounts with a reason to).
+pub async fn upload(prepared: &Prepared, node: &str, signer: &agora_core::SecretKey) -> anyhow::Result<()> {
+    let client = agora_store::http::Client::new(node)?.with_signer(signer.clone());
     let model = prepared.manifest.model;
     if client.stat(&model).await?.is_none() {
         let info = client

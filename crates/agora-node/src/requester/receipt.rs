@@ -400,8 +400,8 @@ mod tests {
     //! header, proof or object.
     use super::*;
     use agora_chain::ChainBlock;
+    use agora_chain::StateProof;
     use agora_chain::block::{consensus_key, to_digest};
-    use agora_chain::executor::StateProof;
     use agora_core::SecretKey;
     use axum::extract::{Path, State};
     use commonware_codec::Encode as _;

@@ -22,12 +22,9 @@ impl JobRecord {
         data_dir.join("jobs").join(format!("{job}.json"))
     }
 
-    /// Saves the record.
+    /// Saves the record, readable only by the owner (it holds the shards' input keys).
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let path = Self::path(data_dir, self.job);
-        std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", path.display()))
+        crate::config::write_secret(&Self::path(data_dir, self.job), &serde_json::to_vec_pretty(self)?)
     }
 
     /// Loads the record of `job`, if this machine submitted it.

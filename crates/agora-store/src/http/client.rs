@@ -47,6 +47,14 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The node's answer could not be used (too large, or not the JSON expected).
+    #[error("unusable answer from the store at {url}: {reason}")]
+    Response {
+        /// The request URL.
+        url: String,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The node answered with an error.
     #[error("the store at {url} answered {status}: {message}")]
     Status {
@@ -146,11 +154,16 @@ pub enum ClientError {
 /// A progress callback that ignores progress.
 pub fn no_progress(_done: u64, _total: u64) {}
 
+/// Largest JSON answer read from a store (a blob listing, an upload receipt).
+pub const MAX_JSON_RESPONSE: usize = 16 << 20;
+
 /// A connection to one node's content store.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The account that signs writes and listings, if any.
+    signer: Option<Arc<agora_core::SecretKey>>,
 }
 
 impl Client {
@@ -164,12 +177,28 @@ impl Client {
         if host.is_empty() || host.contains('/') {
             return Err(invalid("it must be http://HOST[:PORT] with no path"));
         }
-        Ok(Self { http: reqwest::Client::new(), base: base.to_owned() })
+        Ok(Self { http: super::outbound::client(), base: base.to_owned(), signer: None })
+    }
+
+    /// This client, signing uploads, pins and listings as `key`'s account (nodes refuse them
+    /// unsigned).
+    pub fn with_signer(mut self, key: agora_core::SecretKey) -> Self {
+        self.signer = Some(Arc::new(key));
+        self
     }
 
     /// The node's base URL.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// `request` (to `url`, under the base URL), signed if this client has a signer.
+    fn signed(&self, request: reqwest::RequestBuilder, method: &str, url: &str) -> reqwest::RequestBuilder {
+        let Some(key) = &self.signer else { return request };
+        let path = url.strip_prefix(&self.base).unwrap_or(url);
+        super::auth::sign(key, method, path, super::auth::now_ms())
+            .into_iter()
+            .fold(request, |r, (name, value)| r.header(name, value))
     }
 
     fn url(&self, path: &str) -> String {
@@ -190,7 +219,9 @@ impl Client {
         response: Response,
         url: &str,
     ) -> Result<T, ClientError> {
-        response.json().await.map_err(|source| ClientError::Http { url: url.to_owned(), source })
+        super::outbound::json_capped(response, MAX_JSON_RESPONSE)
+            .await
+            .map_err(|e| ClientError::Response { url: url.to_owned(), reason: e.to_string() })
     }
 
     /// Uploads a stream of `len` bytes (if known) and checks that the node stored exactly those
@@ -218,7 +249,8 @@ impl Client {
             Ok::<_, io::Error>(chunk)
         });
         let url = self.url(&format!("/blobs?pin={pin}"));
-        let mut request = self.http.put(&url).body(reqwest::Body::wrap_stream(body));
+        let mut request =
+            self.signed(self.http.put(&url), "PUT", &url).body(reqwest::Body::wrap_stream(body));
         if let Some(len) = len {
             request = request.header(CONTENT_LENGTH, len);
         }
@@ -389,21 +421,21 @@ impl Client {
     /// Every blob the node holds.
     pub async fn list(&self) -> Result<Vec<BlobInfo>, ClientError> {
         let url = self.url("/blobs");
-        let response = self.send(self.http.get(&url), &url).await?;
+        let response = self.send(self.signed(self.http.get(&url), "GET", &url), &url).await?;
         Ok(self.json::<BlobList>(response, &url).await?.blobs)
     }
 
     /// Pins blob `hash` on the node.
     pub async fn pin(&self, hash: &Hash) -> Result<BlobInfo, ClientError> {
         let url = self.url(&format!("/blobs/{hash}/pin"));
-        let response = self.send(self.http.post(&url), &url).await?;
+        let response = self.send(self.signed(self.http.post(&url), "POST", &url), &url).await?;
         self.json(response, &url).await
     }
 
     /// Unpins blob `hash` on the node.
     pub async fn unpin(&self, hash: &Hash) -> Result<BlobInfo, ClientError> {
         let url = self.url(&format!("/blobs/{hash}/pin"));
-        let response = self.send(self.http.delete(&url), &url).await?;
+        let response = self.send(self.signed(self.http.delete(&url), "DELETE", &url), &url).await?;
         self.json(response, &url).await
     }
 }

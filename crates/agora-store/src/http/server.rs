@@ -2,18 +2,24 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `PUT /blobs[?pin=true]` | streams the body into the store; answers 201 `{hash,size,pinned}` |
-//! | `GET /blobs` | lists blobs: `{"blobs":[{hash,size,pinned}]}` |
+//! | `PUT /blobs[?pin=true]` | streams the body into the store; answers 201 `{hash,size,pinned}` (signed) |
+//! | `GET /blobs` | lists blobs: `{"blobs":[{hash,size,pinned}]}` (signed by the operator) |
 //! | `GET /blobs/{hash}` | raw bytes; honours `Range: bytes=…` (206 / 416) |
 //! | `HEAD /blobs/{hash}` | size (`Content-Length`) and pin state (`agora-pinned`) |
 //! | `GET /blobs/{hash}/verified[?start=A&end=B]` | verified stream, see [`super::verified`] |
-//! | `POST /blobs/{hash}/pin`, `DELETE /blobs/{hash}/pin` | pin / unpin |
+//! | `POST /blobs/{hash}/pin`, `DELETE /blobs/{hash}/pin` | pin (signed) / unpin (the operator) |
+//!
+//! Writes and listings must be signed ([`super::auth`]) unless the store is configured open
+//! ([`ServerConfig::open`]): anonymous ones get 401 with a message that says how to sign, and
+//! accounts the [`WritePolicy`](super::auth::WritePolicy) refuses get 403.
 //!
 //! Errors are JSON `{"error": "..."}` with 400 for malformed input, 404 for unknown blobs, 413
-//! for oversized uploads, 416 for ranges past the end, and 500 when the node's own copy is bad.
+//! for oversized uploads, 401 for unsigned writes, 403 for refused ones, 411 for a signed upload
+//! without a length, 416 for ranges past the end, and 500 when the node's own copy is bad.
 //! Every byte served has been checked against the blob's hash on the way out.
 
 use crate::error::StoreError;
+use crate::http::auth::{self, AnyAccount, Writers};
 use crate::http::body::blocking_body;
 use crate::http::range::{RangeError, parse_range};
 use crate::http::verified::VERIFIED_MEDIA_TYPE;
@@ -25,13 +31,14 @@ use agora_core::Hash;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,13 +51,48 @@ pub const PINNED_HEADER: &str = "agora-pinned";
 pub struct ServerConfig {
     /// Largest accepted upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Who may upload, pin, unpin and list.
+    pub writers: Writers,
 }
 
 impl Default for ServerConfig {
-    /// 8 GiB: room for model weights and checkpoints of small and mid-sized models.
+    /// 8 GiB uploads (room for model weights and checkpoints of small and mid-sized models),
+    /// from signed requests only.
     fn default() -> Self {
-        Self { max_upload_bytes: 8 << 30 }
+        Self { max_upload_bytes: 8 << 30, writers: Writers::Signed(Arc::new(AnyAccount)) }
     }
+}
+
+impl ServerConfig {
+    /// Unsigned writes and listings from anyone: only for a store on a private network, tools
+    /// and tests.
+    pub fn open() -> Self {
+        Self { writers: Writers::Anyone, ..Self::default() }
+    }
+}
+
+/// Checks that a write or listing is allowed: signed by an account the policy admits for
+/// `bytes`, or listing-allowed when `list`.
+fn authorize(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    method: &str,
+    uri: &Uri,
+    bytes: u64,
+    list: bool,
+) -> Result<(), ApiError> {
+    let Writers::Signed(policy) = &config.writers else { return Ok(()) };
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let account = auth::verify(headers, method, path, auth::now_ms())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if list {
+        return if policy.may_list(&account) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "only this node's operator may list its blobs"))
+        };
+    }
+    policy.admit(&account, bytes).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))
 }
 
 #[derive(Clone)]
@@ -169,20 +211,37 @@ struct UploadParams {
 async fn upload(
     State(state): State<AppState>,
     params: Result<Query<UploadParams>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
     let params = query(params, "the only parameter is pin=true|false")?;
-    let limit = state.config.max_upload_bytes;
+    let mut limit = state.config.max_upload_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(StoreError::TooLarge { limit }.into());
+    }
+    if let Writers::Signed(_) = state.config.writers {
+        // A signed upload is charged what it declares, and may not send more.
+        let Some(len) = declared else {
+            return Err(ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "a signed upload must declare its Content-Length",
+            ));
+        };
+        authorize(&state.config, &headers, "PUT", &uri, len, false)?;
+        limit = len;
     }
     let info = state.store.put_stream(body.into_data_stream(), limit, params.pin).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<BlobList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<BlobList>, ApiError> {
+    authorize(&state.config, &headers, "GET", &uri, 0, true)?;
     let store = state.store.clone();
     let blobs = run_blocking(move || store.list()).await?;
     Ok(Json(BlobList { blobs }))
@@ -274,8 +333,11 @@ async fn download_verified(
 async fn pin(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Json<BlobInfo>, ApiError> {
     let hash = parse_hash(path)?;
+    authorize(&state.config, &headers, "POST", &uri, 0, false)?;
     let store = state.store.clone();
     Ok(Json(run_blocking(move || store.pin(&hash)).await?))
 }
@@ -283,8 +345,12 @@ async fn pin(
 async fn unpin(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Json<BlobInfo>, ApiError> {
     let hash = parse_hash(path)?;
+    // Unpinning lets garbage collection take a blob someone else may need: the operator's.
+    authorize(&state.config, &headers, "DELETE", &uri, 0, true)?;
     let store = state.store.clone();
     Ok(Json(run_blocking(move || store.unpin(&hash)).await?))
 }

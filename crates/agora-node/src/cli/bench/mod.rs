@@ -6,6 +6,7 @@
 //! `agora bench market` measures job latency and verification overhead (see [`market`]).
 
 pub mod detection;
+pub mod flood;
 pub mod market;
 
 use super::Global;
@@ -35,6 +36,9 @@ pub enum BenchCommand {
     /// Detection rate of cheating providers over many leases, against the probability the
     /// chain states for each lease.
     Detection(detection::DetectionBenchArgs),
+    /// Finality and block rate of a local devnet idle and while every validator's API is
+    /// flooded with reads and junk-signature batches.
+    Flood(flood::FloodBenchArgs),
 }
 
 /// `agora bench chain` options.
@@ -83,7 +87,7 @@ pub struct ChainBenchReport {
     pub blocks_per_s: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -91,11 +95,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// When each transaction id was first seen, shared between tasks.
-type SeenAt = Arc<Mutex<HashMap<Hash, Instant>>>;
+pub(crate) type SeenAt = Arc<Mutex<HashMap<Hash, Instant>>>;
 
 /// Records when each transaction id first appears in a finalized block, and when each block
 /// arrived.
-fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Instant>>>) {
+pub(crate) fn watch_finality(client: &NodeClient, from: u64) -> (SeenAt, Arc<Mutex<Vec<Instant>>>) {
     let seen: SeenAt = Arc::default();
     let blocks: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let (s, b) = (seen.clone(), blocks.clone());
@@ -135,7 +139,7 @@ fn devnet_fee() -> Amount {
     Amount(crate::devnet::devnet_params(1).min_fee)
 }
 
-fn transfer(key: &SecretKey, nonce: u64, chain: &str) -> SignedTx {
+pub(crate) fn transfer(key: &SecretKey, nonce: u64, chain: &str) -> SignedTx {
     Transaction {
         sender: key.public(),
         nonce,
@@ -145,7 +149,7 @@ fn transfer(key: &SecretKey, nonce: u64, chain: &str) -> SignedTx {
     .sign(chain, key)
 }
 
-async fn wait_all(
+pub(crate) async fn wait_all(
     seen: &Mutex<HashMap<Hash, Instant>>,
     ids: &[Hash],
     timeout: Duration,
@@ -278,7 +282,7 @@ async fn with_devnet<T>(
     result
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

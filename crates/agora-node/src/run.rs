@@ -68,12 +68,12 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         ));
         let limits = store_config(&config, key.public(), None);
         let gateway = crate::gateway::Gateway::new(&upstream, config.data_dir.clone(), &config.gateway)?;
-        let router = api::router(state.clone(), limits).merge(routes).merge(gateway.routes());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads())
             .enable_all()
             .build()?;
         return rt.block_on(async move {
+            let router = api::router(state.clone(), limits).merge(routes).merge(gateway.routes());
             let listener = tokio::net::TcpListener::bind(config.api.listen).await.with_context(|| {
                 format!("cannot listen on {} (is another node using the port?)", config.api.listen)
             })?;

@@ -63,4 +63,34 @@ fn the_openai_sdk_gets_verified_embeddings_and_chat_completions() {
     let keys = agora(v, &["gateway", "key", "ls", "--config", config.to_str().unwrap()]);
     let spent: u128 = keys[0]["spent"].as_str().unwrap().parse().unwrap();
     assert!(spent > 0, "{keys}");
+
+    // A client that gives up still pays: its job runs on in a task of its own, counted at its
+    // maximum cost once submitted and reconciled to its actual cost once it settles.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let abandoned = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{v}/v1/chat/completions"))
+            .bearer_auth(key.trim())
+            .json(&serde_json::json!({
+                "model": "smollm2-135m-instruct",
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "max_tokens": 4
+            }))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+    });
+    assert!(abandoned.is_err(), "the client gave up before the verified answer");
+    let spend_file = net.dir.join("node0").join("gateway").join("devnet.spent");
+    let spend = || -> serde_json::Value {
+        std::fs::read_to_string(&spend_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    common::wait_for("the abandoned job to be reconciled", std::time::Duration::from_secs(180), || {
+        let s = spend();
+        let settled: u128 = s["settled"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+        settled > spent && s["open"].as_object().is_some_and(|o| o.is_empty())
+    });
 }

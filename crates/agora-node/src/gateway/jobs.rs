@@ -11,6 +11,7 @@ use crate::requester::{self, follow, jobfile::JobFile, receipt, results};
 use agora_core::{Amount, JobKind};
 use anyhow::Context;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A request's verified outputs, in input order.
 pub struct Verified {
@@ -24,8 +25,15 @@ pub struct Verified {
 const ITEMS_PER_SHARD: usize = 256;
 
 /// Runs `items` through `model` as a `kind` job paid by `entry`'s account.
+///
+/// Everything is validated (the job file parses within the network's bounds, the manifest is
+/// valid) and the key's budget is held before any money moves. From submission on, the job's
+/// money is handled by a task of its own, not by this future: it submits the job, records its
+/// maximum cost against the key durably, follows it, and reconciles the key's spend to what the
+/// job actually cost — even if the client disconnects or this request times out (then
+/// [`reconcile`] settles it later).
 pub async fn run(
-    gw: &Gateway,
+    gw: Arc<Gateway>,
     entry: &KeyEntry,
     kind: JobKind,
     model: &str,
@@ -36,10 +44,36 @@ pub async fn run(
     let requests = gw.data_dir.join("gateway").join("requests");
     std::fs::create_dir_all(&requests).map_err(|e| internal(e.into()))?;
     let dir = tempfile::TempDir::new_in(&requests).map_err(|e| internal(e.into()))?;
+    let job = job_file(&gw, dir.path(), kind, model, items, params)?;
+    let prepared = requester::prepare_job(&gw.client, &gw.data_dir, &job)
+        .await
+        .map_err(|e| OpenAiError::invalid(None, format!("{e:#}")))?;
+    let max_cost = prepared.manifest.max_cost().context("max cost overflows").map_err(internal)?;
+    let (sender, reservation) = gw.reserve(entry, max_cost).await?;
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let name = entry.name.clone();
+    tokio::spawn(async move {
+        let _dir = dir; // the inputs live until the job has them
+        let _ = done.send(submit_and_settle(&gw, &name, &sender, &prepared, max_cost, reservation).await);
+    });
+    answer.await.map_err(|_| OpenAiError::internal("the job's task stopped"))?
+}
+
+/// The job file of a request: one item per file (so texts may hold newlines), the gateway's
+/// market terms, one shard per [`ITEMS_PER_SHARD`] items.
+fn job_file(
+    gw: &Gateway,
+    dir: &std::path::Path,
+    kind: JobKind,
+    model: &str,
+    items: &[Vec<u8>],
+    params: toml::Table,
+) -> Result<JobFile, OpenAiError> {
+    let internal = |e: anyhow::Error| OpenAiError::internal(format!("{e:#}"));
     let mut inputs = vec![];
     for (i, item) in items.iter().enumerate() {
         let name = format!("item-{i:05}");
-        std::fs::write(dir.path().join(&name), item).map_err(|e| internal(e.into()))?;
+        std::fs::write(dir.join(&name), item).map_err(|e| internal(e.into()))?;
         inputs.push(toml::Value::String(name));
     }
     let shards = items.len().div_ceil(ITEMS_PER_SHARD).clamp(1, agora_core::manifest::MAX_SHARDS) as i64;
@@ -53,19 +87,31 @@ pub async fn run(
     table.insert("params".into(), toml::Value::Table(params));
     table.insert("market".into(), toml::Value::Table(market));
     let text = toml::to_string(&table).map_err(|e| internal(e.into()))?;
-    let job = JobFile::parse(&text, dir.path()).map_err(|e| OpenAiError::invalid(None, format!("{e:#}")))?;
+    JobFile::parse(&text, dir).map_err(|e| OpenAiError::invalid(None, format!("{e:#}")))
+}
 
-    let prepared = requester::prepare_job(&gw.client, &gw.data_dir, &job).await.map_err(internal)?;
-    let max_cost = prepared.manifest.max_cost().context("max cost overflows").map_err(internal)?;
-    let (sender, _reservation) = gw.reserve(entry, max_cost).await?;
-    let record = requester::submit_prepared(&gw.client, &sender, &gw.data_dir, &prepared)
+/// Submits the prepared job, records its maximum cost against key `name` durably, follows it,
+/// and reconciles the key's spend to the job's actual cost; returns the verified outputs.
+async fn submit_and_settle(
+    gw: &Gateway,
+    name: &str,
+    sender: &crate::sender::TxSender,
+    prepared: &requester::prepare::Prepared,
+    max_cost: Amount,
+    reservation: Reservation,
+) -> Result<Verified, OpenAiError> {
+    let internal = |e: anyhow::Error| OpenAiError::internal(format!("{e:#}"));
+    let record = requester::submit_prepared(&gw.client, sender, &gw.data_dir, prepared)
         .await
         .map_err(|e| refused(&e))?;
-    let done = follow::follow(&gw.client, &sender, &record, indicatif::ProgressBar::hidden(), gw.timeout)
+    // Durable before the in-memory hold goes: the spend is never uncounted.
+    gw.keys.open_job(name, record.job, max_cost).map_err(internal)?;
+    drop(reservation);
+    let done = follow::follow(&gw.client, sender, &record, indicatif::ProgressBar::hidden(), gw.timeout)
         .await
-        .map_err(|e| OpenAiError::unavailable(format!("{e:#}")))?;
+        .map_err(|e| OpenAiError::unavailable(format!("{e:#}; its cost is reconciled when it settles")))?;
     let r = receipt::build(&gw.client, record.job, &done).await.map_err(internal)?;
-    gw.keys.record_spend(&entry.name, r.total_paid).map_err(internal)?;
+    gw.keys.settle_job(name, record.job, r.total_paid).map_err(internal)?;
     let shards = results::fetch(&gw.client, sender.key(), &done).await.map_err(internal)?;
     if shards.iter().any(Option::is_none) {
         return Err(OpenAiError::unavailable(format!(
@@ -83,6 +129,28 @@ pub async fn run(
             energy_kwh: r.energy_kwh,
         },
     })
+}
+
+/// How often open jobs are reconciled.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// Settles every key's open jobs that have finished on chain at what they actually cost;
+/// returns how many it settled. Run every [`RECONCILE_EVERY`], so a job whose request ended
+/// early (a disconnect, a timeout, a restart) is counted at its maximum only until it settles.
+pub async fn reconcile(gw: &Gateway) -> anyhow::Result<usize> {
+    let mut settled = 0;
+    for entry in gw.keys.list()? {
+        for &job in gw.keys.spend(&entry.name)?.open.keys() {
+            let Ok(j) = gw.client.job(job).await else { continue };
+            if !j.finished {
+                continue;
+            }
+            let r = receipt::build(&gw.client, job, &j).await?;
+            gw.keys.settle_job(&entry.name, job, r.total_paid)?;
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 /// A refusal before or at submission: the account's funds are the caller's to fix (429, as

@@ -2,13 +2,18 @@
 //! that account's jobs) and a budget. Kept in `<data dir>/gateway/keys.toml`, which stores only
 //! the BLAKE3 hash of each API key, and re-read on every request so `agora gateway key add`
 //! takes effect on a running node. What each key has spent is kept beside it, one file per
-//! key, replaced atomically after every settled request.
+//! key ([`Spend`]): a job is recorded at its maximum cost as soon as it is submitted, and
+//! reconciled to what it actually cost once it settles, so spend is never lost with a
+//! request that ends early. Every change is a read-modify-write of that file under the key's
+//! lock, replaced atomically.
 
-use crate::config::{load_key, write_key};
+use crate::config::{load_key, write_key, write_secret};
 use agora_core::{AccountId, Amount, Hash, SecretKey};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Prefix of every API key, so a leaked one is recognisable.
 pub const KEY_PREFIX: &str = "sk-agora-";
@@ -32,16 +37,41 @@ struct KeysFile {
     key: Vec<KeyEntry>,
 }
 
+/// What one key has spent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    /// Settled jobs, at what they cost.
+    pub settled: Amount,
+    /// Jobs submitted and not yet reconciled, at their maximum cost.
+    #[serde(default)]
+    pub open: BTreeMap<u64, Amount>,
+}
+
+impl Spend {
+    /// Settled plus open: what counts against the budget.
+    pub fn total(&self) -> Option<Amount> {
+        self.open.values().try_fold(self.settled, |t, a| t.checked_add(*a))
+    }
+}
+
 /// The gateway's key directory.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
     dir: PathBuf,
+    locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 impl KeyStore {
     /// The key store of a node data directory.
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: data_dir.join("gateway") }
+        Self { dir: data_dir.join("gateway"), locks: Arc::default() }
+    }
+
+    /// Runs `f` holding `name`'s lock: every change to a key's spend is serialised.
+    pub fn with_lock<T>(&self, name: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.locks.lock().expect("not poisoned").entry(name.to_owned()).or_default().clone();
+        let _held = lock.lock().expect("not poisoned");
+        f()
     }
 
     fn keys_path(&self) -> PathBuf {
@@ -88,7 +118,7 @@ impl KeyStore {
             format!("{KEY_PREFIX}{}", hex::encode(agora_store::encrypt::BlobKey::generate().as_bytes()));
         keys.push(KeyEntry { name: name.into(), hash: Hash::of(api_key.as_bytes()), account_key, budget });
         let text = toml::to_string(&KeysFile { key: keys })?;
-        atomic_write(&self.keys_path(), text.as_bytes())?;
+        write_secret(&self.keys_path(), text.as_bytes())?;
         Ok((api_key, account.public()))
     }
 
@@ -103,39 +133,57 @@ impl KeyStore {
         load_key(&self.dir.join(&entry.account_key))
     }
 
-    /// What `name` has spent so far.
-    pub fn spent(&self, name: &str) -> anyhow::Result<Amount> {
+    /// What `name` has spent: settled and open jobs. (A file holding a bare number, as older
+    /// nodes wrote, is read as settled spend.)
+    pub fn spend(&self, name: &str) -> anyhow::Result<Spend> {
         let path = self.spent_path(name);
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let v: u128 =
-                    text.trim().parse().with_context(|| format!("{} is not an amount", path.display()))?;
-                Ok(Amount(v))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Amount::ZERO),
+            Ok(text) => match text.trim().parse::<u128>() {
+                Ok(v) => Ok(Spend { settled: Amount(v), open: BTreeMap::new() }),
+                Err(_) => serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a spend record", path.display())),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Spend::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
-    /// Adds `amount` to what `name` has spent (callers serialise per key).
-    pub fn record_spend(&self, name: &str, amount: Amount) -> anyhow::Result<Amount> {
-        let total = self.spent(name)?.checked_add(amount).context("spend overflows")?;
-        atomic_write(&self.spent_path(name), total.0.to_string().as_bytes())?;
-        Ok(total)
+    /// What counts against `name`'s budget: settled spend plus open jobs at their maximum.
+    pub fn spent(&self, name: &str) -> anyhow::Result<Amount> {
+        self.spend(name)?.total().context("spend overflows")
     }
-}
 
-/// Writes `bytes` to `path` via a synced temporary file and a rename, so a crash leaves either
-/// the old or the new contents.
-fn atomic_write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().context("path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    fn update(&self, name: &str, f: impl FnOnce(&mut Spend) -> anyhow::Result<()>) -> anyhow::Result<Spend> {
+        self.with_lock(name, || {
+            let mut spend = self.spend(name)?;
+            f(&mut spend)?;
+            spend.total().context("spend overflows")?;
+            write_secret(&self.spent_path(name), serde_json::to_string(&spend)?.as_bytes())?;
+            Ok(spend)
+        })
+    }
+
+    /// Records that `name` submitted `job`, which may cost up to `max_cost` (durable before
+    /// this returns).
+    pub fn open_job(&self, name: &str, job: u64, max_cost: Amount) -> anyhow::Result<()> {
+        self.update(name, |s| {
+            s.open.insert(job, max_cost);
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// Reconciles `name`'s open `job` to what it `cost`; a job not open (settled already, or
+    /// never recorded) is left alone, so this is safe to repeat. Returns the new total.
+    pub fn settle_job(&self, name: &str, job: u64, cost: Amount) -> anyhow::Result<Amount> {
+        let spend = self.update(name, |s| {
+            if s.open.remove(&job).is_some() {
+                s.settled = s.settled.checked_add(cost).context("spend overflows")?;
+            }
+            Ok(())
+        })?;
+        spend.total().context("spend overflows")
+    }
 }
 
 #[cfg(test)]
@@ -163,8 +211,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
         assert_eq!(store.spent("bob").unwrap(), Amount::ZERO);
-        store.record_spend("bob", Amount(30)).unwrap();
-        assert_eq!(store.record_spend("bob", Amount(12)).unwrap(), Amount(42));
-        assert_eq!(KeyStore::new(dir.path()).spent("bob").unwrap(), Amount(42));
+        store.open_job("bob", 7, Amount(100)).unwrap();
+        assert_eq!(store.spent("bob").unwrap(), Amount(100), "an open job counts at its maximum");
+        assert_eq!(store.settle_job("bob", 7, Amount(30)).unwrap(), Amount(30));
+        assert_eq!(store.settle_job("bob", 7, Amount(30)).unwrap(), Amount(30), "settling twice counts once");
+        store.open_job("bob", 8, Amount(12)).unwrap();
+        assert_eq!(store.settle_job("bob", 8, Amount(12)).unwrap(), Amount(42));
+        assert_eq!(KeyStore::new(dir.path()).spent("bob").unwrap(), Amount(42), "durable");
+        std::fs::write(dir.path().join("gateway").join("old.spent"), "17").unwrap();
+        assert_eq!(store.spent("old").unwrap(), Amount(17), "older nodes' spend files still read");
     }
 }

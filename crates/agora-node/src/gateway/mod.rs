@@ -68,13 +68,24 @@ impl Gateway {
         })
     }
 
-    /// The routes under `/v1`.
+    /// The routes under `/v1`; also starts reconciling open jobs every
+    /// [`jobs::RECONCILE_EVERY`] (call within a Tokio runtime).
     pub fn routes(self) -> Router {
+        let gw = Arc::new(self);
+        let reconciler = gw.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = jobs::reconcile(&reconciler).await {
+                    tracing::warn!(error = %format!("{e:#}"), "reconciling the gateway's open jobs");
+                }
+                tokio::time::sleep(jobs::RECONCILE_EVERY).await;
+            }
+        });
         Router::new()
             .route("/v1/models", get(models))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/chat/completions", post(chat))
-            .with_state(Arc::new(self))
+            .with_state(gw)
     }
 
     /// The key entry of the request's `Authorization: Bearer` header.
@@ -96,6 +107,27 @@ impl Gateway {
         entry: &KeyEntry,
         max_cost: Amount,
     ) -> Result<(Arc<TxSender>, Reservation), OpenAiError> {
+        // Under the key's lock: no open_job or settle_job can change the spend between this
+        // read and the hold.
+        self.keys.with_lock(&entry.name, || self.hold(entry, max_cost))?;
+        let reservation =
+            Reservation { gw_reserved: self.reserved.clone(), name: entry.name.clone(), amount: max_cost };
+        let mut senders = self.senders.lock().await;
+        let sender = match senders.get(&entry.name) {
+            Some(s) => s.clone(),
+            None => {
+                let key = self.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
+                let s = Arc::new(TxSender::new(key, self.client.clone()));
+                senders.insert(entry.name.clone(), s.clone());
+                s
+            }
+        };
+        Ok((sender, reservation))
+    }
+
+    /// Adds `max_cost` to `entry`'s in-memory hold if its spend, holds and `max_cost` fit its
+    /// budget.
+    fn hold(&self, entry: &KeyEntry, max_cost: Amount) -> Result<(), OpenAiError> {
         let spent = self.keys.spent(&entry.name).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
         {
             let mut held = self.reserved.lock().expect("not poisoned");
@@ -114,19 +146,7 @@ impl Gateway {
             }
             *h = h.checked_add(max_cost).expect("checked above");
         }
-        let reservation =
-            Reservation { gw_reserved: self.reserved.clone(), name: entry.name.clone(), amount: max_cost };
-        let mut senders = self.senders.lock().await;
-        let sender = match senders.get(&entry.name) {
-            Some(s) => s.clone(),
-            None => {
-                let key = self.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
-                let s = Arc::new(TxSender::new(key, self.client.clone()));
-                senders.insert(entry.name.clone(), s.clone());
-                s
-            }
-        };
-        Ok((sender, reservation))
+        Ok(())
     }
 }
 
@@ -214,7 +234,7 @@ async fn embeddings(
     let texts = embedding_inputs(req.input)?;
     let items: Vec<Vec<u8>> = texts.into_iter().map(String::into_bytes).collect();
     let Verified { items, info } =
-        jobs::run(&gw, &entry, JobKind::Embed, &req.model, &items, toml::Table::new()).await?;
+        jobs::run(gw.clone(), &entry, JobKind::Embed, &req.model, &items, toml::Table::new()).await?;
     let mut data = vec![];
     for (i, item) in items.iter().enumerate() {
         let v = decode_vector(item).map_err(|e| OpenAiError::internal(format!("output {i}: {e}")))?;
@@ -345,7 +365,7 @@ fn pieces(text: &str) -> Vec<&str> {
 
 /// Runs a chat request to one verified generation.
 async fn complete(
-    gw: &Gateway,
+    gw: Arc<Gateway>,
     entry: &KeyEntry,
     req: &ChatRequest,
     prompt: String,
@@ -371,7 +391,7 @@ async fn chat(
     let params = chat_params(&req)?;
     let created = now_secs();
     if !req.stream {
-        let (g, info) = complete(&gw, &entry, &req, prompt, params).await?;
+        let (g, info) = complete(gw.clone(), &entry, &req, prompt, params).await?;
         let usage = Usage {
             prompt_tokens: 0,
             completion_tokens: Some(g.tokens.len() as u64),
@@ -399,7 +419,7 @@ async fn chat(
                 .to_string(),
             )
         };
-        match complete(&gw, &entry, &req, prompt, params).await {
+        match complete(gw.clone(), &entry, &req, prompt, params).await {
             Ok((g, info)) => {
                 let id = format!("chatcmpl-agora-{}", info.job);
                 let mut out = vec![chunk(&id, json!({"role": "assistant", "content": ""}), None)];

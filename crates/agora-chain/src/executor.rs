@@ -702,15 +702,12 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
     async fn serve_client(&mut self, message: Client) {
         match message {
             Client::Submit { tx, reply } => {
-                let result = self.submit_and_gossip(*tx, reply.is_some());
-                match reply {
-                    Some(reply) => {
-                        let _ = reply.send(result);
-                    }
-                    None => {
-                        if let Err(e) = result {
-                            debug!(error = %e, "dropping gossiped transaction");
-                        }
+                let _ = reply.send(self.submit_and_gossip(*tx, true));
+            }
+            Client::Gossiped { txs } => {
+                for tx in txs {
+                    if let Err(e) = self.submit_and_gossip(tx, false) {
+                        debug!(error = %e, "dropping gossiped transaction");
                     }
                 }
             }

@@ -107,14 +107,16 @@ pub fn start<E, S, R>(
                             if batch.malformed > 0 {
                                 debug!(%peer, malformed = batch.malformed, "dropping malformed gossiped transactions");
                             }
-                            for tx in batch.txs {
-                                let Ok(tx) = VerifiedTx::check(tx, &chain_id) else {
-                                    debug!(%peer, "dropping a gossiped transaction with a bad signature");
-                                    continue;
-                                };
-                                if let Err(e) = executor.client(Client::Submit { tx: Box::new(tx), reply: None }) {
-                                    debug!(%peer, error = %e, "dropping a gossiped transaction");
-                                }
+                            let received = batch.txs.len();
+                            let txs: Vec<VerifiedTx> =
+                                batch.txs.into_iter().filter_map(|tx| VerifiedTx::check(tx, &chain_id).ok()).collect();
+                            if txs.len() < received {
+                                debug!(%peer, bad = received - txs.len(), "dropping gossiped transactions with bad signatures");
+                            }
+                            if !txs.is_empty()
+                                && let Err(e) = executor.client(Client::Gossiped { txs })
+                            {
+                                debug!(%peer, error = %e, "dropping a gossip batch");
                             }
                         }
                         Err(e) => debug!(%peer, error = %e, "dropping malformed gossip"),

@@ -53,7 +53,7 @@ impl ChainHandle {
     /// to the other validators).
     pub async fn submit(&self, tx: VerifiedTx) -> Result<Hash, ChainError> {
         self.executor
-            .ask_client(|reply| Client::Submit { tx: Box::new(tx), reply: Some(reply) })
+            .ask_client(|reply| Client::Submit { tx: Box::new(tx), reply })
             .await?
             .map_err(Into::into)
     }

@@ -53,12 +53,17 @@ pub enum Consensus {
 
 /// A request from a client or a peer.
 pub enum Client {
-    /// A transaction from a client (`reply`) or a peer (no reply, not re-gossiped).
+    /// A transaction from a client, gossiped once admitted.
     Submit {
         /// The transaction, its signature already checked (boxed: it is large).
         tx: Box<VerifiedTx>,
-        /// Where to send the result, for local submissions (which are then gossiped).
-        reply: Option<oneshot::Sender<Result<Hash, MempoolError>>>,
+        /// Where to send the result.
+        reply: oneshot::Sender<Result<Hash, MempoolError>>,
+    },
+    /// A peer's gossip batch: admitted one by one, not gossiped again, nobody waits for it.
+    Gossiped {
+        /// The transactions that decoded and verified.
+        txs: Vec<VerifiedTx>,
     },
     /// Many transactions from a client: each is admitted or refused on its own; admitted ones
     /// are gossiped.

@@ -228,8 +228,9 @@ fn store_config(
     }
 }
 
-/// Nice value of the API's threads: below consensus, which runs at the default 0.
-const API_NICE: i32 = 5;
+/// Nice value of the API's threads: below consensus, which runs at the default 0, and above
+/// the signature checks (15).
+const API_NICE: i32 = 10;
 
 /// The runtime clients are served on: `threads` workers named `agora-api`, each at
 /// [`API_NICE`].

@@ -103,7 +103,7 @@ fn book(asks: usize, bids: usize) -> BlockBuilder {
         carbon_g_per_kwh: 100,
         price_policy: PricePolicy::Auto(Amount(1)),
         coord: Coord::default(),
-        endpoint: "http://127.0.0.1:1".into(),
+        endpoint: "http://provider.example:7700".into(),
     };
     let regs: Vec<SignedTx> = providers
         .iter()

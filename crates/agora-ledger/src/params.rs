@@ -150,6 +150,10 @@ params! {
     gov_voting_blocks: 30, 1, 1 << 32;
     /// Share of bonded stake that must vote for a proposal to count, bps.
     gov_quorum_bps: 3_334, 0, 10_000;
+    /// Whether providers may register loopback, private or link-local endpoints (1 on devnets,
+    /// where every node is on 127.0.0.1; 0 elsewhere, so no endpoint turns the nodes that dial
+    /// it into probes of their own networks).
+    allow_private_endpoints: 0, 0, 1;
 }
 
 /// Why a parameter change was refused.

@@ -87,17 +87,14 @@ impl Provider {
     }
 }
 
-fn check_profile(p: &ProviderProfile) -> Result<(), TxError> {
+fn check_profile(p: &ProviderProfile, params: &Params) -> Result<(), TxError> {
     if p.classes.is_empty() {
         return Err(TxError::Invalid("a provider must offer at least one resource class".into()));
     }
     if p.kinds.is_empty() {
         return Err(TxError::Invalid("a provider must support at least one job kind".into()));
     }
-    if !(p.endpoint.starts_with("http://") || p.endpoint.starts_with("https://")) {
-        return Err(TxError::Invalid(format!("endpoint must be an http(s) URL, got {:?}", p.endpoint)));
-    }
-    Ok(())
+    crate::endpoint::check(&p.endpoint, params.allow_private_endpoints != 0).map_err(TxError::Invalid)
 }
 
 fn watch_liveness(state: &mut State, cx: &Ctx, who: AccountId) {
@@ -113,7 +110,7 @@ pub(crate) fn register(
     profile: ProviderProfile,
     collateral: Amount,
 ) -> Result<(), TxError> {
-    check_profile(&profile)?;
+    check_profile(&profile, state.params())?;
     if state.providers.contains(&who) {
         return Err(TxError::InvalidState("already registered; use update_provider".into()));
     }
@@ -148,7 +145,7 @@ pub(crate) fn update(
     who: AccountId,
     profile: ProviderProfile,
 ) -> Result<(), TxError> {
-    check_profile(&profile)?;
+    check_profile(&profile, state.params())?;
     let p = state.providers.get_mut(&who).ok_or_else(|| TxError::not_found("provider", who))?;
     p.profile = profile;
     cx.emit(Event::ProviderRegistered { provider: who });

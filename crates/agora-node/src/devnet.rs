@@ -83,6 +83,7 @@ pub fn devnet_params(validators: usize) -> Params {
         audit_report_blocks: 1_500,
         unbonding_blocks: 600,
         gov_voting_blocks: 600,
+        allow_private_endpoints: 1,
         ..Params::default()
     }
 }

@@ -68,7 +68,7 @@ fn every_bounded_field_is_refused_past_its_limit_and_admitted_at_it() {
     assert_eq!(refusal(TxPayload::UpdateProvider { profile: p.clone() }), None);
     p.endpoint.push('e');
     assert!(refusal(TxPayload::UpdateProvider { profile: p.clone() }).is_some(), "long endpoint");
-    p.endpoint = "http://127.0.0.1:1".into();
+    p.endpoint = "http://provider.example:7700".into();
     p.classes = vec!["cpu.x86_64".parse().unwrap(); 17];
     assert!(refusal(TxPayload::UpdateProvider { profile: p.clone() }).is_some(), "17 classes");
     p.classes.truncate(1);

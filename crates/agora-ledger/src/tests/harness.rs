@@ -180,7 +180,7 @@ pub fn profile(region: &str, carbon: u32) -> ProviderProfile {
         carbon_g_per_kwh: carbon,
         price_policy: PricePolicy::Fixed(Amount(2)),
         coord: Coord::default(),
-        endpoint: "http://127.0.0.1:1".into(),
+        endpoint: "http://provider.example:7700".into(),
     }
 }
 

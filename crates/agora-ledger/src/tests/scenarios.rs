@@ -532,3 +532,22 @@ fn state_round_trips_through_store_entries() {
     let (r, _) = crate::apply_block(&rebuilt, &b).unwrap();
     assert_eq!(a.digest(), r.digest());
 }
+
+#[test]
+fn a_private_endpoint_is_refused_unless_the_chain_allows_it() {
+    // The cloud metadata address: every node that probed or audited this provider would be
+    // making requests into its own network.
+    let mut p = profile("local", 100);
+    p.endpoint = "http://169.254.169.254".into();
+    let register = |p: &agora_core::tx::ProviderProfile| TxPayload::RegisterProvider {
+        profile: p.clone(),
+        collateral: Amount(1_000_000),
+    };
+    let mut c = TestChain::new();
+    let err = c.fails("p0", register(&p));
+    assert!(err.contains("does not allow"), "{err}");
+    let mut devnet = TestChain::with_params(Params { allow_private_endpoints: 1, ..Params::default() });
+    devnet.ok("p0", register(&p));
+    p.endpoint = "http://provider.example:7700/agent/audit".into();
+    assert!(devnet.fails("p1", register(&p)).contains("path"));
+}

@@ -257,6 +257,10 @@ impl Agent {
                 Event::LeaseSettled { lease, .. } | Event::LeaseFailed { lease, .. } => {
                     if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(lease) {
                         r.phase = Phase::Closed;
+                        // No audit can ask for them any more: the plaintext goes.
+                        if let Err(e) = self.state_dir.remove_items(*lease) {
+                            warn!(lease, error = %format!("{e:#}"), "cannot delete a settled lease's plaintext");
+                        }
                     }
                 }
                 _ => {}

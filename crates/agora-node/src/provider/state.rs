@@ -93,10 +93,30 @@ impl StateDir {
         self.dir.join("items").join(format!("{lease}.{which}"))
     }
 
+    /// Where a lease's output blob waits, unpublished, until its commitment is final.
+    pub fn pending_output_path(&self, lease: LeaseId) -> PathBuf {
+        self.dir.join("pending").join(format!("{lease}.blob"))
+    }
+
     /// Saves a lease's plaintext items, readable only by the owner.
     pub fn save_items(&self, lease: LeaseId, which: &str, items: &[Vec<u8>]) -> anyhow::Result<()> {
         let framed = agora_store::items::frame(items)?;
         crate::config::write_secret(&self.items_path(lease, which), &framed)
+    }
+
+    /// Deletes a lease's plaintext items (inputs and outputs) and any output blob still held,
+    /// once nothing can ask for them: the lease settled or failed, so no audit will. Missing
+    /// files are fine.
+    pub fn remove_items(&self, lease: LeaseId) -> anyhow::Result<()> {
+        let held = self.pending_output_path(lease);
+        for path in [self.items_path(lease, "inputs"), self.items_path(lease, "outputs"), held] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
+            }
+        }
+        Ok(())
     }
 
     /// Loads a lease's plaintext items.
@@ -123,6 +143,16 @@ mod tests {
         assert_eq!(back.next_height, 9);
         assert_eq!(back.leases[&4].phase, Phase::Committed);
         sd.save_items(4, "outputs", &[vec![1], vec![2, 3]]).unwrap();
+        sd.save_items(4, "inputs", &[vec![9]]).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(sd.items_path(4, "inputs")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "plaintext items are the owner's alone");
+        }
         assert_eq!(sd.load_items(4, "outputs").unwrap(), vec![vec![1], vec![2, 3]]);
+        sd.remove_items(4).unwrap();
+        assert!(!sd.items_path(4, "inputs").exists() && !sd.items_path(4, "outputs").exists());
+        sd.remove_items(4).expect("removing twice is fine");
     }
 }

@@ -101,7 +101,9 @@ impl Worker {
             None
         };
         let encoded = protocol::encode_shard(&items, out_key.as_ref())?;
-        self.store.put(&encoded.blob, true)?;
+        // Held privately until the commitment is final (see `commit`): a requester who could
+        // fetch the outputs first could cancel the lease and keep them for the cancel fee.
+        crate::config::write_secret(&self.state.pending_output_path(lease_id), &encoded.blob)?;
         let metering = Metering { wall_ms: started.elapsed().as_millis() as u64, ..run.metering };
         info!(lease = lease_id, items = items.len(), ms = metering.wall_ms, "computed lease");
         Ok(ResultCommitment {
@@ -112,10 +114,30 @@ impl Worker {
         })
     }
 
-    /// Posts the commitment and waits for it to be final.
+    /// Posts the commitment, waits for it to be final, and only then publishes the output blob
+    /// in the store (pinned) for the requester.
     pub async fn commit(&self, lease: LeaseId, commitment: ResultCommitment) -> anyhow::Result<()> {
+        let output = commitment.output;
         self.sender.send(TxPayload::CommitResult { lease, commitment }, Duration::from_secs(60)).await?;
-        Ok(())
+        self.publish_output(lease, &output)
+    }
+
+    /// Moves a lease's held output blob into the store, checking it is the committed one.
+    fn publish_output(&self, lease: LeaseId, output: &agora_core::Hash) -> anyhow::Result<()> {
+        let pending = self.state.pending_output_path(lease);
+        match std::fs::File::open(&pending) {
+            Ok(file) => {
+                let info = self.store.put_reader(file, true)?;
+                if info.hash != *output {
+                    bail!("lease {lease}'s held output is {}, but {output} was committed", info.hash);
+                }
+                std::fs::remove_file(&pending)?;
+                Ok(())
+            }
+            // Published already (a restart after the move).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.store.has(output) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("lease {lease}'s output is missing")),
+        }
     }
 }
 

@@ -408,10 +408,12 @@ impl JobManifest {
         }
     }
 
-    /// Number of output items a shard's result commitment must contain.
+    /// Number of output items a shard's result commitment must contain. Total on any manifest
+    /// (a `checkpoint_every` of 0, which [`Self::validate`] refuses, counts as 1), so a caller
+    /// holding an unvalidated manifest cannot panic here.
     pub fn output_items(&self, shard: &ShardSpec) -> u32 {
         match &self.params {
-            JobParams::Train { steps, checkpoint_every, .. } => steps.div_ceil(*checkpoint_every),
+            JobParams::Train { steps, checkpoint_every, .. } => steps.div_ceil((*checkpoint_every).max(1)),
             _ => shard.item_count,
         }
     }
@@ -439,6 +441,23 @@ pub(crate) mod tests {
             encrypted: true,
             sources: vec!["http://127.0.0.1:7700".into()],
         }
+    }
+
+    #[test]
+    fn output_items_never_divides_by_zero() {
+        // Found by the decode_manifest fuzz target: an unvalidated training manifest with
+        // checkpoint_every = 0 made output_items panic.
+        let mut m = sample_manifest();
+        m.params = JobParams::Train {
+            steps: 7,
+            checkpoint_every: 0,
+            batch_size: 1,
+            hidden: 1,
+            learning_rate_micros: 1,
+            seed: 0,
+        };
+        assert!(m.validate().is_err());
+        assert_eq!(m.output_items(&m.shards[0]), 7);
     }
 
     #[test]

@@ -33,6 +33,17 @@ use tracing::{info, warn};
 
 /// Longest a round-trip probe of another provider may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Leases in progress at once (fetching, waiting for keys, committing); the compute step
+/// itself takes the device one lease at a time.
+const LEASE_WORKERS: usize = 4;
+/// Longest an audit may take (fetching items, recomputing, reporting) before it is abandoned.
+const AUDIT_DEADLINE: Duration = Duration::from_secs(600);
+/// Time past a lease's deadline allowed for its commitment to be sent and finalized.
+const COMMIT_ALLOWANCE: Duration = Duration::from_secs(60);
+/// Longest any one lease may take on this agent.
+const MAX_LEASE_TIME: Duration = Duration::from_secs(24 * 3_600);
+/// Longest one round of ask maintenance or one heartbeat may take.
+const UPKEEP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Detects this machine's hardware, runs the standard benchmark, and describes the provider.
 pub async fn build_profile(
@@ -91,7 +102,10 @@ pub struct Agent {
     state_dir: StateDir,
     state: Mutex<AgentState>,
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// Wakes the audit worker.
+    audits_ready: Notify,
+    /// Wakes the lease worker.
+    leases_ready: Notify,
     worker: Worker,
     auditor: Auditor,
     provider: Option<ProviderSection>,
@@ -109,6 +123,8 @@ impl Agent {
         let runtimes = Arc::new(Runtimes::new(cfg.store.clone(), cfg.dir.join("models")));
         let cheat_bps = cfg.provider.as_ref().map_or(0, |p| p.cheat_bps);
         let cheat_every_lease = cfg.provider.as_ref().is_some_and(|p| p.cheat_every_lease);
+        // One device: leases and audit recomputations take turns on it.
+        let device = Arc::new(tokio::sync::Semaphore::new(1));
         let worker = Worker {
             key: cfg.key.clone(),
             chain: chain.clone(),
@@ -118,9 +134,10 @@ impl Agent {
             state: state_dir.clone(),
             cheat_bps,
             cheat_every_lease,
+            device: device.clone(),
         };
         let auditor =
-            Auditor { key: cfg.key.clone(), chain: chain.clone(), sender: sender.clone(), runtimes };
+            Auditor { key: cfg.key.clone(), chain: chain.clone(), sender: sender.clone(), runtimes, device };
         let routes = serve::router(Arc::new(serve::AuditServer {
             me: cfg.key.public(),
             chain: chain.clone(),
@@ -133,7 +150,8 @@ impl Agent {
             state_dir,
             state: Mutex::new(state),
             queue: Mutex::default(),
-            wake: Notify::new(),
+            audits_ready: Notify::new(),
+            leases_ready: Notify::new(),
             worker,
             auditor,
             provider: cfg.provider,
@@ -158,7 +176,10 @@ impl Agent {
             _ => {}
         }
         drop(q);
-        self.wake.notify_one();
+        match task {
+            Task::Lease(_) => self.leases_ready.notify_one(),
+            Task::Audit(_) => self.audits_ready.notify_one(),
+        }
     }
 
     /// Registers this provider on chain if it is not yet registered.
@@ -361,19 +382,53 @@ impl Agent {
         }
     }
 
-    /// The single worker: one task at a time, audits first.
-    async fn work(self: Arc<Self>) {
+    /// The audit worker: one audit at a time, each within [`AUDIT_DEADLINE`], never behind a
+    /// lease.
+    async fn work_audits(self: Arc<Self>) {
         loop {
-            let task = {
-                let mut q = self.queue.lock().expect("not poisoned");
-                q.audits.pop_front().map(Task::Audit).or_else(|| q.leases.pop_front().map(Task::Lease))
+            let next = self.queue.lock().expect("not poisoned").audits.pop_front();
+            let Some(audit) = next else {
+                self.audits_ready.notified().await;
+                continue;
             };
-            match task {
-                Some(Task::Audit(a)) => self.do_audit(a).await,
-                Some(Task::Lease(l)) => self.do_lease(l).await,
-                None => self.wake.notified().await,
+            if tokio::time::timeout(AUDIT_DEADLINE, self.do_audit(audit)).await.is_err() {
+                warn!(audit, "audit abandoned: it took longer than {AUDIT_DEADLINE:?}");
             }
         }
+    }
+
+    /// The lease worker: up to [`LEASE_WORKERS`] leases in progress at once (computing one at a
+    /// time on the device), each within its own deadline
+    /// on chain (plus a little for the commitment to finalize), so one slow or hostile lease
+    /// (a tarpit source, a withheld key, a long run) cannot hold up the others.
+    async fn work_leases(self: Arc<Self>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(LEASE_WORKERS));
+        loop {
+            let next = self.queue.lock().expect("not poisoned").leases.pop_front();
+            let Some(lease) = next else {
+                self.leases_ready.notified().await;
+                continue;
+            };
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let agent = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let limit = agent.lease_time_left(lease).await;
+                if tokio::time::timeout(limit, agent.do_lease(lease)).await.is_err() {
+                    warn!(lease, "lease abandoned: its deadline passed");
+                }
+            });
+        }
+    }
+
+    /// How long lease `lease` may still take: until its deadline plus [`COMMIT_ALLOWANCE`]
+    /// (at most [`MAX_LEASE_TIME`], and that when the lease cannot be read).
+    async fn lease_time_left(&self, lease: LeaseId) -> Duration {
+        let Ok(l) = self.chain.lease(lease).await else { return MAX_LEASE_TIME };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (Duration::from_millis(l.deadline_ms.saturating_sub(now)) + COMMIT_ALLOWANCE).min(MAX_LEASE_TIME)
     }
 
     /// Runs the agent until the process stops.
@@ -391,7 +446,8 @@ impl Agent {
         for l in pending {
             self.enqueue(Task::Lease(l));
         }
-        tokio::spawn(self.clone().work());
+        tokio::spawn(self.clone().work_audits());
+        tokio::spawn(self.clone().work_leases());
         tokio::spawn(self.clone().follow());
         let Some(p) = self.provider.clone() else { return };
         // Registration waits for the chain to be reachable.
@@ -406,13 +462,17 @@ impl Agent {
         }
         let mut tick = 0u64;
         loop {
-            if let Err(e) = self.maintain_asks(&p).await {
-                warn!(error = %format!("{e:#}"), "cannot maintain asks");
+            match tokio::time::timeout(UPKEEP_DEADLINE, self.maintain_asks(&p)).await {
+                Ok(Err(e)) => warn!(error = %format!("{e:#}"), "cannot maintain asks"),
+                Err(_) => warn!("maintaining asks took longer than {UPKEEP_DEADLINE:?}"),
+                Ok(Ok(())) => {}
             }
-            if tick.is_multiple_of(3)
-                && let Err(e) = self.heartbeat().await
-            {
-                warn!(error = %format!("{e:#}"), "heartbeat failed");
+            if tick.is_multiple_of(3) {
+                match tokio::time::timeout(UPKEEP_DEADLINE, self.heartbeat()).await {
+                    Ok(Err(e)) => warn!(error = %format!("{e:#}"), "heartbeat failed"),
+                    Err(_) => warn!("the heartbeat took longer than {UPKEEP_DEADLINE:?}"),
+                    Ok(Ok(())) => {}
+                }
             }
             tick += 1;
             tokio::time::sleep(Duration::from_secs(2)).await;

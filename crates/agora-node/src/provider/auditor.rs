@@ -24,6 +24,9 @@ pub struct Auditor {
     pub sender: Arc<TxSender>,
     /// Executors.
     pub runtimes: Arc<Runtimes>,
+    /// The device, shared with the lease worker: a recomputation never runs beside a lease's
+    /// compute (which would slow it past what its requester bought).
+    pub device: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs `attempt` until it succeeds or `patience` has passed, backing off from 200 ms to 2 s;
@@ -159,11 +162,13 @@ impl Auditor {
             .context("an output item does not match the provider's commitment")?;
         let request = AuditRequest { indices: indices.to_vec(), inputs, claimed };
         let ctx = protocol::task_context(lease.job, lease.shard, manifest, &lease.class);
+        let device = self.device.acquire().await.expect("never closed");
         let ran = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
             agora_runtime::audit::audit(executor.as_ref(), &ctx, &request)
         })
         .await?;
+        drop(device);
         crate::api::metrics::observe_runtime("audit", manifest.kind().name(), ran.elapsed());
         match outcome {
             Ok(o) => {

@@ -33,6 +33,9 @@ pub struct Worker {
     pub cheat_bps: u32,
     /// Corrupt at least one item of every lease (demo cheaters).
     pub cheat_every_lease: bool,
+    /// The device: one lease computes on it at a time (others fetch inputs or wait for keys
+    /// meanwhile), so concurrent leases do not slow each other past what they bought.
+    pub device: Arc<tokio::sync::Semaphore>,
 }
 
 impl Worker {
@@ -87,8 +90,10 @@ impl Worker {
         let executor =
             runtimes.executor(m.kind(), &m.model, &m.sources).await.context("loading the runtime")?;
         let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
+        let device = self.device.acquire().await.expect("never closed");
         let ran = Instant::now();
         let run = tokio::task::spawn_blocking(move || executor.run(&ctx, &inputs)).await??;
+        drop(device);
         crate::api::metrics::observe_runtime("compute", m.kind().name(), ran.elapsed());
         let mut items = run.items;
         if self.cheat_bps > 0 {

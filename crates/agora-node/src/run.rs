@@ -229,8 +229,8 @@ fn store_config(
 }
 
 /// Nice value of the API's threads: below consensus, which runs at the default 0, and above
-/// the signature checks (15).
-const API_NICE: i32 = 10;
+/// the signature checks (10).
+const API_NICE: i32 = 5;
 
 /// The runtime clients are served on: `threads` workers named `agora-api`, each at
 /// [`API_NICE`].

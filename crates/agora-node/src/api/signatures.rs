@@ -4,8 +4,9 @@
 //! An Ed25519 check costs tens of microseconds; a 1,000-transaction batch of junk signatures
 //! costs tens of milliseconds. Done on the executor, that time would come out of consensus;
 //! done on the runtime's worker threads, out of the tasks consensus runs on. Here:
-//! - checks run on `threads` dedicated threads at nice 15 (below the API at 10), so the
-//!   scheduler gives consensus the CPU first;
+//! - checks run on `threads` dedicated threads at nice 10 (below the API at 5), so the
+//!   scheduler gives consensus the CPU first (lower still starves honest transactions while
+//!   a provider computes: see BENCHMARKS.md);
 //! - clients are served round-robin, [`CHUNK`] signatures at a time, so one transfer waits for
 //!   at most a chunk per other waiting client, never for a flooder's whole backlog;
 //! - each client may have [`PER_CLIENT`] requests waiting and the node [`QUEUE`]; beyond
@@ -28,7 +29,7 @@ pub const PER_CLIENT: usize = 4;
 /// Signatures checked for one client before the next client's turn.
 pub const CHUNK: usize = 64;
 /// The verification threads' nice value (higher is lower priority).
-const NICE: i32 = 15;
+const NICE: i32 = 10;
 
 type Results = Vec<Result<VerifiedTx, MempoolError>>;
 

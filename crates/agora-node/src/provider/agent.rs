@@ -35,7 +35,7 @@ use tracing::{info, warn};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Leases in progress at once (fetching, waiting for keys, committing); the compute step
 /// itself takes the device one lease at a time.
-const LEASE_WORKERS: usize = 4;
+const LEASE_WORKERS: usize = 2;
 /// Longest an audit may take (fetching items, recomputing, reporting) before it is abandoned.
 const AUDIT_DEADLINE: Duration = Duration::from_secs(600);
 /// Time past a lease's deadline allowed for its commitment to be sent and finalized.

@@ -160,8 +160,8 @@ impl SigCache {
         Hash::tagged("agora/verified-tx", &[&tx.id().0, &tx.signature.0])
     }
 
-    fn insert(&mut self, tx: &SignedTx) {
-        let k = Self::key(tx);
+    /// Records the key ([`Self::key`]) of a verified (transaction, signature) pair.
+    fn insert_key(&mut self, k: Hash) {
         if self.seen.insert(k) {
             self.order.push_back(k);
             if self.order.len() > Self::CAPACITY
@@ -597,9 +597,9 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
 
     /// Admits a transaction whose signature was checked before it was queued here.
     fn submit(&mut self, tx: VerifiedTx) -> Result<Hash, MempoolError> {
-        let signed = tx.signed().clone();
+        let verified = SigCache::key(tx.signed());
         let id = self.mempool.insert(tx, &self.tip.state)?;
-        self.verified.insert(&signed);
+        self.verified.insert_key(verified);
         Ok(id)
     }
 

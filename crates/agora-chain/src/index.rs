@@ -9,6 +9,7 @@
 
 use crate::handle::ChainError;
 use crate::records::BlockRecord;
+use crate::validator::archive_config;
 use agora_core::Hash;
 use commonware_cryptography::sha256;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage, buffer::paged::CacheRef};
@@ -112,7 +113,12 @@ impl<E: Storage + Clock + Metrics + Spawner> BlockIndex<E> {
     pub async fn init(context: E, prefix: &str, page_cache: CacheRef) -> Result<(Self, u64), String> {
         let blocks = Archive::init(
             context.child("blocks_index"),
-            archive_config(prefix, "index-blocks", page_cache.clone()),
+            archive_config(
+                prefix,
+                "index-blocks",
+                page_cache.clone(),
+                (commonware_codec::RangeCfg::new(0..=64 << 20), ()),
+            ),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -215,31 +221,5 @@ impl<E: Storage + Clock + Metrics + Spawner> BlockIndex<E> {
         let height = u64::from_le_bytes(loc.get(..8)?.try_into().ok()?);
         let index = u32::from_le_bytes(loc.get(8..12)?.try_into().ok()?);
         Some((height, index))
-    }
-}
-
-fn archive_config(
-    prefix: &str,
-    name: &str,
-    page_cache: CacheRef,
-) -> immutable::Config<(commonware_codec::RangeCfg<usize>, ())> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
-        freezer_table_resize_frequency: 4,
-        freezer_table_resize_chunk_size: 1024,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache,
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 64 * 1024 * 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(1024),
-        freezer_key_write_buffer: NZUsize!(64 * 1024),
-        freezer_value_write_buffer: NZUsize!(64 * 1024),
-        ordinal_write_buffer: NZUsize!(64 * 1024),
-        replay_buffer: NZUsize!(1024 * 1024),
-        codec_config: (commonware_codec::RangeCfg::new(0..=64 << 20), ()),
     }
 }

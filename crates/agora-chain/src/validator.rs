@@ -140,7 +140,9 @@ pub fn default_page_cache() -> CacheRef {
     CacheRef::new(NZU16!(4096), NZUsize!(1024))
 }
 
-fn archive_config<C>(
+/// The settings of an immutable archive named `name` under `prefix` (the block index and
+/// marshal's archives share them).
+pub(crate) fn archive_config<C>(
     prefix: &str,
     name: &str,
     page_cache: CacheRef,

@@ -489,14 +489,11 @@ impl SignedTx {
     /// list counts) live only in the decoders, so "admitted here" and "decodable by every
     /// peer" cannot drift apart.
     pub fn check_canonical(&self) -> Result<usize, DecodeError> {
-        let size = crate::codec::check_canonical(self)?;
-        if size > MAX_TX_BYTES {
-            return Err(DecodeError::new(
-                "SignedTx",
-                DecodeErrorKind::TooLong { len: size as u64, max: MAX_TX_BYTES as u64 },
-            ));
+        let bytes = self.encode();
+        if Self::decode_untrusted(&bytes)? != *self {
+            return Err(DecodeError::invalid("SignedTx", "value does not survive its canonical encoding"));
         }
-        Ok(size)
+        Ok(bytes.len())
     }
 }
 

@@ -7,8 +7,9 @@
 use crate::error::{TxError, TxRejection};
 use crate::events::Event;
 use crate::state::{Ctx, State};
+use agora_core::codec::DecodeErrorKind;
 use agora_core::tx::SignedTx;
-use agora_core::{AccountId, Amount, Encode, codec_struct};
+use agora_core::{AccountId, Amount, codec_struct};
 use serde::{Deserialize, Serialize};
 
 /// A spendable balance and the next expected nonce.
@@ -61,11 +62,13 @@ pub fn check_except_nonce_signed(state: &State, tx: &SignedTx) -> Result<(), TxR
 }
 
 fn check_except_nonce_with(state: &State, tx: &SignedTx, verify_signature: bool) -> Result<(), TxRejection> {
-    let size = tx.encode().len();
-    if size > agora_core::tx::MAX_TX_BYTES {
-        return Err(TxRejection::TooLarge { size, max: agora_core::tx::MAX_TX_BYTES });
-    }
-    tx.check_canonical().map_err(TxRejection::Malformed)?;
+    // One encoding serves the size limit (checked first, by decode_untrusted) and the shape.
+    let size = tx.check_canonical().map_err(|e| match e.kind {
+        DecodeErrorKind::TooLong { len, max } if e.context == "SignedTx" => {
+            TxRejection::TooLarge { size: len as usize, max: max as usize }
+        }
+        _ => TxRejection::Malformed(e),
+    })?;
     if verify_signature {
         tx.verify(&state.meta().chain_id).map_err(|e| TxRejection::Signature(e.to_string()))?;
     }

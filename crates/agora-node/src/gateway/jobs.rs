@@ -40,7 +40,6 @@ pub async fn run(
     items: &[Vec<u8>],
     params: toml::Table,
 ) -> Result<Verified, OpenAiError> {
-    let internal = |e: anyhow::Error| OpenAiError::internal(format!("{e:#}"));
     let requests = gw.data_dir.join("gateway").join("requests");
     std::fs::create_dir_all(&requests).map_err(|e| internal(e.into()))?;
     let dir = tempfile::TempDir::new_in(&requests).map_err(|e| internal(e.into()))?;
@@ -69,7 +68,6 @@ fn job_file(
     items: &[Vec<u8>],
     params: toml::Table,
 ) -> Result<JobFile, OpenAiError> {
-    let internal = |e: anyhow::Error| OpenAiError::internal(format!("{e:#}"));
     let mut inputs = vec![];
     for (i, item) in items.iter().enumerate() {
         let name = format!("item-{i:05}");
@@ -100,7 +98,6 @@ async fn submit_and_settle(
     max_cost: Amount,
     reservation: Reservation,
 ) -> Result<Verified, OpenAiError> {
-    let internal = |e: anyhow::Error| OpenAiError::internal(format!("{e:#}"));
     let record = requester::submit_prepared(&gw.client, sender, &gw.data_dir, prepared)
         .await
         .map_err(|e| refused(&e))?;
@@ -151,6 +148,11 @@ pub async fn reconcile(gw: &Gateway) -> anyhow::Result<usize> {
         }
     }
     Ok(settled)
+}
+
+/// A failure of the gateway itself (500, with the whole error chain).
+fn internal(e: anyhow::Error) -> OpenAiError {
+    OpenAiError::internal(format!("{e:#}"))
 }
 
 /// A refusal before or at submission: the account's funds are the caller's to fix (429, as

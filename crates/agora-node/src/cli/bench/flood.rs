@@ -10,11 +10,11 @@
 //! targets (under flood at least 50% of idle throughput, finality p50 within 3× idle), and what
 //! the flooders were answered.
 
-use super::{SeenAt, percentile, tempfile_dir, transfer, wait_all, watch_finality};
+use super::{SeenAt, percentile, transfer, wait_all, watch_finality, with_validators};
 use crate::cli::Global;
 use crate::cli::output::print;
 use crate::client::NodeClient;
-use crate::devnet::{Devnet, DevnetOptions, faucet_key, free_port_base};
+use crate::devnet::{Devnet, faucet_key};
 use agora_core::{Encode, Hash, SecretKey};
 use clap::Args;
 use serde::Serialize;
@@ -218,22 +218,7 @@ fn window(samples: &[f64], blocks: usize, secs: f64) -> Window {
 
 /// Runs `agora bench flood`.
 pub async fn flood(g: &Global, a: FloodBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let opts = DevnetOptions {
-        dir: dir.clone(),
-        validators: a.validators,
-        providers: 0,
-        cheaters: 0,
-        cheat_bps: 0,
-        cheat_every_lease: false,
-        params: vec![],
-        port_base: free_port_base(a.validators, 0)?,
-    };
-    let mut net = Devnet::start(&opts).await?;
-    let result = run(&a, &mut net).await;
-    net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let r = result?;
+    let r = with_validators(a.validators, async |net| run(&a, net).await).await?;
     print(g.json, &r, |r| {
         format!(
             "validators {}, {} s per window\n\

@@ -179,22 +179,7 @@ pub(crate) async fn wait_all(
 
 /// Runs `agora bench chain`.
 pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let opts = DevnetOptions {
-        dir: dir.clone(),
-        validators: a.validators,
-        providers: 0,
-        cheaters: 0,
-        cheat_bps: 0,
-        cheat_every_lease: false,
-        params: vec![],
-        port_base: free_port_base(a.validators, 0)?,
-    };
-    let mut net = Devnet::start(&opts).await?;
-    let result = run_chain_bench(g, &a, &mut net).await;
-    net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let report = result?;
+    let report = with_validators(a.validators, async |net| run_chain_bench(g, &a, net).await).await?;
     print(g.json, &report, |r| {
         format!(
             "validators            {}\nfinality latency idle p50 {:.0} ms, p95 {:.0} ms   (target p50 ≤ 500 ms)\nthroughput            {:.0} finalized tx/s over {} signed transfers   (target ≥ 5,000)\nsubmission            {:.0} tx/s accepted by the APIs\nlatency under load    p50 {:.0} ms, p95 {:.0} ms\nblocks                {:.1} per second",
@@ -210,6 +195,30 @@ pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
         )
     });
     Ok(())
+}
+
+/// Starts a devnet of `validators` validators (no providers) in a fresh temporary directory,
+/// runs `f` on it, and stops it and removes it whatever `f` returned.
+pub(crate) async fn with_validators<T>(
+    validators: usize,
+    f: impl AsyncFnOnce(&mut Devnet) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = tempfile_dir()?;
+    let opts = DevnetOptions {
+        dir: dir.clone(),
+        validators,
+        providers: 0,
+        cheaters: 0,
+        cheat_bps: 0,
+        cheat_every_lease: false,
+        params: vec![],
+        port_base: free_port_base(validators, 0)?,
+    };
+    let mut net = Devnet::start(&opts).await?;
+    let result = f(&mut net).await;
+    net.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// The example Monte-Carlo module, the job of the marketplace benchmarks.

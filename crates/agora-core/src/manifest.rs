@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SHARDS: usize = 256;
 /// Most items one shard may contain.
 pub const MAX_ITEMS_PER_SHARD: u32 = 1 << 20;
+/// Most device-seconds one order may trade (a shard's quantity, an ask's capacity): about
+/// 34,000 device-years, so sums over any number of orders a block can carry stay far inside
+/// `u64` and clearing arithmetic never overflows.
+pub const MAX_ORDER_QUANTITY: u64 = 1 << 40;
 /// Most stop sequences for generation.
 pub const MAX_STOP: usize = 8;
 /// Most arguments to a wasm module.
@@ -352,8 +356,11 @@ impl JobManifest {
                     s.item_count
                 ));
             }
-            if s.quantity == 0 {
-                return fail(format!("shard {i}: quantity must be at least 1 device-second"));
+            if s.quantity == 0 || s.quantity > MAX_ORDER_QUANTITY {
+                return fail(format!(
+                    "shard {i}: quantity must be 1..={MAX_ORDER_QUANTITY} device-seconds, got {}",
+                    s.quantity
+                ));
             }
         }
         if self.sources.len() > MAX_SOURCES {
@@ -501,6 +508,8 @@ pub(crate) mod tests {
         assert!(m.validate().unwrap_err().to_string().contains("only for free jobs"));
         m = sample_manifest();
         m.shards[0].quantity = u64::MAX;
+        assert!(m.validate().unwrap_err().to_string().contains("quantity must be 1..="));
+        m.shards[0].quantity = MAX_ORDER_QUANTITY;
         m.max_unit_price = Amount(u128::MAX);
         assert!(m.validate().unwrap_err().to_string().contains("overflows"));
         m = sample_manifest();

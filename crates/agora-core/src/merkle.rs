@@ -4,7 +4,9 @@
 //! per-item output hashes, and an auditor checks a single item with a proof of `log2(n)`
 //! hashes. Leaves and inner nodes are hashed under different domains (so a node can never be
 //! passed off as a leaf), and an odd node at the end of a level is promoted unchanged rather
-//! than duplicated (so two different leaf lists never share a root).
+//! than duplicated (so two different leaf lists never share a root). The root commits to the
+//! leaf count (`H(count ‖ top node)`), so a proof binds the size of the tree it claims: a tail
+//! leaf cannot be passed off as another index of a smaller tree with the same top node.
 
 use crate::codec_struct;
 use crate::hash::Hash;
@@ -20,6 +22,11 @@ pub fn leaf_hash(item: &[u8]) -> Hash {
 
 fn node_hash(left: &Hash, right: &Hash) -> Hash {
     Hash::tagged("agora/merkle/node", &[&left.0, &right.0])
+}
+
+/// The root over a tree's top node and its leaf count.
+fn counted_root(count: u64, top: &Hash) -> Hash {
+    Hash::tagged("agora/merkle/root", &[&count.to_le_bytes(), &top.0])
 }
 
 /// The root of a tree with no leaves.
@@ -67,10 +74,10 @@ impl MerkleTree {
         self.len() == 0
     }
 
-    /// The root hash.
+    /// The root hash: the top node bound to the leaf count.
     pub fn root(&self) -> Hash {
         match self.levels.last().and_then(|l| l.first()) {
-            Some(root) if !self.is_empty() => *root,
+            Some(top) if !self.is_empty() => counted_root(self.len() as u64, top),
             _ => empty_root(),
         }
     }
@@ -125,10 +132,11 @@ impl MerkleProof {
             width = width.div_ceil(2);
         }
         // Every sibling must have been used: extra hashes mean a malformed proof.
-        sibs.next().is_none().then_some(hash)
+        sibs.next().is_none().then(|| counted_root(self.count, &hash))
     }
 
-    /// Whether `leaf` is at this proof's position in the tree with root `root`.
+    /// Whether `leaf` is at this proof's position in the tree with root `root`. The root
+    /// binds the proof's `count`, so a proof that verifies also proves the tree's size.
     pub fn verify(&self, root: &Hash, leaf: Hash) -> bool {
         self.root_for(leaf).as_ref() == Some(root)
     }
@@ -145,7 +153,7 @@ mod tests {
         assert_eq!(MerkleTree::new(vec![]).root(), empty_root());
         let leaf = leaf_hash(b"a");
         let t = MerkleTree::new(vec![leaf]);
-        assert_eq!(t.root(), leaf);
+        assert_ne!(t.root(), leaf, "a one-leaf root still commits to its count");
         assert!(t.proof(0).unwrap().verify(&t.root(), leaf));
         assert!(t.proof(1).is_none());
     }
@@ -154,6 +162,20 @@ mod tests {
     fn promotion_does_not_collide_with_duplication() {
         let (a, b, c) = (leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c"));
         assert_ne!(MerkleTree::new(vec![a, b, c]).root(), MerkleTree::new(vec![a, b, c, c]).root());
+    }
+
+    #[test]
+    fn a_tail_leaf_cannot_stand_in_for_another_index_of_a_smaller_tree() {
+        // Review F6: in [a, b, c] the last leaf's path is [node(a, b)], exactly the path of
+        // index 1 in a two-leaf tree, so before roots bound the count, "c at index 1 of 2"
+        // verified against the three-leaf root.
+        let items = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        let root = MerkleTree::from_items(&items).root();
+        let top_of_ab = MerkleTree::new(vec![leaf_hash(b"a"), leaf_hash(b"b")]).levels[1][0];
+        let fake = MerkleProof { index: 1, count: 2, siblings: vec![top_of_ab] };
+        assert!(!fake.verify(&root, leaf_hash(b"c")));
+        let real = MerkleTree::from_items(&items).proof(2).unwrap();
+        assert!(real.verify(&root, leaf_hash(b"c")));
     }
 
     proptest! {

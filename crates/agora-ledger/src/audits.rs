@@ -6,8 +6,12 @@
 //! until a provider has `trust_threshold` clean audits in a row and `1/streak` after, and
 //! `p_econ = λ·ΔĈ / ((1−α)·(R + S))` is the deterrence inequality solved for `p` with the
 //! lease value `R`, the saving from cheating `ΔĈ = cheat_saving·R`, and the provider's
-//! collateral `S`. Because `p ≥ p_econ`, the expected loss from cheating always exceeds λ
-//! times its gain; that is also why no separate collateral check is needed at matching.
+//! collateral `S` that stays answerable for this lease: its collateral minus what the
+//! provider's *other* unsettled leases reserve. Because `p ≥ p_econ`, the expected loss from
+//! cheating exceeds λ times its gain even when the provider cheats on every concurrent lease
+//! (review F15: counting the whole collateral once per lease let 256 cheated leases share one
+//! deterrent). Each lease reserves `slash_multiple·R` of collateral at matching
+//! ([`crate::leases::reservation`]), which cannot be withdrawn until it settles.
 //!
 //! **Sample.** `k = min(N, max(sample_min, k*))` items, where `k*` is the least sample that
 //! catches cheating on `detect_fraction` of the items with probability `detect_target`
@@ -146,15 +150,15 @@ pub fn sample_size(params: &Params, kind: JobKind, policy: VerificationPolicy, n
     n.min(k_star.max(min)).min(MAX_SAMPLE)
 }
 
-/// Audit probability for a lease of value `value` by `provider`, in ppm.
-pub fn audit_probability(
-    state: &State,
-    provider: &AccountId,
-    value: Amount,
-    policy: VerificationPolicy,
-) -> u32 {
-    match state.providers.get(provider) {
-        Some(prov) => probability_for(state.params(), &prov.trust, prov.collateral, value, policy),
+/// Audit probability for `lease` under `policy`, in ppm. The stake `S` is the collateral the
+/// provider's other unsettled leases do not reserve.
+pub fn audit_probability(state: &State, lease: &crate::leases::Lease, policy: VerificationPolicy) -> u32 {
+    match state.providers.get(&lease.provider) {
+        Some(prov) => {
+            let others = prov.reserved.saturating_sub(lease.reserved);
+            let answerable = prov.collateral.saturating_sub(others);
+            probability_for(state.params(), &prov.trust, answerable, lease.value(), policy)
+        }
         None => PPM as u32,
     }
 }
@@ -241,7 +245,7 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     let job = state.jobs.get(&lease.job).expect("exists");
     let (kind, policy) = (job.manifest.kind(), job.manifest.policy);
     let n = lease.commitment.as_ref().expect("committed").item_count;
-    let p = audit_probability(state, &lease.provider, lease.value(), policy);
+    let p = audit_probability(state, &lease, policy);
     let k = sample_size(state.params(), kind, policy, n);
     let f = Params::u64(state.params().detect_fraction_bps);
     let detection = (u64::from(p) * u64::from(detection_ppm(f, k)) / 1_000_000) as u32;
@@ -467,7 +471,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
 }
 
 /// Slashes a provider for confirmed fraud: `min(collateral, max(slash_multiple·R,
-/// λ·ΔĈ/p − R))`; `slash_auditor_share` goes to the accusing auditors, the rest is burned.
+/// λ·ΔĈ/p − R))`, counting collateral that is still unlocking; `slash_auditor_share` goes to the accusing auditors, the rest is burned.
 /// The provider is ejected and its asks close.
 fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId]) {
     let lease = state.leases.get(&audit.lease).expect("exists").clone();
@@ -482,8 +486,18 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
     let multiple = value.checked_mul(params.slash_multiple).unwrap_or(Amount(u128::MAX));
     let ejected_until = cx.height + Params::u64(params.ejection_blocks);
     let Some(prov) = state.providers.get_mut(&audit.provider) else { return };
-    let amount = multiple.max(deterrent).min(prov.collateral);
-    prov.collateral = prov.collateral.checked_sub(amount).expect("min");
+    // Locked collateral first, then collateral still unlocking (review F4: a withdrawal
+    // started after the commitment must not carry the slash away).
+    let due = multiple.max(deterrent).min(prov.total_collateral());
+    let from_locked = due.min(prov.collateral);
+    prov.collateral = prov.collateral.checked_sub(from_locked).expect("min");
+    let mut left = due.checked_sub(from_locked).expect("min");
+    for u in prov.unlocking.iter_mut().rev() {
+        let take = left.min(u.amount);
+        u.amount = u.amount.checked_sub(take).expect("min");
+        left = left.checked_sub(take).expect("min");
+    }
+    let amount = due;
     prov.ejected_until = prov.ejected_until.max(ejected_until);
     prov.trust.clean_streak = 0;
     prov.trust.frauds += 1;

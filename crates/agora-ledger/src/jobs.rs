@@ -132,6 +132,14 @@ pub(crate) fn submit(
     if manifest.deadline_ms - cx.time_ms > lifetime {
         return Err(TxError::Invalid(format!("deadline is more than {lifetime} ms away")));
     }
+    let floor = Amount(state.params().min_bid_price);
+    if manifest.max_unit_price < floor {
+        return Err(TxError::Invalid(format!(
+            "max_unit_price {} is below the network's min_bid_price {floor}: bid at least {floor} per \
+             device-second (unpaid work runs on your own machine with `agora run`)",
+            manifest.max_unit_price
+        )));
+    }
     let escrow = manifest.max_cost().ok_or(TxError::Overflow("max price × quantity"))?;
     market::check_placeable(state, &manifest, &who, cx.height)?;
     state.lock(&who, Bucket::Escrow, escrow)?;

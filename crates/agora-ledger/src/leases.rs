@@ -8,8 +8,10 @@
 //!   to the auditors who reported; the clearing spread on used units is burned; unused units
 //!   are refunded.
 //! * **deadline missed / provider vanished**: the escrow goes back to the shard, which is
-//!   re-matched; `non_delivery_bps` of the payment moves from the provider's collateral to
-//!   the requester.
+//!   re-matched; `non_delivery_bps` of the payment is taken from the provider's collateral
+//!   and burned, never paid to the requester (who could otherwise profit from failures it
+//!   causes). No penalty at all when the job is encrypted and the requester never shared the
+//!   input key with the provider: the provider could not have run it.
 //! * **cancelled by the requester**: the provider keeps `cancel_fee_bps` of the payment; the
 //!   rest is refunded.
 //! * **fraud**: the escrow goes back to the shard and the provider is slashed (see audits).
@@ -159,6 +161,8 @@ pub struct Lease {
     pub keys: Vec<SealedKey>,
     /// The payout, once settled.
     pub settlement: Option<Settlement>,
+    /// Provider collateral reserved for this lease until it settles or fails.
+    pub reserved: Amount,
 }
 codec_struct!(Lease {
     job,
@@ -179,7 +183,8 @@ codec_struct!(Lease {
     verification,
     audit,
     keys: vec(MAX_KEYS),
-    settlement
+    settlement,
+    reserved
 });
 
 impl Lease {
@@ -196,6 +201,21 @@ impl Lease {
     /// Value of the lease at the buyer price (the `R` of the deterrence inequality).
     pub fn value(&self) -> Amount {
         self.buyer_price.checked_mul(u128::from(self.quantity)).expect("within escrow")
+    }
+}
+
+/// The collateral a lease of `quantity` units at `buyer_price` reserves: `slash_multiple`
+/// times its value; `None` if that overflows (no provider could cover it).
+pub fn reservation(params: &Params, buyer_price: Amount, quantity: u64) -> Option<Amount> {
+    buyer_price.checked_mul(u128::from(quantity))?.checked_mul(params.slash_multiple)
+}
+
+/// Returns a lease's reservation to its provider's free collateral (at settlement or failure).
+fn release_reservation(state: &mut State, id: LeaseId) {
+    let Some(l) = state.leases.get_mut(&id) else { return };
+    let (provider, amount) = (l.provider, std::mem::take(&mut l.reserved));
+    if let Some(p) = state.providers.get_mut(&provider) {
+        p.reserved = p.reserved.saturating_sub(amount);
     }
 }
 
@@ -218,6 +238,7 @@ pub(crate) fn create(
     let p = state.params();
     let allowance = u128::from(bid.quantity) * 1000 * p.lease_slack_pct / 100 + p.lease_grace_ms;
     let deadline_ms = job_deadline.min(cx.time_ms.saturating_add(Params::u64(allowance)));
+    let reserved = reservation(p, buyer_price, bid.quantity).expect("matching checked the reservation");
     let id = state.next_id();
     state.leases.insert(
         id,
@@ -241,10 +262,13 @@ pub(crate) fn create(
             audit: None,
             keys: vec![],
             settlement: None,
+            reserved,
         },
     );
     state.schedule(deadline_ms, Timer::LeaseDeadline(id));
-    state.providers.get_mut(&provider).expect("asks belong to providers").running.push(id);
+    let p = state.providers.get_mut(&provider).expect("asks belong to providers");
+    p.running.push(id);
+    p.reserved = p.reserved.checked_add(reserved).expect("≤ collateral, checked at matching");
     let job = state.jobs.get_mut(&bid.job).expect("exists");
     let shard = &mut job.shards[bid.shard as usize];
     shard.status = jobs::ShardStatus::Leased(id);
@@ -363,6 +387,7 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, id: LeaseId, reporters: &[
         burned: spread,
         height: cx.height,
     };
+    release_reservation(state, id);
     let l = state.leases.get_mut(&id).expect("exists");
     l.escrow = Amount::ZERO;
     l.status = LeaseStatus::Settled;
@@ -382,8 +407,8 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, id: LeaseId, reporters: &[
 }
 
 /// Ends a lease without paying the provider. For missed deadlines and vanished providers,
-/// a penalty moves from the provider's collateral to the requester and the shard is
-/// re-matched; a cancellation pays the provider its fee and refunds the rest; for fraud the
+/// a penalty is burned from the provider's collateral (unless the requester withheld the
+/// input key of an encrypted job) and the shard is re-matched; a cancellation pays the provider its fee and refunds the rest; for fraud the
 /// escrow returns to the shard (the slash itself is applied by the audit).
 pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFailure) {
     let lease = state.leases.get(&id).expect("failing an existing lease").clone();
@@ -394,7 +419,9 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     let mut penalty = Amount::ZERO;
     let mut escrow = lease.escrow;
     match reason {
-        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished => {
+        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished
+            if !requester_withheld_key(state, &lease) =>
+        {
             let bps = Params::u64(state.params().non_delivery_bps);
             if let Some(p) = state.providers.get_mut(&lease.provider) {
                 penalty = value.bps(bps).min(p.collateral);
@@ -402,8 +429,9 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
                 p.trust.clean_streak = 0;
                 p.trust.leases_failed += 1;
             }
-            state.pay_out(Bucket::Collateral, &lease.requester, penalty);
+            state.burn(Bucket::Collateral, penalty);
         }
+        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished => {}
         LeaseFailure::Cancelled => {
             let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));
             state.pay_out(Bucket::Escrow, &lease.provider, fee);
@@ -417,6 +445,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     if let Some(p) = state.providers.get_mut(&lease.provider) {
         p.running.retain(|x| *x != id);
     }
+    release_reservation(state, id);
     let l = state.leases.get_mut(&id).expect("exists");
     l.escrow = Amount::ZERO;
     l.status = LeaseStatus::Failed(reason);
@@ -427,6 +456,13 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     } else {
         jobs::requeue(state, cx, lease.job, lease.shard, escrow, Some(lease.provider));
     }
+}
+
+/// Whether the lease's job is encrypted and its requester never shared the input key with
+/// the provider, so the failure is the requester's.
+fn requester_withheld_key(state: &State, lease: &Lease) -> bool {
+    let encrypted = state.jobs.get(&lease.job).is_some_and(|j| j.manifest.encrypted);
+    encrypted && !lease.keys.iter().any(|k| k.to == lease.provider)
 }
 
 /// Runs from the `LeaseDeadline` timer.

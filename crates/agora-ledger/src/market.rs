@@ -1,20 +1,19 @@
 //! The order book and per-block clearing.
 //!
-//! Every block clears each resource class as a sealed-bid, uniform-price double auction with
-//! McAfee trade reduction (`mechanisms.md` §F.2): no time priority, ties broken by the block
-//! seed, a per-account cap. Asks are divisible capacity; bids are shards, filled all-or-none
+//! Every block clears each resource class as a sealed-bid, uniform-price double auction
+//! (`mechanisms.md` §F.2, adapted to all-or-none shards): no time priority, ties broken by the
+//! block seed, a per-account cap, and a provider's lease room shared across its classes. Asks are divisible capacity; bids are shards, filled all-or-none
 //! by one provider.
 //!
-//! **Price.** Unit curves are formed from the sorted orders (bids by price descending, asks
-//! ascending). `k` is the number of units where the `k`-th bid price is at least the `k`-th
-//! ask price. With both `(k+1)`-th prices present, McAfee applies: `p₀ = ⌊(b_{k+1} +
-//! s_{k+1}) / 2⌋` is the price for all `k` units if `s_k ≤ p₀ ≤ b_k`; otherwise `k − 1` units
-//! trade, buyers paying `b_k` and sellers receiving `s_k` (the spread is burned). When one
-//! side is exhausted (no `(k+1)`-th order on it), McAfee has no reference price; the best
-//! losing order on the other side sets it, as in a `(k+1)`-th price auction: `min(b_k,
-//! s_{k+1})` with spare supply, `max(s_k, b_{k+1})` with spare demand, `⌊(b_k + s_k)/2⌋` when
-//! both sides are used up exactly. Every rule is individually rational and never pays out
-//! more than it takes in.
+//! **Price.** Bids are whole shards walked in priority order against the asks' unit supply
+//! curve; each that fits (the next units it needs all cost at most its price) trades, and one
+//! that does not is passed over. The uniform price is McAfee's midpoint of the best losing bid
+//! and the next unit of supply, clamped into `[s_k, b_k]` (the last fitting bid and the last
+//! unit it takes) instead of McAfee's trade reduction, which with all-or-none shards would
+//! drop a whole job, and with spare capacity any non-crossing bid (a free or dust bid) would
+//! trigger it: see [`discover_price`]. Individually rational, budget balanced (one price both
+//! sides), and every fitting shard trades. Bids below the `min_bid_price` parameter are
+//! refused at submission.
 //!
 //! **Allocation.** Bids at or above the buyer price take, in priority order, the first ask at
 //! or below the seller price that satisfies their constraints (region, carbon, latency, job
@@ -208,8 +207,11 @@ pub(crate) fn post_ask(
             ask.class
         )));
     }
-    if ask.quantity == 0 {
-        return Err(TxError::Invalid("ask quantity must be positive".into()));
+    if ask.quantity == 0 || ask.quantity > agora_core::manifest::MAX_ORDER_QUANTITY {
+        return Err(TxError::Invalid(format!(
+            "ask quantity must be 1..={} device-seconds",
+            agora_core::manifest::MAX_ORDER_QUANTITY
+        )));
     }
     let lifetime = Params::u64(state.params().max_order_lifetime_ms);
     if ask.expiry_ms <= cx.time_ms || ask.expiry_ms - cx.time_ms > lifetime {
@@ -277,58 +279,83 @@ pub struct Quote {
     pub volume: u64,
 }
 
-/// Finds the uniform prices and volume for sorted unit curves, each given as
-/// `(price, quantity)` runs: bids by price descending, asks ascending. `None` if nothing
-/// crosses. See the module documentation for the rule.
+/// The asks' unit supply curve: the price of the `n`-th cheapest unit.
+struct Supply {
+    /// `(price, units up to and including this run)`, prices ascending.
+    runs: Vec<(Amount, u128)>,
+}
+
+impl Supply {
+    fn new(asks: &[(Amount, u64)]) -> Self {
+        let mut total = 0u128;
+        let runs = asks
+            .iter()
+            .filter(|a| a.1 > 0)
+            .map(|&(p, q)| {
+                total += u128::from(q); // at most 2⁶⁴ runs of < 2⁶⁴: no overflow
+                (p, total)
+            })
+            .collect();
+        Self { runs }
+    }
+
+    /// The price of the `n`-th unit (1-based), `None` beyond the supply.
+    fn price_of(&self, n: u128) -> Option<Amount> {
+        let i = self.runs.partition_point(|&(_, upto)| upto < n);
+        self.runs.get(i).filter(|_| n > 0).map(|r| r.0)
+    }
+}
+
+/// Finds the uniform price and volume of a class: `bids` are whole shards `(max price,
+/// quantity)` in priority order (price descending), filled all-or-none; `asks` are divisible
+/// capacity `(min price, quantity)`, price ascending. `None` if nothing crosses.
+///
+/// Bids are walked in order and each is *fitting* if the next `quantity` units of the supply
+/// curve all cost at most its price; a bid that does not fit is passed over (it loses) and
+/// the walk goes on, so one oversized bid never blocks the bids behind it. `b_k`, `s_k` are the
+/// last fitting bid's price and the price of the last unit it takes, `b_{k+1}` the best losing
+/// bid, `s_{k+1}` the next unit of supply. The price is McAfee's `p₀ = ⌊(b_{k+1} + s_{k+1})/2⌋`
+/// (the reference orders' midpoint; `s_{k+1}` alone with no losing bid, `b_{k+1}` alone with
+/// no supply left, `⌊(b_k + s_k)/2⌋` with neither), clamped into `[s_k, b_k]`.
+///
+/// Trade reduction is not applied. With unit traders McAfee drops the marginal pair when `p₀`
+/// leaves `[s_k, b_k]`; with all-or-none shards that pair is a whole job, and when asks have
+/// spare capacity `p₀` falls below `s_k` whenever any bid does not cross (a free or dust bid
+/// is enough), so the marginal shard, often the only paid one, would never trade. Clamping
+/// instead keeps every fitting shard trading. Guarantees: one price for both sides (budget
+/// balanced, nothing burned), `s_k ≤ p ≤ b_k` (individually rational for every winner), and
+/// every fitting bid trades. The cost is exact truthfulness for the marginal traders: when
+/// `p₀` is clamped, the marginal bid or ask sets the price, so it could gain at most the
+/// spread `b_k − s_k` per unit by shading; no other trader can move the price.
 pub fn discover_price(bids: &[(Amount, u64)], asks: &[(Amount, u64)]) -> Option<Quote> {
-    let (mut i, mut j) = (0, 0);
-    let (mut bi, mut aj) = (bids.first()?.1, asks.first()?.1);
-    let mut k: u64 = 0;
-    let (mut b_k, mut s_k) = (Amount::ZERO, Amount::ZERO);
-    while i < bids.len() && j < asks.len() && bids[i].0 >= asks[j].0 {
-        let step = bi.min(aj);
-        k += step;
-        b_k = bids[i].0;
-        s_k = asks[j].0;
-        bi -= step;
-        aj -= step;
-        if bi == 0 {
-            i += 1;
-            bi = bids.get(i).map_or(0, |b| b.1);
-        }
-        if aj == 0 {
-            j += 1;
-            aj = asks.get(j).map_or(0, |a| a.1);
-        }
-    }
-    if k == 0 {
-        return None;
-    }
-    let b_next = bids.get(i).map(|b| b.0);
-    let s_next = asks.get(j).map(|a| a.0);
-    let mid = |a: Amount, b: Amount| Amount(a.0 / 2 + b.0 / 2 + (a.0 % 2 + b.0 % 2) / 2);
-    Some(match (b_next, s_next) {
-        (Some(b1), Some(s1)) => {
-            let p0 = mid(b1, s1);
-            if s_k <= p0 && p0 <= b_k {
-                Quote { buyer_price: p0, seller_price: p0, volume: k }
-            } else {
-                Quote { buyer_price: b_k, seller_price: s_k, volume: k - 1 }
+    let supply = Supply::new(asks);
+    let mut used = 0u128;
+    let mut last: Option<(Amount, Amount)> = None;
+    let mut best_losing: Option<Amount> = None;
+    for &(price, q) in bids {
+        let fits = supply.price_of(used + u128::from(q)).filter(|s| *s <= price && q > 0);
+        match fits {
+            Some(s) => {
+                used += u128::from(q);
+                last = Some((price, s));
+            }
+            None => {
+                best_losing = best_losing.or(Some(price));
             }
         }
-        (None, Some(s1)) => {
-            let p = b_k.min(s1);
-            Quote { buyer_price: p, seller_price: p, volume: k }
-        }
-        (Some(b1), None) => {
-            let p = s_k.max(b1);
-            Quote { buyer_price: p, seller_price: p, volume: k }
-        }
-        (None, None) => {
-            let p = mid(b_k, s_k);
-            Quote { buyer_price: p, seller_price: p, volume: k }
-        }
-    })
+    }
+    let (b_k, s_k) = last?;
+    let s_next = supply.price_of(used + 1);
+    let mid = |a: Amount, b: Amount| Amount(a.0 / 2 + b.0 / 2 + (a.0 % 2 + b.0 % 2) / 2);
+    let p0 = match (best_losing, s_next) {
+        (Some(b1), Some(s1)) => mid(b1, s1),
+        (None, Some(s1)) => s1,
+        (Some(b1), None) => b1,
+        (None, None) => mid(b_k, s_k),
+    };
+    let price = p0.clamp(s_k, b_k);
+    let volume = u64::try_from(used).ok()?;
+    Some(Quote { buyer_price: price, seller_price: price, volume })
 }
 
 /// A provider's facts that constraints are checked against.
@@ -339,6 +366,8 @@ struct Seller {
     coord: Coord,
     kinds: Vec<JobKind>,
     room: usize,
+    /// Collateral not yet reserved by its unsettled leases or this block's matches.
+    free: Amount,
     /// Jobs it holds a shard of (running leases, and matches made in this block).
     jobs: BTreeSet<JobId>,
 }
@@ -353,6 +382,7 @@ impl Seller {
             coord: p.profile.coord,
             kinds: p.profile.kinds.clone(),
             room: crate::registry::MAX_RUNNING_LEASES.saturating_sub(p.running.len()),
+            free: p.free_collateral(),
             jobs: BTreeSet::new(),
         }
     }
@@ -432,12 +462,25 @@ pub struct RoundPlan {
 /// plan; quotes and benchmarks use it on its own.
 pub fn plan_all(state: &State, seed: Hash, height: u64) -> Vec<(ResourceClass, Vec<RoundPlan>)> {
     let key = crate::state::draw(&seed, "tie", 0);
-    state
-        .book
-        .classes()
-        .map(|c| (c.clone(), plan_class(state, key, height, c)))
-        .filter(|(_, r)| !r.is_empty())
-        .collect()
+    // Leases and collateral reservations planned per provider so far in this block, across
+    // classes: a provider's room (`MAX_RUNNING_LEASES`, the bound its record decodes under)
+    // and its free collateral are one budget for all the classes it sells in.
+    let mut planned: BTreeMap<AccountId, Planned> = BTreeMap::new();
+    let mut out = Vec::new();
+    for class in state.book.classes() {
+        let rounds = plan_class(state, key, height, class, &mut planned);
+        if !rounds.is_empty() {
+            out.push((class.clone(), rounds));
+        }
+    }
+    out
+}
+
+/// What one block's clearing has already given a provider in classes planned before.
+#[derive(Default)]
+struct Planned {
+    leases: usize,
+    reserved: Amount,
 }
 
 /// Clears every class with crossing orders. Called once per block, after transactions.
@@ -491,7 +534,13 @@ pub const MAX_ROUNDS: usize = 4;
 /// only the asks that could serve at least one of them, so a constraint never leaves a bid
 /// stranded behind asks it cannot use. Each round is individually rational and budget
 /// balanced on its own.
-fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Vec<RoundPlan> {
+fn plan_class(
+    state: &State,
+    key: u64,
+    height: u64,
+    class: &ResourceClass,
+    planned: &mut BTreeMap<AccountId, Planned>,
+) -> Vec<RoundPlan> {
     let mut plans = Vec::new();
     let Some(cb) = state.book.class(class) else { return plans };
     // Cheap exit when nothing can cross: most blocks, most classes.
@@ -531,7 +580,12 @@ fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Ve
                     continue;
                 }
                 let jobs = p.running.iter().filter_map(|l| state.leases.get(l).map(|l| l.job)).collect();
-                sellers.push(Seller { jobs, ..Seller::of(e.provider, p) });
+                let mut seller = Seller { jobs, ..Seller::of(e.provider, p) };
+                if let Some(before) = planned.get(&e.provider) {
+                    seller.room = seller.room.saturating_sub(before.leases);
+                    seller.free = seller.free.saturating_sub(before.reserved);
+                }
+                sellers.push(seller);
                 seller_index.insert(e.provider, sellers.len() - 1);
                 sellers.len() - 1
             }
@@ -552,6 +606,8 @@ fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Ve
         sellers,
         cap: (u128::from(offered) * state.params().account_cap_bps / 10_000) as u64,
         bought: BTreeMap::new(),
+        params: state.params().clone(),
+        price: Amount::ZERO,
     };
     let mut bid_set: Vec<usize> = (0..book.bids.len()).collect();
     let mut ask_set: Vec<usize> = (0..book.asks.len()).collect();
@@ -575,6 +631,16 @@ fn plan_class(state: &State, key: u64, height: u64, class: &ResourceClass) -> Ve
             .collect();
         bid_set = round.blocked;
     }
+    for plan in &plans {
+        for &(_, ask, quantity) in &plan.matches {
+            let Some(Order::Ask(a)) = state.orders.get(&ask) else { continue };
+            let reserved = crate::leases::reservation(state.params(), plan.quote.buyer_price, quantity)
+                .expect("checked at allocation");
+            let p = planned.entry(a.provider).or_default();
+            p.leases += 1;
+            p.reserved = p.reserved.checked_add(reserved).unwrap_or(Amount(u128::MAX));
+        }
+    }
     plans
 }
 
@@ -589,6 +655,10 @@ struct Book {
     cap: u64,
     /// Units bought per account so far in this block.
     bought: BTreeMap<AccountId, u64>,
+    /// The protocol parameters (for collateral reservations).
+    params: Params,
+    /// The buyer price of the round being allocated (what a lease's reservation is sized by).
+    price: Amount,
 }
 
 /// The result of one clearing round.
@@ -613,6 +683,7 @@ impl Book {
         let s = &self.sellers[self.asks[a].seller];
         self.remaining[a] >= quantity
             && s.room > 0
+            && self.reservation(quantity).is_some_and(|r| r <= s.free)
             && satisfies(
                 s,
                 &bid.requester,
@@ -623,16 +694,24 @@ impl Book {
     }
 
     fn within_cap(&self, who: &AccountId, q: u64) -> bool {
-        self.bought.get(who).is_none_or(|&already| already + q <= self.cap)
+        self.bought.get(who).is_none_or(|&already| already.checked_add(q).is_some_and(|n| n <= self.cap))
+    }
+
+    /// The collateral a shard of `quantity` units reserves at this round's price.
+    fn reservation(&self, quantity: u64) -> Option<Amount> {
+        crate::leases::reservation(&self.params, self.price, quantity)
     }
 
     fn take(&mut self, b: usize, a: usize, matches: &mut Vec<(usize, usize)>) {
         let q = self.bids[b].quantity;
+        let reserved = self.reservation(q).expect("checked by serves");
         self.remaining[a] -= q;
         let seller = &mut self.sellers[self.asks[a].seller];
         seller.room -= 1;
+        seller.free = seller.free.checked_sub(reserved).expect("checked by serves");
         seller.jobs.insert(self.bids[b].job);
-        *self.bought.entry(self.bids[b].requester).or_default() += q;
+        let bought = self.bought.entry(self.bids[b].requester).or_default();
+        *bought = bought.saturating_add(q);
         matches.push((b, a));
     }
 
@@ -644,6 +723,7 @@ impl Book {
         let ask_curve: Vec<(Amount, u64)> =
             ask_set.iter().map(|&i| (self.asks[i].price, self.remaining[i])).collect();
         let quote = discover_price(&bid_curve, &ask_curve)?;
+        self.price = quote.buyer_price;
         let eligible: Vec<usize> =
             ask_set.iter().copied().filter(|&i| self.asks[i].price <= quote.seller_price).collect();
         let mut volume_left = quote.volume;
@@ -670,11 +750,12 @@ impl Book {
                 if members.len() != usize::from(cluster.size) {
                     continue; // some shards already placed or abandoned: the cluster cannot form
                 }
-                let total: u64 = members.iter().map(|&m| self.bids[m].quantity).sum();
+                let total = members.iter().try_fold(0u64, |n, &m| n.checked_add(self.bids[m].quantity));
                 let biggest = members.iter().map(|&m| self.bids[m].quantity).max().unwrap_or(0);
-                if total > volume_left || !self.within_cap(&requester, total) {
+                let Some(total) = total.filter(|&t| t <= volume_left && self.within_cap(&requester, t))
+                else {
                     continue;
-                }
+                };
                 let candidates: Vec<usize> = eligible
                     .iter()
                     .copied()
@@ -725,7 +806,7 @@ impl Book {
 fn record_round(state: &mut State, cx: &mut Ctx, class: &ResourceClass, round: &RoundPlan) {
     let mut traded = 0u64;
     for &(bid, ask, quantity) in &round.matches {
-        traded += quantity;
+        traded = traded.saturating_add(quantity);
         crate::leases::create(state, cx, bid, ask, round.quote.buyer_price, round.quote.seller_price);
     }
     let mut stats = state.class_stats.get(class).cloned().unwrap_or_default();
@@ -813,22 +894,32 @@ mod tests {
     }
 
     #[test]
-    fn mcafee_trade_reduction() {
-        // Unit traders: bids 10, 9, 3; asks 1, 2, 8. k = 2; p0 = (3 + 8) / 2 = 5 ∈ [s_2, b_2] = [2, 9].
+    fn mcafee_midpoint_clamped_into_the_marginal_spread() {
+        // Unit bids 10, 9, 3; asks 1, 2, 8. k = 2; p0 = (3 + 8) / 2 = 5 ∈ [s_2, b_2] = [2, 9].
         let q =
             discover_price(&[(a(10), 1), (a(9), 1), (a(3), 1)], &[(a(1), 1), (a(2), 1), (a(8), 1)]).unwrap();
         assert_eq!(q, Quote { buyer_price: a(5), seller_price: a(5), volume: 2 });
-        // Bids 10, 9, 8; asks 1, 2, 3 then 20: k = 3, p0 = (?) b4 absent → spare supply rule.
+        // Bids 10, 9, 8; asks 1, 2, 3 then 20: no losing bid, so the next ask (20) is the
+        // reference, clamped to b_3 = 8.
         let q = discover_price(
             &[(a(10), 1), (a(9), 1), (a(8), 1)],
             &[(a(1), 1), (a(2), 1), (a(3), 1), (a(20), 1)],
         )
         .unwrap();
         assert_eq!(q, Quote { buyer_price: a(8), seller_price: a(8), volume: 3 });
-        // p0 outside [s_k, b_k]: bids 10, 9, 1; asks 1, 2, 100 → k = 2, p0 = (1 + 100)/2 = 50 > 9.
+        // p0 above b_k: bids 10, 9, 1; asks 1, 2, 100 → k = 2, p0 = (1 + 100)/2 = 50, clamped
+        // to 9. Both pairs trade (McAfee would drop one); nobody pays more than it bid.
         let q = discover_price(&[(a(10), 1), (a(9), 1), (a(1), 1)], &[(a(1), 1), (a(2), 1), (a(100), 1)])
             .unwrap();
-        assert_eq!(q, Quote { buyer_price: a(9), seller_price: a(2), volume: 1 });
+        assert_eq!(q, Quote { buyer_price: a(9), seller_price: a(9), volume: 2 });
+        // p0 below s_k with spare capacity (the dust-bid freeze): one 60-unit shard at 10, a
+        // dust bid at 1, one ask at 2 with room. The shard trades at the ask, whole.
+        let q = discover_price(&[(a(10), 60), (a(1), 60)], &[(a(2), 3600)]).unwrap();
+        assert_eq!(q, Quote { buyer_price: a(2), seller_price: a(2), volume: 60 });
+        // A shard bigger than the supply is passed over; the one behind it trades, at the
+        // midpoint of the losing bid (10) and the spare supply (2).
+        let q = discover_price(&[(a(10), 1000), (a(9), 60)], &[(a(2), 100)]).unwrap();
+        assert_eq!(q, Quote { buyer_price: a(6), seller_price: a(6), volume: 60 });
     }
 
     #[test]
@@ -847,28 +938,86 @@ mod tests {
         assert_eq!(discover_price(&[], &[(a(2), 5)]), None);
     }
 
-    proptest! {
-        #[test]
-        fn prices_are_individually_rational_and_budget_balanced(
-            mut bids in prop::collection::vec((1u128..100, 1u64..20), 1..12),
-            mut asks in prop::collection::vec((1u128..100, 1u64..20), 1..12),
-        ) {
+    /// Which bids trade under `quote`, by the rule of [`discover_price`]: whole bids in order,
+    /// each taking the next units of supply if they all cost at most its price.
+    fn winners(bids: &[(Amount, u64)], asks: &[(Amount, u64)]) -> Vec<bool> {
+        let supply = Supply::new(asks);
+        let mut used = 0u128;
+        bids.iter()
+            .map(|&(p, q)| {
+                let fits = supply.price_of(used + u128::from(q)).is_some_and(|s| s <= p);
+                if fits {
+                    used += u128::from(q);
+                }
+                fits
+            })
+            .collect()
+    }
+
+    /// `(price, quantity)` orders of one side.
+    type Curve = Vec<(Amount, u64)>;
+
+    fn curves() -> impl Strategy<Value = (Curve, Curve)> {
+        let side = || prop::collection::vec((0u128..100, 1u64..40), 1..12);
+        (side(), side()).prop_map(|(mut bids, mut asks)| {
             bids.sort_by_key(|x| std::cmp::Reverse(x.0));
             asks.sort_by_key(|x| x.0);
-            let bc: Vec<(Amount, u64)> = bids.iter().map(|(p, q)| (Amount(*p), *q)).collect();
-            let ac: Vec<(Amount, u64)> = asks.iter().map(|(p, q)| (Amount(*p), *q)).collect();
-            if let Some(q) = discover_price(&bc, &ac) {
-                prop_assert!(q.buyer_price >= q.seller_price, "budget balance");
-                // Units that trade: the top `volume` bid units all bid at least the buyer price,
-                // and the cheapest `volume` ask units all ask at most the seller price.
-                let mut left = q.volume;
-                for (p, n) in &bc { if left == 0 { break } prop_assert!(*p >= q.buyer_price); left = left.saturating_sub(*n); }
-                let mut left = q.volume;
-                for (p, n) in &ac { if left == 0 { break } prop_assert!(*p <= q.seller_price); left = left.saturating_sub(*n); }
-                let demand: u64 = bc.iter().map(|b| b.1).sum();
-                let supply: u64 = ac.iter().map(|a| a.1).sum();
-                prop_assert!(q.volume <= demand.min(supply));
+            let c = |v: Vec<(u128, u64)>| v.into_iter().map(|(p, q)| (Amount(p), q)).collect();
+            (c(bids), c(asks))
+        })
+    }
+
+    proptest! {
+        /// Discovery and allocation agree, and the price is individually rational, budget
+        /// balanced, and leaves no crossing shard unmatched while capacity exists at the price.
+        #[test]
+        fn whole_shards_clear_rationally_balanced_and_unstarved((bids, asks) in curves()) {
+            let won = winners(&bids, &asks);
+            let Some(q) = discover_price(&bids, &asks) else {
+                prop_assert!(won.iter().all(|w| !w), "something fits but nothing traded");
+                return Ok(());
+            };
+            prop_assert_eq!(q.buyer_price, q.seller_price, "one price: budget balanced, nothing burned");
+            let volume: u64 = bids.iter().zip(&won).filter(|(_, w)| **w).map(|(b, _)| b.1).sum();
+            prop_assert_eq!(q.volume, volume, "the volume is exactly the winning shards'");
+            for (b, w) in bids.iter().zip(&won) {
+                if *w {
+                    prop_assert!(b.0 >= q.buyer_price, "a winner pays at most its bid");
+                }
             }
+            // The cheapest `volume` units of supply all ask at most the price.
+            let supply = Supply::new(&asks);
+            prop_assert!(supply.price_of(u128::from(q.volume)).is_some_and(|s| s <= q.seller_price));
+            // No losing shard that bids at least the price would fit in the capacity still
+            // offered at or below the price.
+            let at_price: u64 = asks.iter().filter(|a| a.0 <= q.seller_price).map(|a| a.1).sum();
+            let spare = at_price - q.volume;
+            for (b, w) in bids.iter().zip(&won) {
+                if !*w && b.0 >= q.buyer_price {
+                    prop_assert!(b.1 > spare, "shard {b:?} starved with {spare} units spare at {}", q.seller_price);
+                }
+            }
+        }
+
+        /// A winning bid that is not the marginal one cannot move the price by bidding
+        /// anything else at or above the price: only the marginal orders set it.
+        #[test]
+        fn only_the_marginal_orders_can_move_the_price((bids, asks) in curves(), pick in 0usize..12, shade in 0u128..100) {
+            let won = winners(&bids, &asks);
+            let Some(q) = discover_price(&bids, &asks) else { return Ok(()) };
+            let i = pick % bids.len();
+            let last_winner = won.iter().rposition(|w| *w).expect("a quote has a winner");
+            // A strictly higher bid than the marginal one, shaded to any price that keeps its
+            // place in the priority order.
+            if !won[i] || i >= last_winner || bids[i].0 == bids[last_winner].0 {
+                return Ok(());
+            }
+            let floor = bids.get(i + 1).map_or(Amount::ZERO, |b| b.0).max(q.buyer_price);
+            let new = Amount(floor.0 + shade % (bids[i].0.0 - floor.0 + 1));
+            let mut shaded = bids.clone();
+            shaded[i].0 = new;
+            let again = discover_price(&shaded, &asks).expect("still trades");
+            prop_assert_eq!(again.buyer_price, q.buyer_price);
         }
     }
 }

@@ -106,8 +106,8 @@ params! {
     lease_slack_pct: 300, 100, 100_000;
     /// Fixed allowance added to every lease deadline, ms.
     lease_grace_ms: 120_000, 0, DAY_MS;
-    /// Penalty for missing a lease deadline, bps of the lease payment, from collateral to the
-    /// requester.
+    /// Penalty for missing a lease deadline, bps of the lease payment, burned from collateral
+    /// (never paid to the requester; waived when it withheld an encrypted job's input key).
     non_delivery_bps: 1_000, 0, 10_000;
     /// Compensation a provider receives when the requester cancels a running lease, bps of
     /// the lease payment.
@@ -154,6 +154,10 @@ params! {
     /// where every node is on 127.0.0.1; 0 elsewhere, so no endpoint turns the nodes that dial
     /// it into probes of their own networks).
     allow_private_endpoints: 0, 0, 1;
+    /// Lowest `max_unit_price` a job may bid, base units per device-second. Unpaid work has
+    /// no place in the paid auction (it runs locally with `agora run`); a floor also makes
+    /// every open bid lock real escrow.
+    min_bid_price: 1, 0, BIG;
 }
 
 /// Why a parameter change was refused.

@@ -62,6 +62,10 @@ pub struct Provider {
     pub running: Vec<LeaseId>,
     /// Total paid to it.
     pub earned: Amount,
+    /// Collateral reserved by its unsettled leases (running, committed or audited):
+    /// `slash_multiple` × each lease's value. It cannot be withdrawn, and a lease is matched
+    /// only to a provider whose unreserved collateral covers the new lease's reservation.
+    pub reserved: Amount,
 }
 codec_struct!(Provider {
     profile,
@@ -72,10 +76,16 @@ codec_struct!(Provider {
     last_seen,
     active,
     running: vec(MAX_RUNNING_LEASES),
-    earned
+    earned,
+    reserved
 });
 
 impl Provider {
+    /// Collateral not reserved by unsettled leases: what a new lease may reserve.
+    pub fn free_collateral(&self) -> Amount {
+        self.collateral.saturating_sub(self.reserved)
+    }
+
     /// Locked plus withdrawing collateral.
     pub fn total_collateral(&self) -> Amount {
         self.unlocking.iter().fold(self.collateral, |a, u| a.checked_add(u.amount).expect("bounded"))
@@ -131,6 +141,7 @@ pub(crate) fn register(
             active: true,
             running: vec![],
             earned: Amount::ZERO,
+            reserved: Amount::ZERO,
         },
     );
     watch_liveness(state, cx, who);
@@ -163,7 +174,9 @@ pub(crate) fn add_collateral(state: &mut State, who: AccountId, amount: Amount) 
     Ok(())
 }
 
-/// Starts withdrawing collateral. While leases run, the minimum must stay locked.
+/// Starts withdrawing collateral. What unsettled leases reserve stays locked (review F4: a
+/// cheater that learns it is audited must not be able to walk away with the slash), and while
+/// any lease is unsettled the minimum stays locked too.
 pub(crate) fn withdraw_collateral(
     state: &mut State,
     cx: &mut Ctx,
@@ -180,10 +193,13 @@ pub(crate) fn withdraw_collateral(
     if amount.is_zero() {
         return Err(TxError::Invalid("withdrawal must be positive".into()));
     }
-    if !p.running.is_empty() && rest < min {
+    let unsettled = !p.running.is_empty() || !p.reserved.is_zero();
+    let floor = if unsettled { p.reserved.max(min) } else { Amount::ZERO };
+    if rest < floor {
         return Err(TxError::InvalidState(format!(
-            "{} leases are running; at least {min} collateral must stay locked",
-            p.running.len()
+            "unsettled leases reserve {} of your collateral (at least {min} stays locked while any is unsettled): withdraw at most {} now, or wait until they settle",
+            p.reserved,
+            p.collateral.saturating_sub(floor)
         )));
     }
     if p.unlocking.len() >= MAX_UNLOCKS {

@@ -59,7 +59,10 @@ fn minilm_is_semantic_deterministic_and_audited() {
         .iter()
         .map(|i| decode_vector(i).unwrap())
         .collect();
-    assert_eq!(v[0].len(), 384);
+    // The catalog states the dimension, and the gateway refuses other `dimensions` before
+    // any money moves; the pinned weights must agree with it.
+    let stated = agora_runtime::provision::catalog::find(MINILM).unwrap().dimensions;
+    assert_eq!(Some(v[0].len()), stated);
     let (related, unrelated) = (distance(&v[0], &v[1]).cosine, distance(&v[0], &v[2]).cosine);
     assert!(related > unrelated + 0.3, "related {related:.3} vs unrelated {unrelated:.3}");
 

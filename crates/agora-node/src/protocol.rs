@@ -158,10 +158,17 @@ impl ProvenItem {
         Some(Self { index, bytes: hex::encode(item), proof: tree.proof(index as usize)? })
     }
 
-    /// The item, after checking its proof against `root`.
-    pub fn verified(&self, root: &Hash) -> Result<Vec<u8>, ProtocolError> {
+    /// The item, after checking its proof against `root`, a tree of `count` items (the
+    /// shard's or the commitment's count: the root binds it, and so does this check).
+    pub fn verified(&self, root: &Hash, count: u32) -> Result<Vec<u8>, ProtocolError> {
         let bytes = hex::decode(&self.bytes)
             .map_err(|e| ProtocolError::Mismatch(format!("item {} is not hex: {e}", self.index)))?;
+        if self.proof.count != u64::from(count) {
+            return Err(ProtocolError::Mismatch(format!(
+                "item {}'s proof is for a tree of {} items, not {count}",
+                self.index, self.proof.count
+            )));
+        }
         if self.proof.index != u64::from(self.index) || !self.proof.verify(root, leaf_hash(&bytes)) {
             return Err(ProtocolError::Mismatch(format!(
                 "item {} does not match its commitment {root}",
@@ -204,13 +211,31 @@ mod tests {
         let items: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i]).collect();
         let tree = MerkleTree::from_items(&items);
         let p = ProvenItem::new(&tree, &items, 3).unwrap();
-        assert_eq!(p.verified(&tree.root()).unwrap(), vec![3]);
+        assert_eq!(p.verified(&tree.root(), 7).unwrap(), vec![3]);
+        assert!(p.verified(&tree.root(), 8).unwrap_err().to_string().contains("not 8"));
         let mut forged = p.clone();
         forged.bytes = hex::encode([9u8]);
-        assert!(forged.verified(&tree.root()).is_err());
+        assert!(forged.verified(&tree.root(), 7).is_err());
         let mut moved = p;
         moved.index = 4;
-        assert!(moved.verified(&tree.root()).is_err());
+        assert!(moved.verified(&tree.root(), 7).is_err());
+    }
+
+    #[test]
+    fn a_tail_item_cannot_answer_for_another_index() {
+        // Review F6: the provider serves item 2 of [a, b, c] as index 1 of a two-item tree,
+        // whose only sibling is node(a, b): the path item 2 really has.
+        let items = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        let tree = MerkleTree::from_items(&items);
+        let real = tree.proof(2).unwrap();
+        let fake = ProvenItem {
+            index: 1,
+            bytes: hex::encode(b"c"),
+            proof: MerkleProof { index: 1, count: 2, siblings: real.siblings },
+        };
+        assert!(fake.verified(&tree.root(), 3).is_err());
+        let lying = MerkleProof { count: 3, ..fake.proof.clone() };
+        assert!(ProvenItem { proof: lying, ..fake }.verified(&tree.root(), 3).is_err());
     }
 
     #[test]

@@ -85,6 +85,7 @@ fn spec(wheel_sha: &str, derive: bool) -> ModelSpec {
             output: "config.upper.json".into(),
             sha256: sha(&FILES[0].1.to_ascii_uppercase()),
         }),
+        dimensions: None,
     }
 }
 

@@ -1,4 +1,6 @@
 mod admission;
+mod clearing;
+mod deterrence;
 mod harness;
 mod properties;
 mod scenarios;

@@ -186,6 +186,24 @@ fn check_invariants(state: &State, events: &[Event], asks: &AskPrices) -> Result
             prop_assert_eq!(p.trust.frauds, 0);
         }
     }
+    // Every unsettled lease's reservation is counted once on its provider, and a provider never
+    // holds more leases than its record decodes under.
+    let mut reserved: BTreeMap<AccountId, Amount> = BTreeMap::new();
+    for (_, l) in state.leases() {
+        let unsettled =
+            matches!(l.status, LeaseStatus::Running | LeaseStatus::Committed | LeaseStatus::Auditing);
+        prop_assert!(unsettled || l.reserved.is_zero(), "a finished lease still reserves collateral");
+        let r = reserved.entry(l.provider).or_insert(Amount::ZERO);
+        *r = r.checked_add(l.reserved).unwrap();
+    }
+    for (who, p) in state.providers() {
+        prop_assert_eq!(
+            p.reserved,
+            reserved.get(who).copied().unwrap_or(Amount::ZERO),
+            "reservations drifted"
+        );
+        prop_assert!(p.running.len() <= crate::registry::MAX_RUNNING_LEASES);
+    }
     for (_, o) in state.orders() {
         if let Order::Bid(b) = o {
             let job = state.job(b.job).expect("bids belong to jobs");

@@ -24,6 +24,21 @@ fn model_err(what: &str, e: impl std::fmt::Display) -> ExecError {
     ExecError::model(format!("{what}: {e}"))
 }
 
+/// Most attention heads a BERT configuration may declare.
+const MAX_HEADS: usize = 256;
+
+/// Checks the configuration values candle's BERT uses before it reads any tensor: a positive
+/// head count that divides the hidden size (candle divides by it).
+fn check_config(config: &Config) -> Result<(), ExecError> {
+    let (hidden, heads) = (config.hidden_size, config.num_attention_heads);
+    if !(1..=MAX_HEADS).contains(&heads) || hidden == 0 || hidden % heads != 0 {
+        return Err(ExecError::model(format!(
+            "config.json: hidden_size {hidden} over num_attention_heads {heads} is not a whole head width (heads must be 1..={MAX_HEADS})"
+        )));
+    }
+    Ok(())
+}
+
 impl Embedder {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ExecError> {
@@ -31,13 +46,26 @@ impl Embedder {
             std::fs::read(dir.join(name))
                 .map_err(|e| model_err(&format!("reading {}", dir.join(name).display()), e))
         };
+        Self::from_files(&read("config.json")?, read("model.safetensors")?, &read("tokenizer.json")?, device)
+    }
+
+    /// Builds the model from the bytes of its three files. Model bundles are requester-chosen,
+    /// so hostile bytes give an error, never a panic: the configuration is checked before
+    /// candle divides by its head count, and every tensor's shape must match the file's.
+    pub fn from_files(
+        config: &[u8],
+        weights: Vec<u8>,
+        tokenizer: &[u8],
+        device: &Device,
+    ) -> Result<Self, ExecError> {
         let config: Config =
-            serde_json::from_slice(&read("config.json")?).map_err(|e| model_err("parsing config.json", e))?;
-        let vb = VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, device)
+            serde_json::from_slice(config).map_err(|e| model_err("parsing config.json", e))?;
+        check_config(&config)?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device)
             .map_err(|e| model_err("reading model.safetensors", e))?;
         let model = BertModel::load(vb, &config).map_err(|e| model_err("loading the BERT weights", e))?;
-        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
-            .map_err(|e| model_err("parsing tokenizer.json", e))?;
+        let mut tokenizer =
+            Tokenizer::from_bytes(tokenizer).map_err(|e| model_err("parsing tokenizer.json", e))?;
         let padding = PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..tokenizer.get_padding().cloned().unwrap_or_default()
@@ -88,5 +116,25 @@ impl Embedder {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_head_count_is_an_error_not_a_division_by_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::fixtures::write_tiny_bert(dir.path(), 1).unwrap();
+        Embedder::load(dir.path(), &Device::Cpu).expect("the fixture loads");
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for heads in [0, 3, 100_000] {
+            config["num_attention_heads"] = heads.into();
+            std::fs::write(&path, config.to_string()).unwrap();
+            let err = Embedder::load(dir.path(), &Device::Cpu).err().expect("refused").to_string();
+            assert!(err.contains("num_attention_heads"), "{err}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 use agora_runtime::ExecError;
 use candle_core::quantized::gguf_file::Content;
+use std::io::{Read, Seek, SeekFrom};
 
 /// Most attention heads.
 pub const MAX_HEADS: u32 = 256;
@@ -38,6 +39,22 @@ fn u32_of(ct: &Content, key: &str, required: bool) -> Result<Option<u32>, ExecEr
 
 fn within(key: &str, v: u32, lo: u32, hi: u32) -> Result<u32, ExecError> {
     if (lo..=hi).contains(&v) { Ok(v) } else { Err(bad(format!("{key} = {v}, allowed {lo}..={hi}"))) }
+}
+
+/// Reads a GGUF header from `reader` (positioned at the file's start) and [`check`]s it
+/// against the file's length.
+///
+/// A malformed header is an error, never a panic: candle's reader divides by the declared
+/// `general.alignment` (so `0` panics), and any such panic is turned into a model error.
+pub fn read<R: Read + Seek>(reader: &mut R) -> Result<Content, ExecError> {
+    let io = |e: std::io::Error| ExecError::model(format!("reading the GGUF file: {e}"));
+    let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)))
+        .map_err(|_| bad("the GGUF reader could not parse it".into()))?
+        .map_err(|e| ExecError::model(format!("reading the GGUF header: {e}")))?;
+    check(&content, len)?;
+    Ok(content)
 }
 
 /// Checks the llama hyper-parameters the loader reads and every tensor's declared size against
@@ -108,6 +125,17 @@ pub(crate) mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         gguf_file::write(&mut out, &metadata, &[]).expect("writes");
         out.into_inner()
+    }
+
+    #[test]
+    fn a_zero_alignment_is_an_error_not_a_panic() {
+        let metadata = [("general.alignment", Value::U32(0))];
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut bytes, &metadata, &[]).expect("writes");
+        bytes.set_position(0);
+        let err = read(&mut bytes).expect_err("refused").to_string();
+        assert!(err.contains("could not parse"), "{err}");
     }
 
     fn content(bytes: &[u8]) -> Content {

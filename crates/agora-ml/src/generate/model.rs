@@ -5,7 +5,6 @@ use super::tokenizer::{GgufTokenizer, tokenizer_from_gguf};
 use agora_runtime::ExecError;
 use agora_runtime::items::generation::{Divergence, Generation, StopReason};
 use agora_runtime::rng::Rng;
-use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use std::path::Path;
@@ -57,15 +56,22 @@ pub struct Llm {
 impl Llm {
     /// Loads a GGUF file (weights and tokenizer).
     pub fn load(path: &Path, device: &Device) -> Result<Self, ExecError> {
-        let mut file =
+        let file =
             std::fs::File::open(path).map_err(|e| model_err(&format!("opening {}", path.display()), e))?;
-        let content =
-            gguf_file::Content::read(&mut file).map_err(|e| model_err("reading the GGUF header", e))?;
-        let len = file.metadata().map_err(|e| model_err(&format!("reading {}", path.display()), e))?.len();
-        super::header::check(&content, len)?;
+        Self::read(&mut std::io::BufReader::new(file), device)
+    }
+
+    /// Loads a GGUF model from `reader`. Every size it allocates is bounded by the header
+    /// checks in [`super::header`] or by the file's own length, so hostile bytes give an
+    /// error, never an abort.
+    pub fn read<R: std::io::Read + std::io::Seek>(
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self, ExecError> {
+        let content = super::header::read(reader)?;
         let tok = tokenizer_from_gguf(&content).map_err(|e| model_err("rebuilding the tokenizer", e))?;
         let vocab = tok.tokenizer.get_vocab_size(true);
-        let weights = ModelWeights::from_gguf(content, &mut file, device)
+        let weights = ModelWeights::from_gguf(content, reader, device)
             .map_err(|e| model_err("loading the weights", e))?;
         Ok(Llm { weights, tok, vocab, device: device.clone() })
     }

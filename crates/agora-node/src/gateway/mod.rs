@@ -212,6 +212,28 @@ fn embedding_inputs(input: serde_json::Value) -> Result<Vec<String>, OpenAiError
     Ok(texts)
 }
 
+/// Checks an embeddings request's model, `dimensions` and `encoding_format` (before any money
+/// moves) and returns whether the vectors go out as base64.
+fn embedding_format(req: &EmbeddingRequest) -> Result<bool, OpenAiError> {
+    check_model(&req.model, JobKind::Embed)?;
+    let own = agora_runtime::provision::catalog::find(&req.model).and_then(|m| m.dimensions);
+    if let Some(d) = req.dimensions.filter(|d| Some(*d) != own) {
+        let own = own.map_or_else(|| "a fixed number of".to_string(), |n| n.to_string());
+        return Err(OpenAiError::invalid(
+            Some("dimensions"),
+            format!("{} returns {own} dimensions, not {d}; omit dimensions or ask for {own}", req.model),
+        ));
+    }
+    match req.encoding_format.as_deref() {
+        None | Some("float") => Ok(false),
+        Some("base64") => Ok(true),
+        Some(other) => Err(OpenAiError::invalid(
+            Some("encoding_format"),
+            format!("encoding_format must be float or base64, got {other:?}"),
+        )),
+    }
+}
+
 /// `POST /v1/embeddings`
 async fn embeddings(
     State(gw): State<Arc<Gateway>>,
@@ -220,17 +242,7 @@ async fn embeddings(
 ) -> Result<Response, OpenAiError> {
     let entry = gw.authorize(&headers)?;
     let req: EmbeddingRequest = parse_body(&body)?;
-    check_model(&req.model, JobKind::Embed)?;
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(OpenAiError::invalid(
-                Some("encoding_format"),
-                format!("encoding_format must be float or base64, got {other:?}"),
-            ));
-        }
-    };
+    let base64 = embedding_format(&req)?;
     let texts = embedding_inputs(req.input)?;
     let items: Vec<Vec<u8>> = texts.into_iter().map(String::into_bytes).collect();
     let Verified { items, info } =
@@ -238,12 +250,6 @@ async fn embeddings(
     let mut data = vec![];
     for (i, item) in items.iter().enumerate() {
         let v = decode_vector(item).map_err(|e| OpenAiError::internal(format!("output {i}: {e}")))?;
-        if let Some(d) = req.dimensions.filter(|d| *d != v.len()) {
-            return Err(OpenAiError::invalid(
-                Some("dimensions"),
-                format!("{} has {} dimensions, not {d}", req.model, v.len()),
-            ));
-        }
         let embedding = if base64 {
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             json!(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -476,6 +482,20 @@ mod tests {
                 .contains("/v1/embeddings")
         );
         assert_eq!(check_model("gpt-4o", JobKind::Generate).unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn embedding_dimensions_and_format_are_checked_before_any_job() {
+        let req = |extra: &str| -> EmbeddingRequest {
+            parse_body(format!(r#"{{"model":"all-minilm-l6-v2","input":"x"{extra}}}"#).as_bytes()).unwrap()
+        };
+        assert!(!embedding_format(&req("")).unwrap());
+        assert!(embedding_format(&req(r#","dimensions":384,"encoding_format":"base64""#)).unwrap());
+        let wrong = embedding_format(&req(r#","dimensions":100"#)).unwrap_err();
+        assert_eq!(wrong.status, 400, "{}", wrong.message);
+        assert_eq!(wrong.param, Some("dimensions"));
+        assert!(wrong.message.contains("384"), "{}", wrong.message);
+        assert!(embedding_format(&req(r#","encoding_format":"int8""#)).is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Auditor {
                 audit_id,
                 &provider.profile.endpoint,
                 shard,
-                &commitment.root,
+                &commitment,
                 &job.manifest,
                 &lease,
                 executor,
@@ -142,22 +142,31 @@ impl Auditor {
         audit_id: AuditId,
         endpoint: &str,
         shard: &agora_core::manifest::ShardSpec,
-        output_root: &Hash,
+        commitment: &agora_core::tx::ResultCommitment,
         manifest: &agora_core::JobManifest,
         lease: &agora_ledger::leases::Lease,
         executor: Arc<dyn agora_runtime::executor::Executor>,
     ) -> anyhow::Result<(bool, String)> {
+        if commitment.item_count != shard.item_count {
+            return Ok((
+                false,
+                format!(
+                    "committed {} output items for a {}-item shard",
+                    commitment.item_count, shard.item_count
+                ),
+            ));
+        }
         let items = self.fetch_items_patiently(endpoint, audit_id).await?;
         let inputs = items
             .inputs
             .iter()
-            .map(|p| Ok((p.index, p.verified(&shard.items_root)?)))
+            .map(|p| Ok((p.index, p.verified(&shard.items_root, shard.item_count)?)))
             .collect::<anyhow::Result<Vec<_>>>()
             .context("an input item does not match the requester's commitment")?;
         let claimed = items
             .outputs
             .iter()
-            .map(|p| Ok((p.index, p.verified(output_root)?)))
+            .map(|p| Ok((p.index, p.verified(&commitment.root, commitment.item_count)?)))
             .collect::<anyhow::Result<Vec<_>>>()
             .context("an output item does not match the provider's commitment")?;
         let request = AuditRequest { indices: indices.to_vec(), inputs, claimed };

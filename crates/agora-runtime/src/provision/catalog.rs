@@ -49,6 +49,9 @@ pub struct ModelSpec {
     pub members: Vec<Member>,
     /// Conversion to run after extraction, if any.
     pub derive: Option<DeriveStep>,
+    /// Length of the vectors an embedding model returns (fixed by its pinned weights); `None`
+    /// for other kinds.
+    pub dimensions: Option<usize>,
 }
 
 impl ModelSpec {
@@ -114,6 +117,7 @@ pub fn catalog() -> Vec<ModelSpec> {
                 ),
             ],
             derive: None,
+            dimensions: Some(384),
         },
         ModelSpec {
             name: SMOLLM2.into(),
@@ -132,6 +136,7 @@ pub fn catalog() -> Vec<ModelSpec> {
                 output: "model.gguf".into(),
                 sha256: SMOLLM2_Q8_0_SHA256.into(),
             }),
+            dimensions: None,
         },
         ModelSpec {
             name: DIGITS.into(),
@@ -145,6 +150,7 @@ pub fn catalog() -> Vec<ModelSpec> {
                 "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
             )],
             derive: None,
+            dimensions: None,
         },
     ]
 }

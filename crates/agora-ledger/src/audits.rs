@@ -62,6 +62,7 @@ impl Decode for AuditOutcome {
             0 => Ok(AuditOutcome::Clean),
             1 => Ok(AuditOutcome::Inconclusive),
             2 => Ok(AuditOutcome::Fraud),
+            3 => Ok(AuditOutcome::Unverified),
             t => Err(DecodeError::new("AuditOutcome", DecodeErrorKind::UnknownTag(t))),
         }
     }
@@ -337,7 +338,7 @@ pub(crate) fn report(
 /// whose deadline passed, `timed_out`).
 fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
     let audit = state.audits.get(&id).expect("exists").clone();
-    let (fails, _passes, pending) = audit.counts();
+    let (fails, passes, pending) = audit.counts();
     if timed_out
         && pending > 0
         && audit.replacements < Params::u64(state.params().audit_max_reassign) as u32
@@ -347,14 +348,18 @@ fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
     }
     if !audit.escalated {
         if fails == 0 {
-            return resolve(state, cx, id, AuditOutcome::Clean);
+            // Silence is not a pass: at least one auditor must have recomputed and agreed.
+            let outcome = if passes > 0 { AuditOutcome::Clean } else { AuditOutcome::Unverified };
+            return resolve(state, cx, id, outcome);
         }
         if escalate(state, cx, id) {
             return;
         }
     }
     let reported = audit.active().filter(|a| a.verdict.is_some()).count();
-    let outcome = if fails >= 2 && fails * 2 > reported {
+    let outcome = if reported == 0 {
+        AuditOutcome::Unverified
+    } else if fails >= 2 && fails * 2 > reported {
         AuditOutcome::Fraud
     } else if fails > 0 {
         AuditOutcome::Inconclusive
@@ -460,6 +465,13 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.forced_audits = forced;
             }
             leases::settle(state, cx, audit.lease, &reporters);
+        }
+        AuditOutcome::Unverified => {
+            if let Some(p) = state.providers.get_mut(&audit.provider) {
+                p.trust.clean_streak = 0;
+                p.trust.forced_audits = forced;
+            }
+            leases::fail(state, cx, audit.lease, LeaseFailure::Unverified);
         }
         AuditOutcome::Fraud => {
             let accusers: Vec<AccountId> =

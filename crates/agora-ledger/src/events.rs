@@ -9,13 +9,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
-    /// Every report passed (or no auditor reported in time): the provider is paid.
+    /// Every report passed: the provider is paid.
     Clean,
     /// A failure was not confirmed by the escalation: no slash, but the provider's trust
     /// resets and its next leases are audited with certainty.
     Inconclusive,
     /// Confirmed by a majority of at least two auditors: the provider is slashed.
     Fraud,
+    /// No auditor reported, even after every replacement: silence is not a pass. The lease
+    /// fails unpaid (no slash, no penalty), the shard is re-matched elsewhere, the provider's
+    /// trust resets and its next leases are audited with certainty.
+    Unverified,
 }
 
 /// Why a lease ended without payment to the provider.
@@ -30,6 +34,8 @@ pub enum LeaseFailure {
     Cancelled,
     /// The audit confirmed fraud.
     Fraud,
+    /// The audit got no verdict at all (see [`AuditOutcome::Unverified`]).
+    Unverified,
 }
 
 /// One thing the ledger did. Every event names the objects it touched so clients can follow

@@ -15,6 +15,8 @@
 //! * **cancelled by the requester**: the provider keeps `cancel_fee_bps` of the payment; the
 //!   rest is refunded.
 //! * **fraud**: the escrow goes back to the shard and the provider is slashed (see audits).
+//! * **unverified** (no auditor reported at all): the escrow goes back to the shard, which is
+//!   re-matched to another provider; no slash and no penalty.
 
 use crate::error::TxError;
 use crate::events::{Event, LeaseFailure};
@@ -73,6 +75,7 @@ impl Decode for LeaseStatus {
                 1 => LeaseFailure::ProviderVanished,
                 2 => LeaseFailure::Cancelled,
                 3 => LeaseFailure::Fraud,
+                4 => LeaseFailure::Unverified,
                 t => return Err(DecodeError::new("LeaseFailure", DecodeErrorKind::UnknownTag(t))),
             }),
             t => return Err(DecodeError::new("LeaseStatus", DecodeErrorKind::UnknownTag(t))),
@@ -437,7 +440,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             state.pay_out(Bucket::Escrow, &lease.provider, fee);
             escrow = escrow.checked_sub(fee).expect("a share");
         }
-        LeaseFailure::Fraud => {}
+        LeaseFailure::Fraud | LeaseFailure::Unverified => {}
     }
     if lease.is_running() {
         state.unschedule(lease.deadline_ms, Timer::LeaseDeadline(id));

@@ -333,18 +333,27 @@ fn single_failure_not_confirmed_is_inconclusive() {
 }
 
 #[test]
-fn silent_auditors_are_replaced_then_the_audit_closes_clean() {
+fn silent_auditors_are_replaced_and_silence_is_never_a_pass() {
+    // Before, an audit nobody reported on closed Clean: the lease was paid and the provider's
+    // trust rose, so a cheater that withheld its audit items (or drew lazy auditors) won.
     let p = Params { audit_report_blocks: 2, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let (job, lease) = leased_job(&mut c, 20);
     c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 60_000) });
     c.advance(1);
     let audit_id = c.state.lease(lease).unwrap().audit.unwrap();
+    let collateral = c.state.provider(&id("p0")).unwrap().collateral;
+    let earned = c.state.provider(&id("p0")).unwrap().earned;
     c.advance(2 * 3 + 1);
     let audit = c.state.audit(audit_id).unwrap();
     assert_eq!(audit.replacements, 2);
-    assert_eq!(audit.outcome, Some(AuditOutcome::Clean));
-    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Settled);
+    assert_eq!(audit.outcome, Some(AuditOutcome::Unverified));
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::Unverified));
+    let p0 = c.state.provider(&id("p0")).unwrap();
+    assert_eq!((p0.collateral, p0.earned), (collateral, earned), "not slashed, not paid");
+    assert_eq!(p0.trust.clean_streak, 0);
+    assert!(p0.trust.forced_audits > 0, "its next leases are audited with certainty");
+    assert!(c.state.job(job).unwrap().shards[0].excluded.contains(&id("p0")), "re-matched elsewhere");
 }
 
 #[test]

@@ -271,6 +271,7 @@ fn failure_reason(f: LeaseFailure) -> &'static str {
         LeaseFailure::ProviderVanished => "provider_vanished",
         LeaseFailure::Cancelled => "cancelled",
         LeaseFailure::Fraud => "fraud",
+        LeaseFailure::Unverified => "unverified",
     }
 }
 
@@ -281,6 +282,7 @@ fn audit_outcome(a: &Audit) -> &'static str {
         Some(Clean) => "clean",
         Some(Inconclusive) => "inconclusive",
         Some(Fraud) => "fraud",
+        Some(Unverified) => "unverified",
     }
 }
 
@@ -384,7 +386,7 @@ async fn chain_families(x: &mut Exposition, chain: &ChainHandle) {
     });
     x.by("agora_jobs", Kind::Gauge, "Jobs by state", "state", jobs);
     let mut leases = zeros(&["running", "committed", "auditing", "settled", "failed"]);
-    let mut failures = zeros(&["missed_deadline", "provider_vanished", "cancelled", "fraud"]);
+    let mut failures = zeros(&["missed_deadline", "provider_vanished", "cancelled", "fraud", "unverified"]);
     for (_, l) in st.leases() {
         count(&mut leases, lease_status(&l.status), 1.0);
         if let LeaseStatus::Failed(f) = l.status {
@@ -393,10 +395,13 @@ async fn chain_families(x: &mut Exposition, chain: &ChainHandle) {
     }
     x.by("agora_leases", Kind::Gauge, "Leases by status", "status", leases);
     x.by("agora_lease_failures", Kind::Gauge, "Failed leases by reason", "reason", failures);
-    let audits = st.audits().fold(zeros(&["open", "clean", "inconclusive", "fraud"]), |mut m, (_, a)| {
-        count(&mut m, audit_outcome(a), 1.0);
-        m
-    });
+    let audits = st.audits().fold(
+        zeros(&["open", "clean", "inconclusive", "fraud", "unverified"]),
+        |mut m, (_, a)| {
+            count(&mut m, audit_outcome(a), 1.0);
+            m
+        },
+    );
     x.by("agora_audits", Kind::Gauge, "Audits by outcome (open = not resolved yet)", "outcome", audits);
 }
 

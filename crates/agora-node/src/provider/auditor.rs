@@ -55,6 +55,13 @@ where
 #[error("cannot audit: {0}")]
 pub struct Unable(pub String);
 
+/// Whether an audit error is this node's own failure rather than the provider's: [`Unable`],
+/// or a transport error (no route, refused connection, timeout) reaching the provider. A
+/// provider that answers, but with an error or with items that do not verify, is at fault.
+fn own_failure(e: &anyhow::Error) -> bool {
+    e.is::<Unable>() || e.chain().any(|c| c.is::<reqwest::Error>())
+}
+
 /// How long refused or failed item requests are retried before they count as withholding.
 /// The provider checks the request against its own view of the chain, which can trail ours by a
 /// few blocks: an auditor added by an escalation asks as soon as it sees its assignment, and
@@ -119,8 +126,14 @@ impl Auditor {
             .await
         {
             Ok((passed, detail)) => (passed, detail),
+            // This node's own failure (no route to the provider, a timeout, its own limits):
+            // it reports nothing, so the chain replaces it. Never an accusation.
+            Err(e) if own_failure(&e) => {
+                return Err(e.context("cannot audit"));
+            }
             Err(e) => {
-                // The provider must serve what it committed to; anything else fails the audit.
+                // The provider answered, but not with what it committed to: withholding or
+                // items that do not verify fail the audit.
                 warn!(audit = audit_id, error = %format!("{e:#}"), "audit failed to obtain verifiable items");
                 (false, format!("{e:#}"))
             }
@@ -193,7 +206,12 @@ impl Auditor {
                 ))
             }
             // The claimed outputs could not even be replayed (e.g. a malformed checkpoint).
-            Err(e) => Ok((false, format!("recomputation rejected the claims: {e}"))),
+            Err(e @ agora_runtime::ExecError::BadAudit(_)) => {
+                Ok((false, format!("recomputation rejected the claims: {e}")))
+            }
+            // The recomputation itself failed here (the model, a resource stop, unusable
+            // inputs or parameters the provider is not to blame for): unable, not fraud.
+            Err(e) => Err(Unable(format!("recomputing: {e}")).into()),
         }
     }
 }
@@ -202,6 +220,19 @@ impl Auditor {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn an_unreachable_provider_is_the_auditors_problem_a_refusal_is_the_providers() {
+        // Nothing listens on port 1: connecting fails, as it would for an auditor whose own
+        // network is down. That must not become a fraud report.
+        let http = agora_store::http::outbound::client_with_total(Duration::from_secs(5));
+        let err = http.get("http://127.0.0.1:1/agent/audit/1").send().await.unwrap_err();
+        let err = anyhow::Error::new(err).context("provider unreachable at http://127.0.0.1:1");
+        assert!(own_failure(&err));
+        assert!(own_failure(&anyhow::Error::new(Unable("recomputing: model problem".into()))));
+        assert!(!own_failure(&anyhow::anyhow!("provider answered 403 Forbidden: not assigned")));
+        assert!(!own_failure(&anyhow::anyhow!("item 3 does not match its commitment")));
+    }
 
     #[tokio::test]
     async fn refusals_are_retried_before_they_count() {

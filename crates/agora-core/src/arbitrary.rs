@@ -109,7 +109,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
         any::<u64>(),
         policy,
         constraints,
-        (any::<bool>(), prop::collection::vec("http://[a-z0-9.:]{1,20}", 0..2)),
+        (any::<bool>(), prop::collection::vec("http://[a-z0-9.:]{1,20}", 0..2), prop::option::of(account())),
     )
         .prop_map(
             |(
@@ -121,7 +121,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
                 deadline_ms,
                 policy,
                 constraints,
-                (encrypted, sources),
+                (encrypted, sources, key_agent),
             )| {
                 JobManifest {
                     model,
@@ -134,6 +134,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
                     constraints,
                     encrypted,
                     sources,
+                    key_agent,
                 }
             },
         )

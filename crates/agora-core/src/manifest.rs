@@ -302,6 +302,11 @@ pub struct JobManifest {
     /// verified against its hash, so a wrong source can only waste time).
     #[serde(default)]
     pub sources: Vec<String>,
+    /// An account that may share the input keys on the requester's behalf (the requester's
+    /// node), so an encrypted job is served while the requester is offline. The requester
+    /// seals the keys to it; it never sees more than a matched provider does.
+    #[serde(default)]
+    pub key_agent: Option<crate::AccountId>,
 }
 codec_struct!(JobManifest {
     model,
@@ -313,7 +318,8 @@ codec_struct!(JobManifest {
     policy,
     constraints,
     encrypted,
-    sources: vec(MAX_SOURCES)
+    sources: vec(MAX_SOURCES),
+    key_agent
 });
 
 /// Why a manifest was refused, before any money moves.
@@ -447,6 +453,7 @@ pub(crate) mod tests {
             constraints: Constraints::default(),
             encrypted: true,
             sources: vec!["http://127.0.0.1:7700".into()],
+            key_agent: None,
         }
     }
 

@@ -141,6 +141,7 @@ fn book(asks: usize, bids: usize) -> BlockBuilder {
             constraints: Constraints::default(),
             encrypted: false,
             sources: vec![],
+            key_agent: None,
         };
         pending.push(sign(&requesters[r], nonce[r], TxPayload::SubmitJob { manifest }));
         nonce[r] += 1;

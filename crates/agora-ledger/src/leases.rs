@@ -300,8 +300,11 @@ pub(crate) fn share_key(
     sealed: Vec<u8>,
 ) -> Result<(), TxError> {
     let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
-    if lease.requester != who {
-        return Err(TxError::Unauthorized("only the requester shares input keys".into()));
+    let agent = state.jobs.get(&lease.job).and_then(|j| j.manifest.key_agent);
+    if lease.requester != who && agent != Some(who) {
+        return Err(TxError::Unauthorized(
+            "only the requester or the job's key agent shares input keys".into(),
+        ));
     }
     let auditor = lease.audit.and_then(|a| state.audits.get(&a)).is_some_and(|a| a.is_assigned(&to));
     if to != lease.provider && !auditor {

@@ -97,6 +97,16 @@ impl NodeClient {
         self.decode(resp).await
     }
 
+    /// POST a JSON body to a path under the base URL; the JSON answer.
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await;
+        self.decode(resp).await
+    }
+
     /// Chain status.
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.get("/api/v1/status").await

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod devnet;
 pub mod gateway;
+pub mod key_agent;
 pub mod logging;
 pub mod protocol;
 pub mod provider;

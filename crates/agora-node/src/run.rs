@@ -5,6 +5,7 @@
 use crate::address_book::AddressBook;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{NetworkProfile, NodeConfig, load_genesis, load_key};
+use crate::key_agent::KeyAgent;
 use agora_chain::block::{consensus_key, consensus_public_key};
 use agora_chain::mempool::Limits;
 use agora_chain::validator::{
@@ -59,6 +60,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .and_then(|p| p.upstream.clone())
             .expect("checked when the config was loaded");
         let (agent, routes) = crate::provider::agent::Agent::new(agent_cfg(upstream.clone()))?;
+        let keys = KeyAgent::new(key.clone(), &config.data_dir, agent.chain(), agent.sender());
         let state = Arc::new(ApiState::new(
             None,
             store.clone(),
@@ -73,11 +75,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         return rt.block_on(async move {
-            let router = api::router(state.clone(), limits).merge(routes).merge(gateway.routes());
+            let router =
+                api::router(state.clone(), limits).merge(routes).merge(gateway.routes()).merge(keys.routes());
             let listener = tokio::net::TcpListener::bind(config.api.listen).await.with_context(|| {
                 format!("cannot listen on {} (is another node using the port?)", config.api.listen)
             })?;
             tokio::spawn(agent.run());
+            tokio::spawn(keys.run());
             println!("node {} ready: API {}", config.name, config.api_url());
             serve_until_stopped(listener, router, &state).await?;
             Ok(())
@@ -85,6 +89,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     // Validators audit too (committee members are in the auditor pool); they follow themselves.
     let (agent, agent_routes) = crate::provider::agent::Agent::new(agent_cfg(config.api_url()))?;
+    let keys = KeyAgent::new(key.clone(), &config.data_dir, agent.chain(), agent.sender());
     let gateway = crate::gateway::Gateway::new(&config.api_url(), config.data_dir.clone(), &config.gateway)?;
     let genesis_file = config.genesis_file.clone().context("a validator's config needs genesis_file")?;
     let genesis = load_genesis(&genesis_file)?;
@@ -184,7 +189,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             let state =
                 Arc::new(ApiState::new(Some(chain.clone()), store, info, config.api.limits.clone(), threads));
             let store_cfg = store_config(&config, operator, Some(chain.clone()));
-            let router = api::router(state.clone(), store_cfg).merge(agent_routes).merge(gateway.routes());
+            let router = api::router(state.clone(), store_cfg)
+                .merge(agent_routes)
+                .merge(gateway.routes())
+                .merge(keys.routes());
             let listener = match tokio::net::TcpListener::bind(api_addr).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -194,6 +202,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             };
             info!(api = %api_addr, height = chain.snapshot().height, "node running");
             tokio::spawn(agent.run());
+            tokio::spawn(keys.run());
             println!("node {} ready: API http://{api_addr}", config.name);
             serve_until_stopped(listener, router, &state).await
         });

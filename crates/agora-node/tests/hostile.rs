@@ -40,6 +40,7 @@ fn poison(key: &agora_core::SecretKey, nonce: u64, chain: &str) -> agora_core::S
         constraints: Constraints::default(),
         encrypted: false,
         sources: vec![],
+        key_agent: None,
     };
     Transaction {
         sender: key.public(),

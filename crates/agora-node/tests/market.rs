@@ -16,8 +16,13 @@ const MONTECARLO: &[u8] = include_bytes!("../../../examples/wasm/montecarlo.wasm
 
 /// Writes a montecarlo job over `items` input lines into `dir`; `market` is the [market] body.
 fn job_file(dir: &Path, name: &str, items: usize, market: &str) -> String {
+    job_file_sized(dir, name, items, 2_000, market)
+}
+
+/// [`job_file`] with item `i` drawing `samples + 10·i` samples (20 million take about 1.5 s).
+fn job_file_sized(dir: &Path, name: &str, items: usize, samples: usize, market: &str) -> String {
     std::fs::write(dir.join("montecarlo.wasm"), MONTECARLO).unwrap();
-    let lines: String = (0..items).map(|i| format!("samples={}\n", 2_000 + i * 10)).collect();
+    let lines: String = (0..items).map(|i| format!("samples={}\n", samples + i * 10)).collect();
     std::fs::write(dir.join(format!("{name}.txt")), lines).unwrap();
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -96,6 +101,7 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
         constraints: Default::default(),
         encrypted: false,
         sources: vec![v.clone()],
+        key_agent: None,
     };
     let err = rt.block_on(agora_node::requester::submit_manifest(&chain, &sender, &missing)).unwrap_err();
     assert!(format!("{err:#}").contains("not available"), "{err:#}");
@@ -175,12 +181,19 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     assert!(proofs.iter().all(|p| p["certified_in_epoch"].is_u64()), "{verified}");
     assert!(proofs.iter().all(|p| p["height"].as_u64().unwrap() >= epoch_length), "{verified}");
 
-    // --- A provider killed mid-job: its shard is re-matched and the job completes. ---
-    let job = job_file(work.path(), "kill", 40, "max_price = 1000\nshards = 2\ndeadline = \"20m\"");
+    // --- A provider killed mid-job: its shard is re-matched and the job completes. The job is
+    // submitted without --wait and nothing on the requester's side runs afterwards: the node's
+    // key agent shares the input keys, with the first providers and again after the re-match.
+    // Each shard computes for several seconds: a window in which to kill one provider.
+    let job = job_file_sized(
+        work.path(),
+        "kill",
+        40,
+        6_000_000,
+        "max_price = 1000\nshards = 2\ndeadline = \"20m\"",
+    );
     let submitted = agora(&v, &["--data-dir", wallet, "job", "submit", &job]);
     let id = submitted["job"].as_u64().unwrap();
-    // Encrypted inputs wait for the requester's keys (shared by `job wait`), so the leases stay
-    // running until then: a window in which to kill one provider.
     let mut leases = vec![];
     wait_for("both shards to be leased", Duration::from_secs(60), || {
         let j = rt.block_on(chain.job(id)).unwrap();
@@ -198,7 +211,10 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     let index = (0..2).find(|i| net.provider_account(*i) == victim).expect("an honest provider runs it");
     let pid = pid_of(&net.provider_config(index)).expect("provider process");
     signal(pid, nix::sys::signal::Signal::SIGKILL);
-    let r = agora(&v, &["--data-dir", wallet, "job", "wait", &id.to_string(), "--timeout", "600"]);
+    wait_for("the job to settle with no requester online", Duration::from_secs(600), || {
+        rt.block_on(chain.job(id)).unwrap().finished
+    });
+    let r = agora(&v, &["--data-dir", wallet, "job", "wait", &id.to_string(), "--timeout", "10"]);
     for s in r["shards"].as_array().unwrap() {
         assert!(s["status"].as_str().unwrap().starts_with("Done"), "{r}");
         assert_ne!(s["provider"].as_str().unwrap(), victim, "{r}");

@@ -137,3 +137,24 @@ fn a_withheld_key_costs_the_provider_nothing_and_pays_the_requester_nothing() {
     assert_eq!(p0.trust.leases_failed, 0, "not the provider's failure");
     assert!(c.state.balance(&id("u0")) <= requester, "the requester gained nothing");
 }
+
+#[test]
+fn the_jobs_key_agent_may_share_its_keys_and_nobody_else_may() {
+    // Keys shared only by a requester that stays online left `agora job submit` without
+    // `--wait` unserved. A job may name a key agent (the requester's node) to share for it.
+    let mut c = TestChain::new();
+    for p in ["p0", "p1"] {
+        register(&mut c, p, "local", 100);
+    }
+    c.ok("p0", ask(&c, 2, 3600));
+    let mut m = manifest(&c, 1, 20, 60, 10);
+    m.encrypted = true;
+    m.key_agent = Some(id("v0"));
+    c.ok("u0", TxPayload::SubmitJob { manifest: m });
+    let lease = c.state.leases().next().map(|(l, _)| *l).expect("leased");
+    let share = || TxPayload::ShareKey { lease, to: id("p0"), sealed_key: vec![1; 80] };
+    let err = c.fails("u1", share());
+    assert!(err.contains("key agent"), "{err}");
+    c.ok("v0", share());
+    assert_eq!(c.state.lease(lease).unwrap().keys.len(), 1);
+}

@@ -220,6 +220,7 @@ pub fn manifest(c: &TestChain, shards: u32, items: u32, quantity: u64, max_price
         constraints: Constraints::default(),
         encrypted: false,
         sources: vec![],
+        key_agent: None,
     }
 }
 

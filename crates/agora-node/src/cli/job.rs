@@ -84,7 +84,10 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             let record = requester::submit(&client, &sender, &g.data_dir, &job).await?;
             if !wait {
                 print(g.json, &serde_json::json!({"job": record.job}), |_| {
-                    format!("submitted job {}\nfollow it with: agora job wait {}", record.job, record.job)
+                    format!(
+                        "submitted job {}\nthe node's key agent shares its input keys with the providers; follow it with: agora job wait {}",
+                        record.job, record.job
+                    )
                 });
                 return Ok(());
             }

@@ -114,6 +114,16 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The transaction sender of the node's account (shared, so nonces never collide).
+    pub fn sender(&self) -> Arc<TxSender> {
+        self.sender.clone()
+    }
+
+    /// The chain client the agent follows.
+    pub fn chain(&self) -> NodeClient {
+        self.chain.clone()
+    }
+
     /// Prepares an agent and the routes it serves (`/agent/...`).
     pub fn new(cfg: AgentConfig) -> anyhow::Result<(Arc<Self>, axum::Router)> {
         let chain = NodeClient::new(&cfg.upstream);

@@ -6,10 +6,12 @@ use super::record::JobRecord;
 use crate::client::NodeClient;
 use crate::protocol;
 use crate::sender::TxSender;
+use agora_core::tx::LeaseId;
 use agora_core::tx::TxPayload;
 use agora_ledger::jobs::{Job, ShardStatus};
-use agora_ledger::leases::LeaseStatus;
-use anyhow::bail;
+use agora_ledger::leases::{Lease, LeaseStatus};
+use agora_store::encrypt::BlobKey;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -58,6 +60,30 @@ pub fn progress_bar(show: bool) -> ProgressBar {
     pb
 }
 
+/// Shares a shard's input key with `lease`'s provider when the job is encrypted, the lease is
+/// running, and no key for its provider is on chain or was sent by us (`shared`) yet. `key`
+/// gives the shard's key. Returns whether a key was sent.
+pub async fn share_input_key(
+    sender: &TxSender,
+    job: &Job,
+    id: LeaseId,
+    lease: &Lease,
+    key: impl FnOnce() -> anyhow::Result<BlobKey>,
+    shared: &mut BTreeSet<LeaseId>,
+) -> anyhow::Result<bool> {
+    let needs_key = job.manifest.encrypted
+        && lease.is_running()
+        && !lease.keys.iter().any(|k| k.to == lease.provider)
+        && !shared.contains(&id);
+    if !needs_key {
+        return Ok(false);
+    }
+    let sealed = protocol::seal_input_key(&key()?, &lease.provider)?;
+    sender.submit(TxPayload::ShareKey { lease: id, to: lease.provider, sealed_key: sealed }).await?;
+    shared.insert(id);
+    Ok(true)
+}
+
 /// Follows `record`'s job until every shard is settled or abandoned, or `timeout` passes,
 /// showing its stages on `pb` (see [`progress_bar`]). Returns the finished job.
 pub async fn follow(
@@ -90,23 +116,15 @@ pub async fn follow(
                         LeaseStatus::Settled => st.settled += 1,
                         LeaseStatus::Failed(_) => st.matching += 1,
                     }
-                    let needs_key = job.manifest.encrypted
-                        && lease.is_running()
-                        && !lease.keys.iter().any(|k| k.to == lease.provider)
-                        && !shared.contains(&l);
-                    if needs_key {
-                        let Some(key) = record.key(i as u32) else {
-                            bail!(
+                    let key = || {
+                        record.key(i as u32).with_context(|| {
+                            format!(
                                 "this machine has no input key for shard {i} of job {}; it was submitted elsewhere",
                                 record.job
                             )
-                        };
-                        let sealed = protocol::seal_input_key(&key, &lease.provider)?;
-                        sender
-                            .submit(TxPayload::ShareKey { lease: l, to: lease.provider, sealed_key: sealed })
-                            .await?;
-                        shared.insert(l);
-                    }
+                        })
+                    };
+                    share_input_key(sender, &job, l, &lease, key, &mut shared).await?;
                 }
             }
         }

@@ -53,7 +53,19 @@ pub async fn submit_prepared(
 ) -> anyhow::Result<JobRecord> {
     check_funds(client, sender, &prepared.manifest).await?;
     prepare::upload(prepared, client.url(), sender.key()).await.context("uploading the model and inputs")?;
-    let job_id = submit_manifest(client, sender, &prepared.manifest).await?;
+    // An encrypted job names the node's key agent, which shares the keys with matched
+    // providers for as long as the job runs, whether or not this process stays online.
+    let mut manifest = prepared.manifest.clone();
+    let agent = if manifest.encrypted { crate::key_agent::agent_of(client).await } else { None };
+    manifest.key_agent = agent;
+    let job_id = submit_manifest(client, sender, &manifest).await?;
+    if let Some(agent) = agent {
+        let keys: Option<Vec<_>> = prepared.keys.iter().cloned().collect();
+        let keys = keys.context("an encrypted job has a key for every shard")?;
+        crate::key_agent::deposit_keys(client, sender.key(), &agent, job_id, &keys)
+            .await
+            .context("handing the input keys to the node's key agent")?;
+    }
     let record = JobRecord {
         job: job_id,
         node: client.url().to_string(),

@@ -111,6 +111,7 @@ pub fn prepare(
         constraints: job.constraints.clone(),
         encrypted: job.encrypted,
         sources,
+        key_agent: None,
     };
     manifest.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Prepared { manifest, keys, shards, model_file })

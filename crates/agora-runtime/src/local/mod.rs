@@ -66,6 +66,7 @@ fn local_manifest(
         constraints: Constraints::default(),
         encrypted: false,
         sources: vec![],
+        key_agent: None,
     };
     manifest.validate()?;
     Ok(manifest)

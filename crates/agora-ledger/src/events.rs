@@ -304,8 +304,8 @@ pub enum Event {
         proposal: ProposalId,
         /// Proposer.
         proposer: AccountId,
-        /// Voting closes at this height.
-        end_height: u64,
+        /// Voting closes at this block time, unix ms.
+        end_ms: u64,
     },
     /// A vote was cast.
     Voted {

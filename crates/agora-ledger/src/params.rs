@@ -69,6 +69,32 @@ const BIG: u128 = 1 << 100;
 /// The largest committee `committee_size` allows (consensus sizes messages and blocks for it).
 pub const MAX_COMMITTEE_SIZE: u128 = 100;
 
+/// Parameters whose change can weaken what the protocol guarantees (deterrence, audits,
+/// consensus safety, governance itself): a proposal touching any of them needs
+/// `gov_critical_bps` of all bonded stake voting yes, not a majority of a quorum.
+pub const CRITICAL_PARAMS: &[&str] = &[
+    "committee_size",
+    "min_validator_stake",
+    "unbonding_blocks",
+    "equivocation_slash_bps",
+    "min_provider_collateral",
+    "audit_window_blocks",
+    "audit_floor_ppm",
+    "lambda_bps",
+    "collusion_alpha_bps",
+    "cheat_saving_bps",
+    "trust_threshold",
+    "detect_fraction_bps",
+    "detect_target_ppm",
+    "slash_multiple",
+    "slash_auditor_share_bps",
+    "ejection_blocks",
+    "gov_voting_ms",
+    "gov_quorum_bps",
+    "gov_critical_bps",
+    "allow_private_endpoints",
+];
+
 /// Parameters only a genesis file sets; governance proposals to change them are refused.
 pub const FIXED_AT_GENESIS: &[&str] = &["epoch_length"];
 const DAY_MS: u128 = 86_400_000;
@@ -146,10 +172,15 @@ params! {
     slash_auditor_share_bps: 5_000, 0, 10_000;
     /// Blocks a provider confirmed as fraudulent is barred from the market.
     ejection_blocks: 1_000_000, 0, 1 << 48;
-    /// Blocks a governance proposal stays open for votes.
-    gov_voting_blocks: 30, 1, 1 << 32;
-    /// Share of bonded stake that must vote for a proposal to count, bps.
+    /// How long a governance proposal stays open for votes, ms of block time (wall time, so
+    /// faster blocks never shorten the time stakers have to react).
+    gov_voting_ms: 3 * DAY_MS, 1_000, 90 * DAY_MS;
+    /// Share of bonded stake (at the proposal's opening) that must vote for a proposal to
+    /// count, bps.
     gov_quorum_bps: 3_334, 0, 10_000;
+    /// Share of bonded stake (at the proposal's opening) that must vote *yes* for a proposal
+    /// that changes a security parameter ([`CRITICAL_PARAMS`]), bps.
+    gov_critical_bps: 6_667, 5_001, 10_000;
     /// Whether providers may register loopback, private or link-local endpoints (1 on devnets,
     /// where every node is on 127.0.0.1; 0 elsewhere, so no endpoint turns the nodes that dial
     /// it into probes of their own networks).

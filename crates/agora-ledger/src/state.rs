@@ -91,7 +91,7 @@ pub enum Timer {
     SettleLease(LeaseId),
     /// At a height: an audit's report deadline.
     AuditDeadline(AuditId),
-    /// At a height: a proposal's voting ends.
+    /// At a time: a proposal's voting ends.
     CloseProposal(ProposalId),
     /// At a height: check whether a provider has gone silent.
     Liveness(AccountId),
@@ -120,7 +120,10 @@ impl Timer {
 
     /// Whether the timer fires on block time (ms) rather than height.
     pub fn is_timed(&self) -> bool {
-        matches!(self, Timer::OrderExpiry(_) | Timer::LeaseDeadline(_) | Timer::JobDeadline(_))
+        matches!(
+            self,
+            Timer::OrderExpiry(_) | Timer::LeaseDeadline(_) | Timer::JobDeadline(_) | Timer::CloseProposal(_)
+        )
     }
 }
 

@@ -82,7 +82,7 @@ pub fn devnet_params(validators: usize) -> Params {
         audit_window_blocks: 20,
         audit_report_blocks: 1_500,
         unbonding_blocks: 600,
-        gov_voting_blocks: 600,
+        gov_voting_ms: 20_000,
         allow_private_endpoints: 1,
         ..Params::default()
     }

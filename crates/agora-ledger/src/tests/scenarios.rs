@@ -493,7 +493,7 @@ fn per_account_cap_spreads_fills_over_blocks() {
 
 #[test]
 fn governance_changes_parameters() {
-    let p = Params { gov_voting_blocks: 3, ..Params::default() };
+    let p = Params { gov_voting_ms: 3_000, ..Params::default() };
     let mut c = TestChain::with_params(p);
     let err = c.fails(
         "u0",

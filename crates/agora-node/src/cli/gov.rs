@@ -85,10 +85,10 @@ pub async fn run(g: &Global, cmd: GovCommand) -> anyhow::Result<()> {
                         let changes: Vec<String> =
                             p.value.changes.iter().map(|c| format!("{}={}", c.name, c.value)).collect();
                         format!(
-                            "#{} {:?} ends at {} yes {} no {} [{}] {}",
+                            "#{} {:?} ends at {} ms yes {} no {} [{}] {}",
                             p.id,
                             p.value.status,
-                            p.value.end_height,
+                            p.value.end_ms,
                             p.value.yes,
                             p.value.no,
                             changes.join(", "),

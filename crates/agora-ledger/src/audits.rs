@@ -197,27 +197,56 @@ pub fn probability_for(
     trust_term.max(p.audit_floor_ppm).max(p_econ).min(PPM) as u32
 }
 
-/// Eligible auditors for a lease: working providers that run the job kind, and committee
-/// validators, never the audited provider or the requester, never someone already assigned.
-fn auditor_pool(state: &State, kind: JobKind, exclude: &BTreeSet<AccountId>, height: u64) -> Vec<AccountId> {
-    let mut pool: BTreeSet<AccountId> = state
+/// Eligible auditors for a lease, each with its weight: working providers that sell the
+/// lease's class and run its job kind (the same kernels, so an honest recomputation agrees),
+/// weighted by their collateral, and committee validators, weighted by their bonded stake
+/// (both slashable when their verdict is refuted). Never the audited provider or the
+/// requester, never someone already assigned, never anyone with nothing at stake.
+fn auditor_pool(
+    state: &State,
+    kind: JobKind,
+    class: &agora_core::ResourceClass,
+    exclude: &BTreeSet<AccountId>,
+    height: u64,
+) -> Vec<(AccountId, Amount)> {
+    let mut pool: std::collections::BTreeMap<AccountId, Amount> = state
         .providers
         .iter()
-        .filter(|(_, p)| p.can_work(height) && p.profile.kinds.contains(&kind))
-        .map(|(k, _)| *k)
+        .filter(|(_, p)| {
+            p.can_work(height) && p.profile.kinds.contains(&kind) && p.profile.classes.contains(class)
+        })
+        .map(|(k, p)| (*k, p.collateral))
         .collect();
-    pool.extend(state.meta.committee.iter().copied());
-    pool.retain(|a| !exclude.contains(a));
-    pool.into_iter().collect()
+    for v in &state.meta.committee {
+        let stake = state.validators.get(v).map_or(Amount::ZERO, |x| x.stake);
+        let w = pool.entry(*v).or_insert(Amount::ZERO);
+        *w = w.checked_add(stake).unwrap_or(Amount(u128::MAX));
+    }
+    pool.into_iter().filter(|(a, w)| !exclude.contains(a) && !w.is_zero()).collect()
 }
 
-/// Draws `n` distinct members of `pool` (fewer if the pool is smaller).
-fn pick(cx: &Ctx, purpose: &str, salt: u64, mut pool: Vec<AccountId>, n: usize) -> Vec<AccountId> {
+/// Draws `n` distinct members of `pool` (fewer if the pool is smaller), each draw with
+/// probability proportional to its weight: an adversary's chance of being picked is its share
+/// of the auditor stake, not its share of identities.
+fn pick(cx: &Ctx, purpose: &str, salt: u64, mut pool: Vec<(AccountId, Amount)>, n: usize) -> Vec<AccountId> {
     let mut out = Vec::new();
     for i in 0..n.min(pool.len()) {
-        let j = (cx.draw(purpose, salt.wrapping_mul(1_000_003).wrapping_add(i as u64)) % pool.len() as u64)
-            as usize;
-        out.push(pool.swap_remove(j));
+        let total = pool.iter().fold(0u128, |t, (_, w)| t.saturating_add(w.0));
+        let draw = cx.draw(purpose, salt.wrapping_mul(1_000_003).wrapping_add(i as u64));
+        // 128 bits from two draws, so the modulo bias is negligible for any total.
+        let wide = (u128::from(draw) << 64) | u128::from(cx.draw(purpose, !salt ^ i as u64));
+        let mut target = wide % total.max(1);
+        let j = pool
+            .iter()
+            .position(|(_, w)| {
+                if target < w.0 {
+                    return true;
+                }
+                target -= w.0;
+                false
+            })
+            .unwrap_or(pool.len() - 1);
+        out.push(pool.remove(j).0);
     }
     out
 }
@@ -252,12 +281,18 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     let detection = (u64::from(p) * u64::from(detection_ppm(f, k)) / 1_000_000) as u32;
     let audited = u128::from(cx.draw("audit", id) % 1_000_000) < u128::from(p);
     let mut exclude = BTreeSet::from([lease.provider, lease.requester]);
+    // A second opinion, now and then, is what catches an auditor that passes without
+    // recomputing: two stage-one auditors that disagree escalate, and the recount slashes the
+    // one it refutes.
+    let second_opinion =
+        u128::from(cx.draw("second-opinion", id) % 1_000_000) < state.params().audit_second_opinion_ppm;
     let stage_one = match policy {
         VerificationPolicy::Redundant { replicas } => usize::from(replicas.saturating_sub(1)).max(1),
+        _ if second_opinion => 2,
         _ => 1,
     };
     let auditors = if audited {
-        pick(cx, "auditor", id, auditor_pool(state, kind, &exclude, cx.height), stage_one)
+        pick(cx, "auditor", id, auditor_pool(state, kind, &lease.class, &exclude, cx.height), stage_one)
     } else {
         vec![]
     };
@@ -398,7 +433,8 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>) {
 fn escalate(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
     let audit = state.audits.get(&id).expect("exists").clone();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(2);
-    let pool = auditor_pool(state, audit.kind, &exclusions(state, &audit), cx.height);
+    let class = state.leases.get(&audit.lease).expect("exists").class.clone();
+    let pool = auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height);
     let new = pick(cx, "escalate", id, pool, room);
     state.audits.get_mut(&id).expect("exists").escalated = true;
     if new.is_empty() {
@@ -419,7 +455,8 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
         .map(|(i, _)| i)
         .collect();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(silent.len());
-    let pool = auditor_pool(state, audit.kind, &exclusions(state, &audit), cx.height);
+    let class = state.leases.get(&audit.lease).expect("exists").class.clone();
+    let pool = auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height);
     let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
     if new.is_empty() {
         return false;
@@ -450,6 +487,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
     let reporters: Vec<AccountId> =
         audit.active().filter(|a| a.verdict.is_some()).map(|a| a.auditor).collect();
     let forced = Params::u64(state.params().forced_audits_after_inconclusive);
+    slash_refuted_auditors(state, cx, id, &audit, outcome);
     match outcome {
         AuditOutcome::Clean => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -482,9 +520,17 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
     }
 }
 
+/// The insurance pool: an account nobody holds the key of. Fraud slashes feed it and it
+/// pays the auditors who proved the fraud, so an accuser's reward never depends on how much
+/// its accusation takes from the accused.
+pub fn insurance_pool() -> AccountId {
+    agora_core::PublicKey(Hash::tagged("agora/insurance-pool", &[]).0)
+}
+
 /// Slashes a provider for confirmed fraud: `min(collateral, max(slash_multiple·R,
-/// λ·ΔĈ/p − R))`, counting collateral that is still unlocking; `slash_auditor_share` goes to the accusing auditors, the rest is burned.
-/// The provider is ejected and its asks close.
+/// λ·ΔĈ/p − R))`, counting collateral that is still unlocking; `slash_pool_share` goes to the
+/// insurance pool and the rest is burned. Each accuser is paid `accuser_reward` of the lease
+/// value from the pool while it lasts. The provider is ejected and its asks close.
 fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId]) {
     let lease = state.leases.get(&audit.lease).expect("exists").clone();
     let params = state.params().clone();
@@ -514,21 +560,104 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
     prov.trust.clean_streak = 0;
     prov.trust.frauds += 1;
     prov.trust.leases_failed += 1;
-    let share = amount.bps(Params::u64(params.slash_auditor_share_bps));
-    let each = if accusers.is_empty() { Amount::ZERO } else { Amount(share.0 / accusers.len() as u128) };
+    let pool = insurance_pool();
+    let to_pool = amount.bps(Params::u64(params.slash_pool_share_bps));
+    state.pay_out(Bucket::Collateral, &pool, to_pool);
+    state.burn(Bucket::Collateral, amount.checked_sub(to_pool).expect("share ≤ amount"));
+    let reward = value.bps(Params::u64(params.accuser_reward_bps));
     let mut paid = Amount::ZERO;
     for a in accusers {
-        state.pay_out(Bucket::Collateral, a, each);
-        paid = paid.checked_add(each).expect("bounded");
+        let r = reward.min(state.balance(&pool));
+        if !r.is_zero() {
+            crate::accounts::transfer(state, cx, pool, *a, r).expect("within the pool's balance");
+            paid = paid.checked_add(r).expect("bounded");
+        }
     }
-    state.burn(Bucket::Collateral, amount.checked_sub(paid).expect("share ≤ amount"));
     cx.emit(Event::ProviderSlashed { provider: audit.provider, amount, to_auditors: paid, ejected_until });
     crate::market::close_asks_of(state, cx, audit.provider);
+}
+
+/// The auditors whose verdict the outcome refutes: those who passed a lease found fraudulent,
+/// and, once a recount was held, those who failed it when the majority of reports passed.
+fn refuted(audit: &Audit, outcome: AuditOutcome) -> Vec<AccountId> {
+    let (fails, passes, _) = audit.counts();
+    let wrong = match outcome {
+        AuditOutcome::Fraud => Some(true),
+        AuditOutcome::Clean | AuditOutcome::Inconclusive if audit.escalated && passes > fails => Some(false),
+        _ => None,
+    };
+    audit.active().filter(|a| wrong.is_some() && a.verdict == wrong).map(|a| a.auditor).collect()
+}
+
+/// Slashes each auditor whose verdict the outcome refutes by `auditor_slash` of the lease
+/// value, from its provider collateral first, then its validator stake; burned. A false pass
+/// costs as much as a false accusation, so reporting without recomputing does not pay.
+fn slash_refuted_auditors(
+    state: &mut State,
+    cx: &mut Ctx,
+    id: AuditId,
+    audit: &Audit,
+    outcome: AuditOutcome,
+) {
+    let value = state.leases.get(&audit.lease).map_or(Amount::ZERO, leases::Lease::value);
+    let due = value.bps(Params::u64(state.params().auditor_slash_bps));
+    for auditor in refuted(audit, outcome) {
+        let mut left = due;
+        if let Some(p) = state.providers.get_mut(&auditor) {
+            let take = left.min(p.collateral);
+            p.collateral = p.collateral.checked_sub(take).expect("min");
+            left = left.checked_sub(take).expect("min");
+            state.burn(Bucket::Collateral, take);
+        }
+        if let Some(v) = state.validators.get_mut(&auditor) {
+            let take = left.min(v.stake);
+            v.stake = v.stake.checked_sub(take).expect("min");
+            left = left.checked_sub(take).expect("min");
+            state.burn(Bucket::Staked, take);
+        }
+        let amount = due.checked_sub(left).expect("taken ≤ due");
+        cx.emit(Event::AuditorSlashed { audit: id, auditor, amount });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auditors_are_drawn_by_stake_not_by_identity() {
+        // Review F5: 20 Sybil identities at the minimum collateral against one honest auditor
+        // with 50× their combined stake. Drawn by identity, a Sybil sat on ~95% of audits.
+        let sybils: Vec<(AccountId, Amount)> =
+            (0..20u8).map(|i| (agora_core::PublicKey([i + 1; 32]), Amount(1_000))).collect();
+        let honest = (agora_core::PublicKey([99; 32]), Amount(1_000_000));
+        let mut pool = sybils.clone();
+        pool.push(honest);
+        let draws = 20_000u64;
+        let mut sybil = 0u64;
+        for n in 0..draws {
+            let cx = Ctx {
+                height: n,
+                time_ms: 0,
+                seed: Hash::of(&n.to_le_bytes()),
+                proposer: agora_core::PublicKey([0; 32]),
+                events: vec![],
+            };
+            let got = pick(&cx, "auditor", n, pool.clone(), 1);
+            sybil += u64::from(got[0] != honest.0);
+        }
+        let share = sybil as f64 / draws as f64;
+        let stake_share = 20_000.0 / 1_020_000.0; // ≈ 1.96%, σ ≈ 0.1% over 20,000 draws
+        assert!(
+            (share - stake_share).abs() < 0.006,
+            "Sybils drawn {share:.4} vs stake share {stake_share:.4}"
+        );
+        // Distinct picks, never more than the pool.
+        let cx = Ctx { height: 0, time_ms: 0, seed: Hash::ZERO, proposer: honest.0, events: vec![] };
+        let three = pick(&cx, "auditor", 1, pool.clone(), 3);
+        assert_eq!(three.iter().collect::<BTreeSet<_>>().len(), 3);
+        assert_eq!(pick(&cx, "auditor", 1, pool[..2].to_vec(), 5).len(), 2);
+    }
 
     #[test]
     fn detection_matches_closed_form() {

@@ -293,10 +293,19 @@ pub enum Event {
         provider: AccountId,
         /// Total slashed from collateral.
         amount: Amount,
-        /// Part paid to auditors.
+        /// Paid to the accusing auditors (from the insurance pool).
         to_auditors: Amount,
         /// Barred until this height.
         ejected_until: u64,
+    },
+    /// An auditor was slashed because the audit's outcome refuted its verdict.
+    AuditorSlashed {
+        /// The audit.
+        audit: AuditId,
+        /// The auditor.
+        auditor: AccountId,
+        /// Taken from its collateral or stake, burned.
+        amount: Amount,
     },
     /// A proposal was created.
     ProposalCreated {

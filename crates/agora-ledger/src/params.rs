@@ -80,6 +80,7 @@ pub const CRITICAL_PARAMS: &[&str] = &[
     "min_provider_collateral",
     "audit_window_blocks",
     "audit_floor_ppm",
+    "audit_second_opinion_ppm",
     "lambda_bps",
     "collusion_alpha_bps",
     "cheat_saving_bps",
@@ -87,7 +88,9 @@ pub const CRITICAL_PARAMS: &[&str] = &[
     "detect_fraction_bps",
     "detect_target_ppm",
     "slash_multiple",
-    "slash_auditor_share_bps",
+    "slash_pool_share_bps",
+    "accuser_reward_bps",
+    "auditor_slash_bps",
     "ejection_blocks",
     "gov_voting_ms",
     "gov_quorum_bps",
@@ -156,6 +159,9 @@ params! {
     trust_threshold: 10, 1, 1 << 32;
     /// Leases audited with certainty after an inconclusive audit.
     forced_audits_after_inconclusive: 10, 0, 1 << 16;
+    /// Chance that a standard audit gets two independent stage-one auditors instead of one,
+    /// ppm: their disagreement escalates, so a lazy pass risks a slash.
+    audit_second_opinion_ppm: 250_000, 0, 1_000_000;
     /// Fewest items sampled per audit.
     audit_sample_min: 8, 1, 1 << 20;
     /// Cheating fraction the sample is sized to catch, bps (500 = 5% of items).
@@ -168,8 +174,16 @@ params! {
     audit_fee_bps: 100, 0, 5_000;
     /// Slash for confirmed fraud: at least this many times the lease payment.
     slash_multiple: 10, 0, 10_000;
-    /// Share of a fraud slash paid to the auditors who reported it, bps; the rest is burned.
-    slash_auditor_share_bps: 5_000, 0, 10_000;
+    /// Share of a fraud slash paid into the insurance pool, bps; the rest is burned. Accusers
+    /// are paid from the pool, not from the slash they caused.
+    slash_pool_share_bps: 5_000, 0, 10_000;
+    /// Reward to each auditor whose failure report was confirmed as fraud, bps of the lease
+    /// value, paid from the insurance pool while it lasts.
+    accuser_reward_bps: 5_000, 0, 100_000;
+    /// Slash of an auditor whose verdict loses the escalation (a pass on confirmed fraud, or a
+    /// failure the recount rejected), bps of the lease value, from its collateral or stake,
+    /// burned.
+    auditor_slash_bps: 10_000, 0, 1_000_000;
     /// Blocks a provider confirmed as fraudulent is barred from the market.
     ejection_blocks: 1_000_000, 0, 1 << 48;
     /// How long a governance proposal stays open for votes, ms of block time (wall time, so

@@ -1,4 +1,5 @@
 mod admission;
+mod auditors;
 mod clearing;
 mod deterrence;
 mod governance;

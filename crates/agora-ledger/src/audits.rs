@@ -47,8 +47,13 @@ pub struct Assignment {
     pub detail: Option<Hash>,
     /// Whether it was replaced for not reporting in time.
     pub replaced: bool,
+    /// Whether it sits on the recount (a committee validator assigned at escalation).
+    pub recount: bool,
 }
-codec_struct!(Assignment { auditor, verdict, detail, replaced });
+codec_struct!(Assignment { auditor, verdict, detail, replaced, recount });
+
+/// Most committee validators on one recount.
+pub const MAX_RECOUNT: usize = 7;
 
 impl Encode for AuditOutcome {
     fn encode_to(&self, out: &mut Vec<u8>) {
@@ -323,7 +328,13 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
             items: items.clone(),
             assignments: auditors
                 .iter()
-                .map(|a| Assignment { auditor: *a, verdict: None, detail: None, replaced: false })
+                .map(|a| Assignment {
+                    auditor: *a,
+                    verdict: None,
+                    detail: None,
+                    replaced: false,
+                    recount: false,
+                })
                 .collect(),
             escalated: false,
             deadline_height,
@@ -391,17 +402,49 @@ fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
             return;
         }
     }
-    let reported = audit.active().filter(|a| a.verdict.is_some()).count();
-    let outcome = if reported == 0 {
-        AuditOutcome::Unverified
-    } else if fails >= 2 && fails * 2 > reported {
-        AuditOutcome::Fraud
-    } else if fails > 0 {
-        AuditOutcome::Inconclusive
-    } else {
-        AuditOutcome::Clean
-    };
+    let outcome = recount_outcome(state, &state.audits.get(&id).expect("exists").clone());
     resolve(state, cx, id, outcome);
+}
+
+/// The verdict of an escalated audit, decided by its recount: committee validators weighted by
+/// bonded stake. Fraud needs more than two thirds of the stake that reported to fail it, and
+/// that stake must itself be at least two thirds of the panel's (so honest providers are
+/// convicted only if more than a third of the committee's stake lies, the assumption consensus
+/// already makes); a majority passing clears the provider (and refutes its accusers); anything
+/// else is inconclusive. With no recount possible, a failure stays inconclusive.
+fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
+    let stake = |a: &AccountId| state.validators.get(a).map_or(0, |v| v.stake.0);
+    let panel: Vec<&Assignment> = audit.active().filter(|a| a.recount).collect();
+    if panel.is_empty() {
+        let reported = audit.active().any(|a| a.verdict.is_some());
+        return if reported { AuditOutcome::Inconclusive } else { AuditOutcome::Unverified };
+    }
+    let total: u128 = panel.iter().map(|a| stake(&a.auditor)).sum();
+    let weigh =
+        |v: bool| panel.iter().filter(|a| a.verdict == Some(v)).map(|a| stake(&a.auditor)).sum::<u128>();
+    let (fail, pass) = (weigh(false), weigh(true));
+    let reported = fail + pass;
+    if reported == 0 || reported * 3 < total * 2 {
+        AuditOutcome::Inconclusive
+    } else if fail * 3 > reported * 2 {
+        AuditOutcome::Fraud
+    } else if pass * 2 > reported {
+        AuditOutcome::Clean
+    } else {
+        AuditOutcome::Inconclusive
+    }
+}
+
+/// Committee validators eligible for a recount, weighted by bonded stake.
+fn committee_pool(state: &State, exclude: &BTreeSet<AccountId>) -> Vec<(AccountId, Amount)> {
+    state
+        .meta
+        .committee
+        .iter()
+        .filter(|v| !exclude.contains(v))
+        .map(|v| (*v, state.validators.get(v).map_or(Amount::ZERO, |x| x.stake)))
+        .filter(|(_, w)| !w.is_zero())
+        .collect()
 }
 
 fn exclusions(state: &State, audit: &Audit) -> BTreeSet<AccountId> {
@@ -412,7 +455,7 @@ fn exclusions(state: &State, audit: &Audit) -> BTreeSet<AccountId> {
     ex
 }
 
-fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>) {
+fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>, recount: bool) {
     let deadline_height = cx.height + Params::u64(state.params().audit_report_blocks);
     let a = state.audits.get_mut(&id).expect("exists");
     let old_deadline = a.deadline_height;
@@ -422,6 +465,7 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>) {
         verdict: None,
         detail: None,
         replaced: false,
+        recount,
     }));
     let (lease, items) = (a.lease, a.items.clone());
     state.unschedule(old_deadline, Timer::AuditDeadline(id));
@@ -429,18 +473,18 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>) {
     cx.emit(Event::AuditAssigned { audit: id, lease, auditors: new, items, deadline_height });
 }
 
-/// Adds two more auditors after a failure. Returns false if none are available.
+/// After a failure, convenes the recount: up to [`MAX_RECOUNT`] committee validators drawn by
+/// stake (all of a small committee), none already assigned. Returns false if none is available.
 fn escalate(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
     let audit = state.audits.get(&id).expect("exists").clone();
-    let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(2);
-    let class = state.leases.get(&audit.lease).expect("exists").class.clone();
-    let pool = auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height);
+    let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(MAX_RECOUNT);
+    let pool = committee_pool(state, &exclusions(state, &audit));
     let new = pick(cx, "escalate", id, pool, room);
     state.audits.get_mut(&id).expect("exists").escalated = true;
     if new.is_empty() {
         return false;
     }
-    assign(state, cx, id, new);
+    assign(state, cx, id, new, true);
     true
 }
 
@@ -456,7 +500,12 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
         .collect();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(silent.len());
     let class = state.leases.get(&audit.lease).expect("exists").class.clone();
-    let pool = auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height);
+    // A recount's silent members are replaced from the committee, stage one's from the pool.
+    let pool = if audit.escalated {
+        committee_pool(state, &exclusions(state, &audit))
+    } else {
+        auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height)
+    };
     let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
     if new.is_empty() {
         return false;
@@ -466,7 +515,8 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
         a.assignments[i].replaced = true;
     }
     a.replacements += 1;
-    assign(state, cx, id, new);
+    let recount = a.escalated;
+    assign(state, cx, id, new, recount);
     true
 }
 
@@ -578,12 +628,11 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
 }
 
 /// The auditors whose verdict the outcome refutes: those who passed a lease found fraudulent,
-/// and, once a recount was held, those who failed it when the majority of reports passed.
+/// and those who failed a lease the recount cleared.
 fn refuted(audit: &Audit, outcome: AuditOutcome) -> Vec<AccountId> {
-    let (fails, passes, _) = audit.counts();
     let wrong = match outcome {
         AuditOutcome::Fraud => Some(true),
-        AuditOutcome::Clean | AuditOutcome::Inconclusive if audit.escalated && passes > fails => Some(false),
+        AuditOutcome::Clean if audit.escalated => Some(false),
         _ => None,
     };
     audit.active().filter(|a| wrong.is_some() && a.verdict == wrong).map(|a| a.auditor).collect()

@@ -24,6 +24,7 @@ pub mod leases;
 pub mod market;
 pub mod params;
 pub mod registry;
+pub mod sim;
 pub mod staking;
 pub mod state;
 mod table;

@@ -273,7 +273,11 @@ fn fraud_escalates_slashes_and_requeues_with_the_requester_made_whole() {
     c.ok(name_of(&first), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
     let audit = c.state.audit(audit_id).unwrap().clone();
     assert!(audit.escalated);
-    assert_eq!(audit.assignments.len(), 3);
+    // The recount: the committee's validators (less any already assigned), by stake.
+    let recount = &audit.assignments[1..];
+    assert!(
+        recount.len() >= 3 && recount.iter().all(|a| a.recount && c.state.validator(&a.auditor).is_some())
+    );
     let collateral_before = c.state.provider(&id("p0")).unwrap().collateral;
     let requester_balance = c.state.balance(&id("u0"));
     for a in &audit.assignments[1..] {
@@ -310,26 +314,40 @@ fn fraud_escalates_slashes_and_requeues_with_the_requester_made_whole() {
 }
 
 #[test]
-fn single_failure_not_confirmed_is_inconclusive() {
-    let mut c = TestChain::new();
-    let (job, lease) = leased_job(&mut c, 20);
-    c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 60_000) });
-    c.advance(1);
-    let audit_id = c.state.lease(lease).unwrap().audit.unwrap();
-    let names = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
-    let name_of = |a: &agora_core::AccountId| names.into_iter().find(|n| id(n) == *a).unwrap();
-    let first = c.state.audit(audit_id).unwrap().assignments[0].auditor;
-    c.ok(name_of(&first), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
-    let others: Vec<_> =
-        c.state.audit(audit_id).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
-    for a in others {
-        c.ok(name_of(&a), TxPayload::ReportAudit { audit: audit_id, passed: true, detail: Hash::ZERO });
+fn a_failure_the_recount_refutes_clears_the_provider_and_a_split_recount_is_inconclusive() {
+    for split in [false, true] {
+        let mut c = TestChain::new();
+        let (job, lease) = leased_job(&mut c, 20);
+        c.ok(
+            "p0",
+            TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 60_000) },
+        );
+        c.advance(1);
+        let audit_id = c.state.lease(lease).unwrap().audit.unwrap();
+        let names = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
+        let name_of = |a: &agora_core::AccountId| names.into_iter().find(|n| id(n) == *a).unwrap();
+        let first = c.state.audit(audit_id).unwrap().assignments[0].auditor;
+        c.ok(name_of(&first), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
+        let recount: Vec<_> =
+            c.state.audit(audit_id).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
+        let failing = if split { recount.len().div_ceil(2) } else { 0 };
+        for (i, a) in recount.iter().enumerate() {
+            let passed = i >= failing;
+            c.ok(name_of(a), TxPayload::ReportAudit { audit: audit_id, passed, detail: Hash::ZERO });
+        }
+        let p0 = c.state.provider(&id("p0")).unwrap();
+        assert_eq!(p0.trust.frauds, 0);
+        assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Settled);
+        if split {
+            // Neither two thirds failing nor a majority passing: no slash, but certainty next.
+            assert_eq!(c.state.audit(audit_id).unwrap().outcome, Some(AuditOutcome::Inconclusive));
+            assert_eq!(p0.trust.forced_audits, 10);
+        } else {
+            // The recount cleared it: an honest provider keeps its record.
+            assert_eq!(c.state.audit(audit_id).unwrap().outcome, Some(AuditOutcome::Clean));
+            assert_eq!((p0.trust.forced_audits, p0.trust.clean_streak), (0, 1));
+        }
     }
-    assert_eq!(c.state.audit(audit_id).unwrap().outcome, Some(AuditOutcome::Inconclusive));
-    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Settled);
-    let p0 = c.state.provider(&id("p0")).unwrap();
-    assert_eq!(p0.trust.frauds, 0);
-    assert_eq!(p0.trust.forced_audits, 10);
 }
 
 #[test]

@@ -163,6 +163,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
                     Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
                     Command::Bench(bench::BenchCommand::Flood(a)) => bench::flood::flood(&g, a).await,
+                    Command::Bench(bench::BenchCommand::Adversary(a)) => {
+                        bench::adversary::adversary(&g, a).await
+                    }
                     Command::Bench(bench::BenchCommand::Detection(a)) => {
                         bench::detection::detection(&g, a).await
                     }

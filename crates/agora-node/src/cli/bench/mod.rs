@@ -5,6 +5,7 @@
 //! sustained throughput (many senders submitting signed transfers to every node at once).
 //! `agora bench market` measures job latency and verification overhead (see [`market`]).
 
+pub mod adversary;
 pub mod detection;
 pub mod flood;
 pub mod market;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     /// Detection rate of cheating providers over many leases, against the probability the
     /// chain states for each lease.
     Detection(detection::DetectionBenchArgs),
+    /// The adversarial market simulated on the real ledger over many seeds: honest providers
+    /// slashed, cheaters' gain, detection, requester-caused penalties, at 10/30/45% Sybil stake.
+    Adversary(adversary::AdversaryBenchArgs),
     /// Finality and block rate of a local devnet idle and while every validator's API is
     /// flooded with reads and junk-signature batches.
     Flood(flood::FloodBenchArgs),

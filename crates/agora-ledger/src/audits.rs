@@ -410,8 +410,9 @@ fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
 /// bonded stake. Fraud needs more than two thirds of the stake that reported to fail it, and
 /// that stake must itself be at least two thirds of the panel's (so honest providers are
 /// convicted only if more than a third of the committee's stake lies, the assumption consensus
-/// already makes); a majority passing clears the provider (and refutes its accusers); anything
-/// else is inconclusive. With no recount possible, a failure stays inconclusive.
+/// already makes); a majority passing clears the provider (and refutes its accusers); a recount
+/// that reported less than two thirds of its stake is unverified (unpaid, re-matched); a split
+/// one is inconclusive. With no recount possible, a failure stays inconclusive.
 fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
     let stake = |a: &AccountId| state.validators.get(a).map_or(0, |v| v.stake.0);
     let panel: Vec<&Assignment> = audit.active().filter(|a| a.recount).collect();
@@ -425,7 +426,9 @@ fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
     let (fail, pass) = (weigh(false), weigh(true));
     let reported = fail + pass;
     if reported == 0 || reported * 3 < total * 2 {
-        AuditOutcome::Inconclusive
+        // Too few of the recount reported to decide either way: silence is not a pass, so
+        // the lease is not paid (and its outputs not delivered) but re-matched.
+        AuditOutcome::Unverified
     } else if fail * 3 > reported * 2 {
         AuditOutcome::Fraud
     } else if pass * 2 > reported {

@@ -125,3 +125,25 @@ fn accusers_are_paid_a_fixed_reward_from_the_pool() {
     assert_eq!(c.state.balance(&insurance_pool()), Amount(amount.0 / 2 - paid.0));
     assert!(c.state.meta().supply.is_conserved());
 }
+
+#[test]
+fn a_recount_too_few_report_on_pays_nothing() {
+    // A stage-one failure, then a recount where one validator answers and the rest stay
+    // silent (overloaded, offline): before, the audit closed Inconclusive and the lease was
+    // paid, delivering outputs nobody had vouched for.
+    let mut c = TestChain::new();
+    let audit = committed(&mut c, Hash::of(b"garbage"));
+    let first = c.state.audit(audit).unwrap().assignments[0].auditor;
+    c.ok(name_of(&first), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
+    let recount: Vec<AccountId> = c.state.audit(audit).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
+    assert!(recount.len() >= 3);
+    c.ok(name_of(&recount[0]), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
+    c.advance(3 * 61);
+    let a = c.state.audit(audit).unwrap();
+    assert_eq!(a.outcome, Some(AuditOutcome::Unverified), "{a:?}");
+    let lease = a.lease;
+    assert_eq!(
+        c.state.lease(lease).unwrap().status,
+        crate::leases::LeaseStatus::Failed(crate::events::LeaseFailure::Unverified)
+    );
+}

@@ -135,7 +135,8 @@ fn a_recount_too_few_report_on_pays_nothing() {
     let audit = committed(&mut c, Hash::of(b"garbage"));
     let first = c.state.audit(audit).unwrap().assignments[0].auditor;
     c.ok(name_of(&first), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
-    let recount: Vec<AccountId> = c.state.audit(audit).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
+    let recount: Vec<AccountId> =
+        c.state.audit(audit).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
     assert!(recount.len() >= 3);
     c.ok(name_of(&recount[0]), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
     c.advance(3 * 61);

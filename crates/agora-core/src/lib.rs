@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod hash;
 pub mod manifest;
 pub mod merkle;
+pub mod net;
 pub mod tx;
 
 pub use amount::Amount;

@@ -7,9 +7,11 @@
 //! private, link-local, shared and unspecified addresses (and `localhost` names) would turn
 //! every node that dials it into a probe of its own network; they are refused unless the chain
 //! allows them (`allow_private_endpoints`, set on devnets, where everything is on 127.0.0.1).
-//! A DNS name that resolves to such an address is beyond what the ledger can check; clients
-//! must not follow redirects (they do not) and bound what they read.
+//! A DNS name that resolves to such an address is beyond what the ledger can check: the
+//! outbound clients that dial endpoints check the resolved addresses when they connect
+//! (`agora_store::http::outbound::Reach`), and follow no redirects.
 
+use agora_core::net::{is_private_v4, is_private_v6};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Checks `endpoint`; the error says what is wrong with it.
@@ -73,26 +75,6 @@ fn is_dns_name(host: &str) -> bool {
         })
         // An all-numeric name is an (invalid) address, not a DNS name.
         && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_private_v4(ip: &Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (carrier-grade NAT)
-}
-
-fn is_private_v6(ip: &Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || ip.to_ipv4_mapped().is_some_and(|v4| is_private_v4(&v4))
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ fn ctx(params: JobParams) -> TaskContext {
         model: Hash::ZERO,
         params,
         power: PowerModel::CPU_CORE,
+        device_seconds: None,
     }
 }
 

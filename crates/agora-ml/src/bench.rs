@@ -25,7 +25,14 @@ impl Throughput {
 }
 
 fn ctx(params: JobParams) -> TaskContext {
-    TaskContext { job: Hash::of(b"bench"), shard: 0, model: Hash::ZERO, params, power: PowerModel::CPU_CORE }
+    TaskContext {
+        job: Hash::of(b"bench"),
+        shard: 0,
+        model: Hash::ZERO,
+        params,
+        power: PowerModel::CPU_CORE,
+        device_seconds: None,
+    }
 }
 
 fn timed<T>(f: impl FnOnce() -> Result<(u64, T), ExecError>) -> Result<(Throughput, T), ExecError> {

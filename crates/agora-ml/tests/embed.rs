@@ -25,6 +25,7 @@ fn ctx(batch_size: u32) -> TaskContext {
         model: Hash::of(b"tiny bert"),
         params: JobParams::Embed { batch_size },
         power: PowerModel::CPU_CORE,
+        device_seconds: None,
     }
 }
 

@@ -20,6 +20,7 @@ fn ctx(max_new_tokens: u32, temperature_milli: u32, seed: u64, stop: Vec<String>
         model: Hash::of(b"tiny llama"),
         params: JobParams::Generate { max_new_tokens, temperature_milli, seed, stop },
         power: PowerModel::CPU_CORE,
+        device_seconds: None,
     }
 }
 

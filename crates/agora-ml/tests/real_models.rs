@@ -30,7 +30,14 @@ fn model_dir(name: &str) -> Option<PathBuf> {
 }
 
 fn ctx(params: JobParams) -> TaskContext {
-    TaskContext { job: Hash::of(b"real"), shard: 0, model: Hash::ZERO, params, power: PowerModel::CPU_CORE }
+    TaskContext {
+        job: Hash::of(b"real"),
+        shard: 0,
+        model: Hash::ZERO,
+        params,
+        power: PowerModel::CPU_CORE,
+        device_seconds: None,
+    }
 }
 
 fn corpus(n: usize) -> Vec<Vec<u8>> {

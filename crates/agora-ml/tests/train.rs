@@ -21,6 +21,7 @@ fn ctx(steps: u32, every: u32, lr_micros: u32) -> TaskContext {
             seed: 42,
         },
         power: PowerModel::CPU_CORE,
+        device_seconds: None,
     }
 }
 

@@ -8,6 +8,7 @@ use agora_core::{AccountId, Amount, Hash, SecretKey, SignedTx};
 use agora_ledger::ObjectKey;
 use agora_ledger::jobs::Job;
 use agora_ledger::leases::Lease;
+use agora_store::http::outbound::Reach;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -125,6 +126,12 @@ impl NodeClient {
             let _ = p.set(name, value);
         }
         Ok(p)
+    }
+
+    /// Which addresses this chain lets its nodes dial at URLs strangers chose (registered
+    /// endpoints, manifest sources): public ones only, unless `allow_private_endpoints` is set.
+    pub async fn reach(&self) -> Result<Reach, ClientError> {
+        Ok(Reach::for_chain(self.params().await?.allow_private_endpoints != 0))
     }
 
     /// Submits a signed transaction, in its canonical encoding (so the node decodes exactly

@@ -111,6 +111,10 @@ pub struct ApiSection {
     /// Least balance an account needs to store here (registered providers need none).
     #[serde(default = "default_store_min_balance")]
     pub store_min_balance: Amount,
+    /// Size the content store is collected down to every few minutes, MiB: unpinned blobs go,
+    /// least recently stored first (pins held by running jobs, leases and audits are kept).
+    #[serde(default = "default_store_max_mb")]
+    pub store_max_mb: u64,
 }
 
 impl ApiSection {
@@ -122,12 +126,17 @@ impl ApiSection {
             limits: Default::default(),
             store_quota_mb: default_store_quota_mb(),
             store_min_balance: default_store_min_balance(),
+            store_max_mb: default_store_max_mb(),
         }
     }
 }
 
 fn default_store_quota_mb() -> u64 {
     16 * 1024
+}
+
+fn default_store_max_mb() -> u64 {
+    64 * 1024
 }
 
 fn default_store_min_balance() -> Amount {
@@ -405,6 +414,7 @@ mod tests {
                 limits: Default::default(),
                 store_quota_mb: 1024,
                 store_min_balance: Amount(1),
+                store_max_mb: 2048,
             },
             validator: Some(ValidatorSection {
                 p2p_listen: "127.0.0.1:7800".parse().unwrap(),

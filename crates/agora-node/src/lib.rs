@@ -15,4 +15,5 @@ pub mod provider;
 pub mod requester;
 pub mod run;
 pub mod sender;
+pub mod store_keeper;
 pub mod store_policy;

@@ -125,6 +125,7 @@ pub fn task_context(
         model: manifest.model,
         params: manifest.params.clone(),
         power: agora_runtime::metering::PowerModel::for_device(class.kind),
+        device_seconds: manifest.shards.get(shard as usize).map(|s| s.quantity),
     }
 }
 

@@ -44,6 +44,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         roles,
         upstream: config.provider.as_ref().and_then(|p| p.upstream.clone()),
     };
+    // A validator's process runs consensus: no model may take it down.
+    let isolation = match config.validator {
+        Some(_) => Some(crate::provider::agent::isolation(
+            std::env::current_exe().context("locating this binary for audit processes")?,
+        )),
+        None => None,
+    };
     let agent_cfg = |upstream: String| crate::provider::agent::AgentConfig {
         key: key.clone(),
         upstream,
@@ -51,6 +58,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         store: store.clone(),
         dir: config.data_dir.clone(),
         provider: config.provider.clone(),
+        store_budget_bytes: config.api.store_max_mb.saturating_mul(1 << 20),
+        isolation: isolation.clone(),
     };
     let Some(v) = config.validator.clone() else {
         // A provider-only node: no consensus; it follows and submits to its upstream's API.

@@ -194,6 +194,10 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     );
     let submitted = agora(&v, &["--data-dir", wallet, "job", "submit", &job]);
     let id = submitted["job"].as_u64().unwrap();
+    // The requester's node holds the job's model and inputs under the job's name while it runs.
+    wait_for("the node to pin the job's blobs", Duration::from_secs(60), || {
+        net.pin_owners("node0").contains(&format!("job:{id}"))
+    });
     let mut leases = vec![];
     wait_for("both shards to be leased", Duration::from_secs(60), || {
         let j = rt.block_on(chain.job(id)).unwrap();
@@ -221,6 +225,37 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
     }
     let failed = rt.block_on(chain.lease(leases[0])).unwrap();
     assert!(format!("{:?}", failed.status).contains("ProviderVanished"), "{:?}", failed.status);
+    // Store pins end with what they hold: the job's on the requester's node, every lease's on
+    // its providers; what stays is the settled leases' outputs, held for the requester for a
+    // retention time, not forever.
+    let settled: Vec<u64> =
+        r["shards"].as_array().unwrap().iter().map(|s| s["lease"].as_u64().unwrap()).collect();
+    // (The killed provider's store keeps its lease's pin until it runs again and sees the
+    // lease fail.)
+    let live: Vec<String> = ["node0", "node1", "node2", "node3"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..3).filter(|i| *i != index).map(|i| format!("provider{i}")))
+        .collect();
+    let held = |o: &String| o == &format!("job:{id}") || o.starts_with("lease:") || o.starts_with("audit:");
+    let released_by = std::time::Instant::now() + Duration::from_secs(60);
+    let owners = loop {
+        let owners: Vec<String> = live.iter().flat_map(|n| net.pin_owners(n)).collect();
+        if !owners.iter().any(held) {
+            break owners;
+        }
+        assert!(std::time::Instant::now() < released_by, "pins still held after 60 s: {owners:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for l in settled {
+        assert!(
+            owners.contains(&format!("output:{l}")),
+            "lease {l}'s outputs are kept for the requester: {owners:?}"
+        );
+    }
+    let providers: Vec<String> =
+        live.iter().filter(|n| n.starts_with("provider")).flat_map(|n| net.pin_owners(n)).collect();
+    assert!(!providers.iter().any(|o| o == "operator"), "a provider pins nothing forever: {providers:?}");
     let supply = agora(&v, &["chain", "status"])["supply"].clone();
     let n = |k: &str| supply[k].as_str().unwrap().parse::<u128>().unwrap();
     assert_eq!(n("liquid") + n("staked") + n("collateral") + n("escrow"), n("minted") - n("burned"));

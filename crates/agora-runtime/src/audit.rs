@@ -33,7 +33,7 @@ fn dedup(mut v: Vec<u32>) -> Vec<u32> {
 }
 
 /// The outcome of auditing a sample.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditOutcome {
     /// A verdict per sampled index, in request order.
     pub verdicts: Vec<(u32, Verdict)>,

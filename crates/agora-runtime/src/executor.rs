@@ -8,7 +8,7 @@ use agora_core::tx::Metering;
 use agora_core::{Hash, JobKind, JobParams};
 
 /// Everything about a task that is not its data: identity, parameters, model, device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TaskContext {
     /// The job's id (its `SubmitJob` transaction hash, or a content hash for local runs).
     pub job: Hash,
@@ -20,6 +20,10 @@ pub struct TaskContext {
     pub params: JobParams,
     /// How device time turns into an energy estimate.
     pub power: PowerModel,
+    /// Device-seconds the lease bought for this shard (the shard's quantity). Executors of
+    /// requester-written code (wasm) stop the whole shard when it is spent, deterministically by
+    /// fuel. `None` for local runs, which buy nothing.
+    pub device_seconds: Option<u64>,
 }
 
 impl TaskContext {
@@ -58,7 +62,7 @@ pub struct RunOutput {
 ///
 /// Use [`crate::audit::inputs_needed`] and [`crate::audit::claims_needed`] to learn which
 /// input items and claimed output items to fetch (each verified against its commitment).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AuditRequest {
     /// Output indices to recompute.
     pub indices: Vec<u32>,

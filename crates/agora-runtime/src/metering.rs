@@ -25,7 +25,7 @@ pub trait EnergySource: Send + Sync {
 }
 
 /// An energy estimate from a fixed power draw per busy device.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PowerModel {
     /// What device time means for this device kind (CPU time or held wall time).
     pub device: DeviceKind,

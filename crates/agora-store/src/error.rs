@@ -9,6 +9,9 @@ pub enum StoreError {
     /// The blob is not in this store.
     #[error("blob {0} is not in this store; upload it first or fetch it from a node that has it")]
     NotFound(Hash),
+    /// A pin's owner name cannot be stored.
+    #[error("invalid pin owner {0:?}: use ASCII letters, digits and `:_-.`, at most 128 bytes")]
+    InvalidPin(String),
     /// The blob's bytes on disk no longer match its hash; it is never served.
     #[error(
         "blob {hash} is corrupted on disk (the chunk group at byte {offset} does not match the hash), \

@@ -3,7 +3,8 @@
 //! ```text
 //! <dir>/data/<hash>      the blob's bytes
 //! <dir>/outboard/<hash>  its parent hashes (absent when the blob is a single chunk group)
-//! <dir>/pins/<hash>      empty marker: the blob is pinned and garbage collection keeps it
+//! <dir>/pins/<hash>      the blob's pins, one `owner until_ms` line each (see `pins`):
+//!                        garbage collection keeps the blob while the marker exists
 //! <dir>/tmp/             staging for uploads in progress; emptied when the store opens
 //! ```
 //!

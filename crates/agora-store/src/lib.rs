@@ -5,7 +5,8 @@
 //! Modules, bottom up:
 //! - [`tree`]: the chunk-group geometry and one-pass hashing into root and outboard;
 //! - [`store`]: the on-disk store ([`Store`]): put, get, ranged and verified reads, pins, GC,
-//!   with [`writer`] staging uploads, [`reader`] verifying reads and [`gc`] choosing victims;
+//!   with [`writer`] staging uploads, [`reader`] verifying reads, [`pins`] saying who holds a
+//!   blob and until when, and [`gc`] choosing victims;
 //! - [`items`]: framing a job's items into one blob and committing to them with a Merkle root;
 //! - [`encrypt`] and [`seal`]: client-side blob encryption and sharing its key with a provider;
 //! - [`http`]: the node's `/blobs` routes and the client that uploads and verifies downloads;
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod http;
 pub mod items;
 mod layout;
+pub mod pins;
 pub mod reader;
 pub mod seal;
 pub mod store;
@@ -27,6 +29,7 @@ pub mod writer;
 
 pub use error::StoreError;
 pub use gc::GcReport;
+pub use pins::Pin;
 pub use reader::Blob;
 pub use store::{BlobInfo, Store};
 pub use writer::BlobWriter;

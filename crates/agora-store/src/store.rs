@@ -6,13 +6,15 @@
 //! - every byte read back has been verified against the blob's hash, chunk group by chunk
 //!   group, before it is returned — a blob corrupted on disk yields
 //!   [`StoreError::Corrupted`], never bad bytes;
-//! - pins are persisted and garbage collection never removes a pinned blob.
+//! - pins are persisted and garbage collection never removes a blob while a pin on it holds
+//!   (see [`crate::pins`]: pins have owners, and some lapse by themselves).
 //!
 //! One process should own a store directory: opening it clears the staging area.
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::gc::{self, Candidate, GcReport};
 use crate::layout::{Layout, hash_from_name, publish, remove_if_present, sync_dir, sync_file};
+use crate::pins::{self, Pin};
 use crate::reader::Blob;
 use crate::task::run_blocking;
 use crate::tree::bao_tree;
@@ -106,20 +108,27 @@ impl Store {
         BlobWriter::new(self.clone())
     }
 
-    /// Stores `bytes`; `pin` protects the blob from garbage collection.
+    /// Stores `bytes`; `pin` protects the blob from garbage collection (the operator's pin).
     pub fn put(&self, bytes: &[u8], pin: bool) -> Result<BlobInfo> {
         let mut writer = self.writer()?;
         writer.append(bytes)?;
         writer.finish(pin)
     }
 
-    /// Stores everything `reader` yields. If the reader fails, nothing is stored.
-    pub fn put_reader(&self, mut reader: impl Read, pin: bool) -> Result<BlobInfo> {
+    /// Stores everything `reader` yields, with the operator's pin if `pin`. If the reader fails,
+    /// nothing is stored.
+    pub fn put_reader(&self, reader: impl Read, pin: bool) -> Result<BlobInfo> {
+        self.put_reader_pinned(reader, pin.then(Pin::operator))
+    }
+
+    /// Stores everything `reader` yields, held by `pin` (if any) from the moment it becomes
+    /// visible. If the reader fails, nothing is stored.
+    pub fn put_reader_pinned(&self, mut reader: impl Read, pin: Option<Pin>) -> Result<BlobInfo> {
         let mut writer = self.writer()?;
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             match reader.read(&mut buf) {
-                Ok(0) => return writer.finish(pin),
+                Ok(0) => return writer.finish_pinned(pin),
                 Ok(n) => writer.append(&buf[..n])?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -135,7 +144,7 @@ impl Store {
     /// and storing overlap. If the stream yields an error (an HTTP body cut off mid-way does) or
     /// grows past `limit`, or the caller drops the future, nothing is stored and the staging file
     /// is removed. Needs a Tokio runtime.
-    pub async fn put_stream<S, E>(&self, stream: S, limit: u64, pin: bool) -> Result<BlobInfo>
+    pub async fn put_stream<S, E>(&self, stream: S, limit: u64, pin: Option<Pin>) -> Result<BlobInfo>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
@@ -151,7 +160,7 @@ impl Store {
             while let Some(step) = rx.blocking_recv() {
                 match step {
                     Step::Data(bytes) => writer.append(&bytes)?,
-                    Step::Commit => return writer.finish(pin).map(Some),
+                    Step::Commit => return writer.finish_pinned(pin).map(Some),
                 }
             }
             Ok(None)
@@ -195,7 +204,7 @@ impl Store {
         size: u64,
         data: NamedTempFile,
         outboard: Option<NamedTempFile>,
-        pin: bool,
+        pin: Option<Pin>,
     ) -> Result<BlobInfo> {
         let layout = self.layout();
         let dest = layout.data(&hash);
@@ -225,10 +234,14 @@ impl Store {
             }
             publish(data, &dest)?;
         }
-        if pin {
-            self.set_pin_locked(&hash, true)?;
-        }
-        Ok(BlobInfo { hash, size, pinned: pin || layout.pin(&hash).exists() })
+        let pinned = match pin {
+            Some(pin) => {
+                self.add_pin_locked(&hash, pin)?;
+                true
+            }
+            None => self.pinned_now(&hash)?,
+        };
+        Ok(BlobInfo { hash, size, pinned })
     }
 
     /// Whether the store holds blob `hash`.
@@ -244,7 +257,20 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(*hash)),
             Err(e) => return Err(e).ctx("read the size of", path),
         };
-        Ok(BlobInfo { hash: *hash, size, pinned: self.layout().pin(hash).exists() })
+        Ok(BlobInfo { hash: *hash, size, pinned: self.pinned_now(hash)? })
+    }
+
+    /// Whether a pin on `hash` holds now.
+    fn pinned_now(&self, hash: &Hash) -> Result<bool> {
+        let now = now_ms();
+        Ok(self.pins(hash)?.iter().any(|p| p.holds_at(now)))
+    }
+
+    /// The file holding blob `hash`'s bytes, for a process that cannot share this store (it was
+    /// verified when stored; readers here verify again, that process does not). Absent once
+    /// the blob is collected: hold a pin while it is used.
+    pub fn blob_path(&self, hash: &Hash) -> std::path::PathBuf {
+        self.layout().data(hash)
     }
 
     /// Opens blob `hash` for verified reading.
@@ -287,42 +313,102 @@ impl Store {
         Ok(blobs)
     }
 
+    /// The blobs a pin holds now.
     fn pinned(&self) -> Result<HashSet<Hash>> {
-        Ok(list_hashes(&self.layout().pins)?.into_iter().collect())
+        let now = now_ms();
+        let mut held = HashSet::new();
+        for hash in list_hashes(&self.layout().pins)? {
+            if self.pins(&hash)?.iter().any(|p| p.holds_at(now)) {
+                held.insert(hash);
+            }
+        }
+        Ok(held)
     }
 
-    /// Protects blob `hash` from garbage collection; the pin survives restarts.
+    /// The pins on blob `hash` (none if it is not pinned), lapsed ones included.
+    pub fn pins(&self, hash: &Hash) -> Result<Vec<Pin>> {
+        let marker = self.layout().pin(hash);
+        match fs::read_to_string(&marker) {
+            Ok(text) => Ok(pins::parse(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).ctx("read the pins of", &marker),
+        }
+    }
+
+    /// Protects blob `hash` from garbage collection with the operator's pin, until the operator
+    /// unpins it; the pin survives restarts.
     pub fn pin(&self, hash: &Hash) -> Result<BlobInfo> {
+        self.pin_for(hash, Pin::operator())
+    }
+
+    /// Adds `pin` to blob `hash` (replacing an earlier pin of the same owner); the pin survives
+    /// restarts. Fails if the store does not hold the blob, or the owner name is invalid.
+    pub fn pin_for(&self, hash: &Hash, pin: Pin) -> Result<BlobInfo> {
         let _guard = self.lock();
         let info = self.info(hash)?;
-        self.set_pin_locked(hash, true)?;
+        self.add_pin_locked(hash, pin)?;
         Ok(BlobInfo { pinned: true, ..info })
     }
 
-    /// Lets garbage collection remove blob `hash` again.
+    /// Lets garbage collection remove blob `hash` again: drops every pin on it, whoever holds
+    /// it (the operator's override).
     pub fn unpin(&self, hash: &Hash) -> Result<BlobInfo> {
         let _guard = self.lock();
         let info = self.info(hash)?;
-        self.set_pin_locked(hash, false)?;
+        self.write_pins_locked(hash, &[])?;
         Ok(BlobInfo { pinned: false, ..info })
     }
 
-    fn set_pin_locked(&self, hash: &Hash, pinned: bool) -> Result<()> {
+    /// Drops every pin `owner` holds (a job or lease that settled); returns the blobs no pin
+    /// holds any more.
+    pub fn release(&self, owner: &str) -> Result<Vec<Hash>> {
+        self.retain_pins(|p| p.owner != owner)
+    }
+
+    /// Drops every pin that has lapsed at `now_ms`; returns the blobs no pin holds any more.
+    pub fn expire(&self, now_ms: u64) -> Result<Vec<Hash>> {
+        self.retain_pins(|p| p.holds_at(now_ms))
+    }
+
+    /// Keeps only the pins `keep` accepts, on every blob; returns the blobs left unpinned.
+    fn retain_pins(&self, keep: impl Fn(&Pin) -> bool) -> Result<Vec<Hash>> {
+        let _guard = self.lock();
+        let mut freed = Vec::new();
+        for hash in list_hashes(&self.layout().pins)? {
+            let pins = self.pins(&hash)?;
+            let kept: Vec<Pin> = pins.iter().filter(|p| keep(p)).cloned().collect();
+            if kept.len() != pins.len() {
+                self.write_pins_locked(&hash, &kept)?;
+                if kept.is_empty() {
+                    freed.push(hash);
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    fn add_pin_locked(&self, hash: &Hash, pin: Pin) -> Result<()> {
+        if !Pin::owner_is_valid(&pin.owner) {
+            return Err(StoreError::InvalidPin(pin.owner));
+        }
+        let pins = pins::with(self.pins(hash)?, pin);
+        self.write_pins_locked(hash, &pins)
+    }
+
+    /// Replaces blob `hash`'s marker with `pins` (removing it when there are none), atomically.
+    fn write_pins_locked(&self, hash: &Hash, pins: &[Pin]) -> Result<()> {
         let layout = self.layout();
         let marker = layout.pin(hash);
-        let changed = if pinned {
-            let absent = !marker.exists();
-            if absent {
-                File::create(&marker).ctx("create the pin", &marker)?;
+        if pins.is_empty() {
+            if remove_if_present(&marker)? {
+                sync_dir(&layout.pins)?;
             }
-            absent
-        } else {
-            remove_if_present(&marker)?
-        };
-        if changed {
-            sync_dir(&layout.pins)?;
+            return Ok(());
         }
-        Ok(())
+        let mut staged = layout.staging_file()?;
+        io::Write::write_all(&mut staged, pins::render(pins).as_bytes()).ctx("write the pins of", &marker)?;
+        sync_file(&staged)?;
+        publish(staged, &marker)
     }
 
     /// Deletes blob `hash` and its pin; returns whether it was present. Readers that already
@@ -384,6 +470,11 @@ impl Store {
         let store = self.clone();
         run_blocking(move || store.gc(budget_bytes)).await
     }
+}
+
+/// The current time, unix ms.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The hashes named by the files in a store directory.

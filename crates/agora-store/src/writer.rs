@@ -2,6 +2,7 @@
 //! once, and only a finished, hashed, fsynced blob is moved into the store.
 
 use crate::error::{IoContext, Result};
+use crate::pins::Pin;
 use crate::store::{BlobInfo, Store};
 use crate::tree::{TreeHasher, bao_tree};
 use agora_core::Hash;
@@ -44,9 +45,15 @@ impl BlobWriter {
         self.hasher.update(bytes).ctx("spill chunk hashes in", &self.store.layout().tmp)
     }
 
-    /// Hashes, fsyncs and installs the blob; `pin` protects it from garbage collection from the
-    /// moment it becomes visible. Writing a blob the store already has is cheap and harmless.
+    /// Hashes, fsyncs and installs the blob; `pin` protects it from garbage collection (the
+    /// operator's pin) from the moment it becomes visible. Writing a blob the store already has
+    /// is cheap and harmless.
     pub fn finish(self, pin: bool) -> Result<BlobInfo> {
+        self.finish_pinned(pin.then(Pin::operator))
+    }
+
+    /// [`finish`](Self::finish), held by `pin` (if any) from the moment the blob is visible.
+    pub fn finish_pinned(self, pin: Option<Pin>) -> Result<BlobInfo> {
         let path = self.file.get_ref().path().to_owned();
         let data = self.file.into_inner().map_err(|e| e.into_error()).ctx("write the staging file", &path)?;
         let mut outboard = self.store.layout().staging_file()?;

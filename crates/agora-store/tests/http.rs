@@ -492,6 +492,14 @@ async fn writes_must_be_signed_by_an_admitted_account_within_its_quota() {
     let info = mine.upload_bytes(&b"hello"[..], true).await.unwrap();
     assert!(node.store.has(&info.hash));
     mine.pin(&info.hash).await.expect("an admitted account may pin");
+    // An account's pin is its own and lapses: it cannot hold the node's disk forever.
+    let pins = node.store.pins(&info.hash).unwrap();
+    let now = agora_store::http::auth::now_ms();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert_eq!(pins[0].owner, format!("upload:{}", requester.public()));
+    let lapses = pins[0].until_ms.expect("an account's pin lapses");
+    assert!(lapses > now && lapses <= now + agora_store::http::server::ACCOUNT_PIN_MS);
+    assert!(!pins[0].holds_at(lapses));
     // Beyond its quota: 403.
     let over = mine.upload_bytes(vec![1u8; 200], false).await;
     assert!(matches!(over, Err(ClientError::Status { status, .. }) if status == 403), "{over:?}");
@@ -506,6 +514,11 @@ async fn writes_must_be_signed_by_an_admitted_account_within_its_quota() {
     assert!(matches!(mine.unpin(&info.hash).await, Err(ClientError::Status { status, .. }) if status == 403));
     let op = node.client.clone().with_signer(operator);
     assert_eq!(op.list().await.unwrap().len(), 1);
+    op.pin(&info.hash).await.unwrap();
+    assert!(
+        node.store.pins(&info.hash).unwrap().contains(&agora_store::Pin::operator()),
+        "the operator's pin holds"
+    );
     op.unpin(&info.hash).await.unwrap();
     // Reads stay open: content addressing makes them safe to serve.
     let mut out = vec![];

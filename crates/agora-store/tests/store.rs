@@ -3,7 +3,7 @@
 mod common;
 
 use agora_core::Hash;
-use agora_store::{Store, StoreError};
+use agora_store::{Pin, Store, StoreError};
 use common::{G, SIZES, bytes, entries, flip_byte};
 use std::fs::File;
 use std::io::{self, Read};
@@ -171,6 +171,36 @@ fn gc_removes_oldest_unpinned_blobs_down_to_the_budget_and_pins_persist() {
 }
 
 #[test]
+fn owned_pins_hold_until_every_owner_releases_or_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let input = store.put_reader_pinned(&vec![1u8; 3000][..], Some(Pin::held_by("job:7"))).unwrap();
+    assert!(input.pinned);
+    store.pin_for(&input.hash, Pin::held_by("lease:9")).unwrap();
+    let upload = store.put(&vec![2u8; 3000], false).unwrap();
+    store.pin_for(&upload.hash, Pin::until("upload:acct", 1_000)).unwrap();
+    assert!(!store.info(&upload.hash).unwrap().pinned, "a pin that lapsed (at 1970 + 1 s) holds nothing");
+    assert!(matches!(store.pin_for(&upload.hash, Pin::held_by("two words")), Err(StoreError::InvalidPin(_))));
+
+    // Pins and their owners survive a restart.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.pins(&input.hash).unwrap(), vec![Pin::held_by("job:7"), Pin::held_by("lease:9")]);
+
+    // Garbage collection takes the lapsed upload only; the expiry sweep drops its marker.
+    assert_eq!(store.gc(0).unwrap().removed, vec![upload.hash]);
+    assert!(store.expire(u64::MAX).unwrap().is_empty(), "no lapsing pin is left");
+
+    // The job settles: the lease still holds the input. Then the lease settles too.
+    assert!(store.release("job:7").unwrap().is_empty());
+    assert!(store.info(&input.hash).unwrap().pinned);
+    assert!(store.gc(0).unwrap().removed.is_empty());
+    assert_eq!(store.release("lease:9").unwrap(), vec![input.hash]);
+    assert!(store.pins(&input.hash).unwrap().is_empty());
+    assert_eq!(store.gc(0).unwrap().removed, vec![input.hash]);
+}
+
+#[test]
 fn gc_counts_outboards_and_storing_again_refreshes_age() {
     let (dir, store) = open();
     let big = store.put(&bytes(4 * G, 1), false).unwrap();
@@ -223,18 +253,18 @@ async fn put_stream_enforces_its_limit_and_discards_failed_streams() {
             (0..n).map(|i| Ok::<_, io::Error>(bytes::Bytes::from(bytes(1000, i as u8)))),
         )
     };
-    let info = store.put_stream(chunks(5), 5000, true).await.unwrap();
+    let info = store.put_stream(chunks(5), 5000, Some(Pin::operator())).await.unwrap();
     assert_eq!(info.size, 5000);
     assert!(info.pinned);
 
-    let err = store.put_stream(chunks(6), 5000, false).await.unwrap_err();
+    let err = store.put_stream(chunks(6), 5000, None).await.unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { limit: 5000 }), "{err}");
 
     let failing = futures_util::stream::iter([
         Ok(bytes::Bytes::from(vec![1u8; 100])),
         Err(io::Error::other("peer reset")),
     ]);
-    let err = store.put_stream(failing, 5000, false).await.unwrap_err();
+    let err = store.put_stream(failing, 5000, None).await.unwrap_err();
     assert!(matches!(err, StoreError::Interrupted { received: 100, .. }), "{err}");
 
     assert_eq!(store.list().unwrap(), vec![info]);

@@ -1,5 +1,6 @@
 //! [`WasmExecutor`]: runs a wasm command module once per item under the Agora limits.
 
+use crate::budget::{FUEL_PER_DEVICE_SECOND, ShardBudget};
 use crate::engine::build_engine;
 use crate::limits::{EpochTicker, MemoryCap};
 use crate::stop::Stop;
@@ -95,15 +96,29 @@ impl WasmExecutor {
         }
     }
 
-    /// Runs the module on one item.
-    fn run_item(&self, ctx: &TaskContext, index: u32, input: &[u8]) -> Result<ItemRun, Stop> {
-        let (fuel_budget, memory_mib, args) =
+    /// Runs the module on one item, within what is left of the shard's `budget`.
+    fn run_item(
+        &self,
+        ctx: &TaskContext,
+        budget: &ShardBudget,
+        index: u32,
+        input: &[u8],
+    ) -> Result<ItemRun, Stop> {
+        let (fuel_per_item, memory_mib, args) =
             self.params(ctx).map_err(|e| Stop::Instantiate(e.to_string()))?;
+        let limits = budget.for_item(fuel_per_item, self.time_limit);
+        let fuel_budget = limits.fuel;
+        if fuel_budget == 0 {
+            return Err(shard_stop(budget, true, 0));
+        }
+        if limits.time.is_zero() {
+            return Err(shard_stop(budget, false, 0));
+        }
         let (wasi, pipes) = item_ctx(&args, input, ctx.item_seed(index));
         let mut store = Store::new(&self.engine, State { wasi, memory: MemoryCap::new(memory_mib) });
         store.limiter(|s| &mut s.memory);
         store.set_fuel(fuel_budget).expect("fuel is enabled");
-        store.set_epoch_deadline(EpochTicker::ticks_for(self.time_limit));
+        store.set_epoch_deadline(EpochTicker::ticks_for(limits.time));
         let used = |store: &Store<State>| fuel_budget - store.get_fuel().unwrap_or(0);
 
         let instance = self.linker.instantiate(&mut store, &self.module).map_err(|e| {
@@ -133,7 +148,11 @@ impl WasmExecutor {
                         return Err(Stop::MemoryCap { cap_mib: memory_mib, requested, used: fuel });
                     }
                     return Err(match e.downcast_ref::<Trap>() {
+                        Some(Trap::OutOfFuel) if limits.fuel_is_shard => {
+                            shard_stop(budget, true, fuel_budget)
+                        }
                         Some(Trap::OutOfFuel) => Stop::OutOfFuel { used: fuel_budget, budget: fuel_budget },
+                        Some(Trap::Interrupt) if limits.time_is_shard => shard_stop(budget, false, fuel),
                         Some(Trap::Interrupt) => Stop::WallClock { limit: self.time_limit, used: fuel },
                         Some(trap) => Stop::Trap { trap: trap.to_string(), used: fuel, stderr: stderr() },
                         None => Stop::Trap { trap: format!("{e:#}"), used: fuel, stderr: stderr() },
@@ -148,6 +167,7 @@ impl WasmExecutor {
         Ok(ItemRun { output: output.to_vec(), fuel })
     }
 
+    /// Runs `items` in order within one shard budget (the lease's device-seconds).
     fn run_many<'a>(
         &self,
         ctx: &TaskContext,
@@ -155,9 +175,12 @@ impl WasmExecutor {
     ) -> Result<(IndexedItems, Meter), ExecError> {
         self.params(ctx)?;
         let mut meter = Meter::start(DeviceKind::Cpu);
+        let mut budget = ShardBudget::start(ctx.device_seconds);
         let mut out = Vec::new();
         for (index, input) in items {
-            match self.run_item(ctx, index, input) {
+            let ran = self.run_item(ctx, &budget, index, input);
+            budget.spend(ran.as_ref().map_or_else(Stop::fuel_used, |r| r.fuel));
+            match ran {
                 Ok(run) => {
                     meter.add_fuel(run.fuel);
                     out.push((index, run.output));
@@ -173,6 +196,22 @@ impl WasmExecutor {
             }
         }
         Ok((out, meter))
+    }
+}
+
+/// The stop of an item cut short by its shard's budget: its fuel (the deterministic bound) or,
+/// for a provider far slower than the fuel rate assumes, its time.
+fn shard_stop(budget: &ShardBudget, fuel_ran_out: bool, used: u64) -> Stop {
+    let device_seconds = budget.device_seconds().unwrap_or(0);
+    if fuel_ran_out {
+        Stop::ShardFuel {
+            budget: budget.total_fuel().unwrap_or(0),
+            device_seconds,
+            per_second: FUEL_PER_DEVICE_SECOND,
+            used,
+        }
+    } else {
+        Stop::ShardTime { device_seconds, used }
     }
 }
 

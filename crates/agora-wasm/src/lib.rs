@@ -6,9 +6,11 @@
 //! - [`wasi`]: the virtual WASI preview 1 a module sees (args, stdin = input item,
 //!   stdout = output item, fixed clocks, seeded randomness, no files, env or network);
 //! - [`limits`]: the memory cap and the wall-clock ticker;
+//! - [`budget`]: the fuel and time a shard's lease bought, shared by its items;
 //! - [`stop`]: why an item was stopped;
 //! - [`executor`]: [`WasmExecutor`], the `agora_runtime::Executor` for `wasm` jobs.
 
+pub mod budget;
 pub mod engine;
 pub mod executor;
 pub mod limits;

@@ -29,6 +29,31 @@ pub enum Stop {
         /// Fuel consumed until then.
         used: u64,
     },
+    /// The shard's items together burned the fuel its lease bought.
+    #[error(
+        "the shard ran out of fuel: its {device_seconds} device-seconds buy {budget} units ({per_second} a second), all spent by this item; reserve more device-seconds per item (seconds_per_item) or lower fuel_per_item"
+    )]
+    ShardFuel {
+        /// The shard's whole budget (this item used what was left of it).
+        budget: u64,
+        /// The lease's device-seconds.
+        device_seconds: u64,
+        /// Fuel a device-second buys.
+        per_second: u64,
+        /// Fuel this item consumed.
+        used: u64,
+    },
+    /// The shard's items together took the wall time its lease bought (a provider far slower
+    /// than the fuel rate assumes).
+    #[error(
+        "the shard took the {device_seconds} device-seconds its lease bought, after {used} fuel units in this item"
+    )]
+    ShardTime {
+        /// The lease's device-seconds.
+        device_seconds: u64,
+        /// Fuel this item consumed until then.
+        used: u64,
+    },
     /// The module tried to grow its memory beyond the cap.
     #[error(
         "hit the memory cap of {cap_mib} MiB (it asked for {requested} bytes) after {used} fuel units; raise memory_mib if the work needs it"
@@ -78,6 +103,8 @@ impl Stop {
         match self {
             Stop::OutOfFuel { used, .. }
             | Stop::WallClock { used, .. }
+            | Stop::ShardFuel { used, .. }
+            | Stop::ShardTime { used, .. }
             | Stop::MemoryCap { used, .. }
             | Stop::Trap { used, .. }
             | Stop::Exit { used, .. } => *used,

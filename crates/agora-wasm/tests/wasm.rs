@@ -3,6 +3,7 @@
 use agora_core::{Hash, JobParams};
 use agora_runtime::audit::audit;
 use agora_runtime::{AuditRequest, ExecError, Executor, PowerModel, TaskContext};
+use agora_wasm::budget::FUEL_PER_DEVICE_SECOND;
 use agora_wasm::{Stop, WasmExecutor};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ fn ctx(module: &[u8], fuel: u64, memory_mib: u32, args: &[&str]) -> TaskContext 
             args: args.iter().map(|s| s.to_string()).collect(),
         },
         power: PowerModel::CPU_CORE,
+        device_seconds: None,
     }
 }
 
@@ -147,6 +149,42 @@ fn infinite_loop_runs_out_of_fuel() {
     assert_eq!(stop, Stop::OutOfFuel { used: 2_000_000, budget: 2_000_000 });
     assert_eq!(fuel, 2_000_000, "the whole budget is metered");
     assert!(msg.contains("ran out of fuel"), "{msg}");
+}
+
+#[test]
+fn a_shard_stops_when_the_fuel_its_lease_bought_is_spent() {
+    // Four items that each spin to a 10-billion-unit item budget would hold the device for
+    // tens of seconds per item; the lease bought one device-second for the whole shard.
+    let module = example("bombs/loop.wat");
+    let exec = WasmExecutor::new(&module).unwrap();
+    let bought = TaskContext { device_seconds: Some(1), ..ctx(&module, 10_000_000_000, 1, &[]) };
+    let items = vec![vec![]; 4];
+    let run = || stopped(exec.run(&bought, &items).unwrap_err());
+    let (stop, fuel) = run();
+    assert_eq!(
+        stop,
+        Stop::ShardFuel {
+            budget: FUEL_PER_DEVICE_SECOND,
+            device_seconds: 1,
+            per_second: FUEL_PER_DEVICE_SECOND,
+            used: FUEL_PER_DEVICE_SECOND
+        }
+    );
+    assert_eq!(fuel, FUEL_PER_DEVICE_SECOND, "the shard's whole budget is metered, no more");
+    assert_eq!(run(), (stop.clone(), fuel), "the stop is deterministic: every auditor sees the same");
+    assert!(stop.to_string().contains("seconds_per_item"), "the message names the fix: {stop}");
+
+    // Items that fit are unaffected: the bound changes no output, and an auditor's sample
+    // (a subset of the shard) never runs short where the provider's whole shard did not.
+    let module = example("raytrace.wasm");
+    let exec = WasmExecutor::new(&module).unwrap();
+    let free = ctx(&module, 5_000_000_000, 32, &[]);
+    let bought = TaskContext { device_seconds: Some(2), ..free.clone() };
+    let inputs: Vec<Vec<u8>> =
+        (0..2).map(|f| format!("width=16 height=12 samples=1 frame={f}").into_bytes()).collect();
+    let (a, b) = (exec.run(&free, &inputs).unwrap(), exec.run(&bought, &inputs).unwrap());
+    assert_eq!((a.items, a.metering.fuel), (b.items, b.metering.fuel));
+    assert!(b.metering.fuel < 2 * FUEL_PER_DEVICE_SECOND);
 }
 
 #[test]

@@ -129,6 +129,24 @@ pub enum Command {
     /// Benchmarks (build with --release for meaningful numbers).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Internal: the child process a validator runs an audit in (request on stdin, answer on
+    /// stdout).
+    #[command(subcommand, hide = true)]
+    Sandbox(SandboxCommand),
+}
+
+/// Work a node hands to a child process of its own binary.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Load a model and recompute an audit's sample, within limits set before reading.
+    Audit {
+        /// Address space this process may use, bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+        /// CPU time this process may use, seconds.
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
 }
 
 /// `agora node ...`
@@ -150,6 +168,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::run::run(crate::config::NodeConfig::load(&config)?)
         }
         Command::Init => wallet::init(&g),
+        Command::Sandbox(SandboxCommand::Audit { memory_bytes, cpu_seconds }) => {
+            crate::provider::isolate::limit_this_process(memory_bytes, cpu_seconds)?;
+            crate::provider::isolate::serve(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+        }
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -174,7 +196,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Models(c) => models::run(&g, c).await,
                     Command::Gateway(c) => gateway::run(&g, c).await,
                     Command::Run(a) => run_local::run(&g, a).await,
-                    Command::Node(_) | Command::Init => unreachable!("handled above"),
+                    Command::Node(_) | Command::Init | Command::Sandbox(_) => unreachable!("handled above"),
                 }
             })
         }

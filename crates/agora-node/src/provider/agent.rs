@@ -7,7 +7,7 @@
 //! after a restart resumes leases it had not committed — reusing saved outputs, so a lease is
 //! never committed twice with different results.
 
-use super::auditor::Auditor;
+use super::auditor::{Auditor, Isolation};
 use super::hardware;
 use super::runtimes::Runtimes;
 use super::state::{AgentState, LeaseRecord, Phase, StateDir};
@@ -17,6 +17,7 @@ use super::{pricing, serve};
 use crate::client::NodeClient;
 use crate::config::ProviderSection;
 use crate::sender::TxSender;
+use crate::store_keeper::{StoreKeeper, audit_owner};
 use agora_core::tx::{AuditId, LeaseId, ProviderProfile, TxPayload};
 use agora_core::{AccountId, Region, SecretKey};
 use agora_ledger::Event;
@@ -80,6 +81,25 @@ pub struct AgentConfig {
     pub dir: PathBuf,
     /// Provider settings; `None` for an auditor-only agent (validators).
     pub provider: Option<ProviderSection>,
+    /// Bytes the content store is collected down to.
+    pub store_budget_bytes: u64,
+    /// Run audits in child processes (validators: see [`super::isolate`]).
+    pub isolation: Option<Isolation>,
+}
+
+/// How a validator runs audits: in a child of `exe` with address space for the largest model
+/// plus 8 GiB (working memory and a wasm instance's 4 GiB reservation), the audit deadline of
+/// wall time, and that much CPU time on every core.
+pub fn isolation(exe: PathBuf) -> Isolation {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    Isolation {
+        exe,
+        limits: super::isolate::Limits {
+            memory_bytes: super::runtimes::max_model_bytes(agora_core::JobKind::Generate) + (8 << 30),
+            cpu_seconds: AUDIT_DEADLINE.as_secs() * cores,
+            wall: AUDIT_DEADLINE,
+        },
+    }
 }
 
 enum Task {
@@ -111,6 +131,8 @@ pub struct Agent {
     provider: Option<ProviderSection>,
     endpoint: String,
     coord: Mutex<Vivaldi>,
+    keeper: StoreKeeper,
+    store_budget_bytes: u64,
 }
 
 impl Agent {
@@ -146,8 +168,15 @@ impl Agent {
             cheat_every_lease,
             device: device.clone(),
         };
-        let auditor =
-            Auditor { key: cfg.key.clone(), chain: chain.clone(), sender: sender.clone(), runtimes, device };
+        let auditor = Auditor {
+            key: cfg.key.clone(),
+            chain: chain.clone(),
+            sender: sender.clone(),
+            runtimes,
+            device,
+            isolation: cfg.isolation,
+        };
+        let chain_for_keeper = chain.clone();
         let routes = serve::router(Arc::new(serve::AuditServer {
             me: cfg.key.public(),
             chain: chain.clone(),
@@ -167,6 +196,8 @@ impl Agent {
             provider: cfg.provider,
             endpoint: cfg.endpoint,
             coord: Mutex::new(Vivaldi::default()),
+            keeper: StoreKeeper::new(cfg.store, chain_for_keeper),
+            store_budget_bytes: cfg.store_budget_bytes,
         });
         Ok((agent, routes))
     }
@@ -257,9 +288,13 @@ impl Agent {
                 % peers.len()];
             let url = format!("{}/health", peer.value.profile.endpoint.trim_end_matches('/'));
             let start = std::time::Instant::now();
-            // The peer's endpoint is whatever it registered: a tarpit must not hold this loop.
-            let probe = agora_store::http::outbound::client_with_total(PROBE_TIMEOUT);
-            if probe.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            // The peer's endpoint is whatever it registered: a tarpit must not hold this loop,
+            // and a name re-pointed into this network must not be dialled.
+            let reach = self.chain.reach().await?;
+            let probe = agora_store::http::outbound::client_reaching(reach, Some(PROBE_TIMEOUT));
+            if reach.check_url(&url).is_ok()
+                && probe.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            {
                 let rtt = start.elapsed().as_secs_f64() * 1000.0;
                 let remote = Vivaldi::remote_from_coord(&peer.value.profile.coord);
                 self.coord.lock().expect("not poisoned").observe(&remote, rtt, peer.id.0[0] as u64);
@@ -314,6 +349,11 @@ impl Agent {
                         match item {
                             Ok(record) => {
                                 self.on_block(&record);
+                                for event in record.all_events() {
+                                    if let Err(e) = self.keeper.on_event(event).await {
+                                        warn!(error = %format!("{e:#}"), "cannot update the store's pins");
+                                    }
+                                }
                                 if record.block.header.height % 20 == 0 {
                                     self.save();
                                 }
@@ -390,6 +430,10 @@ impl Agent {
             }
             Err(e) => warn!(audit, error = %format!("{e:#}"), "audit not carried out"),
         }
+        // Done or given up: the model it fetched is a cache again.
+        if let Err(e) = self.keeper.release(audit_owner(audit)).await {
+            warn!(audit, error = %format!("{e:#}"), "cannot release the audit's pins");
+        }
     }
 
     /// The audit worker: one audit at a time, each within [`AUDIT_DEADLINE`], never behind a
@@ -459,6 +503,7 @@ impl Agent {
         tokio::spawn(self.clone().work_audits());
         tokio::spawn(self.clone().work_leases());
         tokio::spawn(self.clone().follow());
+        tokio::spawn(self.keeper.clone().collect_forever(self.store_budget_bytes));
         let Some(p) = self.provider.clone() else { return };
         // Registration waits for the chain to be reachable.
         loop {

@@ -2,14 +2,18 @@
 //! provider (each checked against the on-chain commitments), recompute them with the same
 //! runtime, compare with the kind's comparison function, and report the verdict.
 
+use super::isolate::{self, Answer};
 use super::runtimes::Runtimes;
 use crate::client::NodeClient;
 use crate::protocol::{self, AUDITOR_HEADER, AuditItems, SIGNATURE_HEADER};
 use crate::sender::TxSender;
+use crate::store_keeper::audit_owner;
 use agora_core::tx::{AuditId, TxPayload};
 use agora_core::{Hash, SecretKey};
 use agora_runtime::executor::AuditRequest;
+use agora_store::Pin;
 use anyhow::Context;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -27,6 +31,26 @@ pub struct Auditor {
     /// The device, shared with the lease worker: a recomputation never runs beside a lease's
     /// compute (which would slow it past what its requester bought).
     pub device: Arc<tokio::sync::Semaphore>,
+    /// Where recomputations run: `None` in this process, else in a child process (validators,
+    /// whose process must survive any model).
+    pub isolation: Option<Isolation>,
+}
+
+/// How audits run in a child process.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    /// The binary to run as `agora sandbox audit` (this node's own).
+    pub exe: PathBuf,
+    /// What the child may use.
+    pub limits: isolate::Limits,
+}
+
+/// Where one audit's recomputation runs.
+enum Recompute<'a> {
+    /// Here, with the cached executor.
+    Here(Arc<dyn agora_runtime::executor::Executor>),
+    /// In a child process, loading the model file.
+    Child(&'a Isolation, PathBuf),
 }
 
 /// Runs `attempt` until it succeeds or `patience` has passed, backing off from 200 ms to 2 s;
@@ -80,7 +104,11 @@ impl Auditor {
     async fn fetch_items(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
         let sig = self.key.sign(&protocol::audit_request_message(audit));
         let url = format!("{}/agent/audit/{audit}", endpoint.trim_end_matches('/'));
-        let http = agora_store::http::outbound::client_with_total(Duration::from_secs(30));
+        let reach = self.chain.reach().await?;
+        // Not reachable from here is this auditor's problem to report as nothing, like a DNS
+        // name that resolves only inside the network (a transport error).
+        reach.check_url(&url).map_err(|e| Unable(e.to_string()))?;
+        let http = agora_store::http::outbound::client_reaching(reach, Some(Duration::from_secs(30)));
         let resp = http
             .get(&url)
             .header(AUDITOR_HEADER, self.key.public().to_string())
@@ -107,11 +135,20 @@ impl Auditor {
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
         let provider = self.chain.provider(&lease.provider).await?;
         // A model this node cannot load means it cannot audit (not that the provider cheated).
-        let executor = self
-            .runtimes
-            .executor(m.kind(), &m.model, &m.sources)
-            .await
-            .map_err(|e| Unable(format!("loading the runtime: {e:#}")))?;
+        let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
+        let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
+        let recompute = match &self.isolation {
+            None => Recompute::Here(
+                self.runtimes.executor(m.kind(), &m.model, &m.sources, reach, &pin).await.map_err(unable)?,
+            ),
+            Some(isolation) => Recompute::Child(
+                isolation,
+                self.runtimes
+                    .model_file(m.kind(), &m.model, &m.sources, reach, &pin)
+                    .await
+                    .map_err(unable)?,
+            ),
+        };
         let (passed, detail) = match self
             .check(
                 &audit.items,
@@ -121,7 +158,7 @@ impl Auditor {
                 &commitment,
                 &job.manifest,
                 &lease,
-                executor,
+                recompute,
             )
             .await
         {
@@ -158,7 +195,7 @@ impl Auditor {
         commitment: &agora_core::tx::ResultCommitment,
         manifest: &agora_core::JobManifest,
         lease: &agora_ledger::leases::Lease,
-        executor: Arc<dyn agora_runtime::executor::Executor>,
+        recompute: Recompute<'_>,
     ) -> anyhow::Result<(bool, String)> {
         // The ledger accepted the commitment only with the shard's output count (training
         // commits checkpoints, not one output per input), so output proofs are checked
@@ -180,14 +217,33 @@ impl Auditor {
         let ctx = protocol::task_context(lease.job, lease.shard, manifest, &lease.class);
         let device = self.device.acquire().await.expect("never closed");
         let ran = std::time::Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            agora_runtime::audit::audit(executor.as_ref(), &ctx, &request)
-        })
-        .await?;
+        let answer = match recompute {
+            Recompute::Here(executor) => {
+                tokio::task::spawn_blocking(move || {
+                    match agora_runtime::audit::audit(executor.as_ref(), &ctx, &request) {
+                        Ok(outcome) => Answer::Outcome(outcome),
+                        Err(e @ agora_runtime::ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
+                        Err(e) => Answer::Failed(format!("recomputing: {e}")),
+                    }
+                })
+                .await?
+            }
+            Recompute::Child(isolation, model_file) => {
+                let audit = isolate::Audit {
+                    kind: manifest.kind(),
+                    model: manifest.model,
+                    model_file,
+                    models_dir: self.runtimes.models_dir().to_path_buf(),
+                    ctx: &ctx,
+                    request: &request,
+                };
+                isolate::run(&isolation.exe, audit, isolation.limits).await?
+            }
+        };
         drop(device);
         crate::api::metrics::observe_runtime("audit", manifest.kind().name(), ran.elapsed());
-        match outcome {
-            Ok(o) => {
+        match answer {
+            Answer::Outcome(o) => {
                 let bad: Vec<String> = o
                     .verdicts
                     .iter()
@@ -200,12 +256,10 @@ impl Auditor {
                 ))
             }
             // The claimed outputs could not even be replayed (e.g. a malformed checkpoint).
-            Err(e @ agora_runtime::ExecError::BadAudit(_)) => {
-                Ok((false, format!("recomputation rejected the claims: {e}")))
-            }
+            Answer::BadClaims(e) => Ok((false, format!("recomputation rejected the claims: {e}"))),
             // The recomputation itself failed here (the model, a resource stop, unusable
             // inputs or parameters the provider is not to blame for): unable, not fraud.
-            Err(e) => Err(Unable(format!("recomputing: {e}")).into()),
+            Answer::Failed(e) => Err(Unable(e).into()),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod auditor;
 pub mod hardware;
+pub mod isolate;
 pub mod pricing;
 pub mod runtimes;
 pub mod serve;

@@ -4,10 +4,11 @@
 
 use agora_core::{Hash, JobKind};
 use agora_runtime::executor::Executor;
-use agora_store::Store;
+use agora_store::http::outbound::Reach;
+use agora_store::{Pin, Store};
 use anyhow::{Context, bail};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Loaded executors and where models are unpacked.
@@ -28,15 +29,24 @@ impl Runtimes {
         JobKind::ALL.to_vec()
     }
 
-    /// Makes sure blob `hash` is in the local store, downloading it (verified) from the first
-    /// source that has it.
-    pub async fn fetch(&self, hash: &Hash, sources: &[String]) -> anyhow::Result<()> {
-        if self.store.has(hash) {
-            return Ok(());
+    /// Makes sure blob `hash` is in the local store, held by `pin`, downloading it (verified)
+    /// from the first source that has it, connecting only within `reach` (sources are the
+    /// requester's choice).
+    pub async fn fetch(
+        &self,
+        hash: &Hash,
+        sources: &[String],
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<()> {
+        match self.store.pin_for(hash, pin.clone()) {
+            Ok(_) => return Ok(()),
+            Err(agora_store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         let mut errors = vec![];
         for src in sources {
-            let client = match agora_store::http::Client::new(src) {
+            let client = match agora_store::http::Client::reaching(src, reach) {
                 Ok(c) => c,
                 Err(e) => {
                     errors.push(format!("{src}: {e}"));
@@ -48,7 +58,7 @@ impl Runtimes {
             match client.download_to_file(hash, &tmp, None, |_, _| {}).await {
                 Ok(_) => {
                     let file = std::fs::File::open(&tmp)?;
-                    let info = self.store.put_reader(file, true)?;
+                    let info = self.store.put_reader_pinned(file, Some(pin.clone()))?;
                     let _ = std::fs::remove_file(&tmp);
                     if info.hash != *hash {
                         bail!("source {src} served {} for {hash}", info.hash);
@@ -61,60 +71,101 @@ impl Runtimes {
         bail!("blob {hash} is not available from any source ({})", errors.join("; "))
     }
 
-    /// The executor for `kind` running model `model` (fetched from `sources` if needed). A model
+    /// Where unpacked models live.
+    pub fn models_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Fetches model `model` for a `kind` job like [`Runtimes::executor`] without loading it,
+    /// and returns the file holding its bytes (for a child process to load).
+    pub async fn model_file(
+        &self,
+        kind: JobKind,
+        model: &Hash,
+        sources: &[String],
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<PathBuf> {
+        self.fetch_model(kind, model, sources, reach, pin).await?;
+        Ok(self.store.blob_path(model))
+    }
+
+    /// Fetches model `model`, held by `pin`, refusing one over [`max_model_bytes`] before
+    /// anything reads it into memory.
+    async fn fetch_model(
+        &self,
+        kind: JobKind,
+        model: &Hash,
+        sources: &[String],
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<()> {
+        self.fetch(model, sources, reach, pin).await?;
+        let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
+        let cap = max_model_bytes(kind);
+        if size > cap {
+            bail!("model {model} is {size} bytes, more than the {cap}-byte limit for {kind} jobs");
+        }
+        Ok(())
+    }
+
+    /// The executor for `kind` running model `model` (fetched from `sources` within `reach` if
+    /// needed, and held by `pin` in the store). A model
     /// over [`max_model_bytes`] is refused before it is read into memory.
     pub async fn executor(
         &self,
         kind: JobKind,
         model: &Hash,
         sources: &[String],
+        reach: Reach,
+        pin: &Pin,
     ) -> anyhow::Result<Arc<dyn Executor>> {
         if let Some(e) = self.loaded.lock().expect("not poisoned").get(&(kind, *model)) {
             return Ok(e.clone());
         }
-        self.fetch(model, sources).await?;
-        let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
-        let cap = max_model_bytes(kind);
-        if size > cap {
-            bail!("model {model} is {size} bytes, more than the {cap}-byte limit for {kind} jobs");
-        }
+        self.fetch_model(kind, model, sources, reach, pin).await?;
         let bytes = self.store.get(model).with_context(|| format!("reading model {model}"))?;
-        let dir = self.dir.join(model.to_string());
-        let model_hash = *model;
-        let executor: Arc<dyn Executor> =
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn Executor>> {
-                Ok(match kind {
-                    JobKind::Wasm => {
-                        Arc::new(agora_wasm::WasmExecutor::new(&bytes).context("loading the wasm module")?)
-                    }
-                    JobKind::Train => Arc::new(agora_ml::TrainExecutor::default()),
-                    JobKind::Embed | JobKind::Generate => {
-                        if !dir.join(".unpacked").exists() {
-                            let bundle = dir.with_extension("bundle");
-                            std::fs::create_dir_all(&dir)?;
-                            std::fs::write(&bundle, &bytes)?;
-                            agora_runtime::provision::bundle::unpack_bundle(&bundle, &model_hash, &dir)
-                                .context("unpacking the model bundle")?;
-                            let _ = std::fs::remove_file(&bundle);
-                            std::fs::write(dir.join(".unpacked"), b"")?;
-                        }
-                        if kind == JobKind::Embed {
-                            Arc::new(
-                                agora_ml::EmbedExecutor::load(&dir).context("loading the embedding model")?,
-                            )
-                        } else {
-                            Arc::new(
-                                agora_ml::GenerateExecutor::load(&dir.join("model.gguf"))
-                                    .context("loading the language model")?,
-                            )
-                        }
-                    }
-                })
-            })
-            .await??;
+        let (dir, model_hash) = (self.dir.clone(), *model);
+        let executor =
+            tokio::task::spawn_blocking(move || load_executor(kind, bytes, &dir, model_hash)).await??;
         self.loaded.lock().expect("not poisoned").insert((kind, *model), executor.clone());
         Ok(executor)
     }
+}
+
+/// Loads model `model` (its blob's `bytes`) as the executor for `kind`, unpacking model bundles
+/// under `models_dir` (once; later loads reuse the unpacked files). Blocking; requester-chosen
+/// bytes: see [`super::isolate`] for running it where a failure cannot reach the node.
+pub fn load_executor(
+    kind: JobKind,
+    bytes: Vec<u8>,
+    models_dir: &Path,
+    model: Hash,
+) -> anyhow::Result<Arc<dyn Executor>> {
+    let dir = models_dir.join(model.to_string());
+    Ok(match kind {
+        JobKind::Wasm => Arc::new(agora_wasm::WasmExecutor::new(&bytes).context("loading the wasm module")?),
+        JobKind::Train => Arc::new(agora_ml::TrainExecutor::default()),
+        JobKind::Embed | JobKind::Generate => {
+            if !dir.join(".unpacked").exists() {
+                let bundle = dir.with_extension("bundle");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(&bundle, &bytes)?;
+                agora_runtime::provision::bundle::unpack_bundle(&bundle, &model, &dir)
+                    .context("unpacking the model bundle")?;
+                let _ = std::fs::remove_file(&bundle);
+                std::fs::write(dir.join(".unpacked"), b"")?;
+            }
+            if kind == JobKind::Embed {
+                Arc::new(agora_ml::EmbedExecutor::load(&dir).context("loading the embedding model")?)
+            } else {
+                Arc::new(
+                    agora_ml::GenerateExecutor::load(&dir.join("model.gguf"))
+                        .context("loading the language model")?,
+                )
+            }
+        }
+    })
 }
 
 /// Largest model a provider loads for a job of `kind`: requester-chosen blobs are read whole

@@ -7,9 +7,10 @@ use super::state::{Phase, StateDir};
 use crate::client::NodeClient;
 use crate::protocol;
 use crate::sender::TxSender;
+use crate::store_keeper;
 use agora_core::tx::{LeaseId, Metering, ResultCommitment, TxPayload};
 use agora_core::{AccountId, Hash, SecretKey};
-use agora_store::Store;
+use agora_store::{Pin, Store};
 use anyhow::{Context, bail};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,14 +82,18 @@ impl Worker {
         let shard = m.shards.get(lease.shard as usize).context("lease names a shard the job lacks")?;
         let started = Instant::now();
         let runtimes = &self.runtimes;
-        runtimes.fetch(&shard.input, &m.sources).await.context("fetching the shard's inputs")?;
+        let reach = self.chain.reach().await?;
+        let pin = Pin::held_by(store_keeper::lease_owner(lease_id));
+        runtimes.fetch(&shard.input, &m.sources, reach, &pin).await.context("fetching the shard's inputs")?;
         let blob = self.store.get(&shard.input)?;
         let key = if m.encrypted { Some(self.input_key(lease_id, lease.deadline_ms).await?) } else { None };
         let inputs =
             protocol::decode_shard(&blob, key.as_ref(), &shard.items_root).context("the shard's inputs")?;
         self.state.save_items(lease_id, "inputs", &inputs)?;
-        let executor =
-            runtimes.executor(m.kind(), &m.model, &m.sources).await.context("loading the runtime")?;
+        let executor = runtimes
+            .executor(m.kind(), &m.model, &m.sources, reach, &pin)
+            .await
+            .context("loading the runtime")?;
         let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
         let device = self.device.acquire().await.expect("never closed");
         let ran = Instant::now();
@@ -120,7 +125,7 @@ impl Worker {
     }
 
     /// Posts the commitment, waits for it to be final, and only then publishes the output blob
-    /// in the store (pinned) for the requester.
+    /// in the store for the requester (kept for [`store_keeper::OUTPUT_RETENTION`]).
     pub async fn commit(&self, lease: LeaseId, commitment: ResultCommitment) -> anyhow::Result<()> {
         let output = commitment.output;
         self.sender.send(TxPayload::CommitResult { lease, commitment }, Duration::from_secs(60)).await?;
@@ -132,7 +137,8 @@ impl Worker {
         let pending = self.state.pending_output_path(lease);
         match std::fs::File::open(&pending) {
             Ok(file) => {
-                let info = self.store.put_reader(file, true)?;
+                let pin = store_keeper::output_pin(lease, agora_store::http::auth::now_ms());
+                let info = self.store.put_reader_pinned(file, Some(pin))?;
                 if info.hash != *output {
                     bail!("lease {lease}'s held output is {}, but {output} was committed", info.hash);
                 }

@@ -25,7 +25,7 @@ pub async fn fetch(
         let lease = client.lease(lease_id).await?;
         let commitment = lease.commitment.context("a settled lease has a commitment")?;
         let provider = client.provider(&lease.provider).await?;
-        let store = agora_store::http::Client::new(&provider.profile.endpoint)?;
+        let store = agora_store::http::Client::reaching(&provider.profile.endpoint, client.reach().await?)?;
         let mut blob = Vec::new();
         store
             .download(&commitment.output, None, &mut blob, |_, _| {})

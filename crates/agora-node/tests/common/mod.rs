@@ -131,6 +131,17 @@ impl Net {
         self.dir.join(format!("provider{i}.toml"))
     }
 
+    /// The owners of every pin in node `name`'s content store (`node0`, `provider1`, …): one
+    /// entry per pin, read from the store's marker files.
+    pub fn pin_owners(&self, name: &str) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.dir.join(name).join("blobs/pins")) else { return vec![] };
+        dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .flat_map(|text| {
+                text.lines().filter_map(|l| l.split(' ').next().map(str::to_owned)).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Provider `i`'s account (from its key file).
     pub fn provider_account(&self, i: usize) -> String {
         let seed = std::fs::read_to_string(self.dir.join(format!("provider{i}/node.key"))).unwrap();

@@ -21,7 +21,7 @@ pub mod wasm;
 use agora_core::JobParams;
 
 /// The outcome of comparing one claimed item with its recomputation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Verdict {
     /// Whether the claim is accepted.
     pub matches: bool,

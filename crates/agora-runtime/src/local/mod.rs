@@ -34,6 +34,7 @@ pub fn run_local(
         model: model.hash,
         params: job.params.clone(),
         power: PowerModel::for_device(DeviceKind::Cpu),
+        device_seconds: None,
     };
     let output = executor.run(&ctx, &inputs)?;
     let output_root = MerkleTree::from_items(&output.items).root();

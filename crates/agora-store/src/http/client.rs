@@ -5,6 +5,7 @@
 //! after each piece, so a CLI can drive a progress bar.
 
 use crate::encrypt::{BlobKey, CryptoError, Encryptor, encrypted_len};
+use crate::http::outbound::Reach;
 use crate::http::server::{BlobList, ErrorBody, PINNED_HEADER};
 use crate::http::sink::{Decrypting, FileSink, Sink, Writer};
 use crate::http::verified::receive;
@@ -38,6 +39,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The base URL names an address this client may not reach.
+    #[error(transparent)]
+    Reach(#[from] super::outbound::ReachError),
     /// The node could not be reached, or the exchange failed.
     #[error("could not talk to the store at {url}: {source}")]
     Http {
@@ -169,6 +173,13 @@ pub struct Client {
 impl Client {
     /// A client for the node at `base_url` (such as `http://127.0.0.1:7070`; plain HTTP only).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::reaching(base_url, Reach::Any)
+    }
+
+    /// A client for a store a stranger named (a provider's endpoint, a manifest's source):
+    /// it connects only to addresses within `reach`, by IP literal or by what the name
+    /// resolves to when it connects.
+    pub fn reaching(base_url: &str, reach: Reach) -> Result<Self, ClientError> {
         let base = base_url.trim().trim_end_matches('/');
         let invalid = |reason| ClientError::InvalidUrl { url: base_url.to_owned(), reason };
         let Some(host) = base.strip_prefix("http://") else {
@@ -177,7 +188,8 @@ impl Client {
         if host.is_empty() || host.contains('/') {
             return Err(invalid("it must be http://HOST[:PORT] with no path"));
         }
-        Ok(Self { http: super::outbound::client(), base: base.to_owned(), signer: None })
+        reach.check_url(base)?;
+        Ok(Self { http: super::outbound::client_reaching(reach, None), base: base.to_owned(), signer: None })
     }
 
     /// This client, signing uploads, pins and listings as `key`'s account (nodes refuse them

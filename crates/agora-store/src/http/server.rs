@@ -9,6 +9,10 @@
 //! | `GET /blobs/{hash}/verified[?start=A&end=B]` | verified stream, see [`super::verified`] |
 //! | `POST /blobs/{hash}/pin`, `DELETE /blobs/{hash}/pin` | pin (signed) / unpin (the operator) |
 //!
+//! A pin placed by the operator (or on an open store) holds until unpinned; one placed by any
+//! other account is that account's and lapses after [`ACCOUNT_PIN_MS`] (the node pins what its
+//! jobs and leases need under their own names, see [`crate::pins`]).
+//!
 //! Writes and listings must be signed ([`super::auth`]) unless the store is configured open
 //! ([`ServerConfig::open`]): anonymous ones get 401 with a message that says how to sign, and
 //! accounts the [`WritePolicy`](super::auth::WritePolicy) refuses get 403.
@@ -23,6 +27,7 @@ use crate::http::auth::{self, AnyAccount, Writers};
 use crate::http::body::blocking_body;
 use crate::http::range::{RangeError, parse_range};
 use crate::http::verified::VERIFIED_MEDIA_TYPE;
+use crate::pins::Pin;
 use crate::reader::Blob;
 use crate::store::{BlobInfo, Store};
 use crate::task::run_blocking;
@@ -80,19 +85,46 @@ fn authorize(
     uri: &Uri,
     bytes: u64,
     list: bool,
-) -> Result<(), ApiError> {
-    let Writers::Signed(policy) = &config.writers else { return Ok(()) };
+) -> Result<Caller, ApiError> {
+    let Writers::Signed(policy) = &config.writers else { return Ok(Caller::Trusted) };
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let account = auth::verify(headers, method, path, auth::now_ms())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let operator = policy.may_list(&account);
     if list {
-        return if policy.may_list(&account) {
-            Ok(())
+        return if operator {
+            Ok(Caller::Trusted)
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "only this node's operator may list its blobs"))
         };
     }
-    policy.admit(&account, bytes).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))
+    policy.admit(&account, bytes).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+    Ok(if operator { Caller::Trusted } else { Caller::Account(account) })
+}
+
+/// Who a write came from.
+enum Caller {
+    /// The operator, or anyone on a store that takes unsigned writes.
+    Trusted,
+    /// Another admitted account.
+    Account(agora_core::PublicKey),
+}
+
+/// How long an account's pin lasts: long enough to prepare and submit a job, after which the
+/// node's own pins (held by the job, released when it finishes) take over.
+pub const ACCOUNT_PIN_MS: u64 = 24 * 3_600_000;
+
+impl Caller {
+    /// The pin this caller's `pin=true` or pin request places: the operator's, or one that
+    /// lapses after [`ACCOUNT_PIN_MS`], so no account holds disk forever.
+    fn pin(&self) -> Pin {
+        match self {
+            Caller::Trusted => Pin::operator(),
+            Caller::Account(account) => {
+                Pin::until(format!("upload:{account}"), auth::now_ms().saturating_add(ACCOUNT_PIN_MS))
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -151,6 +183,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::InvalidPin(_) => StatusCode::BAD_REQUEST,
             StoreError::RangeOutOfBounds { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Interrupted { .. } => StatusCode::BAD_REQUEST,
@@ -221,7 +254,7 @@ async fn upload(
     if declared.is_some_and(|len| len > limit) {
         return Err(StoreError::TooLarge { limit }.into());
     }
-    if let Writers::Signed(_) = state.config.writers {
+    let caller = if let Writers::Signed(_) = state.config.writers {
         // A signed upload is charged what it declares, and may not send more.
         let Some(len) = declared else {
             return Err(ApiError::new(
@@ -229,10 +262,13 @@ async fn upload(
                 "a signed upload must declare its Content-Length",
             ));
         };
-        authorize(&state.config, &headers, "PUT", &uri, len, false)?;
         limit = len;
-    }
-    let info = state.store.put_stream(body.into_data_stream(), limit, params.pin).await?;
+        authorize(&state.config, &headers, "PUT", &uri, len, false)?
+    } else {
+        Caller::Trusted
+    };
+    let pin = params.pin.then(|| caller.pin());
+    let info = state.store.put_stream(body.into_data_stream(), limit, pin).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -337,9 +373,9 @@ async fn pin(
     headers: HeaderMap,
 ) -> Result<Json<BlobInfo>, ApiError> {
     let hash = parse_hash(path)?;
-    authorize(&state.config, &headers, "POST", &uri, 0, false)?;
+    let pin = authorize(&state.config, &headers, "POST", &uri, 0, false)?.pin();
     let store = state.store.clone();
-    Ok(Json(run_blocking(move || store.pin(&hash)).await?))
+    Ok(Json(run_blocking(move || store.pin_for(&hash, pin)).await?))
 }
 
 async fn unpin(

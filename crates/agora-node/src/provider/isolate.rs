@@ -1,0 +1,225 @@
+//! Audits in a child process: a requester's model can fail only the child, never the node.
+//!
+//! A model is requester-chosen bytes. Its loader sizes allocations from headers, its
+//! computation runs as long as its parameters say. The loaders check what they can (GGUF and
+//! BERT headers, model size caps) and the executors bound what they run, but a validator's
+//! process also runs consensus: one abort there stops the chain's progress on that node. So a
+//! node that isolates audits (every validator does) loads the model and recomputes the sample
+//! in a child process of its own binary (`agora sandbox audit`), which sets its limits before
+//! it reads anything (address space, CPU seconds, no core dumps, a lower scheduling priority),
+//! and which the node kills at a wall deadline. Whatever ends the child early — an abort, the kernel's
+//! limits, a panic, garbage on its stdout — is the auditor's failure to audit ([`Unable`]), so
+//! it reports nothing rather than an accusation.
+//!
+//! Protocol: the parent writes one request to the child's stdin (a length-prefixed JSON header,
+//! then the fetched input and claimed items, each as index, length and bytes) and reads one
+//! JSON [`Answer`] from its stdout, of at most [`MAX_ANSWER`] bytes.
+
+use super::auditor::Unable;
+use super::runtimes::load_executor;
+use agora_core::{Hash, JobKind};
+use agora_runtime::ExecError;
+use agora_runtime::audit::AuditOutcome;
+use agora_runtime::executor::{AuditRequest, TaskContext};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest answer read from a child: verdicts with their details and the metering.
+pub const MAX_ANSWER: usize = 16 << 20;
+/// Largest request header a child reads.
+const MAX_HEADER: u32 = 1 << 20;
+/// Scheduling priority of the child: below the node's API and consensus.
+const CHILD_NICE: i32 = 10;
+
+/// What a child may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Address space, bytes: every mapping counts, the heap, a memory-mapped model and a wasm
+    /// instance's reservation alike.
+    pub memory_bytes: u64,
+    /// CPU time across all its threads, seconds.
+    pub cpu_seconds: u64,
+    /// Wall time before it is killed.
+    pub wall: Duration,
+}
+
+/// What the child is told to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Header {
+    kind: JobKind,
+    model: Hash,
+    /// The model blob's file (the node's store verified it when storing it).
+    model_file: PathBuf,
+    /// Where unpacked models live.
+    models_dir: PathBuf,
+    ctx: TaskContext,
+    indices: Vec<u32>,
+    inputs: u32,
+    claimed: u32,
+}
+
+/// What the child answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    /// The recomputation ran; a verdict per sampled item.
+    Outcome(AuditOutcome),
+    /// The provider's claims could not even be replayed: its fault.
+    BadClaims(String),
+    /// The recomputation failed here (model, resources, inputs): not the provider's fault.
+    Failed(String),
+}
+
+/// One audit to run in a child.
+pub struct Audit<'a> {
+    /// The job kind.
+    pub kind: JobKind,
+    /// The model's hash.
+    pub model: Hash,
+    /// The model blob's file.
+    pub model_file: PathBuf,
+    /// Where unpacked models live.
+    pub models_dir: PathBuf,
+    /// The task.
+    pub ctx: &'a TaskContext,
+    /// The fetched items.
+    pub request: &'a AuditRequest,
+}
+
+/// Runs `audit` in a child process of `exe` under `limits`. An answer from the child is
+/// returned as it is; a child that did not answer (killed, aborted, timed out, garbled) is
+/// [`Unable`].
+pub async fn run(exe: &std::path::Path, audit: Audit<'_>, limits: Limits) -> anyhow::Result<Answer> {
+    let header = Header {
+        kind: audit.kind,
+        model: audit.model,
+        model_file: audit.model_file,
+        models_dir: audit.models_dir,
+        ctx: audit.ctx.clone(),
+        indices: audit.request.indices.clone(),
+        inputs: audit.request.inputs.len() as u32,
+        claimed: audit.request.claimed.len() as u32,
+    };
+    let mut request = Vec::new();
+    write_request(&mut request, &header, audit.request)?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["sandbox", "audit", "--memory-bytes", &limits.memory_bytes.to_string()])
+        .args(["--cpu-seconds", &limits.cpu_seconds.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the audit process")?;
+    let (mut stdin, mut stdout, mut stderr) = (
+        child.stdin.take().expect("piped"),
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
+    let exchange = async {
+        let write = async {
+            // A child that dies early closes its stdin: its exit status says why.
+            let _ = stdin.write_all(&request).await;
+            drop(stdin);
+        };
+        let (mut answer, mut log) = (Vec::new(), Vec::new());
+        let (mut out, mut err) = ((&mut stdout).take(MAX_ANSWER as u64 + 1), (&mut stderr).take(64 << 10));
+        let ((), read, _) = tokio::join!(write, out.read_to_end(&mut answer), err.read_to_end(&mut log));
+        read?;
+        let status = child.wait().await?;
+        anyhow::Ok((status, answer, log))
+    };
+    let (status, answer, log) = match tokio::time::timeout(limits.wall, exchange).await {
+        Ok(done) => done.map_err(|e| Unable(format!("the audit process failed: {e:#}")))?,
+        Err(_) => {
+            bail!(Unable(format!("the audit process took longer than {:?} and was killed", limits.wall)))
+        }
+    };
+    let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(400)..]).trim().to_string();
+    if !status.success() {
+        bail!(Unable(format!("the audit process ended with {status}: {tail}")));
+    }
+    if answer.len() > MAX_ANSWER {
+        bail!(Unable(format!("the audit process answered more than {MAX_ANSWER} bytes")));
+    }
+    serde_json::from_slice(&answer)
+        .map_err(|e| Unable(format!("the audit process answered garbage: {e}")).into())
+}
+
+/// Limits this process (the child) to `memory_bytes` of address space and `cpu_seconds` of CPU
+/// time, with no core dumps, at a lower priority. Hard limits: they cannot be raised again.
+pub fn limit_this_process(memory_bytes: u64, cpu_seconds: u64) -> anyhow::Result<()> {
+    use rustix::process::{Resource, Rlimit, setpriority_process, setrlimit};
+    let cap = |n: u64| Rlimit { current: Some(n), maximum: Some(n) };
+    setrlimit(Resource::As, cap(memory_bytes)).context("limiting memory")?;
+    setrlimit(Resource::Cpu, cap(cpu_seconds)).context("limiting CPU time")?;
+    setrlimit(Resource::Core, cap(0)).context("turning core dumps off")?;
+    setpriority_process(None, CHILD_NICE).context("lowering the priority")?;
+    Ok(())
+}
+
+fn write_request(out: &mut Vec<u8>, header: &Header, request: &AuditRequest) -> anyhow::Result<()> {
+    let header = serde_json::to_vec(header)?;
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (index, bytes) in request.inputs.iter().chain(&request.claimed) {
+        out.extend_from_slice(&index.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    Ok(())
+}
+
+fn read_items(input: &mut impl Read, count: u32) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+    (0..count)
+        .map(|_| {
+            let mut index = [0u8; 4];
+            let mut len = [0u8; 8];
+            input.read_exact(&mut index)?;
+            input.read_exact(&mut len)?;
+            let len = u64::from_le_bytes(len);
+            if len > super::auditor::MAX_AUDIT_RESPONSE as u64 {
+                bail!("an item of {len} bytes is beyond what an auditor fetches");
+            }
+            let mut bytes = vec![0u8; len as usize];
+            input.read_exact(&mut bytes)?;
+            Ok((u32::from_le_bytes(index), bytes))
+        })
+        .collect()
+}
+
+/// The child's side (`agora sandbox audit`): reads one request from `input`, loads the model,
+/// recomputes, and writes the [`Answer`] to `output`.
+pub fn serve(input: &mut impl Read, output: &mut impl Write) -> anyhow::Result<()> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HEADER {
+        bail!("a request header of {len} bytes is beyond {MAX_HEADER}");
+    }
+    let mut header = vec![0u8; len as usize];
+    input.read_exact(&mut header)?;
+    let header: Header = serde_json::from_slice(&header)?;
+    let request = AuditRequest {
+        indices: header.indices,
+        inputs: read_items(input, header.inputs)?,
+        claimed: read_items(input, header.claimed)?,
+    };
+    let answer = match std::fs::read(&header.model_file)
+        .with_context(|| format!("reading model {}", header.model))
+        .and_then(|bytes| load_executor(header.kind, bytes, &header.models_dir, header.model))
+    {
+        Err(e) => Answer::Failed(format!("loading the runtime: {e:#}")),
+        Ok(executor) => match agora_runtime::audit::audit(executor.as_ref(), &header.ctx, &request) {
+            Ok(outcome) => Answer::Outcome(outcome),
+            Err(e @ ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
+            Err(e) => Answer::Failed(format!("recomputing: {e}")),
+        },
+    };
+    serde_json::to_writer(&mut *output, &answer)?;
+    output.flush()?;
+    Ok(())
+}

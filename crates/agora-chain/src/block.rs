@@ -10,10 +10,13 @@ use agora_core::block::{MAX_BLOCK_BYTES, encoded_root};
 use agora_core::{Block as LedgerBlock, BlockHeader, Hash, Misbehavior, PublicKey};
 use bytes::BufMut;
 use commonware_codec::{Buf, EncodeSize, Error as CodecError, RangeCfg, Read, ReadExt, Write};
+use commonware_consensus::simplex::elector::{Config as _, Elector as _, RoundRobin, RoundRobinElector};
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::simplex::types::Context;
 use commonware_consensus::types::{Epoch, Height, Round, View};
 use commonware_consensus::{Block as ConsensusBlock, BoundedBlock, CertifiableBlock, Heightable};
 use commonware_cryptography::{Digest as _, Digestible, Hasher, Sha256, Signer as _, ed25519, sha256};
+use commonware_utils::ordered::{Quorum as _, Set};
 
 /// The consensus context embedded in every block: round (epoch, view), leader, parent.
 pub type Ctx = Context<sha256::Digest, ed25519::PublicKey>;
@@ -81,6 +84,31 @@ pub fn consensus_key(seed: &[u8; 32]) -> ed25519::PrivateKey {
 pub fn consensus_public_key(account: &PublicKey) -> Option<ed25519::PublicKey> {
     use commonware_codec::DecodeExt as _;
     ed25519::PublicKey::decode(bytes::Bytes::copy_from_slice(&account.0)).ok()
+}
+
+/// How consensus picks each view's leader among an epoch's committee: round robin, as every
+/// engine and the ledger's missed-slot accounting ([`missed_leaders`]) must agree.
+pub fn elector() -> RoundRobin<Sha256> {
+    RoundRobin::<Sha256>::default()
+}
+
+/// The leaders of the views consensus nullified between `context`'s parent and its round:
+/// views in which the leader's proposal never became a block every honest validator accepted
+/// (it was down, or proposed something its peers could not decode or execute). Taken from the
+/// last `committee.len()` views of the gap, so each member appears at most once per block.
+/// Every validator derives the same list from the block's consensus context, which its digest
+/// covers.
+pub fn missed_leaders(committee: &Set<ed25519::PublicKey>, context: &Ctx) -> Vec<PublicKey> {
+    if committee.is_empty() {
+        return vec![];
+    }
+    let leaders: RoundRobinElector<Scheme> = elector().build(committee);
+    let (epoch, view) = (context.round.epoch(), context.round.view().get());
+    let first = (context.parent.0.get() + 1).max(view.saturating_sub(committee.len() as u64));
+    (first..view)
+        .filter_map(|v| committee.key(leaders.elect(Round::new(epoch, View::new(v)), ())))
+        .map(to_account)
+        .collect()
 }
 
 /// The block randomness for a block proposed in `context` on top of `parent`.

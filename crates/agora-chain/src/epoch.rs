@@ -22,13 +22,12 @@ use crate::validator::{Marshal, NAMESPACE, Timing};
 use commonware_consensus::marshal::Update;
 use commonware_consensus::marshal::standard::Deferred;
 use commonware_consensus::simplex::config::{Floor, ForwardPolicy, SkipPolicy};
-use commonware_consensus::simplex::elector::RoundRobin;
 use commonware_consensus::simplex::scheme::{ed25519::Scheme, reporter::AttributableReporter};
 use commonware_consensus::simplex::{self};
 use commonware_consensus::types::{Epocher, FixedEpocher, Height, ViewDelta};
 use commonware_consensus::{Heightable as _, Reporters};
 use commonware_cryptography::certificate::{Provider as CertificateProvider, Scoped};
-use commonware_cryptography::{Digestible, Sha256, ed25519, sha256};
+use commonware_cryptography::{Digestible, ed25519, sha256};
 use commonware_macros::select;
 use commonware_p2p::utils::mux::{Builder as _, MuxHandle, Muxer};
 use commonware_p2p::{Blocker, Receiver, Sender};
@@ -315,7 +314,7 @@ where
             context,
             simplex::Config {
                 scheme,
-                elector: RoundRobin::<Sha256>::default(),
+                elector: crate::block::elector(),
                 blocker: self.cfg.blocker.clone(),
                 automaton: self.app.clone(),
                 relay: self.app.clone(),

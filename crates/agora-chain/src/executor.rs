@@ -15,7 +15,7 @@
 //! proofs) arrives on a bounded lane that it serves only between consensus requests
 //! ([`crate::mailbox`]).
 
-use crate::block::{ChainBlock, Ctx, derive_seed, to_account, to_digest, to_hash};
+use crate::block::{ChainBlock, Ctx, derive_seed, missed_leaders, to_account, to_digest, to_hash};
 use crate::evidence::{self, EvidencePool};
 use crate::index::{Append, BlockIndex, IndexHandle};
 use crate::mailbox::{Client, Consensus, Lanes};
@@ -439,7 +439,8 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 }
             }
         }
-        match apply_block_with(&parent_state, &block.block, |tx| self.verified.contains(tx)) {
+        let missed = missed_leaders(&committee_of(&parent_state), &block.context);
+        match apply_block_with(&parent_state, &block.block, missed, |tx| self.verified.contains(tx)) {
             Ok((state, _)) if block.next_committee != next_committee_after(&state, h.height) => {
                 warn!(height = h.height, "rejecting block whose next committee is not the ledger's");
                 false
@@ -476,6 +477,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             timestamp_ms: now_ms.max(parent_ts),
             proposer: to_account(&context.leader),
             seed: derive_seed(&parent_digest, &context),
+            missed: missed_leaders(&committee_of(&parent_state), &context),
         };
         let mut builder = BlockBuilder::new(&parent_state, info.clone()).ok()?;
         for tx in self.mempool.select(&parent_state, self.config.max_block_txs, self.config.max_block_bytes) {

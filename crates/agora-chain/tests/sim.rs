@@ -228,6 +228,50 @@ fn equivocating_validator_is_slashed_and_the_chain_continues() {
     });
 }
 
+/// A proposer whose blocks its peers can never accept (here: they never receive or fetch them,
+/// as with undecodable or invalid bytes) costs the chain a leader timeout in each of its views.
+/// After `miss_jail_streak` of its slots in a row it is jailed and the next committee is
+/// elected without it: the chain stops paying for it, it loses its seat, and no honest
+/// validator is jailed or loses stake.
+#[test]
+fn a_proposer_whose_blocks_are_never_accepted_is_jailed_and_voted_out() {
+    const EPOCH: u64 = 10;
+    runner(9, 900).start(|ctx| async move {
+        let mut g = genesis(4);
+        g.params.epoch_length = EPOCH as u128;
+        g.params.miss_jail_streak = 3;
+        let sim = setup_with(&ctx, 4, GOOD, false, g).await;
+        let channels = register_withholding(&sim.oracle, &sim.pks[0]).await;
+        let _byzantine = spawn_validator_on(&ctx, &sim, 0, 0, channels).await;
+        let mut chains = Vec::new();
+        for i in 1..4 {
+            chains.push(spawn_validator(&ctx, &sim, i, 0).await.1);
+        }
+        let offender = ledger_key(0).public();
+        let jailed = |c: &agora_chain::ChainHandle| {
+            c.snapshot().state.validator(&offender).is_some_and(|v| v.jailed_until > 0)
+        };
+        wait_until(&ctx, || chains.iter().all(jailed)).await;
+        let committee = |c: &agora_chain::ChainHandle| c.snapshot().state.meta().committee.clone();
+        wait_until(&ctx, || chains.iter().all(|c| !committee(c).contains(&offender))).await;
+        let voted_out = height(&chains[0]);
+        wait_until(&ctx, || chains.iter().all(|c| height(c) >= voted_out + 2 * EPOCH)).await;
+        let state = chains[0].snapshot().state.clone();
+        for i in 0..4 {
+            let v = state.validator(&ledger_key(i).public()).unwrap();
+            assert_eq!(v.stake.0, 100_000, "nothing is burned for missed slots");
+            if i > 0 {
+                assert_eq!(v.jailed_until, 0, "honest validator {i} is never jailed");
+                assert!(v.missed_streak < 3, "honest validator {i}");
+            }
+        }
+        assert_eq!(committee(&chains[0]).len(), 3);
+        let refs: Vec<_> = chains.iter().collect();
+        assert_agreement(&refs).await;
+        println!("voted out at height {voted_out}, chain at {}", height(&chains[0]));
+    });
+}
+
 #[test]
 fn transactions_are_tracked_and_state_is_provable() {
     runner(11, 600).start(|ctx| async move {

@@ -46,6 +46,7 @@ fn info(state: &State) -> BlockInfo {
         timestamp_ms: T0 + height * 1000,
         proposer: SecretKey::from_label("val0").public(),
         seed: Hash::tagged("bench", &[&height.to_le_bytes()]),
+        missed: vec![],
     }
 }
 

@@ -5,7 +5,7 @@
 //! 2. each transaction: admission (signature, nonce, fee — failure rejects the block), fee
 //!    burned and nonce advanced, then the payload, which either takes effect entirely or
 //!    not at all (its receipt says why);
-//! 3. consensus evidence (penalties);
+//! 3. consensus evidence (penalties) and missed proposal slots (jailing);
 //! 4. due timers: clock deadlines first, then height timers, in key order;
 //! 5. market clearing of every class;
 //! 6. committee rotation at epoch boundaries;
@@ -46,28 +46,44 @@ pub struct BlockInfo {
     pub proposer: AccountId,
     /// Randomness.
     pub seed: Hash,
+    /// Leaders of the consensus views nullified since the parent block, from the block's
+    /// consensus context (the chain layer derives them; see `staking::record_proposals`).
+    pub missed: Vec<AccountId>,
+}
+
+impl BlockInfo {
+    /// The facts a block's header states, with the leaders that consensus reports missed.
+    pub fn of(header: &agora_core::BlockHeader, missed: Vec<AccountId>) -> Self {
+        BlockInfo {
+            height: header.height,
+            timestamp_ms: header.timestamp_ms,
+            proposer: header.proposer,
+            seed: header.seed,
+            missed,
+        }
+    }
 }
 
 /// Applies a complete block to a copy of `state`. The input state is untouched, so a caller
 /// can keep it for other forks.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, BlockOutcome), BlockError> {
-    apply_block_with(state, block, |_| false)
+    apply_block_with(state, block, vec![], |_| false)
 }
 
-/// [`apply_block`], skipping the signature check of transactions for which `already_verified`
-/// returns true. A node passes a cache of the exact (transaction, signature) pairs it verified
-/// when admitting them to its mempool, so each signature is checked once per node.
+/// [`apply_block`] for a block after whose parent consensus nullified views led by `missed`,
+/// skipping the signature check of transactions for which `already_verified` returns true. A
+/// node passes a cache of the exact (transaction, signature) pairs it verified when admitting
+/// them to its mempool, so each signature is checked once per node.
 pub fn apply_block_with(
     state: &State,
     block: &Block,
+    missed: Vec<AccountId>,
     already_verified: impl Fn(&SignedTx) -> bool,
 ) -> Result<(State, BlockOutcome), BlockError> {
     if !block.body_matches_header() {
         return Err(BlockError::BodyMismatch);
     }
-    let h = &block.header;
-    let info =
-        BlockInfo { height: h.height, timestamp_ms: h.timestamp_ms, proposer: h.proposer, seed: h.seed };
+    let info = BlockInfo::of(&block.header, missed);
     let mut builder = BlockBuilder::new(state, info)?;
     for (index, tx) in block.txs.iter().enumerate() {
         builder.push_with(tx, !already_verified(tx)).map_err(|reason| BlockError::Tx { index, reason })?;
@@ -84,6 +100,7 @@ pub struct BlockBuilder {
     cx: Ctx,
     receipts: Vec<Receipt>,
     txs: Vec<SignedTx>,
+    missed: Vec<AccountId>,
 }
 
 impl BlockBuilder {
@@ -105,7 +122,7 @@ impl BlockBuilder {
             proposer: info.proposer,
             events: vec![],
         };
-        Ok(Self { state, cx, receipts: vec![], txs: vec![] })
+        Ok(Self { state, cx, receipts: vec![], txs: vec![], missed: info.missed })
     }
 
     /// The state as of the transactions pushed so far.
@@ -161,6 +178,7 @@ impl BlockBuilder {
             }
             staking::punish_equivocation(state, cx, m);
         }
+        staking::record_proposals(state, cx, &self.missed);
         for timer in state.take_due_timers(cx.height, cx.time_ms) {
             run_timer(state, cx, timer);
         }

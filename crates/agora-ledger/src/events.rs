@@ -98,6 +98,15 @@ pub enum Event {
         /// Jailed until this height.
         jailed_until: u64,
     },
+    /// A validator kept missing its proposal slots and was jailed (nothing burned).
+    ValidatorJailed {
+        /// Validator.
+        validator: AccountId,
+        /// Slots it missed in a row.
+        missed: u64,
+        /// Jailed until this height.
+        jailed_until: u64,
+    },
     /// A provider registered or changed its profile.
     ProviderRegistered {
         /// Provider.

@@ -92,9 +92,7 @@ impl Genesis {
             let supply = &mut state.meta_mut().supply;
             supply.minted = minted;
             supply.staked = supply.staked.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
-            state
-                .validators
-                .insert(v.account, Validator { stake: v.stake, unlocking: vec![], jailed_until: 0 });
+            state.validators.insert(v.account, Validator { stake: v.stake, ..Validator::default() });
         }
         let committee = staking::elect_committee(&state, 0);
         if committee.is_empty() {

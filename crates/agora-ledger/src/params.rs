@@ -96,6 +96,7 @@ pub const CRITICAL_PARAMS: &[&str] = &[
     "gov_quorum_bps",
     "gov_critical_bps",
     "allow_private_endpoints",
+    "miss_jail_streak",
 ];
 
 /// Parameters only a genesis file sets; governance proposals to change them are refused.
@@ -116,7 +117,8 @@ params! {
     min_validator_stake: 1_000, 0, BIG;
     /// Blocks before unbonded stake or withdrawn collateral becomes spendable.
     unbonding_blocks: 100, 0, 1 << 32;
-    /// Blocks an equivocating validator is excluded from the committee.
+    /// Blocks an equivocating validator, or one that keeps missing its proposal slots, is
+    /// excluded from the committee.
     jail_blocks: 10_000, 0, 1 << 40;
     /// Share of stake slashed (burned) for consensus equivocation, bps.
     equivocation_slash_bps: 500, 0, 10_000;
@@ -203,6 +205,10 @@ params! {
     /// no place in the paid auction (it runs locally with `agora run`); a floor also makes
     /// every open bid lock real escrow.
     min_bid_price: 1, 0, BIG;
+    /// A committee validator that misses this many of its proposal slots in a row (views
+    /// nullified while it led: it was down, or proposed a block its peers could not accept) is
+    /// jailed for `jail_blocks` and left out of the next committee. 0 turns it off.
+    miss_jail_streak: 32, 0, 1 << 20;
 }
 
 /// Why a parameter change was refused.

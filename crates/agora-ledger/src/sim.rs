@@ -4,7 +4,7 @@
 
 pub mod adversary;
 
-use crate::apply::{BlockBuilder, BlockInfo, BlockOutcome, apply_block};
+use crate::apply::{BlockBuilder, BlockInfo, BlockOutcome, apply_block_with};
 use crate::error::BlockError;
 use crate::events::Event;
 use crate::genesis::{Genesis, GenesisAccount, GenesisValidator};
@@ -142,7 +142,17 @@ impl TestChain {
 
     /// Applies `b`, keeping the outcome; the error if the ledger refuses it.
     pub fn apply(&mut self, b: &Block) -> Result<&BlockOutcome, BlockError> {
-        let (state, outcome) = apply_block(&self.state, b)?;
+        self.apply_after_missed(b, vec![])
+    }
+
+    /// [`TestChain::apply`] for a block after whose parent consensus nullified the views
+    /// `missed` led.
+    pub fn apply_after_missed(
+        &mut self,
+        b: &Block,
+        missed: Vec<AccountId>,
+    ) -> Result<&BlockOutcome, BlockError> {
+        let (state, outcome) = apply_block_with(&self.state, b, missed, |_| false)?;
         self.state = state;
         self.outcomes.push(outcome);
         Ok(self.outcomes.last().expect("pushed"))
@@ -191,6 +201,7 @@ impl TestChain {
                 timestamp_ms: START_MS + height * BLOCK_MS,
                 proposer: id("v0"),
                 seed: self.seed(height),
+                missed: vec![],
             },
         )
         .expect("next block")

@@ -12,6 +12,7 @@ use crate::state::{Bucket, Ctx, Present, State, Timer};
 use agora_core::block::Misbehavior;
 use agora_core::{AccountId, Amount, codec_struct};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Most concurrent unlocks per account (bounds the stored list).
 pub const MAX_UNLOCKS: usize = 32;
@@ -35,8 +36,10 @@ pub struct Validator {
     pub unlocking: Vec<Unlock>,
     /// Excluded from committees until this height (after a consensus fault).
     pub jailed_until: u64,
+    /// Its proposal slots missed in a row (see `miss_jail_streak`).
+    pub missed_streak: u32,
 }
-codec_struct!(Validator { stake, unlocking: vec(MAX_UNLOCKS), jailed_until });
+codec_struct!(Validator { stake, unlocking: vec(MAX_UNLOCKS), jailed_until, missed_streak });
 
 impl Validator {
     /// Bonded plus unbonding stake (all of it counts toward supply).
@@ -135,6 +138,34 @@ pub(crate) fn maybe_rotate_committee(state: &mut State, cx: &mut Ctx) {
     if !members.is_empty() && m.committee != members {
         m.committee = members.clone();
         cx.emit(Event::CommitteeChanged { epoch, members });
+    }
+}
+
+/// Records who kept its proposal slots: `missed` are the leaders of the views consensus
+/// nullified since the parent block (reported by the chain layer from the block's consensus
+/// context; each counted once), and the block's proposer made its slot. A validator whose
+/// misses in a row reach `miss_jail_streak` is jailed for `jail_blocks`, so the next committee
+/// is elected without it: a proposer whose blocks its peers cannot accept costs the chain its
+/// slots for at most the rest of an epoch, and costs itself its seat (and the committee's
+/// audit fees). Nothing is burned: an honest validator that was down misses slots too.
+pub(crate) fn record_proposals(state: &mut State, cx: &mut Ctx, missed: &[AccountId]) {
+    let limit = Params::u64(state.params().miss_jail_streak);
+    let jail = Params::u64(state.params().jail_blocks);
+    let missed: BTreeSet<AccountId> = missed.iter().copied().filter(|m| *m != cx.proposer).collect();
+    for who in missed {
+        let Some(v) = state.validators.get_mut(&who) else { continue };
+        v.missed_streak = v.missed_streak.saturating_add(1);
+        if limit > 0 && u64::from(v.missed_streak) >= limit {
+            v.missed_streak = 0;
+            v.jailed_until = v.jailed_until.max(cx.height.saturating_add(jail));
+            let (missed, jailed_until) = (limit, v.jailed_until);
+            cx.emit(Event::ValidatorJailed { validator: who, missed, jailed_until });
+        }
+    }
+    if let Some(v) = state.validators.get_mut(&cx.proposer)
+        && v.missed_streak != 0
+    {
+        v.missed_streak = 0;
     }
 }
 

@@ -161,6 +161,23 @@ pub async fn register(oracle: &Net, pk: &ed25519::PublicKey) -> SimChannels {
     }
 }
 
+/// Channels for a validator whose blocks never reach anyone as a block they could accept (a
+/// proposer sending undecodable or invalid blocks looks the same to its peers): its votes and
+/// certificates travel as usual, but it sends and serves blocks on channels nobody listens to,
+/// so peers can neither receive nor fetch what it proposes.
+pub async fn register_withholding(oracle: &Net, pk: &ed25519::PublicKey) -> SimChannels {
+    const NOBODY: u64 = 1_000;
+    let control = oracle.control(pk.clone());
+    Channels {
+        votes: control.register(CH_VOTES, QUOTA).await.unwrap(),
+        certs: control.register(CH_CERTS, QUOTA).await.unwrap(),
+        resolver: control.register(NOBODY + CH_RESOLVER, QUOTA).await.unwrap(),
+        blocks: control.register(NOBODY + CH_BLOCKS, QUOTA).await.unwrap(),
+        backfill: control.register(NOBODY + CH_BACKFILL, QUOTA).await.unwrap(),
+        mempool: control.register(CH_MEMPOOL, QUOTA).await.unwrap(),
+    }
+}
+
 /// Starts validator `idx` in its own task; aborting the handle crashes it. `run` keeps metric
 /// names distinct across restarts.
 pub async fn spawn_validator(
@@ -170,6 +187,17 @@ pub async fn spawn_validator(
     run: u32,
 ) -> (Handle<()>, ChainHandle, Option<u64>) {
     let channels = register(&sim.oracle, &sim.pks[idx]).await;
+    spawn_validator_on(ctx, sim, idx, run, channels).await
+}
+
+/// [`spawn_validator`] on the given channels.
+pub async fn spawn_validator_on(
+    ctx: &Ctx,
+    sim: &Sim,
+    idx: usize,
+    run: u32,
+    channels: SimChannels,
+) -> (Handle<()>, ChainHandle, Option<u64>) {
     let cfg = ValidatorConfig {
         prefix: format!("v{idx}"),
         key: consensus_key(idx),

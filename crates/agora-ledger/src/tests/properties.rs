@@ -351,3 +351,51 @@ fn cheater_is_caught_and_honest_providers_are_not() {
     assert!(slashed, "the cheater was never caught");
     assert!(c.state.provider(&id(CHEATER)).unwrap().ejected_until > c.height());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Over any run of blocks, each with a proposer and leaders consensus reports missed, a
+    /// validator is jailed exactly when `miss_jail_streak` of its slots in a row went missed
+    /// (no block of its own in between), nothing is ever burned for it, and honest proposers
+    /// keep their seats.
+    #[test]
+    fn missed_slots_jail_exactly_the_validators_with_a_streak(
+        limit in 1u128..6,
+        blocks in proptest::collection::vec((0u8..4, proptest::collection::vec(0u8..5, 0..4)), 1..120),
+    ) {
+        let mut c = TestChain::with_params(Params { miss_jail_streak: limit, ..Params::default() });
+        let limit = Params::u64(c.state.params().miss_jail_streak);
+        let validator = |i: u8| crate::sim::id(&format!("v{i}"));
+        let supply = c.state.meta().supply.clone();
+        let mut streak = [0u64; 4];
+        let mut jailed = [false; 4];
+        for (proposer, missed) in blocks {
+            let mut b = c.block_for(vec![]);
+            b.header.proposer = validator(proposer);
+            // Index 4 is an account that is not a validator.
+            let reported: Vec<AccountId> = missed
+                .iter()
+                .map(|&m| if m == 4 { crate::sim::id("u0") } else { validator(m) })
+                .collect();
+            c.apply_after_missed(&b, reported).unwrap();
+            let missed: std::collections::BTreeSet<u8> = missed.into_iter().filter(|&m| m < 4 && m != proposer).collect();
+            for v in 0..4u8 {
+                if missed.contains(&v) {
+                    streak[v as usize] += 1;
+                    if streak[v as usize] >= limit {
+                        streak[v as usize] = 0;
+                        jailed[v as usize] = true;
+                    }
+                } else if v == proposer {
+                    streak[v as usize] = 0;
+                }
+                let got = c.state.validator(&validator(v)).unwrap();
+                prop_assert_eq!(u64::from(got.missed_streak), streak[v as usize]);
+                prop_assert_eq!(got.jailed_until > 0, jailed[v as usize]);
+                prop_assert_eq!(got.stake, Amount(100_000));
+            }
+        }
+        prop_assert_eq!(&c.state.meta().supply, &supply);
+    }
+}

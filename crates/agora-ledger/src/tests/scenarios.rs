@@ -167,6 +167,55 @@ fn equivocation_is_punished_once() {
 }
 
 #[test]
+fn a_validator_that_keeps_missing_its_slots_is_jailed_and_left_out_of_the_next_committee() {
+    let mut c = TestChain::new();
+    let limit = crate::params::Params::u64(c.state.params().miss_jail_streak) as u32;
+    let streak = |c: &TestChain| c.state.validator(&id("v1")).unwrap().missed_streak;
+    let block_by = |c: &TestChain, proposer: &str| {
+        let mut b = c.block_for(vec![]);
+        b.header.proposer = id(proposer);
+        b
+    };
+    // One short of the limit, reported twice in some blocks: counted once per block.
+    for _ in 0..limit - 1 {
+        let b = block_by(&c, "v0");
+        c.apply_after_missed(&b, vec![id("v1"), id("v1"), id("v2")]).unwrap();
+    }
+    assert_eq!(streak(&c), limit - 1);
+    // It proposes once: the streak starts again (and a proposer reported missed is not counted).
+    let b = block_by(&c, "v1");
+    c.apply_after_missed(&b, vec![id("v1")]).unwrap();
+    assert_eq!(streak(&c), 0);
+    assert_eq!(c.state.validator(&id("v1")).unwrap().jailed_until, 0);
+    // `limit` misses in a row: jailed, nothing burned, and the next committee is elected without it.
+    let supply = c.state.meta().supply.clone();
+    for _ in 0..limit {
+        let b = block_by(&c, "v0");
+        c.apply_after_missed(&b, vec![id("v1")]).unwrap();
+    }
+    let v1 = c.state.validator(&id("v1")).unwrap().clone();
+    assert!(v1.jailed_until > c.height(), "jailed");
+    assert_eq!(
+        v1.stake,
+        Amount(100_000),
+        "nothing burned: an honest validator that was down misses slots too"
+    );
+    assert_eq!(c.state.meta().supply, supply);
+    assert!(
+        c.last_events()
+            .iter()
+            .any(|e| matches!(e, Event::ValidatorJailed { validator, .. } if *validator == id("v1")))
+    );
+    assert!(!crate::staking::elect_committee(&c.state, c.height() + 1).contains(&id("v1")));
+    // v2 stopped one short of the limit: not jailed.
+    assert_eq!(c.state.validator(&id("v2")).unwrap().jailed_until, 0);
+    assert_eq!(c.state.validator(&id("v2")).unwrap().missed_streak, limit - 1);
+    // Reports about accounts that are not validators change nothing.
+    let b = block_by(&c, "v0");
+    c.apply_after_missed(&b, vec![id("u1")]).unwrap();
+}
+
+#[test]
 fn job_matches_at_the_next_ask_price_and_refunds_the_over_lock() {
     let mut c = TestChain::new();
     register(&mut c, "p0", "local", 100);

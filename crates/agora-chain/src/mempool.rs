@@ -59,6 +59,11 @@ pub enum MempoolError {
     /// Already pending.
     #[error("transaction {0} is already pending")]
     Duplicate(Hash),
+    /// Not checked: an earlier transaction of the same request had an invalid signature.
+    #[error(
+        "not checked: transaction {0} of this request has an invalid signature, and nothing after it is checked; resend this one without it"
+    )]
+    AfterForgery(usize),
     /// Another transaction with this nonce pays at least as much.
     #[error(
         "a pending transaction with the same nonce pays a fee of {existing}; raise the fee to replace it"
@@ -431,7 +436,13 @@ mod tests {
         // Apply t in a block.
         let mut b = agora_ledger::BlockBuilder::new(
             &s,
-            agora_ledger::BlockInfo { height: 1, timestamp_ms: 1, proposer: t.tx.sender, seed: Hash::ZERO },
+            agora_ledger::BlockInfo {
+                height: 1,
+                timestamp_ms: 1,
+                proposer: t.tx.sender,
+                seed: Hash::ZERO,
+                missed: vec![],
+            },
         )
         .unwrap();
         b.push(&t).unwrap();

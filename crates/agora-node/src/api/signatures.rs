@@ -11,7 +11,10 @@
 //!   at most a chunk per other waiting client, never for a flooder's whole backlog;
 //! - each client may have [`PER_CLIENT`] requests waiting and the node [`QUEUE`]; beyond
 //!   that a request is refused with 503, and each client address also has a budget of checks
-//!   per second (`[api.limits] per_client_signatures`, charged by the handlers).
+//!   per second (`[api.limits] per_client_signatures`, charged by the handlers);
+//! - a request stops being checked at its first invalid signature: an honest client signs
+//!   what it sends, so the rest of a forged batch is refused unchecked
+//!   ([`MempoolError::AfterForgery`]) and a batch of junk costs one check, not a thousand.
 //!
 //! A flood of junk costs the flooder, not the chain or the other clients.
 
@@ -37,7 +40,30 @@ struct Job {
     chain_id: Arc<str>,
     txs: std::vec::IntoIter<SignedTx>,
     results: Results,
+    /// The index of the request's first invalid signature, once found.
+    forged: Option<usize>,
     done: tokio::sync::oneshot::Sender<Results>,
+}
+
+impl Job {
+    /// Checks up to [`CHUNK`] more signatures; after a forged one, refuses the rest unchecked.
+    fn check_chunk(&mut self) {
+        for tx in self.txs.by_ref().take(CHUNK) {
+            let result = match self.forged {
+                Some(first) => Err(MempoolError::AfterForgery(first)),
+                None => VerifiedTx::check(tx, &self.chain_id),
+            };
+            if result.is_err() && self.forged.is_none() {
+                self.forged = Some(self.results.len());
+            }
+            self.results.push(result);
+        }
+        if let Some(first) = self.forged {
+            let rest = self.txs.len();
+            self.txs.by_ref().for_each(drop);
+            self.results.extend((0..rest).map(|_| Err(MempoolError::AfterForgery(first))));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -73,8 +99,7 @@ impl Pool {
                     q = self.ready.wait(q).expect("not poisoned");
                 }
             };
-            let chain_id = job.chain_id.clone();
-            job.results.extend(job.txs.by_ref().take(CHUNK).map(|tx| VerifiedTx::check(tx, &chain_id)));
+            job.check_chunk();
             let mut q = self.queue.lock().expect("not poisoned");
             let finished = job.txs.len() == 0;
             let queue = q.jobs.entry(client).or_default();
@@ -155,6 +180,7 @@ impl SignaturePool {
                 chain_id: chain_id.into(),
                 results: Vec::with_capacity(txs.len()),
                 txs: txs.into_iter(),
+                forged: None,
                 done,
             };
             q.jobs.entry(client).or_default().push_back(job);
@@ -200,26 +226,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn good_and_bad_signatures_come_back_in_order() {
+    async fn results_come_back_in_order_and_checking_stops_at_the_first_forgery() {
         let pool = SignaturePool::new(2);
         let me: IpAddr = "10.0.0.1".parse().unwrap();
-        let txs: Vec<SignedTx> = (0..200).map(|i| tx(if i % 3 == 1 { "other" } else { "c" }, i)).collect();
-        let results = pool.check(me, "c", txs.clone()).await.unwrap();
+        let good: Vec<SignedTx> = (0..200).map(|i| tx("c", i)).collect();
+        let results = pool.check(me, "c", good.clone()).await.unwrap();
         assert_eq!(results.len(), 200);
-        for (i, (r, t)) in results.iter().zip(&txs).enumerate() {
-            assert_eq!(r.is_ok(), i % 3 != 1, "{i}");
-            if let Ok(v) = r {
-                assert_eq!(v.signed(), t, "order is kept across chunks");
-            }
+        for (r, t) in results.iter().zip(&good) {
+            assert_eq!(r.as_ref().unwrap().signed(), t, "order is kept across chunks");
         }
+        // A signature for another chain at index 130 (in the third chunk): the ones before it
+        // are checked, it is refused as forged, and the rest are refused unchecked.
+        let mut forged = good.clone();
+        forged[130] = tx("other", 130);
+        let results = pool.check(me, "c", forged).await.unwrap();
+        assert_eq!(results.len(), 200);
+        assert!(results[..130].iter().all(Result::is_ok));
+        assert!(matches!(&results[130], Err(MempoolError::Rejected(_))));
+        assert!(results[131..].iter().all(|r| matches!(r, Err(MempoolError::AfterForgery(130)))));
+        assert!(format!("{}", results[199].as_ref().unwrap_err()).contains("resend"));
         assert!(pool.check_one(me, "c", tx("other", 0)).await.is_err());
+    }
+
+    #[test]
+    fn a_junk_batch_costs_one_check() {
+        let (done, _) = tokio::sync::oneshot::channel();
+        let junk: Vec<SignedTx> = (0..1_000).map(|i| tx("other", i)).collect();
+        let mut job =
+            Job { chain_id: "c".into(), results: vec![], txs: junk.into_iter(), forged: None, done };
+        job.check_chunk();
+        assert_eq!(job.txs.len(), 0, "nothing is left to check after one turn");
+        assert_eq!(job.results.len(), 1_000);
+        assert!(matches!(job.results[0], Err(MempoolError::Rejected(_))), "the first is checked");
+        assert!(job.results[1..].iter().all(|r| matches!(r, Err(MempoolError::AfterForgery(0)))));
     }
 
     #[tokio::test]
     async fn a_flooder_waits_for_its_own_backlog_and_others_are_served_between() {
         let pool = SignaturePool::new(1);
         let (flooder, honest): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let junk: Vec<SignedTx> = (0..2_000).map(|i| tx("other", i)).collect();
+        // Valid signatures (a flooder replaying signed transactions): each one is checked.
+        let junk: Vec<SignedTx> = (0..2_000).map(|i| tx("c", i)).collect();
         let mut floods = vec![];
         for _ in 0..PER_CLIENT {
             let (pool, junk) = (pool.clone(), junk.clone());

@@ -1,11 +1,12 @@
 //! The consensus block: the ledger's [`agora_core::Block`] plus the simplex consensus context
 //! it was proposed in, with every trait Commonware's marshal and `Deferred` wrapper need.
 //!
-//! The digest (SHA-256, as consensus requires) covers the context and the whole ledger block,
-//! so a block can only be certified in the round it was proposed for. The header's
-//! `state_root` is the authenticated root after the *parent* was applied; its `seed` is
-//! derived from consensus data (see [`derive_seed`]).
+//! The digest (SHA-256, as consensus requires) covers the context, the beacon share and the
+//! whole ledger block, so a block can only be certified in the round it was proposed for. The
+//! header's `state_root` is the authenticated root after the *parent* was applied; its `seed`
+//! is the beacon's (see [`crate::beacon`]).
 
+use crate::beacon::BeaconShare;
 use agora_core::block::{MAX_BLOCK_BYTES, encoded_root};
 use agora_core::{Block as LedgerBlock, BlockHeader, Hash, Misbehavior, PublicKey};
 use bytes::BufMut;
@@ -45,6 +46,9 @@ pub struct ChainBlock {
     pub context: Ctx,
     /// The ledger block.
     pub block: LedgerBlock,
+    /// The proposer's reveal and next commitment for the chain's randomness
+    /// ([`crate::beacon`]); the ledger header's `seed` is derived from them.
+    pub beacon: BeaconShare,
     /// In the last block of an epoch, the next epoch's committee as the ledger elected it after
     /// this block (validators check it); empty in every other block. Carrying it here lets a
     /// node (re)start an epoch's consensus, and a light client follow committee changes, from
@@ -111,28 +115,6 @@ pub fn missed_leaders(committee: &Set<ed25519::PublicKey>, context: &Ctx) -> Vec
         .collect()
 }
 
-/// The block randomness for a block proposed in `context` on top of `parent`.
-///
-/// It is a hash of the parent's digest and the round, which every validator can recompute.
-/// **Bias:** the proposer of the *parent* chooses the parent's contents, so by grinding them
-/// (reordering transactions) it can try many seeds for the next block, and a leader can
-/// decline to propose. Audit draws use the seed of the block *after* a commitment, so a
-/// provider colluding with one validator could skip an unfavourable audit draw only when that
-/// validator proposes the commitment's block, and pays with a lost slot. Acceptable while the
-/// committee is small and known; a threshold-VRF beacon (Commonware's `bls12381_threshold`
-/// scheme) removes the bias and is the planned replacement.
-pub fn derive_seed(parent: &sha256::Digest, context: &Ctx) -> Hash {
-    Hash::tagged(
-        "agora/seed",
-        &[
-            parent.as_ref(),
-            &context.round.epoch().get().to_le_bytes(),
-            &context.round.view().get().to_le_bytes(),
-            context.leader.as_ref(),
-        ],
-    )
-}
-
 impl ChainBlock {
     /// The genesis block: height 0, a fixed context, no transactions, and a seed from the
     /// chain id. Every node builds it byte for byte the same.
@@ -147,12 +129,17 @@ impl ChainBlock {
             parent: Hash::ZERO,
             timestamp_ms: genesis_time_ms,
             proposer: PublicKey([0; 32]),
-            seed: Hash::tagged("agora/genesis-seed", &[chain_id.as_bytes()]),
+            seed: agora_core::block::genesis_seed(chain_id),
             tx_root: encoded_root::<agora_core::SignedTx>(&[]),
             evidence_root: encoded_root::<Misbehavior>(&[]),
             state_root: Hash::ZERO,
         };
-        Self { context, block: LedgerBlock { header, txs: vec![], evidence: vec![] }, next_committee: vec![] }
+        Self {
+            context,
+            block: LedgerBlock { header, txs: vec![], evidence: vec![] },
+            beacon: BeaconShare::default(),
+            next_committee: vec![],
+        }
     }
 
     /// The ledger header.
@@ -164,6 +151,8 @@ impl ChainBlock {
 impl Write for ChainBlock {
     fn write(&self, buf: &mut impl BufMut) {
         self.context.write(buf);
+        self.beacon.reveal.0.write(buf);
+        self.beacon.commit.0.write(buf);
         agora_core::Encode::encode(&self.block).write(buf);
         self.next_committee.write(buf);
     }
@@ -172,6 +161,7 @@ impl Write for ChainBlock {
 impl EncodeSize for ChainBlock {
     fn encode_size(&self) -> usize {
         self.context.encode_size()
+            + BEACON_SIZE
             + agora_core::Encode::encode(&self.block).encode_size()
             + self.next_committee.encode_size()
     }
@@ -182,12 +172,14 @@ impl Read for ChainBlock {
 
     fn read_cfg(buf: &mut impl Buf, cfg: &BlockCfg) -> Result<Self, CodecError> {
         let context = Ctx::read(buf)?;
+        let beacon =
+            BeaconShare { reveal: Hash(<[u8; 32]>::read(buf)?), commit: Hash(<[u8; 32]>::read(buf)?) };
         let bytes = Vec::<u8>::read_cfg(buf, &(RangeCfg::new(0..=cfg.max_bytes), ()))?;
         let block = <LedgerBlock as agora_core::Decode>::decode(&bytes)
             .map_err(|_| CodecError::Invalid("ChainBlock", "malformed ledger block"))?;
         let next_committee =
             Vec::<ed25519::PublicKey>::read_cfg(buf, &(RangeCfg::new(0..=MAX_COMMITTEE), ()))?;
-        Ok(Self { context, block, next_committee })
+        Ok(Self { context, block, beacon, next_committee })
     }
 }
 
@@ -221,10 +213,13 @@ impl CertifiableBlock for ChainBlock {
 
 /// Varint length prefix of the ledger block bytes or of the committee: at most 5 bytes.
 const LEN_PREFIX_MAX: usize = 5;
+/// The beacon's reveal and commitment, 32 bytes each.
+const BEACON_SIZE: usize = 64;
 
 impl BoundedBlock for ChainBlock {
     fn max_encode_size(cfg: &BlockCfg) -> usize {
         <Ctx as commonware_codec::MaxEncodeSize>::MAX_ENCODE_SIZE
+            + BEACON_SIZE
             + LEN_PREFIX_MAX
             + cfg.max_bytes
             + LEN_PREFIX_MAX

@@ -15,7 +15,8 @@
 //! proofs) arrives on a bounded lane that it serves only between consensus requests
 //! ([`crate::mailbox`]).
 
-use crate::block::{ChainBlock, Ctx, derive_seed, missed_leaders, to_account, to_digest, to_hash};
+use crate::beacon;
+use crate::block::{ChainBlock, Ctx, missed_leaders, to_account, to_digest, to_hash};
 use crate::evidence::{self, EvidencePool};
 use crate::index::{Append, BlockIndex, IndexHandle};
 use crate::mailbox::{Client, Consensus, Lanes};
@@ -24,7 +25,7 @@ use crate::records::{BlockRecord, Published, Snapshot, StateProof};
 use crate::state_db::{self, Root, StateDb, TIP_KEY};
 use agora_core::block::encoded_root;
 use agora_core::{Block as LedgerBlock, BlockHeader, Hash, SignedTx};
-use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, Genesis, State, apply_block_with};
+use agora_ledger::{BlockBuilder, BlockInfo, BlockOutcome, ConsensusFacts, Genesis, State, apply_block_with};
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::{Heightable, marshal::Update};
 use commonware_cryptography::{Digested, Digestible, Sha256, ed25519, sha256};
@@ -128,6 +129,8 @@ pub struct ExecutorConfig {
     pub max_block_bytes: usize,
     /// Signature namespace of consensus.
     pub namespace: Vec<u8>,
+    /// This validator's beacon key (its secrets are derived from it; see [`beacon::secret`]).
+    pub beacon_key: [u8; 32],
 }
 
 /// The consensus committee the ledger `state` holds (of the epoch its next block belongs to).
@@ -414,8 +417,8 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             (h.timestamp_ms < parent_ts, "timestamp before the parent's"),
             (h.proposer != to_account(&block.context.leader), "proposer is not the round's leader"),
             (
-                h.seed != derive_seed(&parent_digest, &block.context),
-                "seed is not derived from consensus data",
+                beacon::check(&parent_state, &h.proposer, h.height, &block.beacon) != Some(h.seed),
+                "beacon reveal does not open the proposer's commitment, or seed is not the beacon's",
             ),
             (h.state_root != state_db::root_hash(&parent_root), "state root is not the parent's result"),
         ];
@@ -439,8 +442,11 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 }
             }
         }
-        let missed = missed_leaders(&committee_of(&parent_state), &block.context);
-        match apply_block_with(&parent_state, &block.block, missed, |tx| self.verified.contains(tx)) {
+        let facts = ConsensusFacts {
+            missed: missed_leaders(&committee_of(&parent_state), &block.context),
+            beacon_commit: Some(block.beacon.commit),
+        };
+        match apply_block_with(&parent_state, &block.block, facts, |tx| self.verified.contains(tx)) {
             Ok((state, _)) if block.next_committee != next_committee_after(&state, h.height) => {
                 warn!(height = h.height, "rejecting block whose next committee is not the ledger's");
                 false
@@ -472,12 +478,15 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         let (parent_height, parent_state, parent_root, parent_ts) = self.parent_view(&parent_digest)?;
         let parent_state = parent_state.clone();
         let height = parent_height + 1;
+        let proposer = to_account(&context.leader);
+        let share = beacon::share(&parent_state, &proposer, &self.config.beacon_key, height);
         let info = BlockInfo {
             height,
             timestamp_ms: now_ms.max(parent_ts),
-            proposer: to_account(&context.leader),
-            seed: derive_seed(&parent_digest, &context),
+            proposer,
+            seed: beacon::check(&parent_state, &proposer, height, &share)?,
             missed: missed_leaders(&committee_of(&parent_state), &context),
+            beacon_commit: Some(share.commit),
         };
         let mut builder = BlockBuilder::new(&parent_state, info.clone()).ok()?;
         for tx in self.mempool.select(&parent_state, self.config.max_block_txs, self.config.max_block_bytes) {
@@ -508,7 +517,12 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         };
         debug_assert_eq!(tx_root, encoded_root(&txs));
         let next_committee = next_committee_after(&state, height);
-        let block = ChainBlock { context, block: LedgerBlock { header, txs, evidence }, next_committee };
+        let block = ChainBlock {
+            context,
+            block: LedgerBlock { header, txs, evidence },
+            beacon: share,
+            next_committee,
+        };
         let digest = block.digest();
         debug!(height, txs = block.block.txs.len(), "proposing");
         self.stage(block.clone(), digest, state, outcome).await.ok()?;

@@ -7,6 +7,7 @@
 //! the node's API uses).
 
 pub mod application;
+pub mod beacon;
 pub mod block;
 pub mod epoch;
 pub mod evidence;

@@ -442,6 +442,7 @@ mod tests {
                 proposer: t.tx.sender,
                 seed: Hash::ZERO,
                 missed: vec![],
+                beacon_commit: None,
             },
         )
         .unwrap();

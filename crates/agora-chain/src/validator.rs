@@ -211,6 +211,7 @@ where
             max_block_txs: cfg.max_block_txs,
             max_block_bytes: cfg.block_cfg.max_bytes / 2,
             namespace: NAMESPACE.to_vec(),
+            beacon_key: crate::beacon::key_of(&cfg.key),
         },
         evidence.clone(),
         gossip_out,

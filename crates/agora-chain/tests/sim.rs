@@ -263,6 +263,10 @@ fn a_proposer_whose_blocks_are_never_accepted_is_jailed_and_voted_out() {
             if i > 0 {
                 assert_eq!(v.jailed_until, 0, "honest validator {i} is never jailed");
                 assert!(v.missed_streak < 3, "honest validator {i}");
+                // The beacon runs: every proposer has committed to its next reveal.
+                assert_ne!(v.beacon_commit, agora_core::Hash::ZERO, "validator {i}");
+            } else {
+                assert_eq!(v.beacon_commit, agora_core::Hash::ZERO, "none of its blocks was accepted");
             }
         }
         assert_eq!(committee(&chains[0]).len(), 3);

@@ -68,6 +68,11 @@ pub struct Misbehavior {
 }
 codec_struct!(Misbehavior { offender, kind, epoch, view, proof: bytes(MAX_EVIDENCE_PROOF) });
 
+/// The seed of a chain's genesis block, which the first block's randomness builds on.
+pub fn genesis_seed(chain_id: &str) -> Hash {
+    Hash::tagged("agora/genesis-seed", &[chain_id.as_bytes()])
+}
+
 /// Block metadata that the ledger reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {

@@ -47,6 +47,7 @@ fn info(state: &State) -> BlockInfo {
         proposer: SecretKey::from_label("val0").public(),
         seed: Hash::tagged("bench", &[&height.to_le_bytes()]),
         missed: vec![],
+        beacon_commit: None,
     }
 }
 

@@ -49,17 +49,31 @@ pub struct BlockInfo {
     /// Leaders of the consensus views nullified since the parent block, from the block's
     /// consensus context (the chain layer derives them; see `staking::record_proposals`).
     pub missed: Vec<AccountId>,
+    /// The proposer's commitment to the randomness it reveals in its next block, if the
+    /// chain layer runs a beacon (it checks reveals and derives `seed` from them).
+    pub beacon_commit: Option<Hash>,
+}
+
+/// What the chain layer knows of a block beyond its ledger encoding (from its consensus
+/// context and beacon share); a ledger-only chain has none.
+#[derive(Debug, Clone, Default)]
+pub struct ConsensusFacts {
+    /// See [`BlockInfo::missed`].
+    pub missed: Vec<AccountId>,
+    /// See [`BlockInfo::beacon_commit`].
+    pub beacon_commit: Option<Hash>,
 }
 
 impl BlockInfo {
-    /// The facts a block's header states, with the leaders that consensus reports missed.
-    pub fn of(header: &agora_core::BlockHeader, missed: Vec<AccountId>) -> Self {
+    /// The facts a block's header states, with what consensus adds.
+    pub fn of(header: &agora_core::BlockHeader, facts: ConsensusFacts) -> Self {
         BlockInfo {
             height: header.height,
             timestamp_ms: header.timestamp_ms,
             proposer: header.proposer,
             seed: header.seed,
-            missed,
+            missed: facts.missed,
+            beacon_commit: facts.beacon_commit,
         }
     }
 }
@@ -67,23 +81,23 @@ impl BlockInfo {
 /// Applies a complete block to a copy of `state`. The input state is untouched, so a caller
 /// can keep it for other forks.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, BlockOutcome), BlockError> {
-    apply_block_with(state, block, vec![], |_| false)
+    apply_block_with(state, block, ConsensusFacts::default(), |_| false)
 }
 
-/// [`apply_block`] for a block after whose parent consensus nullified views led by `missed`,
-/// skipping the signature check of transactions for which `already_verified` returns true. A
-/// node passes a cache of the exact (transaction, signature) pairs it verified when admitting
-/// them to its mempool, so each signature is checked once per node.
+/// [`apply_block`] with what consensus knows of the block (`facts`), skipping the signature
+/// check of transactions for which `already_verified` returns true. A node passes a cache of
+/// the exact (transaction, signature) pairs it verified when admitting them to its mempool, so
+/// each signature is checked once per node.
 pub fn apply_block_with(
     state: &State,
     block: &Block,
-    missed: Vec<AccountId>,
+    facts: ConsensusFacts,
     already_verified: impl Fn(&SignedTx) -> bool,
 ) -> Result<(State, BlockOutcome), BlockError> {
     if !block.body_matches_header() {
         return Err(BlockError::BodyMismatch);
     }
-    let info = BlockInfo::of(&block.header, missed);
+    let info = BlockInfo::of(&block.header, facts);
     let mut builder = BlockBuilder::new(state, info)?;
     for (index, tx) in block.txs.iter().enumerate() {
         builder.push_with(tx, !already_verified(tx)).map_err(|reason| BlockError::Tx { index, reason })?;
@@ -101,6 +115,7 @@ pub struct BlockBuilder {
     receipts: Vec<Receipt>,
     txs: Vec<SignedTx>,
     missed: Vec<AccountId>,
+    beacon_commit: Option<Hash>,
 }
 
 impl BlockBuilder {
@@ -122,7 +137,14 @@ impl BlockBuilder {
             proposer: info.proposer,
             events: vec![],
         };
-        Ok(Self { state, cx, receipts: vec![], txs: vec![], missed: info.missed })
+        Ok(Self {
+            state,
+            cx,
+            receipts: vec![],
+            txs: vec![],
+            missed: info.missed,
+            beacon_commit: info.beacon_commit,
+        })
     }
 
     /// The state as of the transactions pushed so far.
@@ -179,6 +201,9 @@ impl BlockBuilder {
             staking::punish_equivocation(state, cx, m);
         }
         staking::record_proposals(state, cx, &self.missed);
+        if let Some(commit) = self.beacon_commit {
+            staking::record_beacon_commit(state, cx, commit);
+        }
         for timer in state.take_due_timers(cx.height, cx.time_ms) {
             run_timer(state, cx, timer);
         }
@@ -187,6 +212,7 @@ impl BlockBuilder {
         let m = state.meta_mut();
         m.height = cx.height;
         m.timestamp_ms = cx.time_ms;
+        m.seed = cx.seed;
         assert!(state.meta().supply.is_conserved(), "supply conservation violated at height {}", cx.height);
         Ok(())
     }

@@ -29,7 +29,7 @@ pub mod staking;
 pub mod state;
 mod table;
 
-pub use apply::{BlockBuilder, BlockInfo, BlockOutcome, apply_block, apply_block_with};
+pub use apply::{BlockBuilder, BlockInfo, BlockOutcome, ConsensusFacts, apply_block, apply_block_with};
 pub use error::{BlockError, TxError, TxRejection};
 pub use events::{AuditOutcome, Event, LeaseFailure, Receipt};
 pub use genesis::{Genesis, GenesisAccount, GenesisValidator};

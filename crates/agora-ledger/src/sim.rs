@@ -4,7 +4,7 @@
 
 pub mod adversary;
 
-use crate::apply::{BlockBuilder, BlockInfo, BlockOutcome, apply_block_with};
+use crate::apply::{BlockBuilder, BlockInfo, BlockOutcome, ConsensusFacts, apply_block_with};
 use crate::error::BlockError;
 use crate::events::Event;
 use crate::genesis::{Genesis, GenesisAccount, GenesisValidator};
@@ -142,7 +142,7 @@ impl TestChain {
 
     /// Applies `b`, keeping the outcome; the error if the ledger refuses it.
     pub fn apply(&mut self, b: &Block) -> Result<&BlockOutcome, BlockError> {
-        self.apply_after_missed(b, vec![])
+        self.apply_with(b, ConsensusFacts::default())
     }
 
     /// [`TestChain::apply`] for a block after whose parent consensus nullified the views
@@ -152,7 +152,12 @@ impl TestChain {
         b: &Block,
         missed: Vec<AccountId>,
     ) -> Result<&BlockOutcome, BlockError> {
-        let (state, outcome) = apply_block_with(&self.state, b, missed, |_| false)?;
+        self.apply_with(b, ConsensusFacts { missed, beacon_commit: None })
+    }
+
+    /// [`TestChain::apply`] with what consensus knows of the block.
+    pub fn apply_with(&mut self, b: &Block, facts: ConsensusFacts) -> Result<&BlockOutcome, BlockError> {
+        let (state, outcome) = apply_block_with(&self.state, b, facts, |_| false)?;
         self.state = state;
         self.outcomes.push(outcome);
         Ok(self.outcomes.last().expect("pushed"))
@@ -202,6 +207,7 @@ impl TestChain {
                 proposer: id("v0"),
                 seed: self.seed(height),
                 missed: vec![],
+                beacon_commit: None,
             },
         )
         .expect("next block")

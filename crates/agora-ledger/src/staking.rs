@@ -10,7 +10,7 @@ use crate::events::Event;
 use crate::params::Params;
 use crate::state::{Bucket, Ctx, Present, State, Timer};
 use agora_core::block::Misbehavior;
-use agora_core::{AccountId, Amount, codec_struct};
+use agora_core::{AccountId, Amount, Hash, codec_struct};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -38,8 +38,20 @@ pub struct Validator {
     pub jailed_until: u64,
     /// Its proposal slots missed in a row (see `miss_jail_streak`).
     pub missed_streak: u32,
+    /// Its commitment to the randomness it reveals in its next block (zero before its first):
+    /// the chain layer checks each reveal against it (see `agora_chain::beacon`).
+    pub beacon_commit: Hash,
+    /// The height of the block that made that commitment.
+    pub beacon_height: u64,
 }
-codec_struct!(Validator { stake, unlocking: vec(MAX_UNLOCKS), jailed_until, missed_streak });
+codec_struct!(Validator {
+    stake,
+    unlocking: vec(MAX_UNLOCKS),
+    jailed_until,
+    missed_streak,
+    beacon_commit,
+    beacon_height
+});
 
 impl Validator {
     /// Bonded plus unbonding stake (all of it counts toward supply).
@@ -166,6 +178,14 @@ pub(crate) fn record_proposals(state: &mut State, cx: &mut Ctx, missed: &[Accoun
         && v.missed_streak != 0
     {
         v.missed_streak = 0;
+    }
+}
+
+/// Records the proposer's commitment to the randomness it reveals in its next block.
+pub(crate) fn record_beacon_commit(state: &mut State, cx: &Ctx, commit: Hash) {
+    if let Some(v) = state.validators.get_mut(&cx.proposer) {
+        v.beacon_commit = commit;
+        v.beacon_height = cx.height;
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Meta {
     pub supply: Supply,
     /// Protocol parameters.
     pub params: Params,
+    /// The randomness of the last applied block, which the next block's builds on.
+    pub seed: Hash,
 }
 codec_struct!(Meta {
     chain_id: string(64),
@@ -76,7 +78,8 @@ codec_struct!(Meta {
     committee: vec(1024),
     next_id,
     supply,
-    params
+    params,
+    seed
 });
 
 /// Work scheduled for a height or a time. Timers are consensus state: every node runs them
@@ -331,6 +334,7 @@ impl State {
                 next_id: 1,
                 supply: Supply::default(),
                 params,
+                seed: agora_core::block::genesis_seed(chain_id),
             },
             meta_dirty: true,
             accounts: Table::default(),

@@ -19,6 +19,16 @@ use std::time::{Duration, UNIX_EPOCH};
 /// How far ahead of our clock a block's timestamp may be. A block further ahead is not invalid
 /// forever, so verification waits until it is within range instead of rejecting it.
 pub const MAX_DRIFT_MS: u64 = 500;
+/// How far behind our clock a proposal's timestamp may be. Honest proposers stamp their clock
+/// (or the parent's time, if later), and a proposal is verified within a view's timeouts, so
+/// an older stamp is a proposer moving the chain's clock back (delaying deadlines): refused.
+pub const MAX_LAG_MS: u64 = 10_000;
+
+/// Whether a proposal stamped `ts` is recent enough to vote for at `now` (both unix ms). With
+/// [`MAX_DRIFT_MS`], a proposer picks its block's time within about 10.5 s of real time.
+pub fn recent_enough(ts: u64, now: u64) -> bool {
+    ts.saturating_add(MAX_LAG_MS) >= now
+}
 
 fn now_ms(clock: &impl Clock) -> u64 {
     clock.current().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
@@ -83,6 +93,9 @@ impl<E: Clock> Application<E> for App {
         // Too far in the future is not permanently invalid: wait until it is within range.
         let ts = block.inner().block.header.timestamp_ms;
         let now = now_ms(&runtime);
+        if !recent_enough(ts, now) {
+            return false;
+        }
         if ts > now + MAX_DRIFT_MS {
             runtime.sleep(Duration::from_millis(ts - now - MAX_DRIFT_MS)).await;
         }
@@ -112,5 +125,21 @@ impl Reporter for FinalizedReporter {
 
     fn report(&mut self, update: Update<ChainBlock>) -> Feedback {
         if self.executor.consensus(Consensus::Finalized(update)) { Feedback::Ok } else { Feedback::Closed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proposal_stamped_far_in_the_past_is_refused() {
+        let now = 1_700_000_000_000;
+        assert!(recent_enough(now, now));
+        assert!(recent_enough(now - MAX_LAG_MS, now), "a slow view is still fine");
+        assert!(!recent_enough(now - MAX_LAG_MS - 1, now), "older: the proposer set the clock back");
+        assert!(!recent_enough(0, now));
+        assert!(recent_enough(now + 60_000, now), "the future is waited for, not refused");
+        assert!(recent_enough(u64::MAX, now), "no overflow");
     }
 }

@@ -246,9 +246,10 @@ fn store_config(
     }
 }
 
-/// Nice value of the API's threads: below consensus, which runs at the default 0, and above
-/// the signature checks (10).
-const API_NICE: i32 = 5;
+/// Nice value of the API's threads: below consensus, which runs at the default 0, and level
+/// with the signature checks (10), so a flood of requests competes with other requests, not
+/// with consensus (at 5 a flood took the block rate to 0.41–0.45× idle; see BENCHMARKS.md).
+const API_NICE: i32 = 10;
 
 /// The runtime clients are served on: `threads` workers named `agora-api`, each at
 /// [`API_NICE`].

@@ -4,7 +4,7 @@
 //! An Ed25519 check costs tens of microseconds; a 1,000-transaction batch of junk signatures
 //! costs tens of milliseconds. Done on the executor, that time would come out of consensus;
 //! done on the runtime's worker threads, out of the tasks consensus runs on. Here:
-//! - checks run on `threads` dedicated threads at nice 10 (below the API at 5), so the
+//! - checks run on `threads` dedicated threads at nice 10 (level with the API), so the
 //!   scheduler gives consensus the CPU first (lower still starves honest transactions while
 //!   a provider computes: see BENCHMARKS.md);
 //! - clients are served round-robin, [`CHUNK`] signatures at a time, so one transfer waits for

@@ -114,39 +114,59 @@ pub async fn run(exe: &std::path::Path, audit: Audit<'_>, limits: Limits) -> any
         .kill_on_drop(true)
         .spawn()
         .context("starting the audit process")?;
-    let (mut stdin, mut stdout, mut stderr) = (
+    let (mut stdin, mut stdout, stderr) = (
         child.stdin.take().expect("piped"),
         child.stdout.take().expect("piped"),
         child.stderr.take().expect("piped"),
     );
+    // Its log is drained to the end (a full pipe would stall it), keeping the last lines.
+    let log = tokio::spawn(tail_of(stderr));
     let exchange = async {
         let write = async {
             // A child that dies early closes its stdin: its exit status says why.
             let _ = stdin.write_all(&request).await;
             drop(stdin);
         };
-        let (mut answer, mut log) = (Vec::new(), Vec::new());
-        let (mut out, mut err) = ((&mut stdout).take(MAX_ANSWER as u64 + 1), (&mut stderr).take(64 << 10));
-        let ((), read, _) = tokio::join!(write, out.read_to_end(&mut answer), err.read_to_end(&mut log));
+        let mut answer = Vec::new();
+        let mut out = (&mut stdout).take(MAX_ANSWER as u64 + 1);
+        let ((), read) = tokio::join!(write, out.read_to_end(&mut answer));
         read?;
+        if answer.len() > MAX_ANSWER {
+            let _ = child.kill().await;
+            anyhow::bail!("it answered more than {MAX_ANSWER} bytes");
+        }
         let status = child.wait().await?;
-        anyhow::Ok((status, answer, log))
+        anyhow::Ok((status, answer))
     };
-    let (status, answer, log) = match tokio::time::timeout(limits.wall, exchange).await {
+    let (status, answer) = match tokio::time::timeout(limits.wall, exchange).await {
         Ok(done) => done.map_err(|e| Unable(format!("the audit process failed: {e:#}")))?,
         Err(_) => {
             bail!(Unable(format!("the audit process took longer than {:?} and was killed", limits.wall)))
         }
     };
-    let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(400)..]).trim().to_string();
     if !status.success() {
+        let tail = log.await.unwrap_or_default();
         bail!(Unable(format!("the audit process ended with {status}: {tail}")));
-    }
-    if answer.len() > MAX_ANSWER {
-        bail!(Unable(format!("the audit process answered more than {MAX_ANSWER} bytes")));
     }
     serde_json::from_slice(&answer)
         .map_err(|e| Unable(format!("the audit process answered garbage: {e}")).into())
+}
+
+/// The last 400 characters of what `stderr` writes until it closes.
+async fn tail_of(mut stderr: tokio::process::ChildStderr) -> String {
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    text.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect::<String>().trim().to_string()
 }
 
 /// Limits this process (the child) to `memory_bytes` of address space and `cpu_seconds` of CPU

@@ -76,8 +76,9 @@ impl Runtimes {
         &self.dir
     }
 
-    /// Fetches model `model` for a `kind` job like [`Runtimes::executor`] without loading it,
-    /// and returns the file holding its bytes (for a child process to load).
+    /// Fetches model `model` for a `kind` job (from `sources` within `reach`, held by `pin`)
+    /// without loading it, refusing one over [`max_model_bytes`] before anything reads it into
+    /// memory, and returns the file holding its bytes (for a child process to load).
     pub async fn model_file(
         &self,
         kind: JobKind,
@@ -86,32 +87,17 @@ impl Runtimes {
         reach: Reach,
         pin: &Pin,
     ) -> anyhow::Result<PathBuf> {
-        self.fetch_model(kind, model, sources, reach, pin).await?;
-        Ok(self.store.blob_path(model))
-    }
-
-    /// Fetches model `model`, held by `pin`, refusing one over [`max_model_bytes`] before
-    /// anything reads it into memory.
-    async fn fetch_model(
-        &self,
-        kind: JobKind,
-        model: &Hash,
-        sources: &[String],
-        reach: Reach,
-        pin: &Pin,
-    ) -> anyhow::Result<()> {
         self.fetch(model, sources, reach, pin).await?;
         let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
         let cap = max_model_bytes(kind);
         if size > cap {
             bail!("model {model} is {size} bytes, more than the {cap}-byte limit for {kind} jobs");
         }
-        Ok(())
+        Ok(self.store.blob_path(model))
     }
 
-    /// The executor for `kind` running model `model` (fetched from `sources` within `reach` if
-    /// needed, and held by `pin` in the store). A model
-    /// over [`max_model_bytes`] is refused before it is read into memory.
+    /// The executor for `kind` running model `model`, fetched as [`Runtimes::model_file`] does
+    /// and loaded once (later calls reuse it).
     pub async fn executor(
         &self,
         kind: JobKind,
@@ -123,7 +109,7 @@ impl Runtimes {
         if let Some(e) = self.loaded.lock().expect("not poisoned").get(&(kind, *model)) {
             return Ok(e.clone());
         }
-        self.fetch_model(kind, model, sources, reach, pin).await?;
+        self.model_file(kind, model, sources, reach, pin).await?;
         let bytes = self.store.get(model).with_context(|| format!("reading model {model}"))?;
         let (dir, model_hash) = (self.dir.clone(), *model);
         let executor =

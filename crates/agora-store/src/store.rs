@@ -13,6 +13,7 @@
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::gc::{self, Candidate, GcReport};
+use crate::http::auth::now_ms;
 use crate::layout::{Layout, hash_from_name, publish, remove_if_present, sync_dir, sync_file};
 use crate::pins::{self, Pin};
 use crate::reader::Blob;
@@ -470,11 +471,6 @@ impl Store {
         let store = self.clone();
         run_blocking(move || store.gc(budget_bytes)).await
     }
-}
-
-/// The current time, unix ms.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The hashes named by the files in a store directory.

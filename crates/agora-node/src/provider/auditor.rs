@@ -12,6 +12,7 @@ use agora_core::tx::{AuditId, TxPayload};
 use agora_core::{Hash, SecretKey};
 use agora_runtime::executor::AuditRequest;
 use agora_store::Pin;
+use agora_store::http::outbound::Reach;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,14 +98,18 @@ pub const MAX_AUDIT_RESPONSE: usize = 256 << 20;
 
 impl Auditor {
     /// Fetches the audit's items, retrying for up to [`FETCH_PATIENCE`].
-    async fn fetch_items_patiently(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
-        with_patience(FETCH_PATIENCE, || self.fetch_items(endpoint, audit)).await
+    async fn fetch_items_patiently(
+        &self,
+        endpoint: &str,
+        audit: AuditId,
+        reach: Reach,
+    ) -> anyhow::Result<AuditItems> {
+        with_patience(FETCH_PATIENCE, || self.fetch_items(endpoint, audit, reach)).await
     }
 
-    async fn fetch_items(&self, endpoint: &str, audit: AuditId) -> anyhow::Result<AuditItems> {
+    async fn fetch_items(&self, endpoint: &str, audit: AuditId, reach: Reach) -> anyhow::Result<AuditItems> {
         let sig = self.key.sign(&protocol::audit_request_message(audit));
         let url = format!("{}/agent/audit/{audit}", endpoint.trim_end_matches('/'));
-        let reach = self.chain.reach().await?;
         // Not reachable from here is this auditor's problem to report as nothing, like a DNS
         // name that resolves only inside the network (a transport error).
         reach.check_url(&url).map_err(|e| Unable(e.to_string()))?;
@@ -154,6 +159,7 @@ impl Auditor {
                 &audit.items,
                 audit_id,
                 &provider.profile.endpoint,
+                reach,
                 shard,
                 &commitment,
                 &job.manifest,
@@ -191,6 +197,7 @@ impl Auditor {
         indices: &[u32],
         audit_id: AuditId,
         endpoint: &str,
+        reach: Reach,
         shard: &agora_core::manifest::ShardSpec,
         commitment: &agora_core::tx::ResultCommitment,
         manifest: &agora_core::JobManifest,
@@ -200,7 +207,7 @@ impl Auditor {
         // The ledger accepted the commitment only with the shard's output count (training
         // commits checkpoints, not one output per input), so output proofs are checked
         // against the commitment's count and input proofs against the shard's.
-        let items = self.fetch_items_patiently(endpoint, audit_id).await?;
+        let items = self.fetch_items_patiently(endpoint, audit_id, reach).await?;
         let inputs = items
             .inputs
             .iter()
@@ -219,14 +226,8 @@ impl Auditor {
         let ran = std::time::Instant::now();
         let answer = match recompute {
             Recompute::Here(executor) => {
-                tokio::task::spawn_blocking(move || {
-                    match agora_runtime::audit::audit(executor.as_ref(), &ctx, &request) {
-                        Ok(outcome) => Answer::Outcome(outcome),
-                        Err(e @ agora_runtime::ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
-                        Err(e) => Answer::Failed(format!("recomputing: {e}")),
-                    }
-                })
-                .await?
+                tokio::task::spawn_blocking(move || isolate::recompute(executor.as_ref(), &ctx, &request))
+                    .await?
             }
             Recompute::Child(isolation, model_file) => {
                 let audit = isolate::Audit {

@@ -20,7 +20,7 @@ use super::runtimes::load_executor;
 use agora_core::{Hash, JobKind};
 use agora_runtime::ExecError;
 use agora_runtime::audit::AuditOutcome;
-use agora_runtime::executor::{AuditRequest, TaskContext};
+use agora_runtime::executor::{AuditRequest, Executor, TaskContext};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -71,6 +71,16 @@ pub enum Answer {
     BadClaims(String),
     /// The recomputation failed here (model, resources, inputs): not the provider's fault.
     Failed(String),
+}
+
+/// Recomputes an audit's sample with `executor`, here: claims that cannot even be replayed are
+/// the provider's fault, any other failure is this node's.
+pub fn recompute(executor: &dyn Executor, ctx: &TaskContext, request: &AuditRequest) -> Answer {
+    match agora_runtime::audit::audit(executor, ctx, request) {
+        Ok(outcome) => Answer::Outcome(outcome),
+        Err(e @ ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
+        Err(e) => Answer::Failed(format!("recomputing: {e}")),
+    }
 }
 
 /// One audit to run in a child.
@@ -233,11 +243,7 @@ pub fn serve(input: &mut impl Read, output: &mut impl Write) -> anyhow::Result<(
         .and_then(|bytes| load_executor(header.kind, bytes, &header.models_dir, header.model))
     {
         Err(e) => Answer::Failed(format!("loading the runtime: {e:#}")),
-        Ok(executor) => match agora_runtime::audit::audit(executor.as_ref(), &header.ctx, &request) {
-            Ok(outcome) => Answer::Outcome(outcome),
-            Err(e @ ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
-            Err(e) => Answer::Failed(format!("recomputing: {e}")),
-        },
+        Ok(executor) => recompute(executor.as_ref(), &header.ctx, &request),
     };
     serde_json::to_writer(&mut *output, &answer)?;
     output.flush()?;

@@ -10,7 +10,8 @@ use crate::manifest::{
     ClusterSpec, Constraints, JobKind, JobManifest, JobParams, LatencyBound, ShardSpec, VerificationPolicy,
 };
 use crate::tx::{
-    Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx, Transaction, TxPayload,
+    AuditEvidence, Disputed, Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx,
+    Transaction, TxPayload,
 };
 use proptest::prelude::*;
 
@@ -218,8 +219,22 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
             .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey { lease, to, sealed_key }),
         (any::<u64>(), commitment)
             .prop_map(|(lease, commitment)| TxPayload::CommitResult { lease, commitment }),
-        (any::<u64>(), any::<bool>(), hash())
-            .prop_map(|(audit, passed, detail)| { TxPayload::ReportAudit { audit, passed, detail } }),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            hash(),
+            prop::collection::vec((any::<u32>(), hash()), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(audit, passed, recomputed_root, disputed, measured_ms)| {
+                let disputed =
+                    disputed.into_iter().map(|(index, recomputed)| Disputed { index, recomputed }).collect();
+                TxPayload::ReportAudit {
+                    audit,
+                    passed,
+                    evidence: AuditEvidence { recomputed_root, disputed, measured_ms },
+                }
+            }),
         (
             prop::collection::vec(
                 ("[a-z_]{1,20}", any::<u128>()).prop_map(|(name, value)| ParamChange { name, value }),

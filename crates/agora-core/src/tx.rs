@@ -105,6 +105,50 @@ codec_struct!(ProviderProfile {
     endpoint: string(MAX_ENDPOINT_LEN)
 });
 
+/// Most disputed items one audit report names.
+pub const MAX_DISPUTED: usize = 256;
+
+/// An item an auditor's recomputation disagreed with, and the hash of what it recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disputed {
+    /// Output item index.
+    pub index: u32,
+    /// Hash ([`Hash::of`]) of the auditor's recomputed bytes for it.
+    pub recomputed: Hash,
+}
+codec_struct!(Disputed { index, recomputed });
+
+/// The evidence behind an audit verdict. With the chain's commitments (the requester's input
+/// root, the provider's output root) it lets anyone re-run a disputed item and see who was
+/// right, and it binds the auditor to every recomputation it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvidence {
+    /// Merkle root ([`crate::merkle::MerkleTree`], which binds the count) over the hashes of
+    /// the auditor's recomputed bytes, one per sampled item in the audit's order; `Hash::ZERO`
+    /// when nothing was recomputed (the provider withheld the items, served items that do not
+    /// verify against its commitment, or claims that cannot be replayed).
+    pub recomputed_root: Hash,
+    /// The items that did not match, ascending by index (empty for a pass, or when nothing was recomputed).
+    pub disputed: Vec<Disputed>,
+    /// Device-milliseconds the auditor's recomputation of the sample took (0 if nothing was):
+    /// the measurement that bounds the provider's metered time.
+    pub measured_ms: u64,
+}
+codec_struct!(AuditEvidence { recomputed_root, disputed: vec(MAX_DISPUTED), measured_ms });
+
+impl AuditEvidence {
+    /// The evidence of a failure with nothing recomputed: the provider served nothing that
+    /// verifies against its commitment (withholding), or claims that cannot be replayed.
+    pub fn nothing_recomputed() -> Self {
+        Self::default()
+    }
+
+    /// Whether nothing was recomputed ([`AuditEvidence::nothing_recomputed`]).
+    pub fn recomputed_nothing(&self) -> bool {
+        self.recomputed_root == Hash::ZERO && self.disputed.is_empty()
+    }
+}
+
 /// Resources a provider reports having used for a lease.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metering {
@@ -239,8 +283,8 @@ pub enum TxPayload {
         audit: AuditId,
         /// Whether every sampled item matched.
         passed: bool,
-        /// Hash of the auditor's detailed report (kept off chain).
-        detail: Hash,
+        /// What the auditor recomputed, so anyone can check the verdict.
+        evidence: AuditEvidence,
     },
     /// Propose parameter changes.
     Propose {
@@ -342,10 +386,10 @@ impl Encode for TxPayload {
                 lease.encode_to(out);
                 commitment.encode_to(out);
             }
-            TxPayload::ReportAudit { audit, passed, detail } => {
+            TxPayload::ReportAudit { audit, passed, evidence } => {
                 audit.encode_to(out);
                 passed.encode_to(out);
-                detail.encode_to(out);
+                evidence.encode_to(out);
             }
             TxPayload::Propose { changes, description } => {
                 crate::codec::encode_seq(changes.iter(), out);
@@ -395,7 +439,7 @@ impl Decode for TxPayload {
             14 => TxPayload::ReportAudit {
                 audit: u64::decode_from(r)?,
                 passed: bool::decode_from(r)?,
-                detail: Hash::decode_from(r)?,
+                evidence: AuditEvidence::decode_from(r)?,
             },
             15 => TxPayload::Propose {
                 changes: r.vec(MAX_PARAM_CHANGES, "Propose.changes")?,

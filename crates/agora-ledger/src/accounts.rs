@@ -19,8 +19,34 @@ pub struct Account {
     pub balance: Amount,
     /// Nonce the next transaction from this account must carry.
     pub nonce: u64,
+    /// Who created this account with a transfer, and when (`None` for genesis accounts and
+    /// accounts first credited by the protocol itself).
+    pub funded_by: Option<Funding>,
 }
-codec_struct!(Account { balance, nonce });
+codec_struct!(Account { balance, nonce, funded_by });
+
+/// The transfer that created an account: the funding source auditor selection looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Funding {
+    /// The sender of the first transfer into the account.
+    pub from: AccountId,
+    /// The height of the block that held it.
+    pub height: u64,
+}
+codec_struct!(Funding { from, height });
+
+/// Whether `a` and `b` are visibly one party by their funding: one created the other, or both
+/// were created by the same sender in the same block (a batch of Sybil identities). A
+/// laundering chain of intermediate accounts defeats this check; weighting auditors by bonded
+/// stake is what bounds such an adversary (see `audits`).
+pub fn related(state: &State, a: &AccountId, b: &AccountId) -> bool {
+    let funding = |x: &AccountId| state.account(x).and_then(|acct| acct.funded_by);
+    let (fa, fb) = (funding(a), funding(b));
+    a == b
+        || fa.is_some_and(|f| f.from == *b)
+        || fb.is_some_and(|f| f.from == *a)
+        || fa.is_some_and(|f| fb == Some(f))
+}
 
 /// The least fee a transaction of `size` encoded bytes must pay.
 pub fn min_fee(state: &State, size: usize) -> Amount {
@@ -106,8 +132,13 @@ pub(crate) fn transfer(
     if amount.is_zero() {
         return Err(TxError::Invalid("transfer amount must be positive".into()));
     }
+    let new = state.account(&to).is_none();
     state.debit(&from, amount)?;
     state.credit(&to, amount);
+    if new {
+        let acct = state.accounts.get_mut(&to).expect("just credited a positive amount");
+        acct.funded_by = Some(Funding { from, height: cx.height });
+    }
     cx.emit(Event::Transfer { from, to, amount });
     Ok(())
 }

@@ -274,8 +274,8 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
             leases::share_key(state, cx, who, lease, to, sealed_key)
         }
         TxPayload::CommitResult { lease, commitment } => leases::commit(state, cx, who, lease, commitment),
-        TxPayload::ReportAudit { audit, passed, detail } => {
-            audits::report(state, cx, who, audit, passed, detail)
+        TxPayload::ReportAudit { audit, passed, evidence } => {
+            audits::report(state, cx, who, audit, passed, evidence)
         }
         TxPayload::Propose { changes, description } => {
             governance::propose(state, cx, who, changes, description).map(drop)

@@ -25,7 +25,7 @@ use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::manifest::{JobKind, VerificationPolicy};
-use agora_core::tx::{AuditId, LeaseId};
+use agora_core::tx::{AuditEvidence, AuditId, LeaseId};
 use agora_core::{AccountId, Amount, Hash, codec_struct};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -43,14 +43,14 @@ pub struct Assignment {
     pub auditor: AccountId,
     /// Its verdict, once reported.
     pub verdict: Option<bool>,
-    /// Hash of its detailed report.
-    pub detail: Option<Hash>,
+    /// The evidence it reported with its verdict.
+    pub evidence: Option<AuditEvidence>,
     /// Whether it was replaced for not reporting in time.
     pub replaced: bool,
     /// Whether it sits on the recount (a committee validator assigned at escalation).
     pub recount: bool,
 }
-codec_struct!(Assignment { auditor, verdict, detail, replaced, recount });
+codec_struct!(Assignment { auditor, verdict, evidence, replaced, recount });
 
 /// Most committee validators on one recount.
 pub const MAX_RECOUNT: usize = 7;
@@ -206,14 +206,20 @@ pub fn probability_for(
 /// lease's class and run its job kind (the same kernels, so an honest recomputation agrees),
 /// weighted by their collateral, and committee validators, weighted by their bonded stake
 /// (both slashable when their verdict is refuted). Never the audited provider or the
-/// requester, never someone already assigned, never anyone with nothing at stake.
+/// requester or an account visibly related to either by funding ([`independent`]), never
+/// someone already assigned, never anyone with nothing at stake.
+///
+/// The class names the device kind and, for CPUs, the ISA family (`cpu.x86_64`,
+/// `cpu.aarch64`) or, for GPUs, the model (`gpu.nvidia.h100-80g`), so an auditor always runs
+/// the same kernels as the provider it checks.
 fn auditor_pool(
     state: &State,
     kind: JobKind,
-    class: &agora_core::ResourceClass,
+    lease: &crate::leases::Lease,
     exclude: &BTreeSet<AccountId>,
     height: u64,
 ) -> Vec<(AccountId, Amount)> {
+    let class = &lease.class;
     let mut pool: std::collections::BTreeMap<AccountId, Amount> = state
         .providers
         .iter()
@@ -227,7 +233,17 @@ fn auditor_pool(
         let w = pool.entry(*v).or_insert(Amount::ZERO);
         *w = w.checked_add(stake).unwrap_or(Amount(u128::MAX));
     }
-    pool.into_iter().filter(|(a, w)| !exclude.contains(a) && !w.is_zero()).collect()
+    pool.into_iter()
+        .filter(|(a, w)| !exclude.contains(a) && !w.is_zero() && independent(state, a, lease))
+        .collect()
+}
+
+/// Whether `auditor` is neither the lease's provider or requester nor related to either by
+/// funding: it created one of them, one of them created it, or the same sender created both
+/// in one block ([`crate::accounts::related`]).
+fn independent(state: &State, auditor: &AccountId, lease: &crate::leases::Lease) -> bool {
+    !crate::accounts::related(state, auditor, &lease.provider)
+        && !crate::accounts::related(state, auditor, &lease.requester)
 }
 
 /// Draws `n` distinct members of `pool` (fewer if the pool is smaller), each draw with
@@ -297,7 +313,7 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
         _ => 1,
     };
     let auditors = if audited {
-        pick(cx, "auditor", id, auditor_pool(state, kind, &lease.class, &exclude, cx.height), stage_one)
+        pick(cx, "auditor", id, auditor_pool(state, kind, &lease, &exclude, cx.height), stage_one)
     } else {
         vec![]
     };
@@ -331,7 +347,7 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
                 .map(|a| Assignment {
                     auditor: *a,
                     verdict: None,
-                    detail: None,
+                    evidence: None,
                     replaced: false,
                     recount: false,
                 })
@@ -357,7 +373,7 @@ pub(crate) fn report(
     who: AccountId,
     id: AuditId,
     passed: bool,
-    detail: Hash,
+    evidence: AuditEvidence,
 ) -> Result<(), TxError> {
     let audit = state.audits.get(&id).ok_or_else(|| TxError::not_found("audit", id))?;
     if audit.outcome.is_some() {
@@ -369,13 +385,41 @@ pub(crate) fn report(
     if audit.assignments[pos].verdict.is_some() {
         return Err(TxError::InvalidState("already reported".into()));
     }
+    check_evidence(audit, passed, &evidence)?;
     let a = state.audits.get_mut(&id).expect("checked");
     a.assignments[pos].verdict = Some(passed);
-    a.assignments[pos].detail = Some(detail);
+    a.assignments[pos].evidence = Some(evidence);
     cx.emit(Event::AuditReported { audit: id, auditor: who, passed });
     let (_, _, pending) = state.audits.get(&id).expect("exists").counts();
     if pending == 0 {
         evaluate(state, cx, id, false);
+    }
+    Ok(())
+}
+
+/// Whether `evidence` can back the verdict `passed` on `audit`: a pass shows a recomputation
+/// and disputes nothing; a failure either recomputed nothing (withholding, unverifiable or
+/// unreplayable claims: no root, nothing disputed) or names the sampled items that did not
+/// match, each once, in ascending order.
+fn check_evidence(audit: &Audit, passed: bool, evidence: &AuditEvidence) -> Result<(), TxError> {
+    let invalid = |why: &str| Err(TxError::Invalid(format!("audit evidence: {why}")));
+    if passed {
+        if evidence.recomputed_root == Hash::ZERO || !evidence.disputed.is_empty() {
+            return invalid("a pass must commit to its recomputation and dispute no item");
+        }
+        return Ok(());
+    }
+    if evidence.recomputed_nothing() {
+        return Ok(());
+    }
+    if evidence.recomputed_root == Hash::ZERO || evidence.disputed.is_empty() {
+        return invalid("a failure names the disputed items with the recomputation's root, or neither");
+    }
+    if !evidence.disputed.windows(2).all(|w| w[0].index < w[1].index) {
+        return invalid("disputed items must be in ascending order, each once");
+    }
+    if let Some(d) = evidence.disputed.iter().find(|d| audit.items.binary_search(&d.index).is_err()) {
+        return invalid(&format!("item {} was not sampled", d.index));
     }
     Ok(())
 }
@@ -394,6 +438,11 @@ fn evaluate(state: &mut State, cx: &mut Ctx, id: AuditId, timed_out: bool) {
     }
     if !audit.escalated {
         if fails == 0 {
+            // A claim of more device time than stage one measured is decided by the recount's
+            // own measurements: one auditor's word never cuts a provider's pay.
+            if passes > 0 && over_claimed(state, &audit) && escalate(state, cx, id) {
+                return;
+            }
             // Silence is not a pass: at least one auditor must have recomputed and agreed.
             let outcome = if passes > 0 { AuditOutcome::Clean } else { AuditOutcome::Unverified };
             return resolve(state, cx, id, outcome);
@@ -438,13 +487,16 @@ fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
     }
 }
 
-/// Committee validators eligible for a recount, weighted by bonded stake.
-fn committee_pool(state: &State, exclude: &BTreeSet<AccountId>) -> Vec<(AccountId, Amount)> {
+/// Committee validators eligible for a recount, weighted by bonded stake; never one related
+/// to the lease's parties by funding.
+fn committee_pool(state: &State, audit: &Audit) -> Vec<(AccountId, Amount)> {
+    let lease = state.leases.get(&audit.lease).expect("exists");
+    let exclude = exclusions(state, audit);
     state
         .meta
         .committee
         .iter()
-        .filter(|v| !exclude.contains(v))
+        .filter(|v| !exclude.contains(v) && independent(state, v, lease))
         .map(|v| (*v, state.validators.get(v).map_or(Amount::ZERO, |x| x.stake)))
         .filter(|(_, w)| !w.is_zero())
         .collect()
@@ -466,7 +518,7 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>, rec
     a.assignments.extend(new.iter().map(|x| Assignment {
         auditor: *x,
         verdict: None,
-        detail: None,
+        evidence: None,
         replaced: false,
         recount,
     }));
@@ -481,7 +533,7 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>, rec
 fn escalate(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
     let audit = state.audits.get(&id).expect("exists").clone();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(MAX_RECOUNT);
-    let pool = committee_pool(state, &exclusions(state, &audit));
+    let pool = committee_pool(state, &audit);
     let new = pick(cx, "escalate", id, pool, room);
     state.audits.get_mut(&id).expect("exists").escalated = true;
     if new.is_empty() {
@@ -502,12 +554,12 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
         .map(|(i, _)| i)
         .collect();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(silent.len());
-    let class = state.leases.get(&audit.lease).expect("exists").class.clone();
+    let lease = state.leases.get(&audit.lease).expect("exists");
     // A recount's silent members are replaced from the committee, stage one's from the pool.
     let pool = if audit.escalated {
-        committee_pool(state, &exclusions(state, &audit))
+        committee_pool(state, &audit)
     } else {
-        auditor_pool(state, audit.kind, &class, &exclusions(state, &audit), cx.height)
+        auditor_pool(state, audit.kind, lease, &exclusions(state, &audit), cx.height)
     };
     let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
     if new.is_empty() {
@@ -547,7 +599,8 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.clean_streak += 1;
                 p.trust.audits_passed += 1;
             }
-            leases::settle(state, cx, audit.lease, &reporters);
+            let allowed = if audit.escalated { allowed_device_ms(state, &audit) } else { None };
+            leases::settle(state, cx, audit.lease, &reporters, allowed);
         }
         AuditOutcome::Inconclusive => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -555,7 +608,8 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.audits_inconclusive += 1;
                 p.trust.forced_audits = forced;
             }
-            leases::settle(state, cx, audit.lease, &reporters);
+            let allowed = if audit.escalated { allowed_device_ms(state, &audit) } else { None };
+            leases::settle(state, cx, audit.lease, &reporters, allowed);
         }
         AuditOutcome::Unverified => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -599,24 +653,13 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
     let Some(prov) = state.providers.get_mut(&audit.provider) else { return };
     // Locked collateral first, then collateral still unlocking (review F4: a withdrawal
     // started after the commitment must not carry the slash away).
-    let due = multiple.max(deterrent).min(prov.total_collateral());
-    let from_locked = due.min(prov.collateral);
-    prov.collateral = prov.collateral.checked_sub(from_locked).expect("min");
-    let mut left = due.checked_sub(from_locked).expect("min");
-    for u in prov.unlocking.iter_mut().rev() {
-        let take = left.min(u.amount);
-        u.amount = u.amount.checked_sub(take).expect("min");
-        left = left.checked_sub(take).expect("min");
-    }
-    let amount = due;
+    let amount = prov.take_collateral(multiple.max(deterrent));
     prov.ejected_until = prov.ejected_until.max(ejected_until);
     prov.trust.clean_streak = 0;
     prov.trust.frauds += 1;
     prov.trust.leases_failed += 1;
     let pool = insurance_pool();
-    let to_pool = amount.bps(Params::u64(params.slash_pool_share_bps));
-    state.pay_out(Bucket::Collateral, &pool, to_pool);
-    state.burn(Bucket::Collateral, amount.checked_sub(to_pool).expect("share ≤ amount"));
+    forfeit(state, amount);
     let reward = value.bps(Params::u64(params.accuser_reward_bps));
     let mut paid = Amount::ZERO;
     for a in accusers {
@@ -628,6 +671,61 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
     }
     cx.emit(Event::ProviderSlashed { provider: audit.provider, amount, to_auditors: paid, ejected_until });
     crate::market::close_asks_of(state, cx, audit.provider);
+}
+
+/// Whether the lease's metered device time exceeds what the audit's measurements allow.
+fn over_claimed(state: &State, audit: &Audit) -> bool {
+    let claimed = state.leases.get(&audit.lease).map_or(0, leases::Lease::claimed_ms);
+    allowed_device_ms(state, audit).is_some_and(|allowed| claimed > allowed)
+}
+
+/// The device-ms an audited lease may be paid for, by its auditors' own measurement (the
+/// recount's alone once the audit escalated; a lease is paid less than it claims only on the
+/// recount's word, never on one stage-one auditor's): each passing auditor's measured time
+/// for the sample, scaled to the shard's item count and by
+/// the ratio of its registered benchmark score to the provider's (clamped to 1/16..16, so a
+/// self-declared slow score cannot stretch the bound without limit; validators without a
+/// provider record count as the provider's equal), the median of those, times
+/// `metering_slack_pct`, plus `metering_grace_ms`. `None` when no passing auditor measured
+/// anything.
+fn allowed_device_ms(state: &State, audit: &Audit) -> Option<u64> {
+    let lease = state.leases.get(&audit.lease)?;
+    let items = u128::from(lease.commitment.as_ref()?.item_count);
+    let sampled = audit.items.len().max(1) as u128;
+    let score =
+        |a: &AccountId| state.providers.get(a).map(|p| u128::from(p.profile.hardware.benchmark_score));
+    let provider_score = score(&lease.provider).filter(|s| *s > 0);
+    let mut scaled: Vec<u128> = audit
+        .active()
+        .filter(|a| a.verdict == Some(true) && a.recount == audit.escalated)
+        .filter_map(|a| a.evidence.as_ref().map(|e| (a.auditor, e.measured_ms)))
+        .filter(|(_, ms)| *ms > 0)
+        .map(|(auditor, ms)| {
+            let whole = u128::from(ms) * items / sampled;
+            match (score(&auditor).filter(|s| *s > 0), provider_score) {
+                (Some(mine), Some(theirs)) => {
+                    (whole * mine / theirs).clamp(whole / 16, whole.saturating_mul(16))
+                }
+                _ => whole,
+            }
+        })
+        .collect();
+    if scaled.is_empty() {
+        return None;
+    }
+    scaled.sort_unstable();
+    let median = scaled[(scaled.len() - 1) / 2];
+    let p = state.params();
+    let allowed = median.saturating_mul(p.metering_slack_pct) / 100 + p.metering_grace_ms;
+    Some(u64::try_from(allowed).unwrap_or(u64::MAX))
+}
+
+/// Moves collateral a provider forfeited (already taken from its record): the
+/// `slash_pool_share` to the insurance pool, the rest burned.
+pub(crate) fn forfeit(state: &mut State, amount: Amount) {
+    let to_pool = amount.bps(Params::u64(state.params().slash_pool_share_bps));
+    state.pay_out(Bucket::Collateral, &insurance_pool(), to_pool);
+    state.burn(Bucket::Collateral, amount.checked_sub(to_pool).expect("share ≤ amount"));
 }
 
 /// The auditors whose verdict the outcome refutes: those who passed a lease found fraudulent,

@@ -307,6 +307,18 @@ pub enum Event {
         /// Barred until this height.
         ejected_until: u64,
     },
+    /// An audited lease's metered device time exceeded what its auditors' own measurement
+    /// allows: it was paid for the allowance, and the provider fined for the excess.
+    MeteringCapped {
+        /// Lease.
+        lease: LeaseId,
+        /// Device-ms the provider claimed.
+        claimed_ms: u64,
+        /// Device-ms the audit allows.
+        allowed_ms: u64,
+        /// Taken from the provider's collateral (pool share, rest burned).
+        fine: Amount,
+    },
     /// An auditor was slashed because the audit's outcome refuted its verdict.
     AuditorSlashed {
         /// The audit.

@@ -12,8 +12,9 @@
 //!   and burned, never paid to the requester (who could otherwise profit from failures it
 //!   causes). No penalty at all when the job is encrypted and the requester never shared the
 //!   input key with the provider: the provider could not have run it.
-//! * **cancelled by the requester**: the provider keeps `cancel_fee_bps` of the payment; the
-//!   rest is refunded.
+//! * **cancelled by the requester** while running: the requester pays for the device time the
+//!   lease has run (the provider gets the seller price, the spread is burned), at least
+//!   `cancel_fee_bps` of the escrow; the rest is refunded. A committed lease is paid in full.
 //! * **fraud**: the escrow goes back to the shard and the provider is slashed (see audits).
 //! * **unverified** (no auditor reported at all): the escrow goes back to the shard, which is
 //!   re-matched to another provider; no slash and no penalty.
@@ -198,7 +199,18 @@ impl Lease {
 
     /// Device-seconds the provider reported using, capped at the lease quantity.
     pub fn units_used(&self) -> u64 {
-        self.commitment.as_ref().map_or(0, |c| c.metering.device_ms.div_ceil(1000).clamp(1, self.quantity))
+        self.units_for(self.claimed_ms())
+    }
+
+    /// Device-ms the provider's commitment claims (0 before it commits).
+    pub fn claimed_ms(&self) -> u64 {
+        self.commitment.as_ref().map_or(0, |c| c.metering.device_ms)
+    }
+
+    /// Billable device-seconds for `device_ms` of use: rounded up, at least one, at most the
+    /// lease quantity.
+    pub fn units_for(&self, device_ms: u64) -> u64 {
+        device_ms.div_ceil(1000).clamp(1, self.quantity)
     }
 
     /// Value of the lease at the buyer price (the `R` of the deterrence inequality).
@@ -364,11 +376,21 @@ pub(crate) fn commit(
 }
 
 /// Pays out a lease whose audit window closed clean (or whose audit did not confirm fraud).
-/// `reporters` are the auditors that reported and earn the audit fee.
-pub(crate) fn settle(state: &mut State, cx: &mut Ctx, id: LeaseId, reporters: &[AccountId]) {
+/// `reporters` are the auditors that reported and earn the audit fee. `allowed_ms`, from an
+/// audit's own measurement, caps the device time paid for ([`cap_metering`]).
+pub(crate) fn settle(
+    state: &mut State,
+    cx: &mut Ctx,
+    id: LeaseId,
+    reporters: &[AccountId],
+    allowed_ms: Option<u64>,
+) {
     let lease = state.leases.get(&id).expect("settling an existing lease").clone();
     debug_assert!(matches!(lease.status, LeaseStatus::Committed | LeaseStatus::Auditing));
-    let used = u128::from(lease.units_used());
+    let used = u128::from(match allowed_ms {
+        Some(allowed) => cap_metering(state, cx, &lease, id, allowed),
+        None => lease.units_used(),
+    });
     let charged = lease.buyer_price.checked_mul(used).expect("≤ escrow");
     let earned = lease.seller_price.checked_mul(used).expect("≤ charged");
     let spread = charged.checked_sub(earned).expect("buyer price ≥ seller price");
@@ -412,9 +434,39 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, id: LeaseId, reporters: &[
     jobs::shard_done(state, cx, lease.job, lease.shard, id);
 }
 
+/// The device-seconds an audited lease is paid for: its claim, or the audit's allowance if
+/// the claim exceeds it. An excess is fined `λ·(1−p)/p` times its value at the seller price
+/// (from collateral, like a slash), so claiming more than was used loses in expectation even
+/// though only a share `p` of leases is audited; the provider's trust resets and its next
+/// leases are audited with certainty.
+fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, allowed_ms: u64) -> u64 {
+    let claimed_ms = lease.claimed_ms();
+    let (claimed, allowed) = (lease.units_for(claimed_ms), lease.units_for(allowed_ms));
+    if claimed <= allowed {
+        return claimed;
+    }
+    let p = state.params().clone();
+    let ppm = u128::from(lease.verification.audit_ppm.clamp(1, 1_000_000));
+    let excess = lease.seller_price.checked_mul(u128::from(claimed - allowed)).expect("≤ escrow");
+    let due = excess
+        .mul_div(p.lambda_bps, 10_000)
+        .and_then(|v| v.mul_div(1_000_000 - ppm, ppm))
+        .unwrap_or(Amount(u128::MAX));
+    let forced = Params::u64(p.forced_audits_after_inconclusive);
+    let fine = state.providers.get_mut(&lease.provider).map_or(Amount::ZERO, |prov| {
+        prov.trust.clean_streak = 0;
+        prov.trust.forced_audits = prov.trust.forced_audits.max(forced);
+        prov.take_collateral(due)
+    });
+    crate::audits::forfeit(state, fine);
+    cx.emit(Event::MeteringCapped { lease: id, claimed_ms, allowed_ms, fine });
+    allowed
+}
+
 /// Ends a lease without paying the provider. For missed deadlines and vanished providers,
 /// a penalty is burned from the provider's collateral (unless the requester withheld the
-/// input key of an encrypted job) and the shard is re-matched; a cancellation pays the provider its fee and refunds the rest; for fraud the
+/// input key of an encrypted job) and the shard is re-matched; a cancellation pays the
+/// provider for the time the lease ran ([`cancellation`]) and refunds the rest; for fraud the
 /// escrow returns to the shard (the slash itself is applied by the audit).
 pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFailure) {
     let lease = state.leases.get(&id).expect("failing an existing lease").clone();
@@ -439,9 +491,10 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
         }
         LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished => {}
         LeaseFailure::Cancelled => {
-            let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));
-            state.pay_out(Bucket::Escrow, &lease.provider, fee);
-            escrow = escrow.checked_sub(fee).expect("a share");
+            let (charged, paid) = cancellation(state.params(), &lease, cx.time_ms);
+            state.pay_out(Bucket::Escrow, &lease.provider, paid);
+            state.burn(Bucket::Escrow, charged.checked_sub(paid).expect("paid ≤ charged"));
+            escrow = escrow.checked_sub(charged).expect("charged ≤ escrow");
         }
         LeaseFailure::Fraud | LeaseFailure::Unverified => {}
     }
@@ -464,6 +517,22 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     }
 }
 
+/// What a requester's cancellation of a running lease at `now_ms` costs it, and what the
+/// provider receives: the device-seconds the lease has run so far (wall time since it
+/// started, rounded up, at most the quantity) at the buyer price, of which the provider gets
+/// the seller price and the spread is burned, as at settlement; but at least
+/// `cancel_fee_bps` of the escrow, all of it to the provider. A commitment, and with it the
+/// output's address, exists only once the work is done, and a committed lease is paid in full
+/// whatever the requester does, so a requester cannot take the outputs and cancel the bill.
+/// Returns `(charged, paid to the provider)`.
+fn cancellation(params: &Params, lease: &Lease, now_ms: u64) -> (Amount, Amount) {
+    let ran = u128::from(lease.units_for(now_ms.saturating_sub(lease.start_ms)));
+    let charged = lease.buyer_price.checked_mul(ran).expect("≤ escrow");
+    let earned = lease.seller_price.checked_mul(ran).expect("≤ charged");
+    let fee = lease.escrow.bps(Params::u64(params.cancel_fee_bps));
+    if earned >= fee { (charged, earned) } else { (fee.max(charged).min(lease.escrow), fee) }
+}
+
 /// Whether the lease's job is encrypted and its requester never shared the input key with
 /// the provider, so the failure is the requester's.
 fn requester_withheld_key(state: &State, lease: &Lease) -> bool {
@@ -481,6 +550,6 @@ pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: LeaseId) {
 /// Runs from the `SettleLease` timer: an unaudited lease's window closed.
 pub(crate) fn window_closed(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     if state.leases.get(&id).is_some_and(|l| l.status == LeaseStatus::Committed) {
-        settle(state, cx, id, &[]);
+        settle(state, cx, id, &[], None);
     }
 }

@@ -91,6 +91,22 @@ impl Provider {
         self.unlocking.iter().fold(self.collateral, |a, u| a.checked_add(u.amount).expect("bounded"))
     }
 
+    /// Takes up to `due` from its collateral, locked first and then what is still unlocking
+    /// (newest first), so a withdrawal started after the work cannot carry a penalty away.
+    /// Returns what was taken; the caller moves it out of the collateral bucket.
+    pub(crate) fn take_collateral(&mut self, due: Amount) -> Amount {
+        let due = due.min(self.total_collateral());
+        let from_locked = due.min(self.collateral);
+        self.collateral = self.collateral.checked_sub(from_locked).expect("min");
+        let mut left = due.checked_sub(from_locked).expect("min");
+        for u in self.unlocking.iter_mut().rev() {
+            let take = left.min(u.amount);
+            u.amount = u.amount.checked_sub(take).expect("min");
+            left = left.checked_sub(take).expect("min");
+        }
+        due
+    }
+
     /// Whether it may take new leases and audits at `height`.
     pub fn can_work(&self, height: u64) -> bool {
         self.active && self.ejected_until <= height

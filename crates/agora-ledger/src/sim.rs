@@ -14,7 +14,8 @@ use agora_core::block::{Block, BlockHeader};
 use agora_core::class::Hardware;
 use agora_core::manifest::{Constraints, JobManifest, JobParams, ShardSpec, VerificationPolicy};
 use agora_core::tx::{
-    Metering, PricePolicy, ProviderProfile, ResultCommitment, SignedTx, Transaction, TxPayload,
+    AuditEvidence, AuditId, Disputed, Metering, PricePolicy, ProviderProfile, ResultCommitment, SignedTx,
+    Transaction, TxPayload,
 };
 use agora_core::{AccountId, Amount, Coord, Hash, JobKind, SecretKey};
 
@@ -294,4 +295,22 @@ pub fn commitment(root: Hash, items: u32, device_ms: u64) -> ResultCommitment {
         output: Hash::ZERO,
         metering: Metering { wall_ms: device_ms, device_ms, fuel: 0, energy_mwh: 1 },
     }
+}
+
+/// An auditor's report on `audit`. A pass commits to a recomputation of the sample that took
+/// as long as the provider's own metering implies (an honest provider's claim); a failure
+/// disputes the first sampled item.
+pub fn report(state: &State, audit: AuditId, passed: bool) -> TxPayload {
+    let a = state.audit(audit).expect("an open audit");
+    let lease = state.lease(a.lease).expect("audits belong to leases");
+    let items = lease.commitment.as_ref().map_or(1, |c| c.item_count.max(1));
+    let measured_ms = lease.claimed_ms() * a.items.len() as u64 / u64::from(items);
+    let recomputed_root = Hash::tagged("test/recomputed", &[&audit.to_le_bytes()]);
+    let evidence = if passed {
+        AuditEvidence { recomputed_root, disputed: vec![], measured_ms }
+    } else {
+        let disputed = vec![Disputed { index: a.items[0], recomputed: Hash::of(b"recomputed") }];
+        AuditEvidence { recomputed_root, disputed, measured_ms }
+    };
+    TxPayload::ReportAudit { audit, passed, evidence }
 }

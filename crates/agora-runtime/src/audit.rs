@@ -3,8 +3,9 @@
 use crate::compare::Verdict;
 use crate::error::ExecError;
 use crate::executor::{AuditRequest, Executor, TaskContext};
-use agora_core::JobParams;
-use agora_core::tx::Metering;
+use agora_core::merkle::MerkleTree;
+use agora_core::tx::{AuditEvidence, Disputed, MAX_DISPUTED, Metering};
+use agora_core::{Hash, JobParams};
 
 /// Input item indices an auditor must fetch to recompute `indices`: the same items for
 /// per-item kinds, the whole data set for training (any step may touch any example).
@@ -37,6 +38,9 @@ fn dedup(mut v: Vec<u32>) -> Vec<u32> {
 pub struct AuditOutcome {
     /// A verdict per sampled index, in request order.
     pub verdicts: Vec<(u32, Verdict)>,
+    /// The hash ([`Hash::of`]) of each recomputed item, in request order: the evidence an
+    /// auditor's report commits to.
+    pub recomputed: Vec<Hash>,
     /// What recomputing cost the auditor.
     pub metering: Metering,
 }
@@ -45,6 +49,26 @@ impl AuditOutcome {
     /// Whether every sampled item matched.
     pub fn passed(&self) -> bool {
         self.verdicts.iter().all(|(_, v)| v.matches)
+    }
+
+    /// The on-chain evidence for this outcome: the Merkle root of the recomputed hashes, the
+    /// items that did not match with their recomputed hashes (the first
+    /// [`MAX_DISPUTED`] of them, ascending by index as the sample is), and the device time
+    /// the recomputation took.
+    pub fn evidence(&self) -> AuditEvidence {
+        let disputed = self
+            .verdicts
+            .iter()
+            .zip(&self.recomputed)
+            .filter(|((_, v), _)| !v.matches)
+            .map(|((index, _), hash)| Disputed { index: *index, recomputed: *hash })
+            .take(MAX_DISPUTED)
+            .collect();
+        AuditEvidence {
+            recomputed_root: MerkleTree::new(self.recomputed.clone()).root(),
+            disputed,
+            measured_ms: self.metering.device_ms.max(1),
+        }
     }
 }
 
@@ -60,7 +84,8 @@ pub fn audit(
         let claimed = request.claim(*index)?;
         verdicts.push((*index, executor.compare(ctx, claimed, bytes)));
     }
-    Ok(AuditOutcome { verdicts, metering: recomputed.metering })
+    let hashes = recomputed.items.iter().map(|(_, bytes)| Hash::of(bytes)).collect();
+    Ok(AuditOutcome { verdicts, recomputed: hashes, metering: recomputed.metering })
 }
 
 #[cfg(test)]

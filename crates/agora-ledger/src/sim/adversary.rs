@@ -358,10 +358,7 @@ fn react(
                     } else {
                         !f.cheated
                     };
-                    pending.push((
-                        cast.name(a).to_string(),
-                        TxPayload::ReportAudit { audit: *audit, passed, detail: Hash::ZERO },
-                    ));
+                    pending.push((cast.name(a).to_string(), super::report(&c.state, *audit, passed)));
                 }
             }
             Event::LeaseSettled { lease, .. } => {

@@ -5,7 +5,7 @@ use super::harness::*;
 use crate::audits::insurance_pool;
 use crate::events::{AuditOutcome, Event};
 use crate::params::Params;
-use agora_core::tx::TxPayload;
+use agora_core::tx::{AuditEvidence, Disputed, TxPayload};
 use agora_core::{AccountId, Amount, Hash};
 
 const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
@@ -52,7 +52,7 @@ fn drive(c: &mut TestChain, audit: u64, first: bool, rest: bool) -> (AccountId, 
         assert!(!pending.is_empty(), "an open audit with nobody to report");
         for a in pending {
             let passed = if a == lead { first } else { rest };
-            c.ok(name_of(&a), TxPayload::ReportAudit { audit, passed, detail: Hash::ZERO });
+            c.ok(name_of(&a), report(&c.state, audit, passed));
         }
     }
     (lead, c.state.audit(audit).unwrap().outcome.unwrap())
@@ -134,11 +134,11 @@ fn a_recount_too_few_report_on_pays_nothing() {
     let mut c = TestChain::new();
     let audit = committed(&mut c, Hash::of(b"garbage"));
     let first = c.state.audit(audit).unwrap().assignments[0].auditor;
-    c.ok(name_of(&first), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
+    c.ok(name_of(&first), report(&c.state, audit, false));
     let recount: Vec<AccountId> =
         c.state.audit(audit).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
     assert!(recount.len() >= 3);
-    c.ok(name_of(&recount[0]), TxPayload::ReportAudit { audit, passed: false, detail: Hash::ZERO });
+    c.ok(name_of(&recount[0]), report(&c.state, audit, false));
     c.advance(3 * 61);
     let a = c.state.audit(audit).unwrap();
     assert_eq!(a.outcome, Some(AuditOutcome::Unverified), "{a:?}");
@@ -147,4 +147,203 @@ fn a_recount_too_few_report_on_pays_nothing() {
         c.state.lease(lease).unwrap().status,
         crate::leases::LeaseStatus::Failed(crate::events::LeaseFailure::Unverified)
     );
+}
+
+/// Every auditor assigned to `audit` that has not reported, by name from `names`.
+fn pending(c: &TestChain, audit: u64, names: &[&'static str]) -> Vec<&'static str> {
+    c.state
+        .audit(audit)
+        .unwrap()
+        .assignments
+        .iter()
+        .filter(|a| a.verdict.is_none() && !a.replaced)
+        .map(|a| *names.iter().find(|n| id(n) == a.auditor).expect("a known auditor"))
+        .collect()
+}
+
+#[test]
+fn auditors_never_share_a_funding_source_with_the_audited_provider() {
+    // A provider that funds its own auditor identities (s0, s1), or that was created in the
+    // same block as one by the same sender (s2), audited itself: before, all three were drawn
+    // by stake like anyone else, on about two audits in three here.
+    let mut c = TestChain::with_params(Params { audit_floor_ppm: 1_000_000, ..Params::default() });
+    let give = |c: &TestChain, to: &str, amount: u128, n: u64| {
+        c.tx_n("u7", TxPayload::Transfer { to: id(to), amount: Amount(amount) }, n)
+    };
+    let batch = vec![give(&c, "q", 4_000_000, 0), give(&c, "s2", 3_000_000, 1)];
+    c.block(batch);
+    register(&mut c, "q", "local", 100);
+    for s in ["s0", "s1"] {
+        c.ok("q", TxPayload::Transfer { to: id(s), amount: Amount(1_200_000) });
+    }
+    c.ok("u7", TxPayload::Transfer { to: id("s3"), amount: Amount(2_000_000) });
+    for s in ["s0", "s1", "s2", "s3"] {
+        register(&mut c, s, "local", 100);
+    }
+    assert!(crate::accounts::related(&c.state, &id("s2"), &id("q")));
+    assert!(!crate::accounts::related(&c.state, &id("s3"), &id("q")), "funded in another block");
+    c.ok("q", ask(&c, 2, 3600));
+    let names = ["s0", "s1", "s2", "s3", "v0", "v1", "v2", "v3"];
+    let mut drawn = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });
+        let (job, lease) = c
+            .last_events()
+            .iter()
+            .find_map(|e| match e {
+                Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
+                _ => None,
+            })
+            .expect("leased");
+        c.ok("q", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 6_000) });
+        c.advance(1);
+        let audit = c.state.lease(lease).unwrap().audit.expect("every lease is audited");
+        while c.state.audit(audit).unwrap().outcome.is_none() {
+            for name in pending(&c, audit, &names) {
+                drawn.insert(name);
+                c.ok(name, report(&c.state, audit, true));
+            }
+        }
+    }
+    for s in ["s0", "s1", "s2"] {
+        assert!(!drawn.contains(s), "{s} audited the provider that funded it or shares its funder");
+    }
+    assert!(drawn.contains("s3"), "an unrelated account with the most stake is drawn: {drawn:?}");
+}
+
+#[test]
+fn a_verdict_must_carry_evidence_that_can_back_it() {
+    let mut c = TestChain::new();
+    let audit = committed(&mut c, Hash::ZERO);
+    let auditor = name_of(&c.state.audit(audit).unwrap().assignments[0].auditor);
+    let root = Hash::of(b"recomputed");
+    let send = |c: &mut TestChain, passed: bool, evidence: AuditEvidence| {
+        c.fails(auditor, TxPayload::ReportAudit { audit, passed, evidence })
+    };
+    let disputed = |index: u32| Disputed { index, recomputed: Hash::of(&index.to_le_bytes()) };
+    // A pass that shows no recomputation, or disputes an item.
+    let e =
+        send(&mut c, true, AuditEvidence { recomputed_root: Hash::ZERO, disputed: vec![], measured_ms: 5 });
+    assert!(e.contains("audit evidence"), "{e}");
+    send(&mut c, true, AuditEvidence { recomputed_root: root, disputed: vec![disputed(3)], measured_ms: 5 });
+    // A failure that names no item but claims a recomputation, an item never sampled, or the
+    // same item twice.
+    send(&mut c, false, AuditEvidence { recomputed_root: root, disputed: vec![], measured_ms: 5 });
+    let e = send(
+        &mut c,
+        false,
+        AuditEvidence { recomputed_root: root, disputed: vec![disputed(20)], measured_ms: 5 },
+    );
+    assert!(e.contains("not sampled"), "{e}");
+    send(
+        &mut c,
+        false,
+        AuditEvidence { recomputed_root: root, disputed: vec![disputed(4), disputed(4)], measured_ms: 5 },
+    );
+    // Accepted: the disputed items with their recomputed hashes, kept on chain for anyone to
+    // re-run.
+    let evidence =
+        AuditEvidence { recomputed_root: root, disputed: vec![disputed(2), disputed(7)], measured_ms: 5 };
+    c.ok(auditor, TxPayload::ReportAudit { audit, passed: false, evidence: evidence.clone() });
+    assert_eq!(c.state.audit(audit).unwrap().assignments[0].evidence, Some(evidence));
+    // Withholding (nothing verifiable was served) is a failure with nothing recomputed.
+    let next = name_of(&c.state.audit(audit).unwrap().assignments[1].auditor);
+    c.ok(
+        next,
+        TxPayload::ReportAudit { audit, passed: false, evidence: AuditEvidence::nothing_recomputed() },
+    );
+}
+
+#[test]
+fn a_provider_that_claims_more_device_time_than_it_used_is_cut_and_fined() {
+    // The provider's first two leases claim honestly; after that it claims the whole 60
+    // device-seconds each time. Its auditors measure the 20-item sample at 1.5 s. Before, an
+    // audited lease paid whatever the commitment claimed.
+    let mut c = TestChain::with_params(Params { trust_threshold: 1, ..Params::default() });
+    let measured =
+        AuditEvidence { recomputed_root: Hash::of(b"recomputed"), disputed: vec![], measured_ms: 1_500 };
+    for p in ["p0", "p1", "p2", "p3"] {
+        register(&mut c, p, "local", 100);
+    }
+    c.ok("p0", ask(&c, 2, 3600));
+    for round in 0..40 {
+        c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });
+        let (job, lease) = c
+            .last_events()
+            .iter()
+            .find_map(|e| match e {
+                Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
+                _ => None,
+            })
+            .expect("leased");
+        let claim = if round < 2 { 3_000 } else { 60_000 };
+        c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, claim) });
+        c.advance(1);
+        let Some(audit) = c.state.lease(lease).unwrap().audit else {
+            c.advance(5); // unaudited: settles when the window closes
+            continue;
+        };
+        let (collateral, before) = (c.state.provider(&id("p0")).unwrap().collateral, c.history().len());
+        while c.state.audit(audit).unwrap().outcome.is_none() {
+            for name in pending(&c, audit, &NAMES) {
+                c.ok(name, TxPayload::ReportAudit { audit, passed: true, evidence: measured.clone() });
+            }
+        }
+        let l = c.state.lease(lease).unwrap().clone();
+        let capped = c.history()[before..].iter().find_map(|e| match e {
+            Event::MeteringCapped { claimed_ms, allowed_ms, fine, .. } => {
+                Some((*claimed_ms, *allowed_ms, *fine))
+            }
+            _ => None,
+        });
+        if round < 2 {
+            assert_eq!(capped, None, "an honest claim within the bound is paid as claimed");
+            continue;
+        }
+        // 1.5 s × 4 (slack) + 2 s grace = 8 s allowed; paid for 8 units, not 60.
+        let (claimed_ms, allowed_ms, fine) = capped.expect("the over-claim is caught");
+        assert_eq!((claimed_ms, allowed_ms), (60_000, 8_000));
+        let fee_total = l.settlement.as_ref().unwrap().auditors_paid;
+        assert_eq!(l.settlement.as_ref().unwrap().provider_paid, Amount(l.seller_price.0 * 8 - fee_total.0));
+        let p = u128::from(l.verification.audit_ppm);
+        if p == 1_000_000 {
+            assert_eq!(fine, Amount::ZERO, "certain audits leave no unaudited gain to deter");
+            continue;
+        }
+        // λ·(1−p)/p times the excess value: the expected gain of over-claiming on the
+        // leases nobody audits is outweighed.
+        let excess = l.seller_price.0 * 52;
+        assert_eq!(fine, Amount(excess * 15_000 / 10_000 * (1_000_000 - p) / p));
+        assert!(fine.0 > 0);
+        let prov = c.state.provider(&id("p0")).unwrap();
+        assert_eq!(prov.collateral, Amount(collateral.0 - fine.0));
+        assert_eq!(prov.trust.forced_audits, 10, "its next leases are audited with certainty");
+        assert!(c.state.meta().supply.is_conserved());
+        return;
+    }
+    panic!("no audited over-claim with p < 1 in 40 leases");
+}
+
+#[test]
+fn one_auditors_low_measurement_cannot_cut_an_honest_providers_pay() {
+    // A stage-one auditor reports that the sample took it 1 ms. The claim then exceeds the
+    // bound its measurement implies, so the recount measures; the committee's honest
+    // measurements allow the claim, and the lease is paid as claimed.
+    let mut c = TestChain::new();
+    let audit = committed(&mut c, Hash::ZERO);
+    let lease = c.state.audit(audit).unwrap().lease;
+    let griefer = name_of(&c.state.audit(audit).unwrap().assignments[0].auditor);
+    let low = AuditEvidence { recomputed_root: Hash::of(b"recomputed"), disputed: vec![], measured_ms: 1 };
+    c.ok(griefer, TxPayload::ReportAudit { audit, passed: true, evidence: low });
+    assert!(c.state.audit(audit).unwrap().escalated, "the low measurement convenes the recount");
+    while c.state.audit(audit).unwrap().outcome.is_none() {
+        for name in pending(&c, audit, &NAMES) {
+            c.ok(name, report(&c.state, audit, true));
+        }
+    }
+    assert!(!c.history().iter().any(|e| matches!(e, Event::MeteringCapped { .. })));
+    let l = c.state.lease(lease).unwrap();
+    assert_eq!(l.status, crate::leases::LeaseStatus::Settled);
+    let s = l.settlement.as_ref().unwrap();
+    assert_eq!(s.provider_paid.0 + s.auditors_paid.0, l.seller_price.0 * 60, "all 60 claimed device-seconds");
 }

@@ -51,7 +51,7 @@ fn confirm_fraud(c: &mut TestChain, lease: u64) {
             .map(|a| a.auditor)
             .collect();
         for a in pending {
-            c.ok(name_of(&a), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
+            c.ok(name_of(&a), report(&c.state, audit_id, false));
         }
     }
     assert_eq!(c.state.audit(audit_id).unwrap().outcome, Some(AuditOutcome::Fraud));

@@ -115,12 +115,7 @@ fn agent_txs(c: &TestChain) -> Vec<agora_core::SignedTx> {
             lease.commitment.as_ref().expect("committed").root == honest_root(lease.job, lease.shard);
         for a in audit.assignments.iter().filter(|a| !a.replaced && a.verdict.is_none()) {
             let name = AUDITORS.iter().find(|n| id(n) == a.auditor).expect("known auditor");
-            send(
-                c,
-                name,
-                TxPayload::ReportAudit { audit: *aid, passed: honest, detail: Hash::ZERO },
-                &mut txs,
-            );
+            send(c, name, report(&c.state, *aid, honest), &mut txs);
         }
     }
     txs

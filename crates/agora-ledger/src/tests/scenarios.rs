@@ -292,7 +292,7 @@ fn honest_commitment_is_audited_then_paid() {
     let auditor_before = c.state.balance(&auditor);
     let provider_before = c.state.balance(&id("p0"));
     let requester_before = c.state.balance(&id("u0"));
-    c.ok(name, TxPayload::ReportAudit { audit: audit_id, passed: true, detail: Hash::ZERO });
+    c.ok(name, report(&c.state, audit_id, true));
     let l = c.state.lease(lease).unwrap();
     assert_eq!(l.status, LeaseStatus::Settled);
     let s = l.settlement.clone().unwrap();
@@ -319,7 +319,7 @@ fn fraud_escalates_slashes_and_requeues_with_the_requester_made_whole() {
     let names = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
     let name_of = |a: &agora_core::AccountId| names.into_iter().find(|n| id(n) == *a).unwrap();
     let first = c.state.audit(audit_id).unwrap().assignments[0].auditor;
-    c.ok(name_of(&first), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
+    c.ok(name_of(&first), report(&c.state, audit_id, false));
     let audit = c.state.audit(audit_id).unwrap().clone();
     assert!(audit.escalated);
     // The recount: the committee's validators (less any already assigned), by stake.
@@ -330,10 +330,7 @@ fn fraud_escalates_slashes_and_requeues_with_the_requester_made_whole() {
     let collateral_before = c.state.provider(&id("p0")).unwrap().collateral;
     let requester_balance = c.state.balance(&id("u0"));
     for a in &audit.assignments[1..] {
-        c.ok(
-            name_of(&a.auditor),
-            TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO },
-        );
+        c.ok(name_of(&a.auditor), report(&c.state, audit_id, false));
     }
     let audit = c.state.audit(audit_id).unwrap();
     assert_eq!(audit.outcome, Some(AuditOutcome::Fraud));
@@ -376,13 +373,13 @@ fn a_failure_the_recount_refutes_clears_the_provider_and_a_split_recount_is_inco
         let names = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
         let name_of = |a: &agora_core::AccountId| names.into_iter().find(|n| id(n) == *a).unwrap();
         let first = c.state.audit(audit_id).unwrap().assignments[0].auditor;
-        c.ok(name_of(&first), TxPayload::ReportAudit { audit: audit_id, passed: false, detail: Hash::ZERO });
+        c.ok(name_of(&first), report(&c.state, audit_id, false));
         let recount: Vec<_> =
             c.state.audit(audit_id).unwrap().assignments[1..].iter().map(|a| a.auditor).collect();
         let failing = if split { recount.len().div_ceil(2) } else { 0 };
         for (i, a) in recount.iter().enumerate() {
             let passed = i >= failing;
-            c.ok(name_of(a), TxPayload::ReportAudit { audit: audit_id, passed, detail: Hash::ZERO });
+            c.ok(name_of(a), report(&c.state, audit_id, passed));
         }
         let p0 = c.state.provider(&id("p0")).unwrap();
         assert_eq!(p0.trust.frauds, 0);
@@ -483,6 +480,59 @@ fn cancel_refunds_open_shards_and_pays_the_cancellation_fee() {
     assert_eq!(c.state.balance(&id("p0")), Amount(p0.0 + 60));
     assert_eq!(c.state.balance(&id("u0")), Amount(before.0 - 20 - 60));
     assert_eq!(c.state.meta().supply.escrow, Amount::ZERO);
+}
+
+#[test]
+fn a_cancel_after_compute_started_pays_for_the_time_it_ran() {
+    // Before: a requester that let a lease run 40 of its 60 device-seconds and then cancelled
+    // paid the provider the 10% cancel fee only, and kept the rest of what the work cost.
+    let mut c = TestChain::new();
+    let (job, lease) = leased_job(&mut c, 20);
+    let l = c.state.lease(lease).unwrap().clone();
+    c.advance(39);
+    let (p0, u0, burned) =
+        (c.state.balance(&id("p0")), c.state.balance(&id("u0")), c.state.meta().supply.burned);
+    c.ok("u0", TxPayload::CancelJob { job });
+    let ran = (c.now_ms() - l.start_ms).div_ceil(1000);
+    assert_eq!(ran, 40);
+    let (charged, earned) = (l.buyer_price.0 * 40, l.seller_price.0 * 40);
+    assert!(earned > l.escrow.bps(1_000).0, "more than the cancel fee");
+    assert_eq!(c.state.balance(&id("p0")), Amount(p0.0 + earned));
+    assert_eq!(
+        c.state.balance(&id("u0")),
+        Amount(u0.0 + l.escrow.0 - charged - 10),
+        "refund minus the tx fee"
+    );
+    assert_eq!(
+        c.state.meta().supply.burned,
+        Amount(burned.0 + charged - earned + 10),
+        "the spread and the fee"
+    );
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::Cancelled));
+    assert_eq!(c.state.meta().supply.escrow, Amount::ZERO);
+    assert!(c.state.meta().supply.is_conserved());
+}
+
+#[test]
+fn a_committed_lease_is_paid_in_full_whatever_the_requester_cancels() {
+    // Once the commitment (and with it the output's address) is on chain, a cancel cannot
+    // take the work back: the lease is audited and settled as if nothing happened.
+    let mut c = TestChain::new();
+    let (job, lease) = leased_job(&mut c, 20);
+    c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 30_000) });
+    c.ok("u0", TxPayload::CancelJob { job });
+    let audit = c.state.lease(lease).unwrap().audit.expect("a new provider is always audited");
+    let auditor = c.state.audit(audit).unwrap().assignments[0].auditor;
+    let name = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"].into_iter().find(|n| id(n) == auditor).unwrap();
+    c.ok(name, report(&c.state, audit, true));
+    let l = c.state.lease(lease).unwrap();
+    assert_eq!(l.status, LeaseStatus::Settled);
+    let paid = l.settlement.as_ref().unwrap().provider_paid;
+    assert_eq!(
+        paid,
+        Amount(l.seller_price.0 * 30 - l.seller_price.0 * 30 / 100),
+        "30 device-seconds less the 1% audit fee"
+    );
 }
 
 #[test]

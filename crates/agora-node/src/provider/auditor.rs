@@ -8,8 +8,8 @@ use crate::client::NodeClient;
 use crate::protocol::{self, AUDITOR_HEADER, AuditItems, SIGNATURE_HEADER};
 use crate::sender::TxSender;
 use crate::store_keeper::audit_owner;
-use agora_core::tx::{AuditId, TxPayload};
-use agora_core::{Hash, SecretKey};
+use agora_core::SecretKey;
+use agora_core::tx::{AuditEvidence, AuditId, TxPayload};
 use agora_runtime::executor::AuditRequest;
 use agora_store::Pin;
 use agora_store::http::outbound::Reach;
@@ -154,7 +154,7 @@ impl Auditor {
                     .map_err(unable)?,
             ),
         };
-        let (passed, detail) = match self
+        let (passed, detail, evidence) = match self
             .check(
                 &audit.items,
                 audit_id,
@@ -168,7 +168,7 @@ impl Auditor {
             )
             .await
         {
-            Ok((passed, detail)) => (passed, detail),
+            Ok(found) => found,
             // This node's own failure (no route to the provider, a timeout, its own limits):
             // it reports nothing, so the chain replaces it. Never an accusation.
             Err(e) if own_failure(&e) => {
@@ -177,17 +177,17 @@ impl Auditor {
             Err(e) => {
                 // The provider answered, but not with what it committed to: withholding or
                 // items that do not verify fail the audit.
-                warn!(audit = audit_id, error = %format!("{e:#}"), "audit failed to obtain verifiable items");
-                (false, format!("{e:#}"))
+                (false, format!("{e:#}"), AuditEvidence::nothing_recomputed())
             }
         };
+        if !passed {
+            warn!(audit = audit_id, detail = %detail, "audit failed");
+        }
+        let measured_ms = evidence.measured_ms;
         self.sender
-            .send(
-                TxPayload::ReportAudit { audit: audit_id, passed, detail: Hash::of(detail.as_bytes()) },
-                Duration::from_secs(60),
-            )
+            .send(TxPayload::ReportAudit { audit: audit_id, passed, evidence }, Duration::from_secs(60))
             .await?;
-        info!(audit = audit_id, passed, "audit reported");
+        info!(audit = audit_id, passed, measured_ms, "audit reported");
         Ok(passed)
     }
 
@@ -203,7 +203,7 @@ impl Auditor {
         manifest: &agora_core::JobManifest,
         lease: &agora_ledger::leases::Lease,
         recompute: Recompute<'_>,
-    ) -> anyhow::Result<(bool, String)> {
+    ) -> anyhow::Result<(bool, String, AuditEvidence)> {
         // The ledger accepted the commitment only with the shard's output count (training
         // commits checkpoints, not one output per input), so output proofs are checked
         // against the commitment's count and input proofs against the shard's.
@@ -251,13 +251,16 @@ impl Auditor {
                     .filter(|(_, v)| !v.matches)
                     .map(|(i, v)| format!("item {i}: {}", v.detail))
                     .collect();
-                Ok((
-                    bad.is_empty(),
-                    if bad.is_empty() { format!("{} items match", o.verdicts.len()) } else { bad.join("; ") },
-                ))
+                let detail =
+                    if bad.is_empty() { format!("{} items match", o.verdicts.len()) } else { bad.join("; ") };
+                Ok((bad.is_empty(), detail, o.evidence()))
             }
             // The claimed outputs could not even be replayed (e.g. a malformed checkpoint).
-            Answer::BadClaims(e) => Ok((false, format!("recomputation rejected the claims: {e}"))),
+            Answer::BadClaims(e) => Ok((
+                false,
+                format!("recomputation rejected the claims: {e}"),
+                AuditEvidence::nothing_recomputed(),
+            )),
             // The recomputation itself failed here (the model, a resource stop, unusable
             // inputs or parameters the provider is not to blame for): unable, not fraud.
             Answer::Failed(e) => Err(Unable(e).into()),

@@ -107,8 +107,10 @@ pub struct Settlement {
     pub burned: Amount,
     /// Height of settlement.
     pub height: u64,
+    /// Device-seconds paid for: the provider's claim, or less if its audit cut it.
+    pub units: u64,
 }
-codec_struct!(Settlement { provider_paid, auditors_paid, requester_refund, burned, height });
+codec_struct!(Settlement { provider_paid, auditors_paid, requester_refund, burned, height, units });
 
 /// The verification facts that applied to a lease (stated on its receipt).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +197,11 @@ impl Lease {
     /// Whether the provider is still computing.
     pub fn is_running(&self) -> bool {
         self.status == LeaseStatus::Running
+    }
+
+    /// Device-seconds paid for, once settled ([`Settlement::units`]).
+    pub fn units_paid(&self) -> Option<u64> {
+        self.settlement.as_ref().map(|s| s.units)
     }
 
     /// Device-seconds the provider reported using, capped at the lease quantity.
@@ -387,10 +394,11 @@ pub(crate) fn settle(
 ) {
     let lease = state.leases.get(&id).expect("settling an existing lease").clone();
     debug_assert!(matches!(lease.status, LeaseStatus::Committed | LeaseStatus::Auditing));
-    let used = u128::from(match allowed_ms {
+    let units = match allowed_ms {
         Some(allowed) => cap_metering(state, cx, &lease, id, allowed),
         None => lease.units_used(),
-    });
+    };
+    let used = u128::from(units);
     let charged = lease.buyer_price.checked_mul(used).expect("≤ escrow");
     let earned = lease.seller_price.checked_mul(used).expect("≤ charged");
     let spread = charged.checked_sub(earned).expect("buyer price ≥ seller price");
@@ -414,6 +422,7 @@ pub(crate) fn settle(
         requester_refund: refund,
         burned: spread,
         height: cx.height,
+        units,
     };
     release_reservation(state, id);
     let l = state.leases.get_mut(&id).expect("exists");

@@ -55,6 +55,9 @@ fn the_demo_settles_every_kind_and_catches_the_cheater() {
     let amount = |v: &serde_json::Value| v.as_str().unwrap().parse::<u128>().unwrap();
     assert!(amount(&s["total_paid"]) > 0, "{s}");
     assert!(s["audits"].as_u64().unwrap() >= 1, "{s}");
+    // Every provider meters honestly: no audit's own measurement of the real executors cut a
+    // claim (the bound holds for honest providers of every kind).
+    assert_eq!(s["metering_cut"], 0, "{s}");
     assert!(s["energy_kwh"].as_f64().unwrap() >= 0.0);
 
     // The cheater was caught on at least one lease, lost collateral and was ejected.

@@ -168,6 +168,10 @@ struct Summary {
     total_paid: Amount,
     refunded: Amount,
     audits: usize,
+    /// Shards paid for less device time than their provider claimed (an audit cut the claim):
+    /// 0 when every provider meters honestly, the cheater included (it corrupts outputs, not
+    /// its metering).
+    metering_cut: usize,
     min_detection_probability: f64,
     energy_kwh: f64,
     emissions_g: f64,
@@ -345,6 +349,7 @@ async fn run_jobs(g: &Global, mp: &MultiProgress, net: &Devnet, dir: &Path) -> a
         refunded: sum(|r| r.refunded),
         audits: shards.clone().filter(|s| s.audited).count()
             + cheaters.iter().map(|c| c.leases_caught.len()).sum::<usize>(),
+        metering_cut: shards.clone().filter(|s| s.units < s.units_claimed).count(),
         min_detection_probability: shards
             .clone()
             .map(|s| s.detection_probability)

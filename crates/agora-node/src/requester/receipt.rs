@@ -32,8 +32,10 @@ pub struct ShardReceipt {
     pub region: Option<String>,
     /// Price per device-second paid.
     pub unit_price: Option<Amount>,
-    /// Device-seconds used (and paid).
+    /// Device-seconds paid for.
     pub units: u64,
+    /// Device-seconds the provider claimed (more than `units` when its audit cut the claim).
+    pub units_claimed: u64,
     /// Paid for the shard (provider, auditors and the burned clearing spread).
     pub paid: Amount,
     /// Merkle root of the output items.
@@ -107,6 +109,7 @@ pub async fn build(client: &NodeClient, id: u64, job: &Job) -> anyhow::Result<Re
             region: None,
             unit_price: None,
             units: 0,
+            units_claimed: 0,
             paid: Amount::ZERO,
             output_root: None,
             audit_probability: 0.0,
@@ -138,7 +141,8 @@ pub async fn build(client: &NodeClient, id: u64, job: &Job) -> anyhow::Result<Re
             r.provider = Some(lease.provider);
             r.region = Some(provider.profile.region.to_string());
             r.unit_price = Some(lease.buyer_price);
-            r.units = lease.units_used();
+            r.units = settlement.units;
+            r.units_claimed = lease.units_used();
             r.paid = paid;
             r.output_root = Some(commitment.root);
             r.audit_probability = f64::from(lease.verification.audit_ppm) / 1e6;
@@ -337,7 +341,8 @@ fn check_lease(receipt: &Receipt, id: u64, lease: &Lease) -> anyhow::Result<()> 
         || lease.commitment.as_ref().map(|c| c.root) != shown.output_root
         || Some(lease.provider) != shown.provider
         || Some(lease.buyer_price) != shown.unit_price
-        || lease.units_used() != shown.units
+        || lease.units_paid() != Some(shown.units)
+        || lease.units_used() != shown.units_claimed
         || paid != Some(shown.paid)
     {
         bail!("the node's receipt for lease {id} disagrees with the proven state");
@@ -370,6 +375,12 @@ pub fn render(r: &Receipt) -> String {
                     sh.energy_kwh,
                     sh.emissions_g,
                 );
+                if sh.units < sh.units_claimed {
+                    s += &format!(
+                        "            metering cut by the audit: {} device-seconds claimed, {} paid\n",
+                        sh.units_claimed, sh.units
+                    );
+                }
                 if sh.leases.len() > 1 {
                     s += &format!("            re-matched: leases tried {:?}\n", sh.leases);
                 }

@@ -599,8 +599,8 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.clean_streak += 1;
                 p.trust.audits_passed += 1;
             }
-            let allowed = if audit.escalated { allowed_device_ms(state, &audit) } else { None };
-            leases::settle(state, cx, audit.lease, &reporters, allowed);
+            let measured = if audit.escalated { measured_ms(state, &audit) } else { None };
+            leases::settle(state, cx, audit.lease, &reporters, measured);
         }
         AuditOutcome::Inconclusive => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -608,8 +608,8 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.audits_inconclusive += 1;
                 p.trust.forced_audits = forced;
             }
-            let allowed = if audit.escalated { allowed_device_ms(state, &audit) } else { None };
-            leases::settle(state, cx, audit.lease, &reporters, allowed);
+            let measured = if audit.escalated { measured_ms(state, &audit) } else { None };
+            leases::settle(state, cx, audit.lease, &reporters, measured);
         }
         AuditOutcome::Unverified => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -673,22 +673,21 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
     crate::market::close_asks_of(state, cx, audit.provider);
 }
 
-/// Whether the lease's metered device time exceeds what the audit's measurements allow.
+/// Whether the lease's metered device time exceeds what the audit's measurements allow
+/// ([`leases::metering_bound`]).
 fn over_claimed(state: &State, audit: &Audit) -> bool {
     let claimed = state.leases.get(&audit.lease).map_or(0, leases::Lease::claimed_ms);
-    allowed_device_ms(state, audit).is_some_and(|allowed| claimed > allowed)
+    measured_ms(state, audit).is_some_and(|m| claimed > leases::metering_bound(state.params(), m))
 }
 
-/// The device-ms an audited lease may be paid for, by its auditors' own measurement (the
-/// recount's alone once the audit escalated; a lease is paid less than it claims only on the
-/// recount's word, never on one stage-one auditor's): each passing auditor's measured time
-/// for the sample, scaled to the shard's item count and by
-/// the ratio of its registered benchmark score to the provider's (clamped to 1/16..16, so a
-/// self-declared slow score cannot stretch the bound without limit; validators without a
-/// provider record count as the provider's equal), the median of those, times
-/// `metering_slack_pct`, plus `metering_grace_ms`. `None` when no passing auditor measured
-/// anything.
-fn allowed_device_ms(state: &State, audit: &Audit) -> Option<u64> {
+/// The audit's measurement of the device time the whole shard takes on the provider's
+/// machine (the recount's alone once the audit escalated: a lease is paid less than it claims
+/// only on the recount's word, never on one stage-one auditor's). Each passing auditor's
+/// measured time for the sample is scaled to the shard's item count and by the ratio of its
+/// registered benchmark score to the provider's (clamped to 1/16..16, so a self-declared slow
+/// score cannot stretch it without limit; validators without a provider record count as the
+/// provider's equal); the median of those. `None` when no passing auditor measured anything.
+fn measured_ms(state: &State, audit: &Audit) -> Option<u64> {
     let lease = state.leases.get(&audit.lease)?;
     let items = u128::from(lease.commitment.as_ref()?.item_count);
     let sampled = audit.items.len().max(1) as u128;
@@ -714,10 +713,7 @@ fn allowed_device_ms(state: &State, audit: &Audit) -> Option<u64> {
         return None;
     }
     scaled.sort_unstable();
-    let median = scaled[(scaled.len() - 1) / 2];
-    let p = state.params();
-    let allowed = median.saturating_mul(p.metering_slack_pct) / 100 + p.metering_grace_ms;
-    Some(u64::try_from(allowed).unwrap_or(u64::MAX))
+    Some(u64::try_from(scaled[(scaled.len() - 1) / 2]).unwrap_or(u64::MAX))
 }
 
 /// Moves collateral a provider forfeited (already taken from its record): the

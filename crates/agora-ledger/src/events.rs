@@ -307,14 +307,15 @@ pub enum Event {
         /// Barred until this height.
         ejected_until: u64,
     },
-    /// An audited lease's metered device time exceeded what its auditors' own measurement
-    /// allows: it was paid for the allowance, and the provider fined for the excess.
+    /// An audited lease's metered device time exceeded the bound its auditors' own
+    /// measurement sets: it was paid for the measurement, and the provider fined for the
+    /// excess.
     MeteringCapped {
         /// Lease.
         lease: LeaseId,
         /// Device-ms the provider claimed.
         claimed_ms: u64,
-        /// Device-ms the audit allows.
+        /// Device-ms paid for: the audit's measurement.
         allowed_ms: u64,
         /// Taken from the provider's collateral (pool share, rest burned).
         fine: Amount,

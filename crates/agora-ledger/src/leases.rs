@@ -383,19 +383,19 @@ pub(crate) fn commit(
 }
 
 /// Pays out a lease whose audit window closed clean (or whose audit did not confirm fraud).
-/// `reporters` are the auditors that reported and earn the audit fee. `allowed_ms`, from an
-/// audit's own measurement, caps the device time paid for ([`cap_metering`]).
+/// `reporters` are the auditors that reported and earn the audit fee. `measured_ms`, an
+/// audit's own measurement of the shard, bounds the device time paid for ([`cap_metering`]).
 pub(crate) fn settle(
     state: &mut State,
     cx: &mut Ctx,
     id: LeaseId,
     reporters: &[AccountId],
-    allowed_ms: Option<u64>,
+    measured_ms: Option<u64>,
 ) {
     let lease = state.leases.get(&id).expect("settling an existing lease").clone();
     debug_assert!(matches!(lease.status, LeaseStatus::Committed | LeaseStatus::Auditing));
-    let units = match allowed_ms {
-        Some(allowed) => cap_metering(state, cx, &lease, id, allowed),
+    let units = match measured_ms {
+        Some(measured) => cap_metering(state, cx, &lease, id, measured),
         None => lease.units_used(),
     };
     let used = u128::from(units);
@@ -443,23 +443,40 @@ pub(crate) fn settle(
     jobs::shard_done(state, cx, lease.job, lease.shard, id);
 }
 
-/// The device-seconds an audited lease is paid for: its claim, or the audit's allowance if
-/// the claim exceeds it. An excess is fined `λ·(1−p)/p` times its value at the seller price
-/// (from collateral, like a slash), so claiming more than was used loses in expectation even
-/// though only a share `p` of leases is audited; the provider's trust resets and its next
+/// The most device time a claim may exceed an audit's measurement `measured_ms` (already
+/// scaled to the whole shard) by and still be paid as claimed: `metering_slack_pct` of it plus
+/// `metering_grace_ms`, room for honest differences between machines and runs. Within it a
+/// claim is never questioned, so the slack is also what an over-claim can take unnoticed.
+pub fn metering_bound(params: &Params, measured_ms: u64) -> u64 {
+    let bound =
+        u128::from(measured_ms).saturating_mul(params.metering_slack_pct) / 100 + params.metering_grace_ms;
+    u64::try_from(bound).unwrap_or(u64::MAX)
+}
+
+/// The device-seconds an audited lease is paid for, given the audit's measurement of what the
+/// shard takes (`measured_ms`): the claim, if within [`metering_bound`]; otherwise the
+/// measurement alone (a caught over-claim earns nothing an honest claim would not), and the
+/// excess claimed over it is fined `λ·(1−q)/q` times its value at the seller price (from
+/// collateral, like a slash), where `q = p·(1−α)` is the chance an over-claim is caught:
+/// audited with probability `p`, and not shielded by colluding auditors holding up to
+/// `collusion_alpha_bps` of auditor stake. Over-claiming beyond the bound then loses in
+/// expectation: `(1−q)·gain − q·λ·(1−q)/q·gain < 0`. The provider's trust resets and its next
 /// leases are audited with certainty.
-fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, allowed_ms: u64) -> u64 {
+fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, measured_ms: u64) -> u64 {
+    let p = state.params().clone();
     let claimed_ms = lease.claimed_ms();
+    let allowed_ms = measured_ms;
     let (claimed, allowed) = (lease.units_for(claimed_ms), lease.units_for(allowed_ms));
-    if claimed <= allowed {
+    if claimed_ms <= metering_bound(&p, measured_ms) || claimed <= allowed {
         return claimed;
     }
-    let p = state.params().clone();
-    let ppm = u128::from(lease.verification.audit_ppm.clamp(1, 1_000_000));
+    // The chance an over-claim is cut: audited, and not shielded by colluding auditors.
+    let caught = (u128::from(lease.verification.audit_ppm) * (10_000 - p.collusion_alpha_bps) / 10_000)
+        .clamp(1, 1_000_000);
     let excess = lease.seller_price.checked_mul(u128::from(claimed - allowed)).expect("≤ escrow");
     let due = excess
         .mul_div(p.lambda_bps, 10_000)
-        .and_then(|v| v.mul_div(1_000_000 - ppm, ppm))
+        .and_then(|v| v.mul_div(1_000_000 - caught, caught))
         .unwrap_or(Amount(u128::MAX));
     let forced = Params::u64(p.forced_audits_after_inconclusive);
     let fine = state.providers.get_mut(&lease.provider).map_or(Amount::ZERO, |prov| {

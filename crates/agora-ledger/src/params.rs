@@ -210,11 +210,12 @@ params! {
     /// nullified while it led: it was down, or proposed a block its peers could not accept) is
     /// jailed for `jail_blocks` and left out of the next committee. 0 turns it off.
     miss_jail_streak: 32, 0, 1 << 20;
-    /// An audited lease is paid for at most this percent of the device time the auditors
-    /// measured recomputing its sample, scaled to the whole shard and by the two machines'
-    /// registered benchmark scores (plus `metering_grace_ms`). A claim above it is cut to it,
-    /// and the excess is fined at the deterrence rate.
-    metering_slack_pct: 400, 100, 100_000;
+    /// An audited lease whose metered device time exceeds this percent of the time its
+    /// auditors measured (their sample scaled to the whole shard and by the two machines'
+    /// registered benchmark scores), plus `metering_grace_ms`, is paid for the measurement
+    /// only, and fined for the excess at the deterrence rate. Within it a claim
+    /// stands: room for honest differences, and what an over-claim can take unnoticed.
+    metering_slack_pct: 300, 100, 100_000;
     /// Fixed device time added to the metering bound (model loading, input decoding), ms.
     metering_grace_ms: 2_000, 0, DAY_MS;
 }

@@ -119,13 +119,24 @@ impl TestChain {
 
     /// Builds the next block's header for `txs`.
     pub fn block_for(&self, txs: Vec<SignedTx>) -> Block {
+        self.block_in_view(txs, id("v0"), 0)
+    }
+
+    /// The next block for `txs` as `proposer` builds it in the `retry`-th view at this height:
+    /// each view after a withheld block brings a different seed (as the beacon does when the
+    /// next leader reveals its own share).
+    pub fn block_in_view(&self, txs: Vec<SignedTx>, proposer: AccountId, retry: u64) -> Block {
         let height = self.height() + 1;
+        let seed = match retry {
+            0 => self.seed(height),
+            r => Hash::tagged("test-seed/retry", &[&self.seed(height).0, &r.to_le_bytes()]),
+        };
         let mut header = BlockHeader {
             height,
             parent: Hash::ZERO,
             timestamp_ms: START_MS + height * BLOCK_MS,
-            proposer: id("v0"),
-            seed: self.seed(height),
+            proposer,
+            seed,
             tx_root: Hash::ZERO,
             evidence_root: Hash::ZERO,
             state_root: Hash::ZERO,

@@ -11,9 +11,13 @@
 //! * 1 lazy auditor (an otherwise honest provider): passes everything without recomputing.
 //! * 3 honest requesters, who share their input keys at once, and 1 withholding requester,
 //!   who never does.
-//!
-//! Proposers are honest here: audit-draw grinding by a colluding proposer is not simulated
-//! (see the threat model: it needs a non-grindable beacon, not yet built).
+//! * With [`Scenario::withholding`], one of the 4 validators colludes with the cheaters as a
+//!   proposer: leaders take turns by height, and whenever its block would draw an audit of a
+//!   cheated lease it withholds the block, so the next leader's view brings another seed (the
+//!   one choice the commit-reveal beacon leaves a proposer). It audits honestly otherwise.
+//! * With [`Scenario::overclaim`], the cheaters also meter every lease at the whole 60
+//!   device-seconds it bought, where 15 were used (4×, beyond the 3× slack); honest auditors report what the sample
+//!   really took them, the adversary's auditors what the claim implies.
 
 use super::{START_MS, TestChain, all_events, commitment, honest_root, id, manifest, profile};
 use crate::events::{Event, LeaseFailure};
@@ -32,6 +36,10 @@ pub struct Scenario {
     pub cheat_bps: u32,
     /// Rounds of job submissions (each requester submits one job per round).
     pub rounds: u32,
+    /// Whether a colluding validator withholds its blocks to re-roll audits of cheated leases.
+    pub withholding: bool,
+    /// Whether the cheaters claim more device time than they used.
+    pub overclaim: bool,
 }
 
 /// What one or more runs of a scenario measured.
@@ -61,6 +69,15 @@ pub struct Report {
     pub lazy_slashed: u64,
     /// Slashes of the adversary's auditors (Sybils and cheaters) for refuted verdicts.
     pub sybil_auditor_slashed: u64,
+    /// Blocks the colluding proposer withheld.
+    pub withheld_blocks: u64,
+    /// Cheaters' gain from over-claimed device time: the excess paid, less the fines.
+    pub overclaim_gain: i128,
+    /// Over-claimed leases that were paid in full (unaudited, or shielded by the adversary's
+    /// auditors).
+    pub overclaims_paid: u64,
+    /// Over-claimed leases cut to what the audit measured.
+    pub overclaims_cut: u64,
     /// Whether supply was conserved after every block of every seed.
     pub supply_conserved: bool,
 }
@@ -99,6 +116,10 @@ impl Report {
         self.withholder_gain += o.withholder_gain;
         self.lazy_slashed += o.lazy_slashed;
         self.sybil_auditor_slashed += o.sybil_auditor_slashed;
+        self.withheld_blocks += o.withheld_blocks;
+        self.overclaim_gain += o.overclaim_gain;
+        self.overclaims_paid += o.overclaims_paid;
+        self.overclaims_cut += o.overclaims_cut;
         self.supply_conserved &= o.supply_conserved;
     }
 }
@@ -112,6 +133,12 @@ const STAKE: u128 = 100_000;
 const COLLATERAL: u128 = 200_000;
 /// Blocks between submission rounds.
 const ROUND_BLOCKS: u64 = 10;
+/// Device-ms a lease's 20 items really take.
+const USED_MS: u64 = 15_000;
+/// Device-ms an over-claiming cheater meters: the whole lease.
+const CLAIMED_MS: u64 = 60_000;
+/// The validator that colludes with the cheaters as a proposer.
+const COLLUDER: &str = "v3";
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
@@ -262,14 +289,51 @@ pub fn run_seed(s: &Scenario, seed: u64) -> Report {
                 tx
             })
             .collect();
-        let outcome = c.block(txs);
-        let events = all_events(outcome);
-        c.outcomes.clear();
+        let events = propose(&mut c, txs, s, &leases, &mut r);
         r.supply_conserved &= c.state.meta().supply.is_conserved();
         react(&c, &cast, s, seed, &events, &mut leases, &mut pending, &mut r);
     }
     r.withholder_gain = withholder_gain(&c, cast.withholder);
     r
+}
+
+/// Applies the next block: its leader (by height, over the committee) proposes it, unless the
+/// leader is the colluding validator and the block would audit a cheated lease; then it is
+/// withheld, the view passes to the next leader with a fresh seed, and the colluder's missed
+/// slot is recorded as consensus would. Returns the applied block's events.
+fn propose(
+    c: &mut TestChain,
+    txs: Vec<agora_core::tx::SignedTx>,
+    s: &Scenario,
+    leases: &BTreeMap<LeaseId, LeaseFacts>,
+    r: &mut Report,
+) -> Vec<Event> {
+    let committee = c.state.meta().committee.clone();
+    let height = c.height() + 1;
+    let leader = committee[(height % committee.len() as u64) as usize];
+    let block = c.block_in_view(txs.clone(), leader, 0);
+    let audits_a_cheat = |events: &[Event]| {
+        events.iter().any(|e| {
+            matches!(e, Event::AuditDrawn { lease, audited: true, .. }
+                if leases.get(lease).is_some_and(|f| f.cheated))
+        })
+    };
+    let withhold = s.withholding && leader == id(COLLUDER) && {
+        let (_, trial) = crate::apply::apply_block_with(&c.state, &block, Default::default(), |_| false)
+            .expect("a valid block");
+        audits_a_cheat(&all_events(&trial))
+    };
+    let outcome = if withhold {
+        r.withheld_blocks += 1;
+        let next = committee[((height + 1) % committee.len() as u64) as usize];
+        let retry = c.block_in_view(txs, next, 1);
+        c.apply_after_missed(&retry, vec![leader]).expect("a valid block")
+    } else {
+        c.apply(&block).expect("a valid block")
+    };
+    let events = all_events(outcome);
+    c.outcomes.clear();
+    events
 }
 
 /// The withholder's balance plus the escrow its open bids and leases still hold, less what it
@@ -338,9 +402,11 @@ fn react(
                 if f.cheated {
                     r.cheated += 1;
                 }
+                let claim =
+                    if s.overclaim && cast.cheaters.contains(&f.provider) { CLAIMED_MS } else { USED_MS };
                 pending.push((
                     cast.name(&f.provider).to_string(),
-                    TxPayload::CommitResult { lease: *lease, commitment: commitment(root, 20, 30_000) },
+                    TxPayload::CommitResult { lease: *lease, commitment: commitment(root, 20, claim) },
                 ));
             }
             Event::AuditDrawn { lease, probability_ppm, .. }
@@ -358,7 +424,17 @@ fn react(
                     } else {
                         !f.cheated
                     };
-                    pending.push((cast.name(a).to_string(), super::report(&c.state, *audit, passed)));
+                    // Honest auditors report what recomputing the sample took them; the
+                    // adversary's and the lazy one, what the provider's claim implies.
+                    let mut report = super::report(&c.state, *audit, passed);
+                    if let TxPayload::ReportAudit { evidence, .. } = &mut report
+                        && !cast.adversary(a)
+                        && *a != cast.lazy
+                    {
+                        let sampled = c.state.audit(*audit).map_or(0, |x| x.items.len() as u64);
+                        evidence.measured_ms = USED_MS * sampled / 20;
+                    }
+                    pending.push((cast.name(a).to_string(), report));
                 }
             }
             Event::LeaseSettled { lease, .. } => {
@@ -366,7 +442,20 @@ fn react(
                     // Paid as if honest, without the compute it saved.
                     r.cheater_gain += (f.value * c.state.params().cheat_saving_bps / 10_000) as i128;
                 }
+                let over =
+                    leases.get(lease).is_some_and(|f| s.overclaim && cast.cheaters.contains(&f.provider));
+                if let Some(l) = c.state.lease(*lease).filter(|_| over) {
+                    let paid = l.units_paid().unwrap_or(0);
+                    let honest = USED_MS / 1000;
+                    r.overclaim_gain += (i128::from(paid) - i128::from(honest)) * l.seller_price.0 as i128;
+                    if paid < l.units_used() {
+                        r.overclaims_cut += 1;
+                    } else {
+                        r.overclaims_paid += 1;
+                    }
+                }
             }
+            Event::MeteringCapped { fine, .. } => r.overclaim_gain -= fine.0 as i128,
             Event::LeaseFailed { lease, reason, penalty, .. } => {
                 let Some(f) = leases.get(lease) else { continue };
                 if f.requester == cast.withholder {
@@ -415,10 +504,37 @@ mod tests {
 
     #[test]
     fn a_short_run_conserves_supply_and_never_pays_withheld_penalties() {
-        let r = run(&Scenario { sybil_bps: 1_000, cheat_bps: 10_000, rounds: 8 }, 1);
+        let r = run(
+            &Scenario {
+                sybil_bps: 1_000,
+                cheat_bps: 10_000,
+                rounds: 8,
+                withholding: false,
+                overclaim: false,
+            },
+            1,
+        );
         assert!(r.supply_conserved);
         assert!(r.leases > 0 && r.cheated > 0, "{r:?}");
         assert_eq!(r.withheld_penalties, 0);
         assert!(r.withholder_gain <= 0, "{r:?}");
+    }
+}
+
+#[cfg(test)]
+mod adversary_proposer_tests {
+    use super::*;
+
+    #[test]
+    fn a_withholding_proposer_re_rolls_some_audits_but_cheating_still_loses() {
+        let s =
+            Scenario { sybil_bps: 1_000, cheat_bps: 5_000, rounds: 20, withholding: true, overclaim: true };
+        let r = run(&s, 2);
+        assert!(r.supply_conserved);
+        assert!(r.withheld_blocks > 0, "the colluder had audits of cheated leases to re-roll: {r:?}");
+        assert_eq!(r.honest_slashed, 0, "{r:?}");
+        assert!(r.cheater_gain < 0, "garbage outputs lose money in expectation: {r:?}");
+        assert!(r.overclaims_cut > 0, "honest auditors' measurements cut over-claims: {r:?}");
+        assert!(r.overclaim_gain <= 0, "over-claiming device time never gains: {r:?}");
     }
 }

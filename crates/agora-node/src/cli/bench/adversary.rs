@@ -1,12 +1,16 @@
 //! `agora bench adversary`: the adversarial market simulation of
 //! [`agora_ledger::sim::adversary`] over many seeds, at 10%, 30% and 45% adversarial auditor
-//! stake. It runs the real ledger in-process (no network), so it is deterministic and cheap.
+//! stake, with a validator that withholds its blocks to re-roll audits of cheated leases and
+//! cheaters that also over-claim device time. It runs the real ledger in-process (no
+//! network), so it is deterministic and cheap.
 //!
 //! For each setting it reports: honest providers slashed (the target is 0), cheaters' gain
 //! over honest behaviour per cheated lease (the target is negative), the detection rate
 //! against the audit probability the chain stated, penalties charged for failures a
 //! withholding requester caused and what that requester gained (both must be 0), refuted
-//! lazy and Sybil auditors, and whether supply was conserved after every block.
+//! lazy and Sybil auditors, blocks withheld, what over-claimed device time gained the cheaters
+//! (the target is at most 0) and how many over-claims were cut or paid, and whether supply was
+//! conserved after every block.
 
 use super::super::Global;
 use super::super::output::print;
@@ -27,6 +31,13 @@ pub struct AdversaryBenchArgs {
     /// Share of a cheater's leases it cheats on, bps.
     #[arg(long, default_value_t = 5_000)]
     pub cheat_bps: u32,
+    /// Every proposer is honest (by default one validator withholds its blocks to re-roll
+    /// audits of cheated leases), to measure what withholding changes.
+    #[arg(long)]
+    pub honest_proposers: bool,
+    /// Cheaters meter honestly (by default they claim 4× the device time they used).
+    #[arg(long)]
+    pub honest_metering: bool,
 }
 
 /// One setting's figures.
@@ -54,7 +65,13 @@ pub async fn adversary(g: &Global, a: AdversaryBenchArgs) -> anyhow::Result<()> 
     };
     let mut rows = vec![];
     for sybil_bps in shares {
-        let s = Scenario { sybil_bps, cheat_bps: a.cheat_bps, rounds: a.rounds };
+        let s = Scenario {
+            sybil_bps,
+            cheat_bps: a.cheat_bps,
+            rounds: a.rounds,
+            withholding: !a.honest_proposers,
+            overclaim: !a.honest_metering,
+        };
         let report = tokio::task::spawn_blocking({
             let pb = pb.clone();
             move || {
@@ -78,7 +95,7 @@ pub async fn adversary(g: &Global, a: AdversaryBenchArgs) -> anyhow::Result<()> 
     pb.finish_and_clear();
     print(g.json, &rows, |rows| {
         let mut s = format!(
-            "{:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>10} {:>9} {:>9} {:>6} {:>6} {:>8}\n",
+            "{:>7} {:>7} {:>8} {:>7} {:>9} {:>9} {:>10} {:>9} {:>9} {:>6} {:>6} {:>9} {:>10} {:>9} {:>8}\n",
             "sybil",
             "leases",
             "honest✗",
@@ -90,12 +107,15 @@ pub async fn adversary(g: &Global, a: AdversaryBenchArgs) -> anyhow::Result<()> 
             "w-gain",
             "lazy✗",
             "sybil✗",
+            "w-blocks",
+            "over-gain",
+            "cut/paid",
             "supply"
         );
         for r in rows {
             let p = &r.report;
             s += &format!(
-                "{:>6.0}% {:>7} {:>8} {:>7} {:>8.1}% {:>8.1}% {:>10.1} {:>9} {:>9} {:>6} {:>6} {:>8}\n",
+                "{:>6.0}% {:>7} {:>8} {:>7} {:>8.1}% {:>8.1}% {:>10.1} {:>9} {:>9} {:>6} {:>6} {:>9} {:>10} {:>9} {:>8}\n",
                 f64::from(r.sybil_bps) / 100.0,
                 p.leases,
                 p.honest_slashed,
@@ -107,6 +127,9 @@ pub async fn adversary(g: &Global, a: AdversaryBenchArgs) -> anyhow::Result<()> 
                 p.withholder_gain,
                 p.lazy_slashed,
                 p.sybil_auditor_slashed,
+                p.withheld_blocks,
+                p.overclaim_gain,
+                format!("{}/{}", p.overclaims_cut, p.overclaims_paid),
                 if p.supply_conserved { "ok" } else { "BROKEN" }
             );
         }

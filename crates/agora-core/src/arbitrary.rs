@@ -219,6 +219,8 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
             .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey { lease, to, sealed_key }),
         (any::<u64>(), commitment)
             .prop_map(|(lease, commitment)| TxPayload::CommitResult { lease, commitment }),
+        (any::<u64>(), any::<Option<u32>>())
+            .prop_map(|(lease, item)| TxPayload::ReportInvalidInput { lease, item }),
         (
             any::<u64>(),
             any::<bool>(),

@@ -277,6 +277,15 @@ pub enum TxPayload {
         /// The commitment.
         commitment: ResultCommitment,
     },
+    /// A provider's statement that a running lease's inputs cannot be computed: the shard's
+    /// input blob is unavailable or does not match its declared root or count (`item: None`),
+    /// or input item `item` is malformed for the job's kind. Auditors check it.
+    ReportInvalidInput {
+        /// The lease.
+        lease: LeaseId,
+        /// The malformed input item, or `None` for the shard's input as a whole.
+        item: Option<u32>,
+    },
     /// An auditor's verdict.
     ReportAudit {
         /// The audit.
@@ -323,6 +332,7 @@ impl TxPayload {
             TxPayload::ReportAudit { .. } => 14,
             TxPayload::Propose { .. } => 15,
             TxPayload::Vote { .. } => 16,
+            TxPayload::ReportInvalidInput { .. } => 17,
         }
     }
 
@@ -346,6 +356,7 @@ impl TxPayload {
             TxPayload::ReportAudit { .. } => "report_audit",
             TxPayload::Propose { .. } => "propose",
             TxPayload::Vote { .. } => "vote",
+            TxPayload::ReportInvalidInput { .. } => "report_invalid_input",
         }
     }
 }
@@ -385,6 +396,10 @@ impl Encode for TxPayload {
             TxPayload::CommitResult { lease, commitment } => {
                 lease.encode_to(out);
                 commitment.encode_to(out);
+            }
+            TxPayload::ReportInvalidInput { lease, item } => {
+                lease.encode_to(out);
+                item.encode_to(out);
             }
             TxPayload::ReportAudit { audit, passed, evidence } => {
                 audit.encode_to(out);
@@ -446,6 +461,10 @@ impl Decode for TxPayload {
                 description: r.string(1024, "Propose.description")?,
             },
             16 => TxPayload::Vote { proposal: u64::decode_from(r)?, approve: bool::decode_from(r)? },
+            17 => TxPayload::ReportInvalidInput {
+                lease: u64::decode_from(r)?,
+                item: Option::<u32>::decode_from(r)?,
+            },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));
             }

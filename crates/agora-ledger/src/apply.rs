@@ -274,6 +274,7 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
             leases::share_key(state, cx, who, lease, to, sealed_key)
         }
         TxPayload::CommitResult { lease, commitment } => leases::commit(state, cx, who, lease, commitment),
+        TxPayload::ReportInvalidInput { lease, item } => leases::report_invalid(state, cx, who, lease, item),
         TxPayload::ReportAudit { audit, passed, evidence } => {
             audits::report(state, cx, who, audit, passed, evidence)
         }

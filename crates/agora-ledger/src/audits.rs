@@ -73,11 +73,41 @@ impl Decode for AuditOutcome {
     }
 }
 
+/// What an audit checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSubject {
+    /// The provider's committed outputs: a pass means they match a recomputation.
+    Outputs,
+    /// The provider's statement that the lease's inputs cannot be computed: a pass means the
+    /// auditor found the same (the input blob unavailable, not matching its declared root or
+    /// count, or the named item malformed).
+    Inputs,
+}
+
+impl Encode for AuditSubject {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8);
+    }
+}
+
+impl Decode for AuditSubject {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("AuditSubject")? {
+            0 => Ok(AuditSubject::Outputs),
+            1 => Ok(AuditSubject::Inputs),
+            t => Err(DecodeError::new("AuditSubject", DecodeErrorKind::UnknownTag(t))),
+        }
+    }
+}
+
 /// An audit of one lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Audit {
     /// Lease audited.
     pub lease: LeaseId,
+    /// What it checks.
+    pub subject: AuditSubject,
     /// Provider audited.
     pub provider: AccountId,
     /// Job kind (auditors must run it).
@@ -97,6 +127,7 @@ pub struct Audit {
 }
 codec_struct!(Audit {
     lease,
+    subject,
     provider,
     kind,
     items: vec(MAX_SAMPLE as usize),
@@ -290,6 +321,9 @@ fn sample_items(cx: &Ctx, lease: LeaseId, n: u32, k: u32) -> Vec<u32> {
 /// Runs from the `AuditDraw` timer, one block after the commitment.
 pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     let Some(lease) = state.leases.get(&id).cloned() else { return };
+    if lease.status == LeaseStatus::InputDisputed {
+        return draw_input_check(state, cx, id, &lease);
+    }
     if lease.status != LeaseStatus::Committed {
         return;
     }
@@ -301,7 +335,7 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     let f = Params::u64(state.params().detect_fraction_bps);
     let detection = (u64::from(p) * u64::from(detection_ppm(f, k)) / 1_000_000) as u32;
     let audited = u128::from(cx.draw("audit", id) % 1_000_000) < u128::from(p);
-    let mut exclude = BTreeSet::from([lease.provider, lease.requester]);
+    let exclude = BTreeSet::from([lease.provider, lease.requester]);
     // A second opinion, now and then, is what catches an auditor that passes without
     // recomputing: two stage-one auditors that disagree escalate, and the recount slashes the
     // one it refutes.
@@ -331,27 +365,56 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
         state.schedule(at, Timer::SettleLease(id));
         return;
     }
-    exclude.extend(auditors.iter().copied());
     let items = sample_items(cx, id, n, k);
+    open_audit(state, cx, &lease, id, AuditSubject::Outputs, items, auditors);
+    state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
+}
+
+/// Opens the check of a provider's statement that a lease's inputs cannot be computed: always
+/// (a statement nobody checks would let any provider walk away from any lease), by stage-one
+/// auditors drawn as for an output audit, with the usual second opinion, escalation and
+/// replacement. With no auditor to draw, the lease fails unverified: no penalty, and the
+/// shard is re-matched.
+fn draw_input_check(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crate::leases::Lease) {
+    let kind = state.jobs.get(&lease.job).expect("exists").manifest.kind();
+    let exclude = BTreeSet::from([lease.provider, lease.requester]);
+    let second_opinion =
+        u128::from(cx.draw("second-opinion", id) % 1_000_000) < state.params().audit_second_opinion_ppm;
+    let pool = auditor_pool(state, kind, lease, &exclude, cx.height);
+    let auditors = pick(cx, "auditor", id, pool, if second_opinion { 2 } else { 1 });
+    if auditors.is_empty() {
+        return leases::fail(state, cx, id, LeaseFailure::Unverified);
+    }
+    let items = lease.disputed_item.into_iter().collect();
+    open_audit(state, cx, lease, id, AuditSubject::Inputs, items, auditors);
+}
+
+/// Records a new audit of `lease` by `auditors` and starts its report deadline.
+fn open_audit(
+    state: &mut State,
+    cx: &mut Ctx,
+    lease: &crate::leases::Lease,
+    id: LeaseId,
+    subject: AuditSubject,
+    items: Vec<u32>,
+    auditors: Vec<AccountId>,
+) {
+    let kind = state.jobs.get(&lease.job).expect("exists").manifest.kind();
     let audit_id = state.next_id();
     let deadline_height = cx.height + Params::u64(state.params().audit_report_blocks);
+    let assignments = auditors
+        .iter()
+        .map(|a| Assignment { auditor: *a, verdict: None, evidence: None, replaced: false, recount: false })
+        .collect();
     state.audits.insert(
         audit_id,
         Audit {
             lease: id,
+            subject,
             provider: lease.provider,
             kind,
             items: items.clone(),
-            assignments: auditors
-                .iter()
-                .map(|a| Assignment {
-                    auditor: *a,
-                    verdict: None,
-                    evidence: None,
-                    replaced: false,
-                    recount: false,
-                })
-                .collect(),
+            assignments,
             escalated: false,
             deadline_height,
             replacements: 0,
@@ -359,9 +422,7 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
         },
     );
     state.schedule(deadline_height, Timer::AuditDeadline(audit_id));
-    let l = state.leases.get_mut(&id).expect("exists");
-    l.status = LeaseStatus::Auditing;
-    l.audit = Some(audit_id);
+    state.leases.get_mut(&id).expect("exists").audit = Some(audit_id);
     cx.emit(Event::AuditAssigned { audit: audit_id, lease: id, auditors, items, deadline_height });
 }
 
@@ -403,6 +464,14 @@ pub(crate) fn report(
 /// match, each once, in ascending order.
 fn check_evidence(audit: &Audit, passed: bool, evidence: &AuditEvidence) -> Result<(), TxError> {
     let invalid = |why: &str| Err(TxError::Invalid(format!("audit evidence: {why}")));
+    if audit.subject == AuditSubject::Inputs {
+        // Either verdict states what the auditor found of the inputs (the root it computed,
+        // or a hash of why it could not): no item recomputation to dispute.
+        if evidence.recomputed_root == Hash::ZERO || !evidence.disputed.is_empty() {
+            return invalid("a check of inputs commits to what it found and disputes no output item");
+        }
+        return Ok(());
+    }
     if passed {
         if evidence.recomputed_root == Hash::ZERO || !evidence.disputed.is_empty() {
             return invalid("a pass must commit to its recomputation and dispute no item");
@@ -593,6 +662,16 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
         audit.active().filter(|a| a.verdict.is_some()).map(|a| a.auditor).collect();
     let forced = Params::u64(state.params().forced_audits_after_inconclusive);
     slash_refuted_auditors(state, cx, id, &audit, outcome);
+    if audit.subject == AuditSubject::Inputs {
+        // Upheld: the requester's inputs are at fault. Refuted: the provider walked away from
+        // computable work. Undecided: re-matched, no penalty.
+        let reason = match outcome {
+            AuditOutcome::Clean => LeaseFailure::InvalidInput,
+            AuditOutcome::Fraud => LeaseFailure::FalseInputClaim,
+            AuditOutcome::Inconclusive | AuditOutcome::Unverified => LeaseFailure::Unverified,
+        };
+        return leases::fail(state, cx, audit.lease, reason);
+    }
     match outcome {
         AuditOutcome::Clean => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {

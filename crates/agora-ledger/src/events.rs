@@ -36,6 +36,12 @@ pub enum LeaseFailure {
     Fraud,
     /// The audit got no verdict at all (see [`AuditOutcome::Unverified`]).
     Unverified,
+    /// Auditors upheld the provider's statement that the inputs cannot be computed: the
+    /// requester's fault, so no penalty; the provider is compensated and the shard given up.
+    InvalidInput,
+    /// Auditors refuted the provider's statement that the inputs cannot be computed: a
+    /// non-delivery, penalized as one.
+    FalseInputClaim,
 }
 
 /// One thing the ledger did. Every event names the objects it touched so clients can follow
@@ -306,6 +312,13 @@ pub enum Event {
         to_auditors: Amount,
         /// Barred until this height.
         ejected_until: u64,
+    },
+    /// A provider reported a running lease's inputs invalid; auditors will check.
+    InputDisputed {
+        /// Lease.
+        lease: LeaseId,
+        /// The malformed input item, or `None` for the shard's input as a whole.
+        item: Option<u32>,
     },
     /// An audited lease's metered device time exceeded the bound its auditors' own
     /// measurement sets: it was paid for the measurement, and the provider fined for the

@@ -43,6 +43,8 @@ pub enum LeaseStatus {
     Committed,
     /// Under audit.
     Auditing,
+    /// The provider reported the inputs invalid; auditors are checking the statement.
+    InputDisputed,
     /// Paid out.
     Settled,
     /// Ended without payment to the provider.
@@ -60,6 +62,7 @@ impl Encode for LeaseStatus {
                 out.push(4);
                 out.push(*f as u8);
             }
+            LeaseStatus::InputDisputed => out.push(5),
         }
     }
 }
@@ -77,8 +80,11 @@ impl Decode for LeaseStatus {
                 2 => LeaseFailure::Cancelled,
                 3 => LeaseFailure::Fraud,
                 4 => LeaseFailure::Unverified,
+                5 => LeaseFailure::InvalidInput,
+                6 => LeaseFailure::FalseInputClaim,
                 t => return Err(DecodeError::new("LeaseFailure", DecodeErrorKind::UnknownTag(t))),
             }),
+            5 => LeaseStatus::InputDisputed,
             t => return Err(DecodeError::new("LeaseStatus", DecodeErrorKind::UnknownTag(t))),
         })
     }
@@ -169,6 +175,9 @@ pub struct Lease {
     pub settlement: Option<Settlement>,
     /// Provider collateral reserved for this lease until it settles or fails.
     pub reserved: Amount,
+    /// The input item the provider reported malformed (`None` with status
+    /// [`LeaseStatus::InputDisputed`]: the shard's input as a whole).
+    pub disputed_item: Option<u32>,
 }
 codec_struct!(Lease {
     job,
@@ -190,7 +199,8 @@ codec_struct!(Lease {
     audit,
     keys: vec(MAX_KEYS),
     settlement,
-    reserved
+    reserved,
+    disputed_item
 });
 
 impl Lease {
@@ -285,6 +295,7 @@ pub(crate) fn create(
             keys: vec![],
             settlement: None,
             reserved,
+            disputed_item: None,
         },
     );
     state.schedule(deadline_ms, Timer::LeaseDeadline(id));
@@ -379,6 +390,48 @@ pub(crate) fn commit(
     }
     state.schedule(cx.height + 1, Timer::AuditDraw(id));
     cx.emit(Event::ResultCommitted { lease: id, root });
+    Ok(())
+}
+
+/// Accepts the provider's statement that a running lease's inputs cannot be computed
+/// ([`agora_core::tx::TxPayload::ReportInvalidInput`]). The lease stops running (no deadline,
+/// no liveness failure) and, in the next block, auditors are drawn to check the statement
+/// ([`crate::audits::draw`]). Encrypted jobs are refused: auditors hold no input key, so they
+/// could not check it (a provider never sent the key already owes no penalty).
+pub(crate) fn report_invalid(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: LeaseId,
+    item: Option<u32>,
+) -> Result<(), TxError> {
+    let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
+    if lease.provider != who {
+        return Err(TxError::Unauthorized("only the lease's provider may report its inputs invalid".into()));
+    }
+    if !lease.is_running() {
+        return Err(TxError::InvalidState(format!("lease is {:?}, not running", lease.status)));
+    }
+    let job = state.jobs.get(&lease.job).expect("leases belong to jobs");
+    if job.manifest.encrypted {
+        return Err(TxError::Invalid(
+            "an encrypted job's inputs cannot be checked by auditors, who hold no key".into(),
+        ));
+    }
+    let count = job.manifest.shards[lease.shard as usize].item_count;
+    if let Some(i) = item.filter(|i| *i >= count) {
+        return Err(TxError::Invalid(format!("the shard has {count} input items, not item {i}")));
+    }
+    let deadline = lease.deadline_ms;
+    let l = state.leases.get_mut(&id).expect("checked");
+    l.status = LeaseStatus::InputDisputed;
+    l.disputed_item = item;
+    state.unschedule(deadline, Timer::LeaseDeadline(id));
+    if let Some(p) = state.providers.get_mut(&who) {
+        p.running.retain(|x| *x != id);
+    }
+    state.schedule(cx.height + 1, Timer::AuditDraw(id));
+    cx.emit(Event::InputDisputed { lease: id, item });
     Ok(())
 }
 
@@ -503,7 +556,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     let mut penalty = Amount::ZERO;
     let mut escrow = lease.escrow;
     match reason {
-        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished
+        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished | LeaseFailure::FalseInputClaim
             if !requester_withheld_key(state, &lease) =>
         {
             let bps = Params::u64(state.params().non_delivery_bps);
@@ -515,7 +568,13 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             }
             state.burn(Bucket::Collateral, penalty);
         }
-        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished => {}
+        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished | LeaseFailure::FalseInputClaim => {}
+        LeaseFailure::InvalidInput => {
+            // The requester's inputs cost the provider its time: the cancel fee, from escrow.
+            let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));
+            state.pay_out(Bucket::Escrow, &lease.provider, fee);
+            escrow = escrow.checked_sub(fee).expect("a share");
+        }
         LeaseFailure::Cancelled => {
             let (charged, paid) = cancellation(state.params(), &lease, cx.time_ms);
             state.pay_out(Bucket::Escrow, &lease.provider, paid);
@@ -538,6 +597,10 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     if reason == LeaseFailure::Cancelled {
         state.pay_out(Bucket::Escrow, &lease.requester, escrow);
         jobs::abandon(state, cx, lease.job, lease.shard, "cancelled by the requester");
+    } else if reason == LeaseFailure::InvalidInput {
+        // Another provider would meet the same inputs: the shard is given up, not re-matched.
+        state.pay_out(Bucket::Escrow, &lease.requester, escrow);
+        jobs::abandon(state, cx, lease.job, lease.shard, "auditors confirmed its inputs cannot be computed");
     } else {
         jobs::requeue(state, cx, lease.job, lease.shard, escrow, Some(lease.provider));
     }

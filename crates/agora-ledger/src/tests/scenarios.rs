@@ -535,6 +535,98 @@ fn a_committed_lease_is_paid_in_full_whatever_the_requester_cancels() {
     );
 }
 
+/// Reports on `audit` until it resolves: every assignee (by name) says `passed`.
+fn settle_audit(c: &mut TestChain, audit: u64, passed: bool) {
+    const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
+    while c.state.audit(audit).unwrap().outcome.is_none() {
+        let pending: Vec<&str> = c
+            .state
+            .audit(audit)
+            .unwrap()
+            .assignments
+            .iter()
+            .filter(|a| a.verdict.is_none() && !a.replaced)
+            .map(|a| NAMES.into_iter().find(|n| id(n) == a.auditor).expect("a known auditor"))
+            .collect();
+        for name in pending {
+            c.ok(name, report(&c.state, audit, passed));
+        }
+    }
+}
+
+#[test]
+fn inputs_that_auditors_confirm_invalid_cost_the_provider_nothing() {
+    // Before: a requester whose inputs did not match their declared root left the provider
+    // unable to commit; the lease missed its deadline and the provider paid the non-delivery
+    // penalty for the requester's fault.
+    let mut c = TestChain::new();
+    let (job, lease) = leased_job(&mut c, 20);
+    let l = c.state.lease(lease).unwrap().clone();
+    let (p0, collateral, u0) = (
+        c.state.balance(&id("p0")),
+        c.state.provider(&id("p0")).unwrap().collateral,
+        c.state.balance(&id("u0")),
+    );
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None });
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::InputDisputed);
+    c.advance(1);
+    let audit = c.state.lease(lease).unwrap().audit.expect("every statement is checked");
+    assert_eq!(c.state.audit(audit).unwrap().subject, crate::audits::AuditSubject::Inputs);
+    settle_audit(&mut c, audit, true);
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::InvalidInput));
+    let fee = l.escrow.bps(1_000);
+    assert_eq!(c.state.balance(&id("p0")), Amount(p0.0 + fee.0 - 10), "compensated, less its tx fee");
+    assert_eq!(c.state.provider(&id("p0")).unwrap().collateral, collateral, "no penalty");
+    assert_eq!(c.state.provider(&id("p0")).unwrap().trust.leases_failed, 0);
+    assert_eq!(c.state.balance(&id("u0")), Amount(u0.0 + l.escrow.0 - fee.0), "the rest refunded");
+    let j = c.state.job(job).unwrap();
+    assert!(
+        matches!(j.shards[0].status, ShardStatus::Abandoned),
+        "not re-matched: the inputs would fail again"
+    );
+    assert!(j.finished);
+    assert_eq!(c.state.meta().supply.escrow, Amount::ZERO);
+    assert!(c.state.meta().supply.is_conserved());
+}
+
+#[test]
+fn a_false_invalid_input_statement_is_refuted_and_penalized() {
+    // A provider that calls computable inputs invalid to walk away from a lease pays the
+    // non-delivery penalty once the recount refutes it, and the shard goes to someone else.
+    let mut c = TestChain::new();
+    let (job, lease) = leased_job(&mut c, 20);
+    let value = c.state.lease(lease).unwrap().value();
+    let collateral = c.state.provider(&id("p0")).unwrap().collateral;
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: Some(3) });
+    c.advance(1);
+    let audit = c.state.lease(lease).unwrap().audit.unwrap();
+    assert_eq!(c.state.audit(audit).unwrap().items, vec![3]);
+    settle_audit(&mut c, audit, false);
+    assert_eq!(c.state.audit(audit).unwrap().outcome, Some(AuditOutcome::Fraud));
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::FalseInputClaim));
+    let penalty = value.bps(1_000);
+    assert_eq!(c.state.provider(&id("p0")).unwrap().collateral, Amount(collateral.0 - penalty.0));
+    assert!(matches!(c.state.job(job).unwrap().shards[0].status, ShardStatus::Open(_)), "re-matched");
+    assert!(c.state.meta().supply.is_conserved());
+}
+
+#[test]
+fn invalid_input_statements_are_the_providers_and_for_checkable_jobs_only() {
+    let mut c = TestChain::new();
+    let (_, lease) = leased_job(&mut c, 20);
+    let e = c.fails("u0", TxPayload::ReportInvalidInput { lease, item: None });
+    assert!(e.contains("only the lease's provider"), "{e}");
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(20) });
+    assert!(e.contains("not item 20"), "{e}");
+    let mut m = manifest(&c, 1, 20, 60, 10);
+    m.encrypted = true;
+    c.ok("p0", ask(&c, 2, 3600));
+    c.ok("u1", TxPayload::SubmitJob { manifest: m });
+    let sealed = leases_created(&c.last_events())[0].0;
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease: sealed, item: None });
+    assert!(e.contains("encrypted"), "{e}");
+}
+
 #[test]
 fn constraints_filter_providers() {
     let mut c = TestChain::new();

@@ -260,6 +260,7 @@ fn lease_status(s: &LeaseStatus) -> &'static str {
         LeaseStatus::Running => "running",
         LeaseStatus::Committed => "committed",
         LeaseStatus::Auditing => "auditing",
+        LeaseStatus::InputDisputed => "input_disputed",
         LeaseStatus::Settled => "settled",
         LeaseStatus::Failed(_) => "failed",
     }
@@ -272,6 +273,8 @@ fn failure_reason(f: LeaseFailure) -> &'static str {
         LeaseFailure::Cancelled => "cancelled",
         LeaseFailure::Fraud => "fraud",
         LeaseFailure::Unverified => "unverified",
+        LeaseFailure::InvalidInput => "invalid_input",
+        LeaseFailure::FalseInputClaim => "false_input_claim",
     }
 }
 
@@ -385,8 +388,16 @@ async fn chain_families(x: &mut Exposition, chain: &ChainHandle) {
         m
     });
     x.by("agora_jobs", Kind::Gauge, "Jobs by state", "state", jobs);
-    let mut leases = zeros(&["running", "committed", "auditing", "settled", "failed"]);
-    let mut failures = zeros(&["missed_deadline", "provider_vanished", "cancelled", "fraud", "unverified"]);
+    let mut leases = zeros(&["running", "committed", "auditing", "input_disputed", "settled", "failed"]);
+    let mut failures = zeros(&[
+        "missed_deadline",
+        "provider_vanished",
+        "cancelled",
+        "fraud",
+        "unverified",
+        "invalid_input",
+        "false_input_claim",
+    ]);
     for (_, l) in st.leases() {
         count(&mut leases, lease_status(&l.status), 1.0);
         if let LeaseStatus::Failed(f) = l.status {

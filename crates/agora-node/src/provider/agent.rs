@@ -395,6 +395,17 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 warn!(lease, error = %format!("{e:#}"), "cannot compute lease");
+                if let Some(bad) = e.downcast_ref::<super::work::InvalidInput>() {
+                    match self.worker.report_invalid(lease, bad).await {
+                        Ok(()) => {
+                            if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
+                                r.phase = Phase::Closed;
+                            }
+                            self.save();
+                        }
+                        Err(e) => warn!(lease, error = %format!("{e:#}"), "cannot report the inputs invalid"),
+                    }
+                }
                 return;
             }
         };

@@ -4,12 +4,14 @@
 
 use super::isolate::{self, Answer};
 use super::runtimes::Runtimes;
+use super::work::load_inputs;
 use crate::client::NodeClient;
 use crate::protocol::{self, AUDITOR_HEADER, AuditItems, SIGNATURE_HEADER};
 use crate::sender::TxSender;
 use crate::store_keeper::audit_owner;
 use agora_core::SecretKey;
 use agora_core::tx::{AuditEvidence, AuditId, TxPayload};
+use agora_ledger::audits::AuditSubject;
 use agora_runtime::executor::AuditRequest;
 use agora_store::Pin;
 use agora_store::http::outbound::Reach;
@@ -56,7 +58,10 @@ enum Recompute<'a> {
 
 /// Runs `attempt` until it succeeds or `patience` has passed, backing off from 200 ms to 2 s;
 /// returns the last error.
-async fn with_patience<T, Fut>(patience: Duration, mut attempt: impl FnMut() -> Fut) -> anyhow::Result<T>
+pub(super) async fn with_patience<T, Fut>(
+    patience: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> anyhow::Result<T>
 where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
@@ -137,10 +142,14 @@ impl Auditor {
         let job = self.chain.job(lease.job).await?;
         let m = &job.manifest;
         let shard = m.shards.get(lease.shard as usize).context("lease names a missing shard")?;
+        let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
+        if audit.subject == AuditSubject::Inputs {
+            let (passed, detail, evidence) = check_inputs(&self.runtimes, m, shard, reach, &pin).await?;
+            return self.report(audit_id, passed, &detail, evidence).await;
+        }
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
         let provider = self.chain.provider(&lease.provider).await?;
         // A model this node cannot load means it cannot audit (not that the provider cheated).
-        let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
         let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
         let recompute = match &self.isolation {
             None => Recompute::Here(
@@ -180,14 +189,23 @@ impl Auditor {
                 (false, format!("{e:#}"), AuditEvidence::nothing_recomputed())
             }
         };
+        self.report(audit_id, passed, &detail, evidence).await
+    }
+
+    /// Sends a verdict with its evidence.
+    async fn report(
+        &self,
+        audit: AuditId,
+        passed: bool,
+        detail: &str,
+        evidence: AuditEvidence,
+    ) -> anyhow::Result<bool> {
         if !passed {
-            warn!(audit = audit_id, detail = %detail, "audit failed");
+            warn!(audit, detail = %detail, "audit failed");
         }
         let measured_ms = evidence.measured_ms;
-        self.sender
-            .send(TxPayload::ReportAudit { audit: audit_id, passed, evidence }, Duration::from_secs(60))
-            .await?;
-        info!(audit = audit_id, passed, measured_ms, "audit reported");
+        self.sender.send(TxPayload::ReportAudit { audit, passed, evidence }, Duration::from_secs(60)).await?;
+        info!(audit, passed, measured_ms, "audit reported");
         Ok(passed)
     }
 
@@ -266,6 +284,34 @@ impl Auditor {
             Answer::Failed(e) => Err(Unable(e).into()),
         }
     }
+}
+
+/// Checks a provider's statement that a lease's inputs cannot be computed, the way the
+/// provider decided it ([`load_inputs`]): upheld (`true`) if the inputs fail to load, refuted
+/// if they load and every item is well-formed. The evidence commits to what was found: the
+/// hash of the reason, or the inputs' root. An encrypted job's inputs cannot be checked
+/// without the key ([`Unable`]; the ledger refuses such statements anyway).
+async fn check_inputs(
+    runtimes: &Runtimes,
+    m: &agora_core::JobManifest,
+    shard: &agora_core::manifest::ShardSpec,
+    reach: Reach,
+    pin: &Pin,
+) -> anyhow::Result<(bool, String, AuditEvidence)> {
+    if m.encrypted {
+        return Err(Unable("an encrypted job's inputs cannot be checked without its key".into()).into());
+    }
+    let found = |passed: bool, detail: String, root: agora_core::Hash| {
+        (passed, detail, AuditEvidence { recomputed_root: root, disputed: vec![], measured_ms: 0 })
+    };
+    Ok(match load_inputs(runtimes, m, shard, None, reach, pin).await {
+        Err(bad) => found(true, bad.why.clone(), agora_core::Hash::of(bad.why.as_bytes())),
+        Ok(items) => found(
+            false,
+            format!("all {} input items load and are well-formed", items.len()),
+            agora_core::merkle::MerkleTree::from_items(&items).root(),
+        ),
+    })
 }
 
 #[cfg(test)]

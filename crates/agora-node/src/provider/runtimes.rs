@@ -29,6 +29,18 @@ impl Runtimes {
         JobKind::ALL.to_vec()
     }
 
+    /// [`Runtimes::fetch`], then the blob's bytes.
+    pub async fn fetch_bytes(
+        &self,
+        hash: &Hash,
+        sources: &[String],
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<Vec<u8>> {
+        self.fetch(hash, sources, reach, pin).await?;
+        Ok(self.store.get(hash)?)
+    }
+
     /// Makes sure blob `hash` is in the local store, held by `pin`, downloading it (verified)
     /// from the first source that has it, connecting only within `reach` (sources are the
     /// requester's choice).

@@ -8,13 +8,72 @@ use crate::client::NodeClient;
 use crate::protocol;
 use crate::sender::TxSender;
 use crate::store_keeper;
+use agora_core::JobManifest;
+use agora_core::manifest::ShardSpec;
 use agora_core::tx::{LeaseId, Metering, ResultCommitment, TxPayload};
 use agora_core::{AccountId, Hash, SecretKey};
+use agora_runtime::items::malformed_input;
+use agora_store::encrypt::BlobKey;
+use agora_store::http::outbound::Reach;
 use agora_store::{Pin, Store};
 use anyhow::{Context, bail};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
+
+/// How long the shard's input blob is sought from its sources before it counts as
+/// unavailable (a statement auditors then check by fetching it themselves).
+const INPUT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A lease's inputs cannot be computed, by the requester's fault: its input blob is
+/// unavailable or does not match the manifest's root and count (`item: None`), or input item
+/// `item` is malformed for the kind ([`malformed_input`]). Only for jobs auditors can check
+/// (not encrypted).
+#[derive(Debug, thiserror::Error)]
+#[error("the lease's inputs cannot be computed: {why}")]
+pub struct InvalidInput {
+    /// The malformed item, or `None` for the shard's input as a whole.
+    pub item: Option<u32>,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// A shard's input items: its input blob fetched from the job's sources (for up to
+/// [`INPUT_PATIENCE`]), opened with `key` for an encrypted job, checked against the
+/// manifest's root and count, and each item's format checked ([`malformed_input`]). The
+/// provider decides with it whether to state the inputs invalid, and the auditors who check
+/// that statement decide with it too, so an honest statement is always upheld by honest
+/// auditors who can reach the same sources.
+pub async fn load_inputs(
+    runtimes: &Runtimes,
+    m: &JobManifest,
+    shard: &ShardSpec,
+    key: Option<&BlobKey>,
+    reach: Reach,
+    pin: &Pin,
+) -> Result<Vec<Vec<u8>>, InvalidInput> {
+    let whole = |why: String| InvalidInput { item: None, why };
+    let blob = super::auditor::with_patience(INPUT_PATIENCE, || {
+        runtimes.fetch_bytes(&shard.input, &m.sources, reach, pin)
+    })
+    .await
+    .map_err(|e| whole(format!("the shard's input blob {} is unavailable: {e:#}", shard.input)))?;
+    let inputs = protocol::decode_shard(&blob, key, &shard.items_root)
+        .map_err(|e| whole(format!("the shard's inputs do not match the manifest: {e}")))?;
+    if inputs.len() != shard.item_count as usize {
+        return Err(whole(format!(
+            "the shard has {} input items, the manifest says {}",
+            inputs.len(),
+            shard.item_count
+        )));
+    }
+    match inputs.iter().enumerate().find_map(|(i, x)| Some((i, malformed_input(m.kind(), x)?))) {
+        Some((i, why)) => {
+            Err(InvalidInput { item: Some(i as u32), why: format!("input item {i} is malformed: {why}") })
+        }
+        None => Ok(inputs),
+    }
+}
 
 /// What a worker needs.
 pub struct Worker {
@@ -84,11 +143,12 @@ impl Worker {
         let runtimes = &self.runtimes;
         let reach = self.chain.reach().await?;
         let pin = Pin::held_by(store_keeper::lease_owner(lease_id));
-        runtimes.fetch(&shard.input, &m.sources, reach, &pin).await.context("fetching the shard's inputs")?;
-        let blob = self.store.get(&shard.input)?;
         let key = if m.encrypted { Some(self.input_key(lease_id, lease.deadline_ms).await?) } else { None };
-        let inputs =
-            protocol::decode_shard(&blob, key.as_ref(), &shard.items_root).context("the shard's inputs")?;
+        // Inputs that cannot be computed are a statement for auditors to check (where they
+        // can: not for encrypted jobs, whose key they lack).
+        let inputs = load_inputs(runtimes, m, shard, key.as_ref(), reach, &pin)
+            .await
+            .map_err(|bad| if m.encrypted { anyhow::anyhow!(bad.why) } else { anyhow::Error::new(bad) })?;
         self.state.save_items(lease_id, "inputs", &inputs)?;
         let executor = runtimes
             .executor(m.kind(), &m.model, &m.sources, reach, &pin)
@@ -130,6 +190,14 @@ impl Worker {
         let output = commitment.output;
         self.sender.send(TxPayload::CommitResult { lease, commitment }, Duration::from_secs(60)).await?;
         self.publish_output(lease, &output)
+    }
+
+    /// States on chain that `lease`'s inputs cannot be computed, for auditors to check.
+    pub async fn report_invalid(&self, lease: LeaseId, bad: &InvalidInput) -> anyhow::Result<()> {
+        let tx = TxPayload::ReportInvalidInput { lease, item: bad.item };
+        self.sender.send(tx, Duration::from_secs(60)).await?;
+        info!(lease, item = ?bad.item, why = %bad.why, "reported the lease's inputs invalid");
+        Ok(())
     }
 
     /// Moves a lease's held output blob into the store, checking it is the committed one.

@@ -112,7 +112,7 @@ pub async fn follow(
                     match lease.status {
                         LeaseStatus::Running => st.running += 1,
                         LeaseStatus::Committed => st.committed += 1,
-                        LeaseStatus::Auditing => st.auditing += 1,
+                        LeaseStatus::Auditing | LeaseStatus::InputDisputed => st.auditing += 1,
                         LeaseStatus::Settled => st.settled += 1,
                         LeaseStatus::Failed(_) => st.matching += 1,
                     }

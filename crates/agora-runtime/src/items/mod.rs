@@ -47,3 +47,33 @@ pub(crate) fn take_f32s(
     let bytes = r.take(n.checked_mul(4).ok_or(DecodeError::invalid(context, "too many values"))?, context)?;
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
 }
+
+/// Why `bytes` is not a valid input item of `kind` by its format alone, or `None` if it is.
+/// It needs no model, so a provider that reports an input item malformed and the auditors who
+/// check that statement decide it by this one function, identically. (Problems only a model
+/// finds, such as a prompt longer than its context, are not format errors.)
+pub fn malformed_input(kind: agora_core::JobKind, bytes: &[u8]) -> Option<String> {
+    use agora_core::JobKind;
+    match kind {
+        JobKind::Embed | JobKind::Generate => text::decode_text(bytes).err().map(|e| e.to_string()),
+        JobKind::Train => training::Example::from_item(bytes).err().map(|e| e.to_string()),
+        JobKind::Wasm => None,
+    }
+}
+
+#[cfg(test)]
+mod input_tests {
+    use super::*;
+    use agora_core::JobKind;
+
+    #[test]
+    fn malformed_inputs_are_named_by_format_alone() {
+        assert_eq!(malformed_input(JobKind::Embed, "a sentence".as_bytes()), None);
+        assert!(malformed_input(JobKind::Embed, &[0xff, 0xfe]).is_some());
+        assert!(malformed_input(JobKind::Generate, &[0xc3]).is_some());
+        assert!(malformed_input(JobKind::Train, b"not an example").is_some());
+        let example = training::Example { label: 1, features: vec![0.5, 1.0] };
+        assert_eq!(malformed_input(JobKind::Train, &agora_core::codec::Encode::encode(&example)), None);
+        assert_eq!(malformed_input(JobKind::Wasm, &[0xff]), None, "a guest reads any bytes");
+    }
+}

@@ -83,6 +83,10 @@ pub enum AuditSubject {
     /// auditor found the same (the input blob unavailable, not matching its declared root or
     /// count, or the named item malformed).
     Inputs,
+    /// Only that the committed output blob can be fetched from the provider and is the one
+    /// committed (its hash, and for an unencrypted job its items' root and count): the check
+    /// every lease the draw did not audit gets before it is paid.
+    Availability,
 }
 
 impl Encode for AuditSubject {
@@ -96,6 +100,7 @@ impl Decode for AuditSubject {
         match r.tag("AuditSubject")? {
             0 => Ok(AuditSubject::Outputs),
             1 => Ok(AuditSubject::Inputs),
+            2 => Ok(AuditSubject::Availability),
             t => Err(DecodeError::new("AuditSubject", DecodeErrorKind::UnknownTag(t))),
         }
     }
@@ -361,12 +366,33 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     l.verification = leases::Verification { audit_ppm: p, sample: k, detection_ppm: detection, audited };
     cx.emit(Event::AuditDrawn { lease: id, audited, probability_ppm: p });
     if !audited {
-        let at = cx.height + Params::u64(state.params().audit_window_blocks);
-        state.schedule(at, Timer::SettleLease(id));
-        return;
+        return probe_availability(state, cx, id, &lease, kind);
     }
     let items = sample_items(cx, id, n, k);
     open_audit(state, cx, &lease, id, AuditSubject::Outputs, items, auditors);
+    state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
+}
+
+/// A lease the draw did not audit is still not paid on the provider's word that its outputs
+/// exist: one auditor, drawn as for an audit, fetches the output blob and checks it is the
+/// committed one ([`AuditSubject::Availability`]); a failure escalates to the recount like any
+/// other. Only if nobody could be drawn (a network without auditors) is the lease paid when
+/// its window closes, as before.
+fn probe_availability(
+    state: &mut State,
+    cx: &mut Ctx,
+    id: LeaseId,
+    lease: &crate::leases::Lease,
+    kind: JobKind,
+) {
+    let exclude = BTreeSet::from([lease.provider, lease.requester]);
+    let pool = auditor_pool(state, kind, lease, &exclude, cx.height);
+    let auditors = pick(cx, "availability", id, pool, 1);
+    if auditors.is_empty() {
+        let at = cx.height + Params::u64(state.params().audit_window_blocks);
+        return state.schedule(at, Timer::SettleLease(id));
+    }
+    open_audit(state, cx, lease, id, AuditSubject::Availability, vec![], auditors);
     state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
 }
 
@@ -464,11 +490,13 @@ pub(crate) fn report(
 /// match, each once, in ascending order.
 fn check_evidence(audit: &Audit, passed: bool, evidence: &AuditEvidence) -> Result<(), TxError> {
     let invalid = |why: &str| Err(TxError::Invalid(format!("audit evidence: {why}")));
-    if audit.subject == AuditSubject::Inputs {
-        // Either verdict states what the auditor found of the inputs (the root it computed,
-        // or a hash of why it could not): no item recomputation to dispute.
+    if audit.subject != AuditSubject::Outputs {
+        // Either verdict states what the auditor found (the root it computed, or a hash of
+        // why it could not): no item recomputation to dispute.
         if evidence.recomputed_root == Hash::ZERO || !evidence.disputed.is_empty() {
-            return invalid("a check of inputs commits to what it found and disputes no output item");
+            return invalid(
+                "a check of inputs or availability commits to what it found and disputes no item",
+            );
         }
         return Ok(());
     }
@@ -671,6 +699,18 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
             AuditOutcome::Inconclusive | AuditOutcome::Unverified => LeaseFailure::Unverified,
         };
         return leases::fail(state, cx, audit.lease, reason);
+    }
+    if audit.subject == AuditSubject::Availability {
+        // Available: paid (no trust gained: nothing was recomputed). Confirmed unavailable: a
+        // non-delivery. Undecided: paid, as an output audit's inconclusive end is. Nobody
+        // reported: not paid on silence, re-matched without penalty.
+        return match outcome {
+            AuditOutcome::Clean | AuditOutcome::Inconclusive => {
+                leases::settle(state, cx, audit.lease, &reporters, None)
+            }
+            AuditOutcome::Fraud => leases::fail(state, cx, audit.lease, LeaseFailure::OutputUnavailable),
+            AuditOutcome::Unverified => leases::fail(state, cx, audit.lease, LeaseFailure::Unverified),
+        };
     }
     match outcome {
         AuditOutcome::Clean => {

@@ -42,6 +42,9 @@ pub enum LeaseFailure {
     /// Auditors refuted the provider's statement that the inputs cannot be computed: a
     /// non-delivery, penalized as one.
     FalseInputClaim,
+    /// The committed output blob could not be fetched, or was not the one committed: a
+    /// non-delivery, penalized as one.
+    OutputUnavailable,
 }
 
 /// One thing the ledger did. Every event names the objects it touched so clients can follow

@@ -82,6 +82,7 @@ impl Decode for LeaseStatus {
                 4 => LeaseFailure::Unverified,
                 5 => LeaseFailure::InvalidInput,
                 6 => LeaseFailure::FalseInputClaim,
+                7 => LeaseFailure::OutputUnavailable,
                 t => return Err(DecodeError::new("LeaseFailure", DecodeErrorKind::UnknownTag(t))),
             }),
             5 => LeaseStatus::InputDisputed,
@@ -556,7 +557,10 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     let mut penalty = Amount::ZERO;
     let mut escrow = lease.escrow;
     match reason {
-        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished | LeaseFailure::FalseInputClaim
+        LeaseFailure::MissedDeadline
+        | LeaseFailure::ProviderVanished
+        | LeaseFailure::FalseInputClaim
+        | LeaseFailure::OutputUnavailable
             if !requester_withheld_key(state, &lease) =>
         {
             let bps = Params::u64(state.params().non_delivery_bps);
@@ -568,7 +572,10 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             }
             state.burn(Bucket::Collateral, penalty);
         }
-        LeaseFailure::MissedDeadline | LeaseFailure::ProviderVanished | LeaseFailure::FalseInputClaim => {}
+        LeaseFailure::MissedDeadline
+        | LeaseFailure::ProviderVanished
+        | LeaseFailure::FalseInputClaim
+        | LeaseFailure::OutputUnavailable => {}
         LeaseFailure::InvalidInput => {
             // The requester's inputs cost the provider its time: the cancel fee, from escrow.
             let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));

@@ -310,14 +310,15 @@ pub fn commitment(root: Hash, items: u32, device_ms: u64) -> ResultCommitment {
 
 /// An auditor's report on `audit`. A pass commits to a recomputation of the sample that took
 /// as long as the provider's own metering implies (an honest provider's claim); a failure
-/// disputes the first sampled item. A check of inputs commits to what it found either way.
+/// disputes the first sampled item. A check of inputs or availability commits to what it
+/// found either way.
 pub fn report(state: &State, audit: AuditId, passed: bool) -> TxPayload {
     let a = state.audit(audit).expect("an open audit");
     let lease = state.lease(a.lease).expect("audits belong to leases");
     let items = lease.commitment.as_ref().map_or(1, |c| c.item_count.max(1));
     let measured_ms = lease.claimed_ms() * a.items.len() as u64 / u64::from(items);
     let recomputed_root = Hash::tagged("test/recomputed", &[&audit.to_le_bytes()]);
-    let evidence = if a.subject == crate::audits::AuditSubject::Inputs {
+    let evidence = if a.subject != crate::audits::AuditSubject::Outputs {
         AuditEvidence { recomputed_root, disputed: vec![], measured_ms: 0 }
     } else if passed {
         AuditEvidence { recomputed_root, disputed: vec![], measured_ms }

@@ -627,6 +627,54 @@ fn invalid_input_statements_are_the_providers_and_for_checkable_jobs_only() {
     assert!(e.contains("encrypted"), "{e}");
 }
 
+/// A lease of p0, a provider with a long clean record on a chain without an audit floor (so
+/// the draw audits it with a probability of about 0.02%), for a 20-item shard, committed with
+/// an honest root; and the chain.
+fn committed_unaudited() -> (TestChain, u64, u64) {
+    let mut c = TestChain::with_params(Params { audit_floor_ppm: 0, ..Params::default() });
+    for p in ["p0", "p1", "p2", "p3"] {
+        register(&mut c, p, "local", 100);
+    }
+    c.state.providers.get_mut(&id("p0")).unwrap().trust.clean_streak = 1_000_000;
+    c.ok("p0", ask(&c, 2, 3600));
+    c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });
+    let (job, lease) = (*c.state.jobs.iter().next().unwrap().0, leases_created(&c.last_events())[0].0);
+    c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 30_000) });
+    c.advance(1);
+    (c, job, lease)
+}
+
+#[test]
+fn an_unaudited_lease_is_paid_only_once_its_outputs_are_fetched() {
+    // Before: a lease the draw did not audit was paid when its window closed, on the
+    // provider's word that the committed output blob existed.
+    let (mut c, _, lease) = committed_unaudited();
+    let l = c.state.lease(lease).unwrap().clone();
+    assert!(!l.verification.audited);
+    let probe = l.audit.expect("an availability check");
+    assert_eq!(c.state.audit(probe).unwrap().subject, crate::audits::AuditSubject::Availability);
+    c.advance(10);
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Auditing, "not paid on silence");
+    let streak = c.state.provider(&id("p0")).unwrap().trust.clean_streak;
+    settle_audit(&mut c, probe, true);
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Settled);
+    assert_eq!(c.state.provider(&id("p0")).unwrap().trust.clean_streak, streak, "no trust for a fetch");
+}
+
+#[test]
+fn outputs_nobody_can_fetch_are_a_non_delivery() {
+    let (mut c, job, lease) = committed_unaudited();
+    let value = c.state.lease(lease).unwrap().value();
+    let collateral = c.state.provider(&id("p0")).unwrap().collateral;
+    let probe = c.state.lease(lease).unwrap().audit.unwrap();
+    settle_audit(&mut c, probe, false);
+    assert_eq!(c.state.audit(probe).unwrap().outcome, Some(AuditOutcome::Fraud), "confirmed by the recount");
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::OutputUnavailable));
+    assert_eq!(c.state.provider(&id("p0")).unwrap().collateral, Amount(collateral.0 - value.bps(1_000).0));
+    assert!(matches!(c.state.job(job).unwrap().shards[0].status, ShardStatus::Open(_)), "re-matched");
+    assert!(c.state.meta().supply.is_conserved());
+}
+
 #[test]
 fn constraints_filter_providers() {
     let mut c = TestChain::new();

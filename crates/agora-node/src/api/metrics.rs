@@ -275,6 +275,7 @@ fn failure_reason(f: LeaseFailure) -> &'static str {
         LeaseFailure::Unverified => "unverified",
         LeaseFailure::InvalidInput => "invalid_input",
         LeaseFailure::FalseInputClaim => "false_input_claim",
+        LeaseFailure::OutputUnavailable => "output_unavailable",
     }
 }
 
@@ -397,6 +398,7 @@ async fn chain_families(x: &mut Exposition, chain: &ChainHandle) {
         "unverified",
         "invalid_input",
         "false_input_claim",
+        "output_unavailable",
     ]);
     for (_, l) in st.leases() {
         count(&mut leases, lease_status(&l.status), 1.0);

@@ -149,6 +149,24 @@ impl Auditor {
         }
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
         let provider = self.chain.provider(&lease.provider).await?;
+        // Every audit, and the availability check of a lease the draw did not audit, first
+        // fetches the committed output blob: payment needs outputs the requester can get.
+        let endpoint = &provider.profile.endpoint;
+        let available =
+            with_patience(FETCH_PATIENCE, || check_output(endpoint, reach, &commitment, m.encrypted)).await;
+        if let Err(e) = &available
+            && own_failure(e)
+        {
+            return Err(anyhow::anyhow!("{e:#}").context("cannot check the outputs"));
+        }
+        if audit.subject == AuditSubject::Availability || available.is_err() {
+            let (passed, detail, root) = match available {
+                Ok(()) => (true, "the committed output blob is available".to_string(), commitment.root),
+                Err(e) => (false, format!("{e:#}"), agora_core::Hash::of(format!("{e:#}").as_bytes())),
+            };
+            let evidence = AuditEvidence { recomputed_root: root, disputed: vec![], measured_ms: 0 };
+            return self.report(audit_id, passed, &detail, evidence).await;
+        }
         // A model this node cannot load means it cannot audit (not that the provider cheated).
         let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
         let recompute = match &self.isolation {
@@ -284,6 +302,46 @@ impl Auditor {
             Answer::Failed(e) => Err(Unable(e).into()),
         }
     }
+}
+
+/// Largest output blob an auditor downloads to check (larger is the provider's fault: no
+/// requester could fetch it either within reason).
+pub const MAX_OUTPUT_BLOB: u64 = 1 << 30;
+
+/// Fetches a lease's committed output blob from the provider's store at `endpoint` into a
+/// temporary file and checks it is the committed one: its hash (verified chunk by chunk as it
+/// arrives) and, for an unencrypted job, that its items hash to the committed root and count.
+/// Transport errors stay in the chain (this node's problem, [`own_failure`]); anything else is
+/// the provider's.
+async fn check_output(
+    endpoint: &str,
+    reach: Reach,
+    commitment: &agora_core::tx::ResultCommitment,
+    encrypted: bool,
+) -> anyhow::Result<()> {
+    let store = agora_store::http::Client::reaching(endpoint, reach).map_err(|e| Unable(e.to_string()))?;
+    let file = tempfile::NamedTempFile::new().map_err(|e| Unable(format!("a temporary file: {e}")))?;
+    let size = store
+        .download_to_file(&commitment.output, file.path(), None, |_, _| {})
+        .await
+        .with_context(|| format!("fetching the committed output blob {}", commitment.output))?;
+    if size > MAX_OUTPUT_BLOB {
+        anyhow::bail!("the output blob is {size} bytes, more than {MAX_OUTPUT_BLOB}");
+    }
+    if !encrypted {
+        // An encrypted blob is bound to its items by the requester, who holds the key.
+        let blob = std::fs::read(file.path()).map_err(|e| Unable(format!("reading the blob back: {e}")))?;
+        let items = protocol::decode_shard(&blob, None, &commitment.root)
+            .context("the output blob is not the committed items")?;
+        if items.len() != commitment.item_count as usize {
+            anyhow::bail!(
+                "the output blob holds {} items, {} were committed",
+                items.len(),
+                commitment.item_count
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks a provider's statement that a lease's inputs cannot be computed, the way the

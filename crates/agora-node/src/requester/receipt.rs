@@ -7,6 +7,7 @@
 use crate::client::NodeClient;
 use agora_core::{AccountId, Amount, Decode, Hash, JobKind, PublicKey};
 use agora_ledger::ObjectKey;
+use agora_ledger::audits::AuditSubject;
 use agora_ledger::events::AuditOutcome;
 use agora_ledger::jobs::Job;
 use agora_ledger::leases::{Lease, LeaseStatus};
@@ -149,8 +150,11 @@ pub async fn build(client: &NodeClient, id: u64, job: &Job) -> anyhow::Result<Re
             r.sample = lease.verification.sample;
             r.detection_probability = f64::from(lease.verification.detection_ppm) / 1e6;
             r.audited = lease.verification.audited;
+            // An availability check is not an audit: the receipt names audits of outputs only.
             r.audit_outcome = match lease.audit {
-                Some(a) => client.audit(a).await?.outcome,
+                Some(a) => Some(client.audit(a).await?)
+                    .filter(|a| a.subject == AuditSubject::Outputs)
+                    .and_then(|a| a.outcome),
                 None => None,
             };
             r.energy_kwh = kwh;

@@ -1,0 +1,167 @@
+//! Delivery on both sides, checked before money moves, on real processes:
+//! * a requester whose inputs are not what its manifest declares: the provider states it on
+//!   chain, auditors fetch the inputs from the job's sources and find the same, and the
+//!   provider is compensated instead of penalized; the shard is given up, not re-matched.
+//!   Before, the provider could not commit, missed its deadline and paid the non-delivery
+//!   penalty for the requester's fault.
+//! * a lease the audit draw passes over: an auditor fetches its committed output blob and
+//!   checks it before it is paid. Before, it was paid on the provider's word when its window
+//!   closed.
+
+mod common;
+
+use agora_node::client::NodeClient;
+use common::*;
+use std::time::{Duration, Instant};
+
+const MONTECARLO: &[u8] = include_bytes!("../../../examples/wasm/montecarlo.wasm");
+
+/// A requester on a devnet: its chain client, transaction sender and signed store client.
+struct Requester {
+    chain: NodeClient,
+    sender: agora_node::sender::TxSender,
+    store: agora_store::http::Client,
+    source: String,
+    _wallet: tempfile::TempDir,
+}
+
+impl Requester {
+    fn new(net: &Net) -> Self {
+        let v = net.validators[0].clone();
+        let chain = NodeClient::new(&v);
+        let wallet = tempfile::tempdir().unwrap();
+        let w = wallet.path().join("wallet");
+        net.funded_wallet(&w, 1_000_000_000);
+        let key = agora_node::config::load_key(&w.join("wallet.key")).unwrap();
+        let sender = agora_node::sender::TxSender::new(key.clone(), chain.clone());
+        let store = agora_store::http::Client::new(&v).unwrap().with_signer(key);
+        Requester { chain, sender, store, source: v, _wallet: wallet }
+    }
+
+    /// Uploads the montecarlo model and `items` as one unencrypted shard; returns a manifest
+    /// for it whose items root is `root` (the inputs' own root if `None`).
+    fn manifest(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        items: &[Vec<u8>],
+        root: Option<agora_core::Hash>,
+    ) -> agora_core::JobManifest {
+        let model = rt.block_on(self.store.upload_bytes(MONTECARLO.to_vec(), true)).unwrap().hash;
+        let inputs = agora_node::protocol::encode_shard(items, None).unwrap();
+        rt.block_on(self.store.upload_bytes(inputs.blob.clone(), true)).unwrap();
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        agora_core::JobManifest {
+            model,
+            params: agora_core::JobParams::Wasm { fuel_per_item: 10_000_000, memory_mib: 16, args: vec![] },
+            class: "cpu.x86_64".parse().unwrap(),
+            shards: vec![agora_core::manifest::ShardSpec {
+                input: inputs.hash,
+                items_root: root.unwrap_or(inputs.items_root),
+                item_count: items.len() as u32,
+                quantity: 10,
+            }],
+            max_unit_price: agora_core::Amount(1_000),
+            deadline_ms: now_ms + 1_200_000,
+            policy: agora_core::manifest::VerificationPolicy::Standard,
+            constraints: Default::default(),
+            encrypted: false,
+            sources: vec![self.source.clone()],
+            key_agent: None,
+        }
+    }
+
+    /// Submits `m` and waits up to 180 s for the job to end.
+    fn run(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        net: &Net,
+        m: &agora_core::JobManifest,
+    ) -> agora_ledger::jobs::Job {
+        let job = rt.block_on(agora_node::requester::submit_manifest(&self.chain, &self.sender, m)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let j = rt.block_on(self.chain.job(job)).unwrap();
+            if j.finished {
+                return j;
+            }
+            if Instant::now() > deadline {
+                let leases: Vec<_> = j.shards[0]
+                    .history
+                    .iter()
+                    .map(|l| rt.block_on(self.chain.lease(*l)).unwrap().status)
+                    .collect();
+                panic!(
+                    "job {job} did not end: {:?}, leases {leases:?}; logs: {}",
+                    j.shards[0],
+                    net.logs_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn montecarlo_items(n: u32) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("samples={}", 1_000 + i).into_bytes()).collect()
+}
+
+#[test]
+fn inputs_that_do_not_match_their_manifest_cost_the_provider_nothing() {
+    let net = Net::start(4, 2, &[]);
+    let v = net.validators[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let requester = Requester::new(&net);
+    let chain = &requester.chain;
+    // Real inputs, uploaded; a manifest that declares another root for them.
+    let root = agora_core::Hash::of(b"not the root of these inputs");
+    let mismatched = requester.manifest(&rt, &montecarlo_items(4), Some(root));
+    let providers: Vec<String> = (0..2).map(|i| net.provider_account(i)).collect();
+    let provider_state = |who: &str| agora(&v, &["provider", "status", who])["provider"].clone();
+    let before: Vec<_> = providers.iter().map(|p| provider_state(p)["collateral"].clone()).collect();
+
+    let j = requester.run(&rt, &net, &mismatched);
+    assert!(matches!(j.shards[0].status, agora_ledger::jobs::ShardStatus::Abandoned), "{:?}", j.shards[0]);
+    assert_eq!(j.shards[0].history.len(), 1, "not re-matched: {:?}", j.shards[0]);
+    let lease = rt.block_on(chain.lease(j.shards[0].history[0])).unwrap();
+    assert_eq!(
+        lease.status,
+        agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::InvalidInput)
+    );
+    let check = rt.block_on(chain.audit(lease.audit.expect("the statement was checked"))).unwrap();
+    assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Inputs);
+    assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Clean), "{check:?}");
+    assert!(check.assignments.iter().all(|a| a.auditor != lease.provider && a.verdict != Some(false)));
+    let after: Vec<_> = providers.iter().map(|p| provider_state(p)["collateral"].clone()).collect();
+    assert_eq!(before, after, "no provider paid a penalty for the requester's inputs");
+    let p = provider_state(&lease.provider.to_string());
+    assert_eq!(p["trust"]["leases_failed"], 0, "{p}");
+    let supply = agora(&v, &["chain", "status"])["supply"].clone();
+    let n = |k: &str| supply[k].as_str().unwrap().parse::<u128>().unwrap();
+    assert_eq!(n("escrow"), 0, "the compensation paid, the rest refunded: {supply}");
+}
+
+#[test]
+fn a_lease_the_draw_passes_over_is_paid_only_once_its_outputs_are_fetched() {
+    // One clean audit is trust enough and there is no audit floor, so from the third lease on
+    // the draw starts passing leases over (1/2, then 1/3, ...).
+    let net = Net::start(4, 1, &["--param", "trust_threshold=1", "--param", "audit_floor_ppm=0"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let requester = Requester::new(&net);
+    let chain = &requester.chain;
+    for round in 0..12 {
+        let j = requester.run(&rt, &net, &requester.manifest(&rt, &montecarlo_items(3 + round), None));
+        let lease = rt.block_on(chain.lease(j.shards[0].history[0])).unwrap();
+        assert_eq!(lease.status, agora_ledger::leases::LeaseStatus::Settled, "{lease:?}");
+        let check = rt.block_on(chain.audit(lease.audit.expect("every lease is checked"))).unwrap();
+        if lease.verification.audited {
+            assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Outputs);
+            continue;
+        }
+        assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Availability);
+        assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Clean), "{check:?}");
+        assert!(check.assignments.iter().any(|a| a.verdict == Some(true) && a.auditor != lease.provider));
+        return;
+    }
+    panic!("no lease was passed over by the draw in 12 rounds");
+}

@@ -391,6 +391,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_output_blob_is_checked_against_the_commitment_before_payment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = agora_store::Store::open(dir.path()).unwrap();
+        let items = vec![b"one".to_vec(), b"two".to_vec()];
+        let encoded = protocol::encode_shard(&items, None).unwrap();
+        store.put(&encoded.blob, true).unwrap();
+        let app = agora_store::http::router(store, agora_store::http::ServerConfig::open());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let commitment = |output, root, count| agora_core::tx::ResultCommitment {
+            root,
+            item_count: count,
+            output,
+            metering: Default::default(),
+        };
+        let good = commitment(encoded.hash, encoded.items_root, 2);
+        check_output(&url, Reach::Any, &good, false).await.unwrap();
+        // A blob the provider does not serve (withheld, or never published): its fault.
+        let missing = commitment(agora_core::Hash::of(b"never stored"), encoded.items_root, 2);
+        let e = check_output(&url, Reach::Any, &missing, false).await.unwrap_err();
+        assert!(!own_failure(&e), "{e:#}");
+        // A blob that is not the committed items (another root, or another count).
+        let e =
+            check_output(&url, Reach::Any, &commitment(encoded.hash, agora_core::Hash::of(b"x"), 2), false)
+                .await
+                .unwrap_err();
+        assert!(!own_failure(&e) && format!("{e:#}").contains("not the committed items"), "{e:#}");
+        let e = check_output(&url, Reach::Any, &commitment(encoded.hash, encoded.items_root, 3), false)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("holds 2 items"), "{e:#}");
+        // An encrypted blob is checked by its hash alone (the requester holds the key).
+        check_output(&url, Reach::Any, &commitment(encoded.hash, agora_core::Hash::of(b"x"), 9), true)
+            .await
+            .unwrap();
+        // Nobody listening: this auditor's own problem, never the provider's fault.
+        let e = check_output("http://127.0.0.1:1", Reach::Any, &good, false).await.unwrap_err();
+        assert!(own_failure(&e), "{e:#}");
+    }
+
+    #[tokio::test]
     async fn refusals_are_retried_before_they_count() {
         let calls = AtomicU32::new(0);
         let got = with_patience(Duration::from_secs(5), || async {

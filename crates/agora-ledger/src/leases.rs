@@ -379,6 +379,16 @@ pub(crate) fn commit(
             commitment.metering.device_ms, lease.quantity
         )));
     }
+    let energy_cap =
+        (u128::from(commitment.metering.device_ms) * state.params().max_device_watts).div_ceil(3_600);
+    if u128::from(commitment.metering.energy_mwh) > energy_cap {
+        return Err(TxError::Invalid(format!(
+            "metering reports {} mWh for {} device-ms, more than {} W could draw",
+            commitment.metering.energy_mwh,
+            commitment.metering.device_ms,
+            state.params().max_device_watts
+        )));
+    }
     let deadline = lease.deadline_ms;
     let root = commitment.root;
     let l = state.leases.get_mut(&id).expect("checked");

@@ -218,6 +218,10 @@ params! {
     metering_slack_pct: 300, 100, 100_000;
     /// Fixed device time added to the metering bound (model loading, input decoding), ms.
     metering_grace_ms: 2_000, 0, DAY_MS;
+    /// The most power one device may be metered at, W: a commitment whose energy exceeds its
+    /// device time at this draw is refused (energy and the emissions derived from it are
+    /// otherwise the provider's own estimate).
+    max_device_watts: 2_000, 1, 100_000;
 }
 
 /// Why a parameter change was refused.

@@ -514,6 +514,20 @@ fn a_cancel_after_compute_started_pays_for_the_time_it_ran() {
 }
 
 #[test]
+fn energy_beyond_what_any_device_draws_is_refused() {
+    // Receipts state energy and emissions from the provider's metering: before, any figure
+    // was accepted, so a provider could report a green lease as coal-fired or the reverse.
+    let mut c = TestChain::new();
+    let (job, lease) = leased_job(&mut c, 20);
+    let mut claim = commitment(honest_root(job, 0), 20, 36_000);
+    claim.metering.energy_mwh = 20_001; // 36 device-seconds at 2,000 W is 20,000 mWh
+    let e = c.fails("p0", TxPayload::CommitResult { lease, commitment: claim.clone() });
+    assert!(e.contains("more than 2000 W"), "{e}");
+    claim.metering.energy_mwh = 20_000;
+    c.ok("p0", TxPayload::CommitResult { lease, commitment: claim });
+}
+
+#[test]
 fn a_committed_lease_is_paid_in_full_whatever_the_requester_cancels() {
     // Once the commitment (and with it the output's address) is on chain, a cancel cannot
     // take the work back: the lease is audited and settled as if nothing happened.

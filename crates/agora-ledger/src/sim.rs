@@ -328,3 +328,20 @@ pub fn report(state: &State, audit: AuditId, passed: bool) -> TxPayload {
     };
     TxPayload::ReportAudit { audit, passed, evidence }
 }
+
+/// The assignees of `audit` that have not reported and were not replaced.
+pub fn awaiting(state: &State, audit: AuditId) -> Vec<AccountId> {
+    let a = state.audit(audit).expect("an audit");
+    a.assignments.iter().filter(|x| x.verdict.is_none() && !x.replaced).map(|x| x.auditor).collect()
+}
+
+/// The (job, lease) of the first lease the last block created.
+pub fn last_lease(c: &TestChain) -> (u64, u64) {
+    c.last_events()
+        .iter()
+        .find_map(|e| match e {
+            Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
+            _ => None,
+        })
+        .expect("the last block created a lease")
+}

@@ -21,14 +21,7 @@ fn committed(c: &mut TestChain, root: Hash) -> u64 {
     }
     c.ok("p0", ask(c, 2, 3600));
     c.ok("u0", TxPayload::SubmitJob { manifest: manifest(c, 1, 20, 60, 10) });
-    let (job, lease) = c
-        .last_events()
-        .iter()
-        .find_map(|e| match e {
-            Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
-            _ => None,
-        })
-        .expect("leased");
+    let (job, lease) = last_lease(c);
     let root = if root == Hash::ZERO { honest_root(job, 0) } else { root };
     c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(root, 20, 60_000) });
     c.advance(1);
@@ -40,15 +33,7 @@ fn committed(c: &mut TestChain, root: Hash) -> u64 {
 fn drive(c: &mut TestChain, audit: u64, first: bool, rest: bool) -> (AccountId, AuditOutcome) {
     let lead = c.state.audit(audit).unwrap().assignments[0].auditor;
     while c.state.audit(audit).unwrap().outcome.is_none() {
-        let pending: Vec<AccountId> = c
-            .state
-            .audit(audit)
-            .unwrap()
-            .assignments
-            .iter()
-            .filter(|a| a.verdict.is_none() && !a.replaced)
-            .map(|a| a.auditor)
-            .collect();
+        let pending = awaiting(&c.state, audit);
         assert!(!pending.is_empty(), "an open audit with nobody to report");
         for a in pending {
             let passed = if a == lead { first } else { rest };
@@ -151,14 +136,8 @@ fn a_recount_too_few_report_on_pays_nothing() {
 
 /// Every auditor assigned to `audit` that has not reported, by name from `names`.
 fn pending(c: &TestChain, audit: u64, names: &[&'static str]) -> Vec<&'static str> {
-    c.state
-        .audit(audit)
-        .unwrap()
-        .assignments
-        .iter()
-        .filter(|a| a.verdict.is_none() && !a.replaced)
-        .map(|a| *names.iter().find(|n| id(n) == a.auditor).expect("a known auditor"))
-        .collect()
+    let name = |a: &AccountId| *names.iter().find(|n| id(n) == *a).expect("a known auditor");
+    awaiting(&c.state, audit).iter().map(name).collect()
 }
 
 #[test]
@@ -187,14 +166,7 @@ fn auditors_never_share_a_funding_source_with_the_audited_provider() {
     let mut drawn = std::collections::BTreeSet::new();
     for _ in 0..30 {
         c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });
-        let (job, lease) = c
-            .last_events()
-            .iter()
-            .find_map(|e| match e {
-                Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
-                _ => None,
-            })
-            .expect("leased");
+        let (job, lease) = last_lease(&c);
         c.ok("q", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, 6_000) });
         c.advance(1);
         let audit = c.state.lease(lease).unwrap().audit.expect("every lease is audited");
@@ -268,14 +240,7 @@ fn a_provider_that_claims_more_device_time_than_it_used_is_cut_and_fined() {
     c.ok("p0", ask(&c, 2, 3600));
     for round in 0..40 {
         c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });
-        let (job, lease) = c
-            .last_events()
-            .iter()
-            .find_map(|e| match e {
-                Event::LeaseCreated { job, lease, .. } => Some((*job, *lease)),
-                _ => None,
-            })
-            .expect("leased");
+        let (job, lease) = last_lease(&c);
         let claim = if round < 2 { 3_000 } else { 60_000 };
         c.ok("p0", TxPayload::CommitResult { lease, commitment: commitment(honest_root(job, 0), 20, claim) });
         c.advance(1);

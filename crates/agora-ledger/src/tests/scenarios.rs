@@ -11,7 +11,7 @@ use crate::params::Params;
 use agora_core::block::{FaultKind, Misbehavior};
 use agora_core::manifest::{ClusterSpec, LatencyBound};
 use agora_core::tx::{ParamChange, TxPayload};
-use agora_core::{Amount, Coord, Hash};
+use agora_core::{AccountId, Amount, Coord, Hash};
 
 fn find<T>(events: &[Event], f: impl Fn(&Event) -> Option<T>) -> Vec<T> {
     events.iter().filter_map(f).collect()
@@ -553,15 +553,8 @@ fn a_committed_lease_is_paid_in_full_whatever_the_requester_cancels() {
 fn settle_audit(c: &mut TestChain, audit: u64, passed: bool) {
     const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
     while c.state.audit(audit).unwrap().outcome.is_none() {
-        let pending: Vec<&str> = c
-            .state
-            .audit(audit)
-            .unwrap()
-            .assignments
-            .iter()
-            .filter(|a| a.verdict.is_none() && !a.replaced)
-            .map(|a| NAMES.into_iter().find(|n| id(n) == a.auditor).expect("a known auditor"))
-            .collect();
+        let name = |a: &AccountId| NAMES.into_iter().find(|n| id(n) == *a).expect("a known auditor");
+        let pending: Vec<&str> = awaiting(&c.state, audit).iter().map(name).collect();
         for name in pending {
             c.ok(name, report(&c.state, audit, passed));
         }

@@ -520,12 +520,14 @@ pub fn metering_bound(params: &Params, measured_ms: u64) -> u64 {
 /// The device-seconds an audited lease is paid for, given the audit's measurement of what the
 /// shard takes (`measured_ms`): the claim, if within [`metering_bound`]; otherwise the
 /// measurement alone (a caught over-claim earns nothing an honest claim would not), and the
-/// excess claimed over it is fined `λ·(1−q)/q` times its value at the seller price (from
-/// collateral, like a slash), where `q = p·(1−α)` is the chance an over-claim is caught:
-/// audited with probability `p`, and not shielded by colluding auditors holding up to
-/// `collusion_alpha_bps` of auditor stake. Over-claiming beyond the bound then loses in
-/// expectation: `(1−q)·gain − q·λ·(1−q)/q·gain < 0`. The provider's trust resets and its next
-/// leases are audited with certainty.
+/// excess claimed over it is fined, from collateral like a slash, the larger of
+/// `slash_multiple` and `λ·(1−q)/q` times its value at the seller price, where `q = p·(1−α)` is
+/// the chance an over-claim is caught: audited with probability `p`, and not shielded by
+/// colluding auditors holding up to `collusion_alpha_bps` of auditor stake. Over-claiming
+/// beyond the bound then loses in expectation, `(1−q)·gain − q·fine < 0`, and keeps losing for
+/// an adversary beyond `α` as long as its shield share `s` keeps `s < slash_multiple·(1−s)`
+/// (at the default 10, up to 90 % on leases audited with certainty). The provider's trust
+/// resets and its next leases are audited with certainty.
 fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, measured_ms: u64) -> u64 {
     let p = state.params().clone();
     let claimed_ms = lease.claimed_ms();
@@ -538,10 +540,11 @@ fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, mea
     let caught = (u128::from(lease.verification.audit_ppm) * (10_000 - p.collusion_alpha_bps) / 10_000)
         .clamp(1, 1_000_000);
     let excess = lease.seller_price.checked_mul(u128::from(claimed - allowed)).expect("≤ escrow");
-    let due = excess
+    let deterrent = excess
         .mul_div(p.lambda_bps, 10_000)
         .and_then(|v| v.mul_div(1_000_000 - caught, caught))
         .unwrap_or(Amount(u128::MAX));
+    let due = deterrent.max(excess.checked_mul(p.slash_multiple).unwrap_or(Amount(u128::MAX)));
     let forced = Params::u64(p.forced_audits_after_inconclusive);
     let fine = state.providers.get_mut(&lease.provider).map_or(Amount::ZERO, |prov| {
         prov.trust.clean_streak = 0;

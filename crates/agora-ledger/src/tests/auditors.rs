@@ -278,12 +278,12 @@ fn a_provider_that_claims_more_device_time_than_it_used_is_cut_and_fined() {
         assert_eq!((claimed_ms, allowed_ms), (60_000, 1_500));
         let fee_total = l.settlement.as_ref().unwrap().auditors_paid;
         assert_eq!(l.settlement.as_ref().unwrap().provider_paid, Amount(l.seller_price.0 * 2 - fee_total.0));
-        // λ·(1−q)/q times the excess value, q = p·(1−α) the chance of being caught: the
-        // expected gain of over-claiming on the leases nobody audits, or that a colluding
-        // auditor shields, is outweighed.
+        // The larger of slash_multiple and λ·(1−q)/q times the excess value, q = p·(1−α) the
+        // chance of being caught: the expected gain of over-claiming on the leases nobody
+        // audits, or that a colluding auditor shields, is outweighed.
         let q = u128::from(l.verification.audit_ppm) * 6_667 / 10_000;
         let excess = l.seller_price.0 * 58;
-        assert_eq!(fine, Amount(excess * 15_000 / 10_000 * (1_000_000 - q) / q));
+        assert_eq!(fine, Amount((excess * 15_000 / 10_000 * (1_000_000 - q) / q).max(excess * 10)));
         assert!(fine.0 > 0);
         let prov = c.state.provider(&id("p0")).unwrap();
         assert_eq!(prov.collateral, Amount(collateral.0 - fine.0));

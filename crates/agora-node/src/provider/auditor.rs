@@ -309,7 +309,9 @@ impl Auditor {
 pub const MAX_OUTPUT_BLOB: u64 = 1 << 30;
 
 /// Fetches a lease's committed output blob from the provider's store at `endpoint` into a
-/// temporary file and checks it is the committed one: its hash (verified chunk by chunk as it
+/// temporary file (after asking its size: at most [`MAX_OUTPUT_BLOB`]; a provider that
+/// understates it is caught by the size check after the download) and checks it is the
+/// committed one: its hash (verified chunk by chunk as it
 /// arrives) and, for an unencrypted job, that its items hash to the committed root and count.
 /// Transport errors stay in the chain (this node's problem, [`own_failure`]); anything else is
 /// the provider's.
@@ -320,6 +322,14 @@ async fn check_output(
     encrypted: bool,
 ) -> anyhow::Result<()> {
     let store = agora_store::http::Client::reaching(endpoint, reach).map_err(|e| Unable(e.to_string()))?;
+    // The size first, so a blob too large for any requester is refused without storing it.
+    match store.stat(&commitment.output).await.context("asking for the output blob's size")? {
+        None => anyhow::bail!("the provider does not serve the committed output blob {}", commitment.output),
+        Some(info) if info.size > MAX_OUTPUT_BLOB => {
+            anyhow::bail!("the output blob is {} bytes, more than {MAX_OUTPUT_BLOB}", info.size)
+        }
+        Some(_) => {}
+    }
     let file = tempfile::NamedTempFile::new().map_err(|e| Unable(format!("a temporary file: {e}")))?;
     let size = store
         .download_to_file(&commitment.output, file.path(), None, |_, _| {})

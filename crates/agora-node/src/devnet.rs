@@ -91,9 +91,17 @@ pub fn devnet_params(validators: usize) -> Params {
 /// A `port_base` whose ports are all free for `validators` validators and `providers`
 /// providers (for tests and benchmarks that start devnets side by side).
 pub fn free_port_base(validators: usize, providers: usize) -> anyhow::Result<u16> {
+    // Each call in this process starts from its own offset: two devnets started at once (tests
+    // in one binary run in parallel) would otherwise both find the same block free.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (v, p) = (validators as u16, providers as u16);
     for attempt in 0..500u32 {
-        let base = 20_000 + ((std::process::id().wrapping_mul(7919) + attempt * 131) % 30_000) as u16;
+        let offset = std::process::id()
+            .wrapping_mul(7919)
+            .wrapping_add(call.wrapping_mul(4_099))
+            .wrapping_add(attempt * 131);
+        let base = 20_000 + (offset % 30_000) as u16;
         let ok = (0..v)
             .chain(100..100 + v)
             .chain(50..50 + p)

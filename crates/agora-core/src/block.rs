@@ -4,12 +4,12 @@
 //! The consensus layer wraps this in its own block type (adding the consensus context); the
 //! ledger never sees consensus types.
 
-use crate::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
-use crate::codec_struct;
+use crate::codec::{Decode, DecodeError, DecodeErrorKind, Encode};
 use crate::crypto::PublicKey;
 use crate::hash::Hash;
 use crate::merkle::{MerkleTree, leaf_hash};
 use crate::tx::SignedTx;
+use crate::{codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 
 /// Most transactions in one block.
@@ -33,22 +33,7 @@ pub enum FaultKind {
     NullifyFinalize,
 }
 
-impl Encode for FaultKind {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
-    }
-}
-
-impl Decode for FaultKind {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.tag("FaultKind")? {
-            0 => Ok(FaultKind::ConflictingNotarize),
-            1 => Ok(FaultKind::ConflictingFinalize),
-            2 => Ok(FaultKind::NullifyFinalize),
-            t => Err(DecodeError::new("FaultKind", DecodeErrorKind::UnknownTag(t))),
-        }
-    }
-}
+codec_unit_enum!(FaultKind { ConflictingNotarize, ConflictingFinalize, NullifyFinalize });
 
 /// Proof that a validator misbehaved in consensus. The chain layer verifies `proof` (a
 /// consensus-encoded pair of conflicting signed votes) before including it; the ledger only

@@ -363,6 +363,38 @@ impl<A: Decode, B: Decode> Decode for (A, B) {
     }
 }
 
+/// Implements [`Encode`] and [`Decode`] for a fieldless enum as one tag byte, its
+/// discriminant. The variants must be listed in declaration order with default
+/// discriminants (checked at compile time), and that order is the wire order.
+#[macro_export]
+macro_rules! codec_unit_enum {
+    ($name:ident { $($variant:ident),+ $(,)? }) => {
+        impl $name {
+            const CODEC_VARIANTS: &'static [$name] = &[$($name::$variant),+];
+        }
+        const _: () = {
+            let mut i = 0;
+            while i < $name::CODEC_VARIANTS.len() {
+                assert!($name::CODEC_VARIANTS[i] as usize == i, "variants out of declaration order");
+                i += 1;
+            }
+        };
+        impl $crate::codec::Encode for $name {
+            fn encode_to(&self, out: &mut Vec<u8>) {
+                out.push(*self as u8);
+            }
+        }
+        impl $crate::codec::Decode for $name {
+            fn decode_from(r: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
+                let t = r.tag(stringify!($name))?;
+                $name::CODEC_VARIANTS.get(usize::from(t)).copied().ok_or_else(|| {
+                    $crate::codec::DecodeError::new(stringify!($name), $crate::codec::DecodeErrorKind::UnknownTag(t))
+                })
+            }
+        }
+    };
+}
+
 /// Implements [`Encode`] and [`Decode`] for a struct by encoding its fields in order.
 ///
 /// Fields listed as `name: vec(MAX)` are sequences of at most `MAX` elements, `name:

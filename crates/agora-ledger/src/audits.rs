@@ -23,10 +23,9 @@ use crate::events::{AuditOutcome, Event, LeaseFailure};
 use crate::leases::{self, LeaseStatus};
 use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
-use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::manifest::{JobKind, VerificationPolicy};
 use agora_core::tx::{AuditEvidence, AuditId, LeaseId};
-use agora_core::{AccountId, Amount, Hash, codec_struct};
+use agora_core::{AccountId, Amount, Hash, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -55,23 +54,7 @@ codec_struct!(Assignment { auditor, verdict, evidence, replaced, recount });
 /// Most committee validators on one recount.
 pub const MAX_RECOUNT: usize = 7;
 
-impl Encode for AuditOutcome {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
-    }
-}
-
-impl Decode for AuditOutcome {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.tag("AuditOutcome")? {
-            0 => Ok(AuditOutcome::Clean),
-            1 => Ok(AuditOutcome::Inconclusive),
-            2 => Ok(AuditOutcome::Fraud),
-            3 => Ok(AuditOutcome::Unverified),
-            t => Err(DecodeError::new("AuditOutcome", DecodeErrorKind::UnknownTag(t))),
-        }
-    }
-}
+codec_unit_enum!(AuditOutcome { Clean, Inconclusive, Fraud, Unverified });
 
 /// What an audit checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,22 +72,7 @@ pub enum AuditSubject {
     Availability,
 }
 
-impl Encode for AuditSubject {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
-    }
-}
-
-impl Decode for AuditSubject {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.tag("AuditSubject")? {
-            0 => Ok(AuditSubject::Outputs),
-            1 => Ok(AuditSubject::Inputs),
-            2 => Ok(AuditSubject::Availability),
-            t => Err(DecodeError::new("AuditSubject", DecodeErrorKind::UnknownTag(t))),
-        }
-    }
-}
+codec_unit_enum!(AuditSubject { Outputs, Inputs, Availability });
 
 /// An audit of one lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,9 +14,8 @@ use crate::error::TxError;
 use crate::events::Event;
 use crate::params::{CRITICAL_PARAMS, Params};
 use crate::state::{Ctx, State, Timer};
-use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::tx::{MAX_PARAM_CHANGES, ParamChange, ProposalId};
-use agora_core::{AccountId, Amount, codec_struct};
+use agora_core::{AccountId, Amount, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 
 /// Most votes stored on one proposal (committee members and other stakers).
@@ -34,22 +33,7 @@ pub enum ProposalStatus {
     Rejected,
 }
 
-impl Encode for ProposalStatus {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
-    }
-}
-
-impl Decode for ProposalStatus {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.tag("ProposalStatus")? {
-            0 => Ok(ProposalStatus::Open),
-            1 => Ok(ProposalStatus::Passed),
-            2 => Ok(ProposalStatus::Rejected),
-            t => Err(DecodeError::new("ProposalStatus", DecodeErrorKind::UnknownTag(t))),
-        }
-    }
-}
+codec_unit_enum!(ProposalStatus { Open, Passed, Rejected });
 
 /// One elector of a proposal: its bonded stake when the proposal opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

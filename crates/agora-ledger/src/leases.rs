@@ -27,7 +27,7 @@ use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ResultCommitment};
-use agora_core::{AccountId, Amount, ResourceClass, codec_struct};
+use agora_core::{AccountId, Amount, ResourceClass, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 
 /// Most sealed keys stored on one lease.
@@ -60,7 +60,7 @@ impl Encode for LeaseStatus {
             LeaseStatus::Settled => out.push(3),
             LeaseStatus::Failed(f) => {
                 out.push(4);
-                out.push(*f as u8);
+                f.encode_to(out);
             }
             LeaseStatus::InputDisputed => out.push(5),
         }
@@ -74,22 +74,23 @@ impl Decode for LeaseStatus {
             1 => LeaseStatus::Committed,
             2 => LeaseStatus::Auditing,
             3 => LeaseStatus::Settled,
-            4 => LeaseStatus::Failed(match r.tag("LeaseFailure")? {
-                0 => LeaseFailure::MissedDeadline,
-                1 => LeaseFailure::ProviderVanished,
-                2 => LeaseFailure::Cancelled,
-                3 => LeaseFailure::Fraud,
-                4 => LeaseFailure::Unverified,
-                5 => LeaseFailure::InvalidInput,
-                6 => LeaseFailure::FalseInputClaim,
-                7 => LeaseFailure::OutputUnavailable,
-                t => return Err(DecodeError::new("LeaseFailure", DecodeErrorKind::UnknownTag(t))),
-            }),
+            4 => LeaseStatus::Failed(LeaseFailure::decode_from(r)?),
             5 => LeaseStatus::InputDisputed,
             t => return Err(DecodeError::new("LeaseStatus", DecodeErrorKind::UnknownTag(t))),
         })
     }
 }
+
+codec_unit_enum!(LeaseFailure {
+    MissedDeadline,
+    ProviderVanished,
+    Cancelled,
+    Fraud,
+    Unverified,
+    InvalidInput,
+    FalseInputClaim,
+    OutputUnavailable,
+});
 
 /// A key sealed to one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,5 +661,19 @@ pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: LeaseId) {
 pub(crate) fn window_closed(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     if state.leases.get(&id).is_some_and(|l| l.status == LeaseStatus::Committed) {
         settle(state, cx, id, &[], None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_status_is_its_tag_then_the_failures_tag() {
+        let failed = LeaseStatus::Failed(LeaseFailure::OutputUnavailable);
+        assert_eq!(failed.encode(), vec![4, 7]);
+        assert_eq!(LeaseStatus::decode(&[4, 7]).unwrap(), failed);
+        assert_eq!(LeaseStatus::decode(&[5]).unwrap(), LeaseStatus::InputDisputed);
+        assert!(LeaseStatus::decode(&[4, 8]).unwrap_err().to_string().contains("LeaseFailure"));
     }
 }

@@ -308,22 +308,11 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     let f = Params::u64(state.params().detect_fraction_bps);
     let detection = (u64::from(p) * u64::from(detection_ppm(f, k)) / 1_000_000) as u32;
     let audited = u128::from(cx.draw("audit", id) % 1_000_000) < u128::from(p);
-    let exclude = BTreeSet::from([lease.provider, lease.requester]);
-    // A second opinion, now and then, is what catches an auditor that passes without
-    // recomputing: two stage-one auditors that disagree escalate, and the recount slashes the
-    // one it refutes.
-    let second_opinion =
-        u128::from(cx.draw("second-opinion", id) % 1_000_000) < state.params().audit_second_opinion_ppm;
     let stage_one = match policy {
         VerificationPolicy::Redundant { replicas } => usize::from(replicas.saturating_sub(1)).max(1),
-        _ if second_opinion => 2,
-        _ => 1,
+        _ => stage_one_size(state, cx, id),
     };
-    let auditors = if audited {
-        pick(cx, "auditor", id, auditor_pool(state, kind, &lease, &exclude, cx.height), stage_one)
-    } else {
-        vec![]
-    };
+    let auditors = if audited { draw_auditors(state, cx, "auditor", id, &lease, stage_one) } else { vec![] };
     let audited = audited && !auditors.is_empty();
     if let Some(prov) = state.providers.get_mut(&lease.provider)
         && audited
@@ -334,11 +323,35 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     l.verification = leases::Verification { audit_ppm: p, sample: k, detection_ppm: detection, audited };
     cx.emit(Event::AuditDrawn { lease: id, audited, probability_ppm: p });
     if !audited {
-        return probe_availability(state, cx, id, &lease, kind);
+        return probe_availability(state, cx, id, &lease);
     }
     let items = sample_items(cx, id, n, k);
     open_audit(state, cx, &lease, id, AuditSubject::Outputs, items, auditors);
     state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
+}
+
+/// How many stage-one auditors a standard audit gets: one, or two with probability
+/// `audit_second_opinion_ppm`. A second opinion, now and then, is what catches an auditor
+/// that passes without recomputing: two stage-one auditors that disagree escalate, and the
+/// recount slashes the one it refutes.
+fn stage_one_size(state: &State, cx: &Ctx, id: LeaseId) -> usize {
+    let second_opinion =
+        u128::from(cx.draw("second-opinion", id) % 1_000_000) < state.params().audit_second_opinion_ppm;
+    if second_opinion { 2 } else { 1 }
+}
+
+/// Draws `n` stage-one auditors for lease `id` from [`auditor_pool`] (never its parties or
+/// accounts related to them), by stake, with the draw named `purpose`.
+fn draw_auditors(
+    state: &State,
+    cx: &Ctx,
+    purpose: &str,
+    id: LeaseId,
+    lease: &crate::leases::Lease,
+    n: usize,
+) -> Vec<AccountId> {
+    let kind = state.jobs.get(&lease.job).expect("leases belong to jobs").manifest.kind();
+    pick(cx, purpose, id, auditor_pool(state, kind, lease, &BTreeSet::new(), cx.height), n)
 }
 
 /// A lease the draw did not audit is still not paid on the provider's word that its outputs
@@ -346,16 +359,8 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
 /// committed one ([`AuditSubject::Availability`]); a failure escalates to the recount like any
 /// other. Only if nobody could be drawn (a network without auditors) is the lease paid when
 /// its window closes, as before.
-fn probe_availability(
-    state: &mut State,
-    cx: &mut Ctx,
-    id: LeaseId,
-    lease: &crate::leases::Lease,
-    kind: JobKind,
-) {
-    let exclude = BTreeSet::from([lease.provider, lease.requester]);
-    let pool = auditor_pool(state, kind, lease, &exclude, cx.height);
-    let auditors = pick(cx, "availability", id, pool, 1);
+fn probe_availability(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crate::leases::Lease) {
+    let auditors = draw_auditors(state, cx, "availability", id, lease, 1);
     if auditors.is_empty() {
         let at = cx.height + Params::u64(state.params().audit_window_blocks);
         return state.schedule(at, Timer::SettleLease(id));
@@ -370,12 +375,7 @@ fn probe_availability(
 /// replacement. With no auditor to draw, the lease fails unverified: no penalty, and the
 /// shard is re-matched.
 fn draw_input_check(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crate::leases::Lease) {
-    let kind = state.jobs.get(&lease.job).expect("exists").manifest.kind();
-    let exclude = BTreeSet::from([lease.provider, lease.requester]);
-    let second_opinion =
-        u128::from(cx.draw("second-opinion", id) % 1_000_000) < state.params().audit_second_opinion_ppm;
-    let pool = auditor_pool(state, kind, lease, &exclude, cx.height);
-    let auditors = pick(cx, "auditor", id, pool, if second_opinion { 2 } else { 1 });
+    let auditors = draw_auditors(state, cx, "auditor", id, lease, stage_one_size(state, cx, id));
     if auditors.is_empty() {
         return leases::fail(state, cx, id, LeaseFailure::Unverified);
     }
@@ -556,7 +556,7 @@ fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
 /// to the lease's parties by funding.
 fn committee_pool(state: &State, audit: &Audit) -> Vec<(AccountId, Amount)> {
     let lease = state.leases.get(&audit.lease).expect("exists");
-    let exclude = exclusions(state, audit);
+    let exclude = assigned(audit);
     state
         .meta
         .committee
@@ -567,12 +567,9 @@ fn committee_pool(state: &State, audit: &Audit) -> Vec<(AccountId, Amount)> {
         .collect()
 }
 
-fn exclusions(state: &State, audit: &Audit) -> BTreeSet<AccountId> {
-    let lease = state.leases.get(&audit.lease).expect("exists");
-    let mut ex: BTreeSet<AccountId> = audit.assignments.iter().map(|a| a.auditor).collect();
-    ex.insert(lease.provider);
-    ex.insert(lease.requester);
-    ex
+/// Everyone ever assigned to `audit` (the lease's parties are kept out by [`independent`]).
+fn assigned(audit: &Audit) -> BTreeSet<AccountId> {
+    audit.assignments.iter().map(|a| a.auditor).collect()
 }
 
 fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>, recount: bool) {
@@ -624,7 +621,7 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
     let pool = if audit.escalated {
         committee_pool(state, &audit)
     } else {
-        auditor_pool(state, audit.kind, lease, &exclusions(state, &audit), cx.height)
+        auditor_pool(state, audit.kind, lease, &assigned(&audit), cx.height)
     };
     let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
     if new.is_empty() {
@@ -658,6 +655,8 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
         audit.active().filter(|a| a.verdict.is_some()).map(|a| a.auditor).collect();
     let forced = Params::u64(state.params().forced_audits_after_inconclusive);
     slash_refuted_auditors(state, cx, id, &audit, outcome);
+    // What an escalated audit's recount measured bounds the device time paid for.
+    let recounted_ms = if audit.escalated { measured_ms(state, &audit) } else { None };
     if audit.subject == AuditSubject::Inputs {
         // Upheld: the requester's inputs are at fault. Refuted: the provider walked away from
         // computable work. Undecided: re-matched, no penalty.
@@ -686,8 +685,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.clean_streak += 1;
                 p.trust.audits_passed += 1;
             }
-            let measured = if audit.escalated { measured_ms(state, &audit) } else { None };
-            leases::settle(state, cx, audit.lease, &reporters, measured);
+            leases::settle(state, cx, audit.lease, &reporters, recounted_ms);
         }
         AuditOutcome::Inconclusive => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -695,8 +693,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.audits_inconclusive += 1;
                 p.trust.forced_audits = forced;
             }
-            let measured = if audit.escalated { measured_ms(state, &audit) } else { None };
-            leases::settle(state, cx, audit.lease, &reporters, measured);
+            leases::settle(state, cx, audit.lease, &reporters, recounted_ms);
         }
         AuditOutcome::Unverified => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {

@@ -5,6 +5,20 @@ use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
 use agora_core::{AccountId, Amount, Hash, ResourceClass};
 use serde::{Deserialize, Serialize};
 
+impl LeaseFailure {
+    /// Whether the provider failed to deliver (no commitment, gone, a refuted statement that
+    /// the inputs were invalid, outputs nobody could fetch): the non-delivery penalty applies.
+    pub fn is_non_delivery(self) -> bool {
+        matches!(
+            self,
+            LeaseFailure::MissedDeadline
+                | LeaseFailure::ProviderVanished
+                | LeaseFailure::FalseInputClaim
+                | LeaseFailure::OutputUnavailable
+        )
+    }
+}
+
 /// How an audit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -244,6 +244,17 @@ pub fn reservation(params: &Params, buyer_price: Amount, quantity: u64) -> Optio
     buyer_price.checked_mul(u128::from(quantity))?.checked_mul(params.slash_multiple)
 }
 
+/// Ends a running lease's computing phase: its deadline no longer applies and it leaves its
+/// provider's running list (its status is the caller's to set).
+fn stop_running(state: &mut State, id: LeaseId) {
+    let Some(l) = state.leases.get(&id) else { return };
+    let (deadline, provider) = (l.deadline_ms, l.provider);
+    state.unschedule(deadline, Timer::LeaseDeadline(id));
+    if let Some(p) = state.providers.get_mut(&provider) {
+        p.running.retain(|x| *x != id);
+    }
+}
+
 /// Returns a lease's reservation to its provider's free collateral (at settlement or failure).
 fn release_reservation(state: &mut State, id: LeaseId) {
     let Some(l) = state.leases.get_mut(&id) else { return };
@@ -390,16 +401,12 @@ pub(crate) fn commit(
             state.params().max_device_watts
         )));
     }
-    let deadline = lease.deadline_ms;
     let root = commitment.root;
+    stop_running(state, id);
     let l = state.leases.get_mut(&id).expect("checked");
     l.status = LeaseStatus::Committed;
     l.commitment = Some(commitment);
     l.committed_height = cx.height;
-    state.unschedule(deadline, Timer::LeaseDeadline(id));
-    if let Some(p) = state.providers.get_mut(&who) {
-        p.running.retain(|x| *x != id);
-    }
     state.schedule(cx.height + 1, Timer::AuditDraw(id));
     cx.emit(Event::ResultCommitted { lease: id, root });
     Ok(())
@@ -434,14 +441,10 @@ pub(crate) fn report_invalid(
     if let Some(i) = item.filter(|i| *i >= count) {
         return Err(TxError::Invalid(format!("the shard has {count} input items, not item {i}")));
     }
-    let deadline = lease.deadline_ms;
+    stop_running(state, id);
     let l = state.leases.get_mut(&id).expect("checked");
     l.status = LeaseStatus::InputDisputed;
     l.disputed_item = item;
-    state.unschedule(deadline, Timer::LeaseDeadline(id));
-    if let Some(p) = state.providers.get_mut(&who) {
-        p.running.retain(|x| *x != id);
-    }
     state.schedule(cx.height + 1, Timer::AuditDraw(id));
     cx.emit(Event::InputDisputed { lease: id, item });
     Ok(())
@@ -532,8 +535,7 @@ pub fn metering_bound(params: &Params, measured_ms: u64) -> u64 {
 fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, measured_ms: u64) -> u64 {
     let p = state.params().clone();
     let claimed_ms = lease.claimed_ms();
-    let allowed_ms = measured_ms;
-    let (claimed, allowed) = (lease.units_for(claimed_ms), lease.units_for(allowed_ms));
+    let (claimed, allowed) = (lease.units_for(claimed_ms), lease.units_for(measured_ms));
     if claimed_ms <= metering_bound(&p, measured_ms) || claimed <= allowed {
         return claimed;
     }
@@ -553,7 +555,7 @@ fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, mea
         prov.take_collateral(due)
     });
     crate::audits::forfeit(state, fine);
-    cx.emit(Event::MeteringCapped { lease: id, claimed_ms, allowed_ms, fine });
+    cx.emit(Event::MeteringCapped { lease: id, claimed_ms, allowed_ms: measured_ms, fine });
     allowed
 }
 
@@ -571,12 +573,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     let mut penalty = Amount::ZERO;
     let mut escrow = lease.escrow;
     match reason {
-        LeaseFailure::MissedDeadline
-        | LeaseFailure::ProviderVanished
-        | LeaseFailure::FalseInputClaim
-        | LeaseFailure::OutputUnavailable
-            if !requester_withheld_key(state, &lease) =>
-        {
+        r if r.is_non_delivery() && !requester_withheld_key(state, &lease) => {
             let bps = Params::u64(state.params().non_delivery_bps);
             if let Some(p) = state.providers.get_mut(&lease.provider) {
                 penalty = value.bps(bps).min(p.collateral);
@@ -586,10 +583,6 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             }
             state.burn(Bucket::Collateral, penalty);
         }
-        LeaseFailure::MissedDeadline
-        | LeaseFailure::ProviderVanished
-        | LeaseFailure::FalseInputClaim
-        | LeaseFailure::OutputUnavailable => {}
         LeaseFailure::InvalidInput => {
             // The requester's inputs cost the provider its time: the cancel fee, from escrow.
             let fee = escrow.bps(Params::u64(state.params().cancel_fee_bps));
@@ -602,28 +595,31 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             state.burn(Bucket::Escrow, charged.checked_sub(paid).expect("paid ≤ charged"));
             escrow = escrow.checked_sub(charged).expect("charged ≤ escrow");
         }
-        LeaseFailure::Fraud | LeaseFailure::Unverified => {}
+        // Fraud and unverified leases (the audit decides what follows), and non-deliveries the
+        // requester caused by withholding the key: nothing here.
+        _ => {}
     }
     if lease.is_running() {
-        state.unschedule(lease.deadline_ms, Timer::LeaseDeadline(id));
-    }
-    if let Some(p) = state.providers.get_mut(&lease.provider) {
-        p.running.retain(|x| *x != id);
+        stop_running(state, id);
     }
     release_reservation(state, id);
     let l = state.leases.get_mut(&id).expect("exists");
     l.escrow = Amount::ZERO;
     l.status = LeaseStatus::Failed(reason);
     cx.emit(Event::LeaseFailed { lease: id, reason, refunded: escrow, penalty });
-    if reason == LeaseFailure::Cancelled {
-        state.pay_out(Bucket::Escrow, &lease.requester, escrow);
-        jobs::abandon(state, cx, lease.job, lease.shard, "cancelled by the requester");
-    } else if reason == LeaseFailure::InvalidInput {
-        // Another provider would meet the same inputs: the shard is given up, not re-matched.
-        state.pay_out(Bucket::Escrow, &lease.requester, escrow);
-        jobs::abandon(state, cx, lease.job, lease.shard, "auditors confirmed its inputs cannot be computed");
-    } else {
-        jobs::requeue(state, cx, lease.job, lease.shard, escrow, Some(lease.provider));
+    // A cancelled shard is not wanted; one whose inputs failed would fail another provider
+    // the same way. Either is given up; any other is re-matched.
+    let given_up = match reason {
+        LeaseFailure::Cancelled => Some("cancelled by the requester"),
+        LeaseFailure::InvalidInput => Some("auditors confirmed its inputs cannot be computed"),
+        _ => None,
+    };
+    match given_up {
+        Some(why) => {
+            state.pay_out(Bucket::Escrow, &lease.requester, escrow);
+            jobs::abandon(state, cx, lease.job, lease.shard, why);
+        }
+        None => jobs::requeue(state, cx, lease.job, lease.shard, escrow, Some(lease.provider)),
     }
 }
 

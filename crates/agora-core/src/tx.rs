@@ -143,6 +143,13 @@ impl AuditEvidence {
         Self::default()
     }
 
+    /// The evidence of a check that recomputes nothing (of inputs, or of an output blob's
+    /// availability): `found` commits to what it found, a root it computed or the hash of
+    /// why it could not.
+    pub fn finding(found: Hash) -> Self {
+        Self { recomputed_root: found, ..Self::default() }
+    }
+
     /// Whether nothing was recomputed ([`AuditEvidence::nothing_recomputed`]).
     pub fn recomputed_nothing(&self) -> bool {
         self.recomputed_root == Hash::ZERO && self.disputed.is_empty()

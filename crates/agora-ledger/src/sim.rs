@@ -319,7 +319,7 @@ pub fn report(state: &State, audit: AuditId, passed: bool) -> TxPayload {
     let measured_ms = lease.claimed_ms() * a.items.len() as u64 / u64::from(items);
     let recomputed_root = Hash::tagged("test/recomputed", &[&audit.to_le_bytes()]);
     let evidence = if a.subject != crate::audits::AuditSubject::Outputs {
-        AuditEvidence { recomputed_root, disputed: vec![], measured_ms: 0 }
+        AuditEvidence::finding(recomputed_root)
     } else if passed {
         AuditEvidence { recomputed_root, disputed: vec![], measured_ms }
     } else {

@@ -93,6 +93,24 @@ pub fn decode_shard(
     Ok(items)
 }
 
+/// [`decode_shard`], also checking that the blob holds exactly `count` items (the count a
+/// manifest or a commitment states beside the root).
+pub fn decode_committed(
+    blob: &[u8],
+    key: Option<&BlobKey>,
+    items_root: &Hash,
+    count: u32,
+) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let items = decode_shard(blob, key, items_root)?;
+    if items.len() != count as usize {
+        return Err(ProtocolError::Mismatch(format!(
+            "the blob holds {} items, the commitment says {count}",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
 /// The key a lease's outputs are encrypted with: agreed between provider and requester.
 pub fn output_key(me: &SecretKey, peer: &PublicKey, lease: LeaseId) -> Result<BlobKey, ProtocolError> {
     let mut context = b"agora/lease-output".to_vec();

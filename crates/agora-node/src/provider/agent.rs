@@ -209,6 +209,14 @@ impl Agent {
         }
     }
 
+    /// Records that `lease` reached `phase`, durably.
+    fn set_phase(&self, lease: LeaseId, phase: Phase) {
+        if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
+            r.phase = phase;
+        }
+        self.save();
+    }
+
     fn enqueue(&self, task: Task) {
         let mut q = self.queue.lock().expect("not poisoned");
         match task {
@@ -379,11 +387,8 @@ impl Agent {
         }
         match self.chain.lease(lease).await {
             Ok(l) if !l.is_running() => {
-                if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
-                    r.phase = if l.commitment.is_some() { Phase::Committed } else { Phase::Closed };
-                }
-                self.save();
-                return;
+                return self
+                    .set_phase(lease, if l.commitment.is_some() { Phase::Committed } else { Phase::Closed });
             }
             Err(e) => {
                 warn!(lease, error = %e, "cannot read lease");
@@ -397,33 +402,23 @@ impl Agent {
                 warn!(lease, error = %format!("{e:#}"), "cannot compute lease");
                 if let Some(bad) = e.downcast_ref::<super::work::InvalidInput>() {
                     match self.worker.report_invalid(lease, bad).await {
-                        Ok(()) => {
-                            if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
-                                r.phase = Phase::Closed;
-                            }
-                            self.save();
-                        }
+                        Ok(()) => self.set_phase(lease, Phase::Closed),
                         Err(e) => warn!(lease, error = %format!("{e:#}"), "cannot report the inputs invalid"),
                     }
                 }
                 return;
             }
         };
-        if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
-            r.phase = Phase::Computed {
-                root: commitment.root,
-                output: commitment.output,
-                items: commitment.item_count,
-                metering: commitment.metering,
-            };
-        }
-        self.save();
+        let computed = Phase::Computed {
+            root: commitment.root,
+            output: commitment.output,
+            items: commitment.item_count,
+            metering: commitment.metering,
+        };
+        self.set_phase(lease, computed);
         match self.worker.commit(lease, commitment).await {
             Ok(()) => {
-                if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(&lease) {
-                    r.phase = Phase::Committed;
-                }
-                self.save();
+                self.set_phase(lease, Phase::Committed);
                 info!(lease, "committed");
             }
             Err(e) => warn!(lease, error = %format!("{e:#}"), "cannot commit lease"),

@@ -164,8 +164,7 @@ impl Auditor {
                 Ok(()) => (true, "the committed output blob is available".to_string(), commitment.root),
                 Err(e) => (false, format!("{e:#}"), agora_core::Hash::of(format!("{e:#}").as_bytes())),
             };
-            let evidence = AuditEvidence { recomputed_root: root, disputed: vec![], measured_ms: 0 };
-            return self.report(audit_id, passed, &detail, evidence).await;
+            return self.report(audit_id, passed, &detail, AuditEvidence::finding(root)).await;
         }
         // A model this node cannot load means it cannot audit (not that the provider cheated).
         let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
@@ -341,15 +340,8 @@ async fn check_output(
     if !encrypted {
         // An encrypted blob is bound to its items by the requester, who holds the key.
         let blob = std::fs::read(file.path()).map_err(|e| Unable(format!("reading the blob back: {e}")))?;
-        let items = protocol::decode_shard(&blob, None, &commitment.root)
+        protocol::decode_committed(&blob, None, &commitment.root, commitment.item_count)
             .context("the output blob is not the committed items")?;
-        if items.len() != commitment.item_count as usize {
-            anyhow::bail!(
-                "the output blob holds {} items, {} were committed",
-                items.len(),
-                commitment.item_count
-            );
-        }
     }
     Ok(())
 }
@@ -369,9 +361,8 @@ async fn check_inputs(
     if m.encrypted {
         return Err(Unable("an encrypted job's inputs cannot be checked without its key".into()).into());
     }
-    let found = |passed: bool, detail: String, root: agora_core::Hash| {
-        (passed, detail, AuditEvidence { recomputed_root: root, disputed: vec![], measured_ms: 0 })
-    };
+    let found =
+        |passed: bool, detail: String, root: agora_core::Hash| (passed, detail, AuditEvidence::finding(root));
     Ok(match load_inputs(runtimes, m, shard, None, reach, pin).await {
         Err(bad) => found(true, bad.why.clone(), agora_core::Hash::of(bad.why.as_bytes())),
         Ok(items) => found(

@@ -58,15 +58,8 @@ pub async fn load_inputs(
     })
     .await
     .map_err(|e| whole(format!("the shard's input blob {} is unavailable: {e:#}", shard.input)))?;
-    let inputs = protocol::decode_shard(&blob, key, &shard.items_root)
+    let inputs = protocol::decode_committed(&blob, key, &shard.items_root, shard.item_count)
         .map_err(|e| whole(format!("the shard's inputs do not match the manifest: {e}")))?;
-    if inputs.len() != shard.item_count as usize {
-        return Err(whole(format!(
-            "the shard has {} input items, the manifest says {}",
-            inputs.len(),
-            shard.item_count
-        )));
-    }
     match inputs.iter().enumerate().find_map(|(i, x)| Some((i, malformed_input(m.kind(), x)?))) {
         Some((i, why)) => {
             Err(InvalidInput { item: Some(i as u32), why: format!("input item {i} is malformed: {why}") })

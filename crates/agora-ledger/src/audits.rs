@@ -54,8 +54,6 @@ codec_struct!(Assignment { auditor, verdict, evidence, replaced, recount });
 /// Most committee validators on one recount.
 pub const MAX_RECOUNT: usize = 7;
 
-codec_unit_enum!(AuditOutcome { Clean, Inconclusive, Fraud, Unverified });
-
 /// What an audit checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

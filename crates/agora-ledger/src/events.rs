@@ -2,22 +2,8 @@
 //! (providers watch for their leases, auditors for their assignments).
 
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
-use agora_core::{AccountId, Amount, Hash, ResourceClass};
+use agora_core::{AccountId, Amount, Hash, ResourceClass, codec_unit_enum};
 use serde::{Deserialize, Serialize};
-
-impl LeaseFailure {
-    /// Whether the provider failed to deliver (no commitment, gone, a refuted statement that
-    /// the inputs were invalid, outputs nobody could fetch): the non-delivery penalty applies.
-    pub fn is_non_delivery(self) -> bool {
-        matches!(
-            self,
-            LeaseFailure::MissedDeadline
-                | LeaseFailure::ProviderVanished
-                | LeaseFailure::FalseInputClaim
-                | LeaseFailure::OutputUnavailable
-        )
-    }
-}
 
 /// How an audit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +21,8 @@ pub enum AuditOutcome {
     /// trust resets and its next leases are audited with certainty.
     Unverified,
 }
+
+codec_unit_enum!(AuditOutcome { Clean, Inconclusive, Fraud, Unverified });
 
 /// Why a lease ended without payment to the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +47,31 @@ pub enum LeaseFailure {
     /// The committed output blob could not be fetched, or was not the one committed: a
     /// non-delivery, penalized as one.
     OutputUnavailable,
+}
+
+codec_unit_enum!(LeaseFailure {
+    MissedDeadline,
+    ProviderVanished,
+    Cancelled,
+    Fraud,
+    Unverified,
+    InvalidInput,
+    FalseInputClaim,
+    OutputUnavailable,
+});
+
+impl LeaseFailure {
+    /// Whether the provider failed to deliver (no commitment, gone, a refuted statement that
+    /// the inputs were invalid, outputs nobody could fetch): the non-delivery penalty applies.
+    pub fn is_non_delivery(self) -> bool {
+        matches!(
+            self,
+            LeaseFailure::MissedDeadline
+                | LeaseFailure::ProviderVanished
+                | LeaseFailure::FalseInputClaim
+                | LeaseFailure::OutputUnavailable
+        )
+    }
 }
 
 /// One thing the ledger did. Every event names the objects it touched so clients can follow

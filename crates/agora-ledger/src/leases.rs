@@ -27,7 +27,7 @@ use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ResultCommitment};
-use agora_core::{AccountId, Amount, ResourceClass, codec_struct, codec_unit_enum};
+use agora_core::{AccountId, Amount, ResourceClass, codec_struct};
 use serde::{Deserialize, Serialize};
 
 /// Most sealed keys stored on one lease.
@@ -80,17 +80,6 @@ impl Decode for LeaseStatus {
         })
     }
 }
-
-codec_unit_enum!(LeaseFailure {
-    MissedDeadline,
-    ProviderVanished,
-    Cancelled,
-    Fraud,
-    Unverified,
-    InvalidInput,
-    FalseInputClaim,
-    OutputUnavailable,
-});
 
 /// A key sealed to one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,10 @@ use super::harness::{CHAIN, TestChain, key, manifest};
 use crate::accounts::check_except_nonce;
 use crate::error::TxRejection;
 use agora_core::arbitrary::stretched_payload;
-use agora_core::tx::{MAX_ENDPOINT_LEN, ParamChange, SignedTx, Transaction, TxPayload};
-use agora_core::{Amount, Encode, JobParams};
+use agora_core::tx::{
+    AuditEvidence, Disputed, MAX_DISPUTED, MAX_ENDPOINT_LEN, ParamChange, SignedTx, Transaction, TxPayload,
+};
+use agora_core::{Amount, Encode, Hash, JobParams};
 use proptest::prelude::*;
 
 fn signed(who: &str, payload: TxPayload) -> SignedTx {
@@ -84,4 +86,16 @@ fn every_bounded_field_is_refused_past_its_limit_and_admitted_at_it() {
 
     let key_blob = TxPayload::ShareKey { lease: 1, to: key("p0").public(), sealed_key: vec![0; 257] };
     assert!(refusal(key_blob).is_some(), "long sealed key");
+
+    let disputed = |n: u32| {
+        let disputed = (0..n).map(|index| Disputed { index, recomputed: Hash::of(&index.to_le_bytes()) });
+        let evidence = AuditEvidence {
+            recomputed_root: Hash::of(b"root"),
+            disputed: disputed.collect(),
+            measured_ms: 1,
+        };
+        TxPayload::ReportAudit { audit: 1, passed: false, evidence }
+    };
+    assert_eq!(refusal(disputed(MAX_DISPUTED as u32)), None);
+    assert!(refusal(disputed(MAX_DISPUTED as u32 + 1)).is_some(), "257 disputed items");
 }

@@ -625,6 +625,10 @@ fn invalid_input_statements_are_the_providers_and_for_checkable_jobs_only() {
     assert!(e.contains("only the lease's provider"), "{e}");
     let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(20) });
     assert!(e.contains("not item 20"), "{e}");
+    // Once stated, never again: the lease is no longer running (no second draw, no restart).
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None });
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(1) });
+    assert!(e.contains("not running"), "{e}");
     let mut m = manifest(&c, 1, 20, 60, 10);
     m.encrypted = true;
     c.ok("p0", ask(&c, 2, 3600));

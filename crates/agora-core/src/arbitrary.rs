@@ -219,8 +219,17 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
             .prop_map(|(lease, to, sealed_key)| TxPayload::ShareKey { lease, to, sealed_key }),
         (any::<u64>(), commitment)
             .prop_map(|(lease, commitment)| TxPayload::CommitResult { lease, commitment }),
-        (any::<u64>(), any::<Option<u32>>())
-            .prop_map(|(lease, item)| TxPayload::ReportInvalidInput { lease, item }),
+        (any::<u64>(), any::<Option<u32>>(), proptest::option::of(proptest::array::uniform32(any::<u8>())))
+            .prop_map(|(lease, item, d)| TxPayload::ReportInvalidInput {
+                lease,
+                item,
+                disclosure: d.map(|b| {
+                    let mut all = [0u8; 96];
+                    all[..32].copy_from_slice(&b);
+                    all[64..].copy_from_slice(&b);
+                    crate::disclosure::KeyDisclosure(all)
+                }),
+            }),
         (
             any::<u64>(),
             any::<bool>(),

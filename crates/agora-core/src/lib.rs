@@ -11,6 +11,7 @@ pub mod block;
 pub mod class;
 pub mod codec;
 pub mod crypto;
+pub mod disclosure;
 pub mod hash;
 pub mod manifest;
 pub mod merkle;

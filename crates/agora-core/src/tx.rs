@@ -286,12 +286,18 @@ pub enum TxPayload {
     },
     /// A provider's statement that a running lease's inputs cannot be computed: the shard's
     /// input blob is unavailable or does not match its declared root or count (`item: None`),
-    /// or input item `item` is malformed for the job's kind. Auditors check it.
+    /// or input item `item` is malformed for the job's kind. Auditors check it. For an
+    /// encrypted job the provider discloses, with proof, the secret that opens the input key
+    /// it was sent, so auditors can open the inputs as the provider did (nothing the provider
+    /// could not already publish: it holds the key).
     ReportInvalidInput {
         /// The lease.
         lease: LeaseId,
         /// The malformed input item, or `None` for the shard's input as a whole.
         item: Option<u32>,
+        /// For an encrypted job (and only then): the disclosure of the input key sealed to the
+        /// provider, proven for [`crate::disclosure::input_key_context`] of the lease.
+        disclosure: Option<crate::disclosure::KeyDisclosure>,
     },
     /// An auditor's verdict.
     ReportAudit {
@@ -404,9 +410,10 @@ impl Encode for TxPayload {
                 lease.encode_to(out);
                 commitment.encode_to(out);
             }
-            TxPayload::ReportInvalidInput { lease, item } => {
+            TxPayload::ReportInvalidInput { lease, item, disclosure } => {
                 lease.encode_to(out);
                 item.encode_to(out);
+                disclosure.encode_to(out);
             }
             TxPayload::ReportAudit { audit, passed, evidence } => {
                 audit.encode_to(out);
@@ -471,6 +478,7 @@ impl Decode for TxPayload {
             17 => TxPayload::ReportInvalidInput {
                 lease: u64::decode_from(r)?,
                 item: Option::<u32>::decode_from(r)?,
+                disclosure: Option::decode_from(r)?,
             },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));

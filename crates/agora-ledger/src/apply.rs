@@ -274,7 +274,9 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
             leases::share_key(state, cx, who, lease, to, sealed_key)
         }
         TxPayload::CommitResult { lease, commitment } => leases::commit(state, cx, who, lease, commitment),
-        TxPayload::ReportInvalidInput { lease, item } => leases::report_invalid(state, cx, who, lease, item),
+        TxPayload::ReportInvalidInput { lease, item, disclosure } => {
+            leases::report_invalid(state, cx, who, lease, item, disclosure)
+        }
         TxPayload::ReportAudit { audit, passed, evidence } => {
             audits::report(state, cx, who, audit, passed, evidence)
         }

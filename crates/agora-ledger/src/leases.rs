@@ -26,6 +26,7 @@ use crate::market::{self, Order};
 use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
+use agora_core::disclosure::{KeyDisclosure, input_key_context, sealed};
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ResultCommitment};
 use agora_core::{AccountId, Amount, ResourceClass, codec_struct};
 use serde::{Deserialize, Serialize};
@@ -169,6 +170,9 @@ pub struct Lease {
     /// The input item the provider reported malformed (`None` with status
     /// [`LeaseStatus::InputDisputed`]: the shard's input as a whole).
     pub disputed_item: Option<u32>,
+    /// With an encrypted job's disputed inputs: the provider's proven disclosure of the input
+    /// key sealed to it, so auditors open the inputs exactly as it did.
+    pub input_disclosure: Option<KeyDisclosure>,
 }
 codec_struct!(Lease {
     job,
@@ -191,7 +195,8 @@ codec_struct!(Lease {
     keys: vec(MAX_KEYS),
     settlement,
     reserved,
-    disputed_item
+    disputed_item,
+    input_disclosure
 });
 
 impl Lease {
@@ -298,6 +303,7 @@ pub(crate) fn create(
             settlement: None,
             reserved,
             disputed_item: None,
+            input_disclosure: None,
         },
     );
     state.schedule(deadline_ms, Timer::LeaseDeadline(id));
@@ -341,6 +347,16 @@ pub(crate) fn share_key(
     let auditor = lease.audit.and_then(|a| state.audits.get(&a)).is_some_and(|a| a.is_assigned(&to));
     if to != lease.provider && !auditor {
         return Err(TxError::Invalid("keys may be shared only with the lease's provider or auditors".into()));
+    }
+    if sealed::ephemeral(&sealed).is_none() {
+        return Err(TxError::Invalid(format!(
+            "not a sealed key: {} bytes with version {:?}, where a sealed key is {} bytes, version {}, \
+             and its ephemeral key a point on the curve",
+            sealed.len(),
+            sealed.first(),
+            sealed::LEN,
+            sealed::VERSION
+        )));
     }
     if lease.keys.len() >= MAX_KEYS || lease.keys.iter().any(|k| k.to == to) {
         return Err(TxError::InvalidState("a key for this recipient exists, or the key list is full".into()));
@@ -404,14 +420,16 @@ pub(crate) fn commit(
 /// Accepts the provider's statement that a running lease's inputs cannot be computed
 /// ([`agora_core::tx::TxPayload::ReportInvalidInput`]). The lease stops running (no deadline,
 /// no liveness failure) and, in the next block, auditors are drawn to check the statement
-/// ([`crate::audits::draw`]). Encrypted jobs are refused: auditors hold no input key, so they
-/// could not check it (a provider never sent the key already owes no penalty).
+/// ([`crate::audits::draw`]). For an encrypted job the statement must carry the provider's
+/// proven disclosure of the input key sealed to it ([`input_disclosure`]), so auditors open the
+/// inputs as the provider did.
 pub(crate) fn report_invalid(
     state: &mut State,
     cx: &mut Ctx,
     who: AccountId,
     id: LeaseId,
     item: Option<u32>,
+    disclosure: Option<KeyDisclosure>,
 ) -> Result<(), TxError> {
     let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
     if lease.provider != who {
@@ -421,11 +439,7 @@ pub(crate) fn report_invalid(
         return Err(TxError::InvalidState(format!("lease is {:?}, not running", lease.status)));
     }
     let job = state.jobs.get(&lease.job).expect("leases belong to jobs");
-    if job.manifest.encrypted {
-        return Err(TxError::Invalid(
-            "an encrypted job's inputs cannot be checked by auditors, who hold no key".into(),
-        ));
-    }
+    input_disclosure(lease, id, job.manifest.encrypted, disclosure.as_ref())?;
     let count = job.manifest.shards[lease.shard as usize].item_count;
     if let Some(i) = item.filter(|i| *i >= count) {
         return Err(TxError::Invalid(format!("the shard has {count} input items, not item {i}")));
@@ -434,9 +448,51 @@ pub(crate) fn report_invalid(
     let l = state.leases.get_mut(&id).expect("checked");
     l.status = LeaseStatus::InputDisputed;
     l.disputed_item = item;
+    l.input_disclosure = disclosure;
     state.schedule(cx.height + 1, Timer::AuditDraw(id));
     cx.emit(Event::InputDisputed { lease: id, item });
     Ok(())
+}
+
+/// Checks the key disclosure of a statement that lease `id`'s inputs are invalid: none for an
+/// unencrypted job; for an encrypted one, a disclosure that proves the secret opening the input
+/// key sealed to the provider (refused if no key was shared: the provider then owes no penalty
+/// and has nothing to dispute).
+fn input_disclosure(
+    lease: &Lease,
+    id: LeaseId,
+    encrypted: bool,
+    disclosure: Option<&KeyDisclosure>,
+) -> Result<(), TxError> {
+    match (encrypted, disclosure) {
+        (false, None) => Ok(()),
+        (false, Some(_)) => {
+            Err(TxError::Invalid("an unencrypted job's inputs are disputed without a key disclosure".into()))
+        }
+        (true, None) => Err(TxError::Invalid(
+            "an encrypted job's inputs are disputed with a disclosure of the input key sealed to the \
+             provider (auditors hold no key)"
+                .into(),
+        )),
+        (true, Some(d)) => {
+            let key = lease.keys.iter().find(|k| k.to == lease.provider).ok_or_else(|| {
+                TxError::InvalidState(
+                    "no input key was shared with the provider: it owes no penalty for this lease and has \
+                     nothing to dispute"
+                        .into(),
+                )
+            })?;
+            let ephemeral = sealed::ephemeral(&key.sealed).expect("checked when shared");
+            match d.verify(&lease.provider, &ephemeral, &input_key_context(id)) {
+                Some(_) => Ok(()),
+                None => Err(TxError::Invalid(
+                    "the key disclosure does not prove the secret of the input key sealed to the provider \
+                     for this lease"
+                        .into(),
+                )),
+            }
+        }
+    }
 }
 
 /// Pays out a lease whose audit window closed clean (or whose audit did not confirm fraud).

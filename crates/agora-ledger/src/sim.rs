@@ -36,6 +36,22 @@ pub fn id(name: &str) -> AccountId {
     key(name).public()
 }
 
+/// The ephemeral key of [`sealed_key`]: the X25519 base point.
+pub const SEALED_KEY_EPHEMERAL: [u8; 32] = {
+    let mut u = [0u8; 32];
+    u[0] = 9;
+    u
+};
+
+/// A sealed key of the right form ([`agora_core::disclosure::sealed`]) for simulated key
+/// sharing: the ledger checks only its form, and a simulation never opens it.
+pub fn sealed_key() -> Vec<u8> {
+    let mut sealed = vec![agora_core::disclosure::sealed::VERSION];
+    sealed.extend_from_slice(&SEALED_KEY_EPHEMERAL);
+    sealed.resize(agora_core::disclosure::sealed::LEN, 0);
+    sealed
+}
+
 /// A single-node chain: the ledger state and every block's outcome.
 pub struct TestChain {
     /// The state after the last block.

@@ -128,6 +128,28 @@ pub fn open_input_key(sealed: &[u8], me: &SecretKey) -> Result<BlobKey, Protocol
     Ok(seal::open_key(sealed, me)?)
 }
 
+/// The provider's proven disclosure of the input key sealed to it for `lease`, which lets
+/// auditors open its inputs as it did ([`open_disclosed_input_key`]).
+pub fn disclose_input_key(
+    sealed: &[u8],
+    me: &SecretKey,
+    lease: LeaseId,
+) -> Result<agora_core::disclosure::KeyDisclosure, ProtocolError> {
+    Ok(seal::disclose(sealed, me, &agora_core::disclosure::input_key_context(lease))?)
+}
+
+/// Opens the input key sealed to `provider` for `lease` with the provider's disclosure: the
+/// key the provider itself opened, or why not ([`seal::SealError::WrongKey`] when the key the
+/// requester sealed does not open at all).
+pub fn open_disclosed_input_key(
+    sealed: &[u8],
+    provider: &PublicKey,
+    disclosure: &agora_core::disclosure::KeyDisclosure,
+    lease: LeaseId,
+) -> Result<BlobKey, seal::SealError> {
+    seal::open_disclosed(sealed, provider, disclosure, &agora_core::disclosure::input_key_context(lease))
+}
+
 /// The runtime's view of a lease's task: identity, parameters and model. Providers and
 /// auditors build it alike, so per-item seeds agree; a shard re-matched to another provider
 /// keeps the same task (the job and shard, not the lease, name it).

@@ -4,6 +4,10 @@
 //!   provider is compensated instead of penalized; the shard is given up, not re-matched.
 //!   Before, the provider could not commit, missed its deadline and paid the non-delivery
 //!   penalty for the requester's fault.
+//! * the same for an encrypted job, whose inputs auditors can open only with the key the
+//!   provider discloses (with proof) in its statement: a sealed key that does not open, and a
+//!   key that opens inputs that do not match their root. Before, an encrypted job's inputs
+//!   could not be disputed at all.
 //! * a lease the audit draw passes over: an auditor fetches its committed output blob and
 //!   checks it before it is paid. Before, it was paid on the provider's word when its window
 //!   closed.
@@ -11,10 +15,15 @@
 mod common;
 
 use agora_node::client::NodeClient;
+use agora_store::encrypt::BlobKey;
 use common::*;
 use std::time::{Duration, Instant};
 
 const MONTECARLO: &[u8] = include_bytes!("../../../examples/wasm/montecarlo.wasm");
+
+/// One shard's input items, the items root its manifest declares (the items' own if `None`),
+/// and the key it is encrypted with (if any).
+type Shard<'a> = (&'a [Vec<u8>], Option<agora_core::Hash>, Option<&'a BlobKey>);
 
 /// A requester on a devnet: its chain client, transaction sender and signed store client.
 struct Requester {
@@ -46,26 +55,40 @@ impl Requester {
         items: &[Vec<u8>],
         root: Option<agora_core::Hash>,
     ) -> agora_core::JobManifest {
+        self.manifest_of(rt, &[(items, root, None)])
+    }
+
+    /// Uploads the montecarlo model and one shard per `(items, root, key)`, encrypted with
+    /// `key` if given; returns a manifest for them whose items roots are `root` (the inputs'
+    /// own root if `None`).
+    fn manifest_of(&self, rt: &tokio::runtime::Runtime, shards: &[Shard<'_>]) -> agora_core::JobManifest {
         let model = rt.block_on(self.store.upload_bytes(MONTECARLO.to_vec(), true)).unwrap().hash;
-        let inputs = agora_node::protocol::encode_shard(items, None).unwrap();
-        rt.block_on(self.store.upload_bytes(inputs.blob.clone(), true)).unwrap();
+        let encrypted = shards.iter().any(|(_, _, key)| key.is_some());
+        let shards = shards
+            .iter()
+            .map(|(items, root, key)| {
+                let inputs = agora_node::protocol::encode_shard(items, *key).unwrap();
+                rt.block_on(self.store.upload_bytes(inputs.blob.clone(), true)).unwrap();
+                agora_core::manifest::ShardSpec {
+                    input: inputs.hash,
+                    items_root: root.unwrap_or(inputs.items_root),
+                    item_count: items.len() as u32,
+                    quantity: 10,
+                }
+            })
+            .collect();
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         agora_core::JobManifest {
             model,
             params: agora_core::JobParams::Wasm { fuel_per_item: 10_000_000, memory_mib: 16, args: vec![] },
             class: "cpu.x86_64".parse().unwrap(),
-            shards: vec![agora_core::manifest::ShardSpec {
-                input: inputs.hash,
-                items_root: root.unwrap_or(inputs.items_root),
-                item_count: items.len() as u32,
-                quantity: 10,
-            }],
+            shards,
             max_unit_price: agora_core::Amount(1_000),
             deadline_ms: now_ms + 1_200_000,
             policy: agora_core::manifest::VerificationPolicy::Standard,
             constraints: Default::default(),
-            encrypted: false,
+            encrypted,
             sources: vec![self.source.clone()],
             key_agent: None,
         }
@@ -78,6 +101,17 @@ impl Requester {
         net: &Net,
         m: &agora_core::JobManifest,
     ) -> agora_ledger::jobs::Job {
+        self.run_with(rt, net, m, |_| {})
+    }
+
+    /// [`Self::run`], calling `each_poll` with the job every half second until it ends.
+    fn run_with(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        net: &Net,
+        m: &agora_core::JobManifest,
+        mut each_poll: impl FnMut(&agora_ledger::jobs::Job),
+    ) -> agora_ledger::jobs::Job {
         let job = rt.block_on(agora_node::requester::submit_manifest(&self.chain, &self.sender, m)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -85,6 +119,7 @@ impl Requester {
             if j.finished {
                 return j;
             }
+            each_poll(&j);
             if Instant::now() > deadline {
                 let leases: Vec<_> = j.shards[0]
                     .history
@@ -139,6 +174,56 @@ fn inputs_that_do_not_match_their_manifest_cost_the_provider_nothing() {
     let supply = agora(&v, &["chain", "status"])["supply"].clone();
     let n = |k: &str| supply[k].as_str().unwrap().parse::<u128>().unwrap();
     assert_eq!(n("escrow"), 0, "the compensation paid, the rest refunded: {supply}");
+}
+
+#[test]
+fn encrypted_inputs_are_disputed_with_a_disclosed_key_and_cost_the_provider_nothing() {
+    let net = Net::start(4, 2, &[]);
+    let v = net.validators[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let requester = Requester::new(&net);
+    let chain = &requester.chain;
+    let items = montecarlo_items(4);
+    let keys = [BlobKey::generate(), BlobKey::generate()];
+    // Shard 0: good inputs, but the key sealed to its provider is altered and does not open.
+    // Shard 1: the key opens, but the inputs do not match the root the manifest declares.
+    let wrong_root = agora_core::Hash::of(b"not the root of these inputs");
+    let m = requester
+        .manifest_of(&rt, &[(&items, None, Some(&keys[0])), (&items, Some(wrong_root), Some(&keys[1]))]);
+    let providers: Vec<String> = (0..2).map(|i| net.provider_account(i)).collect();
+    let provider_state = |who: &str| agora(&v, &["provider", "status", who])["provider"].clone();
+    let before: Vec<_> = providers.iter().map(|p| provider_state(p)["collateral"].clone()).collect();
+    let mut shared = std::collections::BTreeSet::new();
+    let j = requester.run_with(&rt, &net, &m, |j| {
+        for (i, (shard, key)) in j.shards.iter().zip(&keys).enumerate() {
+            let Some(&id) = shard.history.last() else { continue };
+            let lease = rt.block_on(chain.lease(id)).unwrap();
+            if !lease.is_running() || !shared.insert(id) {
+                continue;
+            }
+            let mut sealed = agora_node::protocol::seal_input_key(key, &lease.provider).unwrap();
+            if i == 0 {
+                sealed[40] ^= 1; // Still a sealed key in form; it no longer opens.
+            }
+            let tx = agora_core::TxPayload::ShareKey { lease: id, to: lease.provider, sealed_key: sealed };
+            rt.block_on(requester.sender.submit(tx)).unwrap();
+        }
+    });
+    for shard in &j.shards {
+        assert!(matches!(shard.status, agora_ledger::jobs::ShardStatus::Abandoned), "{shard:?}");
+        assert_eq!(shard.history.len(), 1, "not re-matched: {shard:?}");
+        let lease = rt.block_on(chain.lease(shard.history[0])).unwrap();
+        assert_eq!(
+            lease.status,
+            agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::InvalidInput)
+        );
+        assert!(lease.input_disclosure.is_some(), "the provider disclosed its key: {lease:?}");
+        let check = rt.block_on(chain.audit(lease.audit.expect("the statement was checked"))).unwrap();
+        assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Inputs);
+        assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Clean), "{check:?}");
+    }
+    let after: Vec<_> = providers.iter().map(|p| provider_state(p)["collateral"].clone()).collect();
+    assert_eq!(before, after, "no provider paid a penalty for the requester's key or inputs");
 }
 
 #[test]

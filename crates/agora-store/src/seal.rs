@@ -4,21 +4,22 @@
 //! key in its X25519 form, derives a one-time key from it with BLAKE3, and encrypts the blob key
 //! with XChaCha20-Poly1305. Only the holder of the recipient's secret key can open it, and any
 //! change to the sealed bytes makes opening fail. Layout (81 bytes, within
-//! [`MAX_SEALED_KEY`]): `version ‖ ephemeral public key ‖ encrypted key ‖ tag`.
+//! `agora_core::tx::MAX_SEALED_KEY`): `version ‖ ephemeral public key ‖ encrypted key ‖ tag`
+//! ([`agora_core::disclosure::sealed`]). Its recipient can prove to anyone what it opens to
+//! ([`disclose`], [`open_disclosed`]) without giving up its secret key.
 
-use crate::encrypt::{BlobKey, TAG_LEN};
-use agora_core::tx::MAX_SEALED_KEY;
+use crate::encrypt::BlobKey;
+use agora_core::disclosure::{KeyDisclosure, sealed};
 use agora_core::{PublicKey, SecretKey};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use x25519_dalek::{X25519_BASEPOINT_BYTES, x25519};
 
 /// Format version of a sealed key.
-const VERSION: u8 = 1;
+const VERSION: u8 = sealed::VERSION;
 
 /// Length of a sealed key.
-pub const SEALED_KEY_LEN: usize = 1 + 32 + 32 + TAG_LEN;
-const _: () = assert!(SEALED_KEY_LEN <= MAX_SEALED_KEY);
+pub const SEALED_KEY_LEN: usize = sealed::LEN;
 
 /// BLAKE3 key-derivation context for the one-time sealing key.
 const KDF_CONTEXT: &str = "agora-store 2026 sealed blob key v1";
@@ -43,6 +44,12 @@ pub enum SealError {
     /// Authentication failed.
     #[error("the sealed key does not open with this secret key: it was sealed to another account or altered")]
     WrongKey,
+    /// The sender's ephemeral key is not a point on the curve.
+    #[error("the sealed key's ephemeral key is not on the curve (the chain refuses such keys)")]
+    OffCurve,
+    /// A disclosure that does not prove the opening secret.
+    #[error("the key disclosure does not prove the secret of this sealed key for this recipient and context")]
+    Disclosure,
 }
 
 /// Derives the one-time key that seals or opens a blob key.
@@ -87,22 +94,55 @@ pub fn seal_key(key: &BlobKey, recipient: &PublicKey) -> Result<Vec<u8>, SealErr
 
 /// Opens a key sealed to the account of `secret`.
 pub fn open_key(sealed: &[u8], secret: &SecretKey) -> Result<BlobKey, SealError> {
+    let ephemeral = layout(sealed)?;
+    open_with(sealed, &x25519(secret.to_x25519_scalar_bytes(), ephemeral), &secret.public())
+}
+
+/// The ephemeral key of a sealed key of the right length and version.
+fn layout(sealed: &[u8]) -> Result<[u8; 32], SealError> {
     if sealed.len() != SEALED_KEY_LEN {
         return Err(SealError::Length(sealed.len()));
     }
     if sealed[0] != VERSION {
         return Err(SealError::Version(sealed[0]));
     }
-    let ephemeral: [u8; 32] = sealed[1..33].try_into().expect("length checked");
-    let recipient_x = secret.public().to_x25519().ok_or(SealError::InvalidRecipient(secret.public()))?;
-    let shared = x25519(secret.to_x25519_scalar_bytes(), ephemeral);
-    let cipher = sealing_cipher(&shared, &ephemeral, &recipient_x)?;
+    Ok(sealed[1..33].try_into().expect("length checked"))
+}
+
+/// Opens a sealed key with the X25519 secret its ephemeral key shares with `recipient`.
+fn open_with(sealed: &[u8], shared: &[u8; 32], recipient: &PublicKey) -> Result<BlobKey, SealError> {
+    let ephemeral = layout(sealed)?;
+    let recipient_x = recipient.to_x25519().ok_or(SealError::InvalidRecipient(*recipient))?;
+    let cipher = sealing_cipher(shared, &ephemeral, &recipient_x)?;
     let mut key: [u8; 32] = sealed[33..65].try_into().expect("length checked");
     let tag = Tag::try_from(&sealed[65..]).expect("length checked");
     cipher
         .decrypt_inout_detached(&zero_nonce(), &[VERSION], (&mut key[..]).into(), &tag)
         .map_err(|_| SealError::WrongKey)?;
     Ok(BlobKey::from_bytes(key))
+}
+
+/// The recipient's proof, for `context`, of the secret that opens `sealed`
+/// ([`KeyDisclosure`]): whoever holds it can open this one sealed key with [`open_disclosed`].
+pub fn disclose(sealed: &[u8], secret: &SecretKey, context: &[u8]) -> Result<KeyDisclosure, SealError> {
+    layout(sealed)?;
+    let ephemeral = agora_core::disclosure::sealed::ephemeral(sealed).ok_or(SealError::OffCurve)?;
+    KeyDisclosure::prove(secret, &ephemeral, context).ok_or(SealError::OffCurve)
+}
+
+/// Opens a key sealed to `recipient` with the recipient's `disclosure` for `context`: the key
+/// the recipient itself opens, or an error ([`SealError::Disclosure`] if the disclosure does
+/// not prove the secret for this recipient, sealed key and context).
+pub fn open_disclosed(
+    sealed: &[u8],
+    recipient: &PublicKey,
+    disclosure: &KeyDisclosure,
+    context: &[u8],
+) -> Result<BlobKey, SealError> {
+    layout(sealed)?;
+    let ephemeral = agora_core::disclosure::sealed::ephemeral(sealed).ok_or(SealError::OffCurve)?;
+    let shared = disclosure.verify(recipient, &ephemeral, context).ok_or(SealError::Disclosure)?;
+    open_with(sealed, &shared, recipient)
 }
 
 /// BLAKE3 key-derivation context for keys agreed between two accounts.
@@ -151,7 +191,7 @@ mod tests {
         let key = BlobKey::generate();
         let sealed = seal_key(&key, &provider.public()).unwrap();
         assert_eq!(sealed.len(), SEALED_KEY_LEN);
-        assert!(sealed.len() <= MAX_SEALED_KEY);
+        assert!(sealed.len() <= agora_core::tx::MAX_SEALED_KEY);
         assert_eq!(open_key(&sealed, &provider).unwrap(), key);
         assert_ne!(seal_key(&key, &provider.public()).unwrap(), sealed, "ephemeral keys are fresh");
         let other = SecretKey::from_label("someone else");
@@ -183,5 +223,27 @@ mod tests {
         let mut y1 = [0u8; 32];
         y1[0] = 1;
         assert_eq!(seal_key(&BlobKey::generate(), &PublicKey(y1)), Err(SealError::WeakKey));
+    }
+
+    #[test]
+    fn a_disclosure_opens_the_sealed_key_for_anyone_and_only_as_sent() {
+        let provider = SecretKey::from_label("provider");
+        let key = BlobKey::generate();
+        let sealed = seal_key(&key, &provider.public()).unwrap();
+        let d = disclose(&sealed, &provider, b"lease 3").unwrap();
+        assert_eq!(open_disclosed(&sealed, &provider.public(), &d, b"lease 3").unwrap(), key);
+        // Not for another context, recipient, or sealed key.
+        assert_eq!(open_disclosed(&sealed, &provider.public(), &d, b"lease 4"), Err(SealError::Disclosure));
+        let other = SecretKey::from_label("other");
+        assert_eq!(open_disclosed(&sealed, &other.public(), &d, b"lease 3"), Err(SealError::Disclosure));
+        let resealed = seal_key(&key, &provider.public()).unwrap();
+        assert_eq!(open_disclosed(&resealed, &provider.public(), &d, b"lease 3"), Err(SealError::Disclosure));
+        // A key sealed to someone else (or garbage under a valid ephemeral) fails to open even
+        // with an honest disclosure: the proof shows what the recipient was sent, and that it
+        // does not open.
+        let mut garbage = sealed.clone();
+        garbage[40] ^= 1;
+        let d = disclose(&garbage, &provider, b"lease 3").unwrap();
+        assert_eq!(open_disclosed(&garbage, &provider.public(), &d, b"lease 3"), Err(SealError::WrongKey));
     }
 }

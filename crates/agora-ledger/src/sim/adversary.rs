@@ -388,7 +388,7 @@ fn react(
                     let to = *provider;
                     pending.push((
                         cast.name(requester).to_string(),
-                        TxPayload::ShareKey { lease: *lease, to, sealed_key: vec![0; 80] },
+                        TxPayload::ShareKey { lease: *lease, to, sealed_key: crate::sim::sealed_key() },
                     ));
                 }
             }

@@ -152,7 +152,7 @@ fn the_jobs_key_agent_may_share_its_keys_and_nobody_else_may() {
     m.key_agent = Some(id("v0"));
     c.ok("u0", TxPayload::SubmitJob { manifest: m });
     let lease = c.state.leases().next().map(|(l, _)| *l).expect("leased");
-    let share = || TxPayload::ShareKey { lease, to: id("p0"), sealed_key: vec![1; 80] };
+    let share = || TxPayload::ShareKey { lease, to: id("p0"), sealed_key: sealed_key() };
     let err = c.fails("u1", share());
     assert!(err.contains("key agent"), "{err}");
     c.ok("v0", share());

@@ -9,6 +9,7 @@ use crate::leases::LeaseStatus;
 use crate::market::Order;
 use crate::params::Params;
 use agora_core::block::{FaultKind, Misbehavior};
+use agora_core::disclosure::{KeyDisclosure, input_key_context};
 use agora_core::manifest::{ClusterSpec, LatencyBound};
 use agora_core::tx::{ParamChange, TxPayload};
 use agora_core::{AccountId, Amount, Coord, Hash};
@@ -574,7 +575,7 @@ fn inputs_that_auditors_confirm_invalid_cost_the_provider_nothing() {
         c.state.provider(&id("p0")).unwrap().collateral,
         c.state.balance(&id("u0")),
     );
-    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None });
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None, disclosure: None });
     assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::InputDisputed);
     c.advance(1);
     let audit = c.state.lease(lease).unwrap().audit.expect("every statement is checked");
@@ -604,7 +605,7 @@ fn a_false_invalid_input_statement_is_refuted_and_penalized() {
     let (job, lease) = leased_job(&mut c, 20);
     let value = c.state.lease(lease).unwrap().value();
     let collateral = c.state.provider(&id("p0")).unwrap().collateral;
-    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: Some(3) });
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: Some(3), disclosure: None });
     c.advance(1);
     let audit = c.state.lease(lease).unwrap().audit.unwrap();
     assert_eq!(c.state.audit(audit).unwrap().items, vec![3]);
@@ -621,21 +622,89 @@ fn a_false_invalid_input_statement_is_refuted_and_penalized() {
 fn invalid_input_statements_are_the_providers_and_for_checkable_jobs_only() {
     let mut c = TestChain::new();
     let (_, lease) = leased_job(&mut c, 20);
-    let e = c.fails("u0", TxPayload::ReportInvalidInput { lease, item: None });
+    let e = c.fails("u0", TxPayload::ReportInvalidInput { lease, item: None, disclosure: None });
     assert!(e.contains("only the lease's provider"), "{e}");
-    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(20) });
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(20), disclosure: None });
     assert!(e.contains("not item 20"), "{e}");
     // Once stated, never again: the lease is no longer running (no second draw, no restart).
-    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None });
-    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(1) });
+    c.ok("p0", TxPayload::ReportInvalidInput { lease, item: None, disclosure: None });
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease, item: Some(1), disclosure: None });
     assert!(e.contains("not running"), "{e}");
-    let mut m = manifest(&c, 1, 20, 60, 10);
+}
+
+/// An encrypted 20-item job leased to p0 (with p1..p3 registered to audit), and its lease.
+fn leased_encrypted(c: &mut TestChain) -> u64 {
+    for p in ["p0", "p1", "p2", "p3"] {
+        register(c, p, "local", 100);
+    }
+    c.ok("p0", ask(c, 2, 3600));
+    let mut m = manifest(c, 1, 20, 60, 10);
     m.encrypted = true;
-    c.ok("p0", ask(&c, 2, 3600));
-    c.ok("u1", TxPayload::SubmitJob { manifest: m });
-    let sealed = leases_created(&c.last_events())[0].0;
-    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease: sealed, item: None });
-    assert!(e.contains("encrypted"), "{e}");
+    c.ok("u0", TxPayload::SubmitJob { manifest: m });
+    leases_created(&c.last_events())[0].0
+}
+
+#[test]
+fn a_requester_cannot_weaponise_encrypted_inputs_the_provider_discloses_its_key() {
+    // Before: an encrypted job's inputs could not be disputed at all (auditors hold no key),
+    // so a requester that sealed a key that does not open, or encrypted malformed items, left
+    // the provider to miss its deadline and pay the non-delivery penalty. Now the provider
+    // discloses, with proof, the secret that opens the key it was sent; auditors open the
+    // inputs exactly as it did, and an upheld statement costs it nothing.
+    let mut c = TestChain::new();
+    let lease = leased_encrypted(&mut c);
+    let context = input_key_context(lease);
+    let stated = |d| TxPayload::ReportInvalidInput { lease, item: None, disclosure: d };
+    let honest = KeyDisclosure::prove(&key("p0"), &SEALED_KEY_EPHEMERAL, &context).unwrap();
+    // No key shared yet: nothing to dispute (and no penalty is owed for this lease anyway).
+    let e = c.fails("p0", stated(Some(honest)));
+    assert!(e.contains("no input key was shared"), "{e}");
+    c.ok("u0", TxPayload::ShareKey { lease, to: id("p0"), sealed_key: sealed_key() });
+    let e = c.fails("p0", stated(None));
+    assert!(e.contains("disclosure of the input key"), "{e}");
+    // A disclosure made with another account's key, or for another lease, proves nothing.
+    let forged = KeyDisclosure::prove(&key("p1"), &SEALED_KEY_EPHEMERAL, &context).unwrap();
+    let e = c.fails("p0", stated(Some(forged)));
+    assert!(e.contains("does not prove"), "{e}");
+    let replayed =
+        KeyDisclosure::prove(&key("p0"), &SEALED_KEY_EPHEMERAL, &input_key_context(lease + 1)).unwrap();
+    assert!(c.fails("p0", stated(Some(replayed))).contains("does not prove"));
+    let (collateral, p0) = (c.state.provider(&id("p0")).unwrap().collateral, c.state.balance(&id("p0")));
+    c.ok("p0", stated(Some(honest)));
+    assert_eq!(c.state.lease(lease).unwrap().input_disclosure, Some(honest), "stored for the auditors");
+    c.advance(1);
+    let audit = c.state.lease(lease).unwrap().audit.expect("every statement is checked");
+    assert_eq!(c.state.audit(audit).unwrap().subject, crate::audits::AuditSubject::Inputs);
+    settle_audit(&mut c, audit, true);
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::InvalidInput));
+    assert_eq!(c.state.provider(&id("p0")).unwrap().collateral, collateral, "no penalty");
+    assert!(c.state.balance(&id("p0")) > p0, "compensated for the requester's fault");
+    assert!(c.state.meta().supply.is_conserved());
+}
+
+#[test]
+fn only_well_formed_sealed_keys_are_shared_and_only_encrypted_jobs_take_disclosures() {
+    let mut c = TestChain::new();
+    let lease = leased_encrypted(&mut c);
+    let share = |sealed_key| TxPayload::ShareKey { lease, to: id("p0"), sealed_key };
+    // A key the provider could not disclose for (wrong length or version, or an ephemeral
+    // off the curve) is refused before it can be sent.
+    let mut bad = sealed_key();
+    bad.pop();
+    assert!(c.fails("u0", share(bad)).contains("not a sealed key"));
+    let mut bad = sealed_key();
+    bad[0] = 2;
+    assert!(c.fails("u0", share(bad)).contains("not a sealed key"));
+    let mut twist = sealed_key();
+    twist[1] = 2; // u = 2 lies on the twist, not the curve.
+    assert!(c.fails("u0", share(twist)).contains("not a sealed key"));
+    c.ok("u0", share(sealed_key()));
+    // An unencrypted job's statement carries no disclosure.
+    let mut c = TestChain::new();
+    let (_, plain) = leased_job(&mut c, 20);
+    let d = KeyDisclosure::prove(&key("p0"), &SEALED_KEY_EPHEMERAL, &input_key_context(plain)).unwrap();
+    let e = c.fails("p0", TxPayload::ReportInvalidInput { lease: plain, item: None, disclosure: Some(d) });
+    assert!(e.contains("without a key disclosure"), "{e}");
 }
 
 /// A lease of p0, a provider with a long clean record on a chain without an audit floor (so

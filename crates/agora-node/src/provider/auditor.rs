@@ -10,8 +10,9 @@ use crate::protocol::{self, AUDITOR_HEADER, AuditItems, SIGNATURE_HEADER};
 use crate::sender::TxSender;
 use crate::store_keeper::audit_owner;
 use agora_core::SecretKey;
-use agora_core::tx::{AuditEvidence, AuditId, TxPayload};
+use agora_core::tx::{AuditEvidence, AuditId, LeaseId, TxPayload};
 use agora_ledger::audits::AuditSubject;
+use agora_ledger::leases::Lease;
 use agora_runtime::executor::AuditRequest;
 use agora_store::Pin;
 use agora_store::http::outbound::Reach;
@@ -144,7 +145,8 @@ impl Auditor {
         let shard = m.shards.get(lease.shard as usize).context("lease names a missing shard")?;
         let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
         if audit.subject == AuditSubject::Inputs {
-            let (passed, detail, evidence) = check_inputs(&self.runtimes, m, shard, reach, &pin).await?;
+            let (passed, detail, evidence) =
+                check_inputs(&self.runtimes, m, shard, (audit.lease, &lease), reach, &pin).await?;
             return self.report(audit_id, passed, &detail, evidence).await;
         }
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
@@ -236,7 +238,7 @@ impl Auditor {
         shard: &agora_core::manifest::ShardSpec,
         commitment: &agora_core::tx::ResultCommitment,
         manifest: &agora_core::JobManifest,
-        lease: &agora_ledger::leases::Lease,
+        lease: &Lease,
         recompute: Recompute<'_>,
     ) -> anyhow::Result<(bool, String, AuditEvidence)> {
         // The ledger accepted the commitment only with the shard's output count (training
@@ -349,21 +351,35 @@ async fn check_output(
 /// Checks a provider's statement that a lease's inputs cannot be computed, the way the
 /// provider decided it ([`load_inputs`]): upheld (`true`) if the inputs fail to load, refuted
 /// if they load and every item is well-formed. The evidence commits to what was found: the
-/// hash of the reason, or the inputs' root. An encrypted job's inputs cannot be checked
-/// without the key ([`Unable`]; the ledger refuses such statements anyway).
+/// hash of the reason, or the inputs' root. An encrypted job's inputs are opened with the key
+/// the provider disclosed ([`protocol::open_disclosed_input_key`]); a sealed key that does not
+/// open upholds the statement (the requester sent it).
 async fn check_inputs(
     runtimes: &Runtimes,
     m: &agora_core::JobManifest,
     shard: &agora_core::manifest::ShardSpec,
+    (id, lease): (LeaseId, &Lease),
     reach: Reach,
     pin: &Pin,
 ) -> anyhow::Result<(bool, String, AuditEvidence)> {
-    if m.encrypted {
-        return Err(Unable("an encrypted job's inputs cannot be checked without its key".into()).into());
-    }
     let found =
         |passed: bool, detail: String, root: agora_core::Hash| (passed, detail, AuditEvidence::finding(root));
-    Ok(match load_inputs(runtimes, m, shard, None, reach, pin).await {
+    let key = match (m.encrypted, lease.input_disclosure, lease.keys.iter().find(|k| k.to == lease.provider))
+    {
+        (false, ..) => None,
+        (true, Some(disclosure), Some(sealed)) => {
+            match protocol::open_disclosed_input_key(&sealed.sealed, &lease.provider, &disclosure, id) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    // The chain admitted the disclosure, so the key itself does not open.
+                    let why = format!("the input key sealed to the provider does not open: {e}");
+                    return Ok(found(true, why.clone(), agora_core::Hash::of(why.as_bytes())));
+                }
+            }
+        }
+        (true, ..) => return Err(Unable("the statement carries no key disclosure to check".into()).into()),
+    };
+    Ok(match load_inputs(runtimes, m, shard, key.as_ref(), reach, pin).await {
         Err(bad) => found(true, bad.why.clone(), agora_core::Hash::of(bad.why.as_bytes())),
         Ok(items) => found(
             false,

@@ -27,8 +27,8 @@ const INPUT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A lease's inputs cannot be computed, by the requester's fault: its input blob is
 /// unavailable or does not match the manifest's root and count (`item: None`), or input item
-/// `item` is malformed for the kind ([`malformed_input`]). Only for jobs auditors can check
-/// (not encrypted).
+/// `item` is malformed for the kind ([`malformed_input`]), or (encrypted jobs) the input key
+/// the requester sealed to the provider does not open.
 #[derive(Debug, thiserror::Error)]
 #[error("the lease's inputs cannot be computed: {why}")]
 pub struct InvalidInput {
@@ -92,16 +92,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Waits for the requester's sealed input key for `lease` and opens it.
-    async fn input_key(
-        &self,
-        lease: LeaseId,
-        deadline_ms: u64,
-    ) -> anyhow::Result<agora_store::encrypt::BlobKey> {
+    /// Waits for the input key sealed to this provider for `lease` (by the requester or its
+    /// key agent) and returns it as sealed.
+    async fn sealed_input_key(&self, lease: LeaseId, deadline_ms: u64) -> anyhow::Result<Vec<u8>> {
         loop {
-            let l = self.chain.lease(lease).await?;
-            if let Some(k) = l.keys.iter().find(|k| k.to == self.key.public()) {
-                return Ok(protocol::open_input_key(&k.sealed, &self.key)?);
+            let mut l = self.chain.lease(lease).await?;
+            if let Some(i) = l.keys.iter().position(|k| k.to == self.key.public()) {
+                return Ok(l.keys.swap_remove(i).sealed);
             }
             if !l.is_running() {
                 bail!("lease {lease} is no longer running");
@@ -136,12 +133,18 @@ impl Worker {
         let runtimes = &self.runtimes;
         let reach = self.chain.reach().await?;
         let pin = Pin::held_by(store_keeper::lease_owner(lease_id));
-        let key = if m.encrypted { Some(self.input_key(lease_id, lease.deadline_ms).await?) } else { None };
-        // Inputs that cannot be computed are a statement for auditors to check (where they
-        // can: not for encrypted jobs, whose key they lack).
-        let inputs = load_inputs(runtimes, m, shard, key.as_ref(), reach, &pin)
-            .await
-            .map_err(|bad| if m.encrypted { anyhow::anyhow!(bad.why) } else { anyhow::Error::new(bad) })?;
+        let key = match m.encrypted {
+            false => None,
+            true => {
+                let sealed = self.sealed_input_key(lease_id, lease.deadline_ms).await?;
+                Some(protocol::open_input_key(&sealed, &self.key).map_err(|e| InvalidInput {
+                    item: None,
+                    why: format!("the input key sealed to this provider does not open: {e}"),
+                })?)
+            }
+        };
+        // Inputs that cannot be computed are a statement for auditors to check.
+        let inputs = load_inputs(runtimes, m, shard, key.as_ref(), reach, &pin).await?;
         self.state.save_items(lease_id, "inputs", &inputs)?;
         let executor = runtimes
             .executor(m.kind(), &m.model, &m.sources, reach, &pin)
@@ -185,9 +188,19 @@ impl Worker {
         self.publish_output(lease, &output)
     }
 
-    /// States on chain that `lease`'s inputs cannot be computed, for auditors to check.
+    /// States on chain that `lease`'s inputs cannot be computed, for auditors to check; for an
+    /// encrypted job with the proven disclosure of the input key sealed to this provider, so
+    /// they open the inputs as it did.
     pub async fn report_invalid(&self, lease: LeaseId, bad: &InvalidInput) -> anyhow::Result<()> {
-        let tx = TxPayload::ReportInvalidInput { lease, item: bad.item };
+        let l = self.chain.lease(lease).await?;
+        let disclosure = match self.chain.job(l.job).await?.manifest.encrypted {
+            false => None,
+            true => {
+                let sealed = self.sealed_input_key(lease, l.deadline_ms).await?;
+                Some(protocol::disclose_input_key(&sealed, &self.key, lease)?)
+            }
+        };
+        let tx = TxPayload::ReportInvalidInput { lease, item: bad.item, disclosure };
         self.sender.send(tx, Duration::from_secs(60)).await?;
         info!(lease, item = ?bad.item, why = %bad.why, "reported the lease's inputs invalid");
         Ok(())

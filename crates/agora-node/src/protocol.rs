@@ -69,8 +69,12 @@ pub fn encode_shard<I: AsRef<[u8]>>(
     })
 }
 
+/// Largest output blob an auditor downloads to check, and a requester to read (larger is the
+/// provider's fault: no requester could fetch it either within reason).
+pub const MAX_OUTPUT_BLOB: u64 = 1 << 30;
+
 /// Decrypts (if `key`) and parses a shard blob, checking the items against `items_root`.
-pub fn decode_shard(
+fn decode_shard(
     blob: &[u8],
     key: Option<&BlobKey>,
     items_root: &Hash,

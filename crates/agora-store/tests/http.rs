@@ -226,6 +226,39 @@ async fn files_upload_and_download_with_progress() {
 }
 
 #[tokio::test]
+async fn a_bounded_client_refuses_larger_blobs_before_reading_them() {
+    // Before: an auditor or provider downloading a stranger's blob (a provider's outputs, a
+    // requester's inputs or model) wrote all of it to disk and only then compared its size.
+    let node = Node::start(ServerConfig::open()).await;
+    let data = bytes(300 * 1024 + 1, 9);
+    let info = node.client.upload_bytes(data.clone(), true).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("blob");
+    let bounded = node.client.clone().with_max_blob(300 * 1024);
+    let mut seen = 0;
+    let err = bounded.download_to_file(&info.hash, &target, None, |d, _| seen = d).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::TooLarge { size, limit, .. } if size == data.len() as u64 && limit == 300 * 1024),
+        "{err}"
+    );
+    assert_eq!(seen, 0, "no content was read");
+    assert!(!target.exists() && !work.path().join("blob.part").exists());
+    let mut out = Vec::new();
+    assert!(matches!(
+        bounded.download(&info.hash, None, &mut out, no_progress).await,
+        Err(ClientError::TooLarge { .. })
+    ));
+    assert!(out.is_empty());
+    // At the limit, it downloads.
+    let exact = node.client.clone().with_max_blob(data.len() as u64);
+    assert_eq!(
+        exact.download_to_file(&info.hash, &target, None, no_progress).await.unwrap(),
+        data.len() as u64
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn encrypted_blobs_need_their_key() {
     let node = Node::start(ServerConfig::open()).await;
     let work = tempfile::tempdir().unwrap();

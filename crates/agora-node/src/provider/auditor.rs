@@ -305,15 +305,11 @@ impl Auditor {
     }
 }
 
-/// Largest output blob an auditor downloads to check (larger is the provider's fault: no
-/// requester could fetch it either within reason).
-pub const MAX_OUTPUT_BLOB: u64 = 1 << 30;
-
 /// Fetches a lease's committed output blob from the provider's store at `endpoint` into a
-/// temporary file (after asking its size: at most [`MAX_OUTPUT_BLOB`]; a provider that
-/// understates it is caught by the size check after the download) and checks it is the
-/// committed one: its hash (verified chunk by chunk as it
-/// arrives) and, for an unencrypted job, that its items hash to the committed root and count.
+/// temporary file (at most [`protocol::MAX_OUTPUT_BLOB`] bytes: asked first, and a provider that
+/// understates the size has the download refused before its content is read) and checks it is
+/// the committed one: its hash (verified chunk by chunk as it arrives) and, for an unencrypted
+/// job, that its items hash to the committed root and count.
 /// Transport errors stay in the chain (this node's problem, [`own_failure`]); anything else is
 /// the provider's.
 async fn check_output(
@@ -322,23 +318,22 @@ async fn check_output(
     commitment: &agora_core::tx::ResultCommitment,
     encrypted: bool,
 ) -> anyhow::Result<()> {
-    let store = agora_store::http::Client::reaching(endpoint, reach).map_err(|e| Unable(e.to_string()))?;
+    let store = agora_store::http::Client::reaching(endpoint, reach)
+        .map_err(|e| Unable(e.to_string()))?
+        .with_max_blob(protocol::MAX_OUTPUT_BLOB);
     // The size first, so a blob too large for any requester is refused without storing it.
     match store.stat(&commitment.output).await.context("asking for the output blob's size")? {
         None => anyhow::bail!("the provider does not serve the committed output blob {}", commitment.output),
-        Some(info) if info.size > MAX_OUTPUT_BLOB => {
-            anyhow::bail!("the output blob is {} bytes, more than {MAX_OUTPUT_BLOB}", info.size)
+        Some(info) if info.size > protocol::MAX_OUTPUT_BLOB => {
+            anyhow::bail!("the output blob is {} bytes, more than {}", info.size, protocol::MAX_OUTPUT_BLOB)
         }
         Some(_) => {}
     }
     let file = tempfile::NamedTempFile::new().map_err(|e| Unable(format!("a temporary file: {e}")))?;
-    let size = store
+    store
         .download_to_file(&commitment.output, file.path(), None, |_, _| {})
         .await
         .with_context(|| format!("fetching the committed output blob {}", commitment.output))?;
-    if size > MAX_OUTPUT_BLOB {
-        anyhow::bail!("the output blob is {size} bytes, more than {MAX_OUTPUT_BLOB}");
-    }
     if !encrypted {
         // An encrypted blob is bound to its items by the requester, who holds the key.
         let blob = std::fs::read(file.path()).map_err(|e| Unable(format!("reading the blob back: {e}")))?;

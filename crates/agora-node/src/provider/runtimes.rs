@@ -29,24 +29,27 @@ impl Runtimes {
         JobKind::ALL.to_vec()
     }
 
-    /// [`Runtimes::fetch`], then the blob's bytes.
-    pub async fn fetch_bytes(
+    /// [`Runtimes::fetch`] of a shard's input blob (at most [`MAX_INPUT_BLOB`] bytes), then its
+    /// bytes.
+    pub async fn fetch_input(
         &self,
         hash: &Hash,
         sources: &[String],
         reach: Reach,
         pin: &Pin,
     ) -> anyhow::Result<Vec<u8>> {
-        self.fetch(hash, sources, reach, pin).await?;
+        self.fetch(hash, MAX_INPUT_BLOB, sources, reach, pin).await?;
         Ok(self.store.get(hash)?)
     }
 
     /// Makes sure blob `hash` is in the local store, held by `pin`, downloading it (verified)
     /// from the first source that has it, connecting only within `reach` (sources are the
-    /// requester's choice).
-    pub async fn fetch(
+    /// requester's choice). A download larger than `limit` bytes is refused before its content
+    /// is read, so a source cannot fill this node's disk.
+    async fn fetch(
         &self,
         hash: &Hash,
+        limit: u64,
         sources: &[String],
         reach: Reach,
         pin: &Pin,
@@ -59,7 +62,7 @@ impl Runtimes {
         let mut errors = vec![];
         for src in sources {
             let client = match agora_store::http::Client::reaching(src, reach) {
-                Ok(c) => c,
+                Ok(c) => c.with_max_blob(limit),
                 Err(e) => {
                     errors.push(format!("{src}: {e}"));
                     continue;
@@ -99,9 +102,10 @@ impl Runtimes {
         reach: Reach,
         pin: &Pin,
     ) -> anyhow::Result<PathBuf> {
-        self.fetch(model, sources, reach, pin).await?;
-        let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
         let cap = max_model_bytes(kind);
+        self.fetch(model, cap, sources, reach, pin).await?;
+        // A model already in the local store was not downloaded under the cap.
+        let size = self.store.info(model).with_context(|| format!("reading model {model}"))?.size;
         if size > cap {
             bail!("model {model} is {size} bytes, more than the {cap}-byte limit for {kind} jobs");
         }
@@ -165,6 +169,9 @@ pub fn load_executor(
         }
     })
 }
+
+/// Largest shard input blob a provider or auditor downloads (it is then read into memory).
+pub const MAX_INPUT_BLOB: u64 = 1 << 30;
 
 /// Largest model a provider loads for a job of `kind`: requester-chosen blobs are read whole
 /// into memory (and models unpacked to disk), so their size is bounded. 64 MiB for a wasm

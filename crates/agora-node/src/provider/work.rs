@@ -54,7 +54,7 @@ pub async fn load_inputs(
 ) -> Result<Vec<Vec<u8>>, InvalidInput> {
     let whole = |why: String| InvalidInput { item: None, why };
     let blob = super::auditor::with_patience(INPUT_PATIENCE, || {
-        runtimes.fetch_bytes(&shard.input, &m.sources, reach, pin)
+        runtimes.fetch_input(&shard.input, &m.sources, reach, pin)
     })
     .await
     .map_err(|e| whole(format!("the shard's input blob {} is unavailable: {e:#}", shard.input)))?;

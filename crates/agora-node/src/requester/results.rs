@@ -25,7 +25,8 @@ pub async fn fetch(
         let lease = client.lease(lease_id).await?;
         let commitment = lease.commitment.context("a settled lease has a commitment")?;
         let provider = client.provider(&lease.provider).await?;
-        let store = agora_store::http::Client::reaching(&provider.profile.endpoint, client.reach().await?)?;
+        let store = agora_store::http::Client::reaching(&provider.profile.endpoint, client.reach().await?)?
+            .with_max_blob(protocol::MAX_OUTPUT_BLOB);
         let mut blob = Vec::new();
         store
             .download(&commitment.output, None, &mut blob, |_, _| {})
@@ -36,7 +37,7 @@ pub async fn fetch(
         } else {
             None
         };
-        let items = protocol::decode_shard(&blob, key.as_ref(), &commitment.root)
+        let items = protocol::decode_committed(&blob, key.as_ref(), &commitment.root, commitment.item_count)
             .with_context(|| format!("shard {i}'s outputs do not match the provider's commitment"))?;
         out.push(Some(items));
     }

@@ -109,6 +109,16 @@ pub enum ClientError {
         /// Unexpected bytes.
         extra: usize,
     },
+    /// The blob is larger than this client downloads ([`Client::with_max_blob`]).
+    #[error("blob {hash} is {size} bytes, more than the {limit} bytes this download accepts")]
+    TooLarge {
+        /// The requested blob.
+        hash: Hash,
+        /// Its size as the node announced it.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The requested range lies outside the blob.
     #[error("byte range {start}..{end} is outside blob {hash} of {size} bytes")]
     BadRange {
@@ -168,6 +178,8 @@ pub struct Client {
     base: String,
     /// The account that signs writes and listings, if any.
     signer: Option<Arc<agora_core::SecretKey>>,
+    /// Largest blob this client downloads, if bounded ([`Client::with_max_blob`]).
+    max_blob: Option<u64>,
 }
 
 impl Client {
@@ -189,13 +201,28 @@ impl Client {
             return Err(invalid("it must be http://HOST[:PORT] with no path"));
         }
         reach.check_url(base)?;
-        Ok(Self { http: super::outbound::client_reaching(reach, None), base: base.to_owned(), signer: None })
+        Ok(Self {
+            http: super::outbound::client_reaching(reach, None),
+            base: base.to_owned(),
+            signer: None,
+            max_blob: None,
+        })
     }
 
     /// This client, signing uploads, pins and listings as `key`'s account (nodes refuse them
     /// unsigned).
     pub fn with_signer(mut self, key: agora_core::SecretKey) -> Self {
         self.signer = Some(Arc::new(key));
+        self
+    }
+
+    /// This client, refusing to download any blob larger than `limit` bytes: the size a node
+    /// announces is checked before the first byte of content is read, and the content streamed
+    /// is bounded by it (a node that understates the size fails verification instead), so a
+    /// stranger's store cannot make this client write more than `limit` bytes
+    /// ([`ClientError::TooLarge`]).
+    pub fn with_max_blob(mut self, limit: u64) -> Self {
+        self.max_blob = Some(limit);
         self
     }
 
@@ -328,7 +355,8 @@ impl Client {
         P: FnMut(u64, u64),
     {
         let mut response = self.request_verified(hash, range.clone()).await?;
-        let written = receive(&mut response, *hash, range, &mut Writer(out), &mut progress).await?;
+        let written =
+            receive(&mut response, *hash, range, self.max_blob, &mut Writer(out), &mut progress).await?;
         out.flush().await.map_err(ClientError::Output)?;
         Ok(written)
     }
@@ -380,10 +408,10 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let mut response = self.request_verified(hash, None).await?;
         match key {
-            None => receive(&mut response, *hash, None, sink, progress).await,
+            None => receive(&mut response, *hash, None, self.max_blob, sink, progress).await,
             Some(key) => {
                 let mut decrypting = Decrypting::new(sink, key);
-                receive(&mut response, *hash, None, &mut decrypting, progress).await?;
+                receive(&mut response, *hash, None, self.max_blob, &mut decrypting, progress).await?;
                 decrypting.finish().await
             }
         }

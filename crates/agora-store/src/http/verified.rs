@@ -53,11 +53,13 @@ impl Read for FeedReader<'_> {
 
 /// Reads the verified response `response` for blob `hash`, passing the bytes of `requested`
 /// (the whole blob if `None`) to `sink` as each chunk group checks out. Calls `progress(done,
-/// total)` after each piece. Returns the number of bytes passed on.
+/// total)` after each piece. Returns the number of bytes passed on. A blob whose announced size
+/// is above `limit` is refused before any of its content is read.
 pub(crate) async fn receive(
     response: &mut reqwest::Response,
     hash: Hash,
     requested: Option<Range<u64>>,
+    limit: Option<u64>,
     sink: &mut impl Sink,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64, ClientError> {
@@ -72,7 +74,11 @@ pub(crate) async fn receive(
         buf.get_u64_le()
     };
     // The size is unproven until the last chunk verifies; the range check against it only decides
-    // which bytes to keep, and a false size makes verification fail.
+    // which bytes to keep, and a false size makes verification fail. So does a size under the
+    // limit for a larger blob: what is read is bounded by the size announced.
+    if let Some(limit) = limit.filter(|l| size > *l) {
+        return Err(ClientError::TooLarge { hash, size, limit });
+    }
     let range = match requested {
         None => 0..size,
         Some(r) if r.start <= r.end && r.start <= size => r.start..r.end.min(size),

@@ -255,6 +255,12 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
         )
             .prop_map(|(changes, description)| TxPayload::Propose { changes, description }),
         (any::<u64>(), any::<bool>()).prop_map(|(proposal, approve)| TxPayload::Vote { proposal, approve }),
+        any::<u64>().prop_map(|lease| TxPayload::ConfirmOutputs { lease }),
+        (any::<u64>(), proptest::array::uniform32(any::<u8>())).prop_map(|(lease, b)| {
+            let mut all = [0u8; 96];
+            all[..32].copy_from_slice(&b);
+            TxPayload::DisputeOutputs { lease, disclosure: crate::disclosure::KeyDisclosure(all) }
+        }),
     ]
 }
 

@@ -52,6 +52,13 @@ pub fn input_key_context(lease: u64) -> Vec<u8> {
     context
 }
 
+/// The context a requester's disclosure of a lease's output-key secret is proven for.
+pub fn output_key_context(lease: u64) -> Vec<u8> {
+    let mut context = b"agora/lease-output-key".to_vec();
+    context.extend_from_slice(&lease.to_le_bytes());
+    context
+}
+
 /// A proven disclosure of the X25519 secret one account shares with one sealed key's
 /// ephemeral key: `shared point ‖ challenge ‖ response`, 96 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -322,6 +322,24 @@ pub enum TxPayload {
         /// Yes or no.
         approve: bool,
     },
+    /// The requester of an encrypted job confirms that a delivered lease's outputs decrypt to
+    /// the committed items: the provider is paid now instead of when the delivery window
+    /// closes.
+    ConfirmOutputs {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// The requester of an encrypted job disputes a delivered lease's outputs: it discloses,
+    /// with proof, the secret from which the lease's output key is derived (requester key ×
+    /// provider key, proven for [`crate::disclosure::output_key_context`] of the lease), so
+    /// auditors can decrypt the blob and check it against the commitment. Locks a deposit of
+    /// one audit fee, the provider's if the outputs are found good.
+    DisputeOutputs {
+        /// The lease.
+        lease: LeaseId,
+        /// The requester's disclosure.
+        disclosure: crate::disclosure::KeyDisclosure,
+    },
 }
 
 impl TxPayload {
@@ -345,6 +363,8 @@ impl TxPayload {
             TxPayload::ReportAudit { .. } => 14,
             TxPayload::Propose { .. } => 15,
             TxPayload::Vote { .. } => 16,
+            TxPayload::ConfirmOutputs { .. } => 18,
+            TxPayload::DisputeOutputs { .. } => 19,
             TxPayload::ReportInvalidInput { .. } => 17,
         }
     }
@@ -369,6 +389,8 @@ impl TxPayload {
             TxPayload::ReportAudit { .. } => "report_audit",
             TxPayload::Propose { .. } => "propose",
             TxPayload::Vote { .. } => "vote",
+            TxPayload::ConfirmOutputs { .. } => "confirm_outputs",
+            TxPayload::DisputeOutputs { .. } => "dispute_outputs",
             TxPayload::ReportInvalidInput { .. } => "report_invalid_input",
         }
     }
@@ -428,6 +450,11 @@ impl Encode for TxPayload {
                 proposal.encode_to(out);
                 approve.encode_to(out);
             }
+            TxPayload::ConfirmOutputs { lease } => lease.encode_to(out),
+            TxPayload::DisputeOutputs { lease, disclosure } => {
+                lease.encode_to(out);
+                disclosure.encode_to(out);
+            }
         }
     }
 }
@@ -479,6 +506,11 @@ impl Decode for TxPayload {
                 lease: u64::decode_from(r)?,
                 item: Option::<u32>::decode_from(r)?,
                 disclosure: Option::decode_from(r)?,
+            },
+            18 => TxPayload::ConfirmOutputs { lease: u64::decode_from(r)? },
+            19 => TxPayload::DisputeOutputs {
+                lease: u64::decode_from(r)?,
+                disclosure: crate::disclosure::KeyDisclosure::decode_from(r)?,
             },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));

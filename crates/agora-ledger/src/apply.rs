@@ -19,7 +19,7 @@ use crate::error::{BlockError, TxError, TxRejection};
 use crate::events::{Event, Receipt};
 use crate::market::Ask;
 use crate::state::{Ctx, State, Timer, Write};
-use crate::{audits, governance, jobs, leases, market, registry, staking};
+use crate::{audits, delivery, governance, jobs, leases, market, registry, staking};
 use agora_core::block::{Block, Misbehavior, encoded_root};
 use agora_core::tx::{SignedTx, TxPayload};
 use agora_core::{AccountId, Hash};
@@ -243,6 +243,7 @@ fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
         Timer::OrderExpiry(order) => market::expire(state, cx, order),
         Timer::LeaseDeadline(lease) => leases::deadline(state, cx, lease),
         Timer::JobDeadline(job) => jobs::deadline(state, cx, job),
+        Timer::DeliveryWindow(lease) => delivery::window_closed(state, cx, lease),
     }
 }
 
@@ -284,5 +285,9 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
             governance::propose(state, cx, who, changes, description).map(drop)
         }
         TxPayload::Vote { proposal, approve } => governance::vote(state, cx, who, proposal, approve),
+        TxPayload::ConfirmOutputs { lease } => delivery::confirm(state, cx, who, lease),
+        TxPayload::DisputeOutputs { lease, disclosure } => {
+            delivery::dispute(state, cx, who, lease, disclosure)
+        }
     }
 }

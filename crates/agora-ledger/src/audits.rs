@@ -18,6 +18,7 @@
 //! (99% at 5% → 90 items); training audits replay `train_replay_segments` checkpoints.
 //! Redundant jobs are re-computed in full by `replicas − 1` auditors.
 
+use crate::delivery;
 use crate::error::TxError;
 use crate::events::{AuditOutcome, Event, LeaseFailure};
 use crate::leases::{self, LeaseStatus};
@@ -66,7 +67,9 @@ pub enum AuditSubject {
     Inputs,
     /// Only that the committed output blob can be fetched from the provider and is the one
     /// committed (its hash, and for an unencrypted job its items' root and count): the check
-    /// every lease the draw did not audit gets before it is paid.
+    /// every lease the draw did not audit gets before it is paid. Also the check of an
+    /// encrypted lease's outputs its requester disputed, which decrypts the blob with the key
+    /// the requester disclosed and checks its items' root and count too.
     Availability,
 }
 
@@ -295,6 +298,9 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     if lease.status == LeaseStatus::InputDisputed {
         return draw_input_check(state, cx, id, &lease);
     }
+    if lease.status == LeaseStatus::OutputsDisputed {
+        return draw_delivery_check(state, cx, id, &lease);
+    }
     if lease.status != LeaseStatus::Committed {
         return;
     }
@@ -362,6 +368,19 @@ fn probe_availability(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crat
     if auditors.is_empty() {
         let at = cx.height + Params::u64(state.params().audit_window_blocks);
         return state.schedule(at, Timer::SettleLease(id));
+    }
+    open_audit(state, cx, lease, id, AuditSubject::Availability, vec![], auditors);
+    state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
+}
+
+/// Opens the check of outputs the requester disputed ([`crate::delivery::dispute`]): an
+/// availability check by one auditor drawn as for any other, which decrypts the blob with the
+/// disclosed key. With nobody to draw, the outputs stand: paid, and the deposit returned.
+fn draw_delivery_check(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crate::leases::Lease) {
+    let auditors = draw_auditors(state, cx, "delivery", id, lease, 1);
+    if auditors.is_empty() {
+        delivery::return_deposit(state, id);
+        return delivery::release(state, cx, id, &[], None);
     }
     open_audit(state, cx, lease, id, AuditSubject::Availability, vec![], auditors);
     state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
@@ -671,7 +690,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
         // reported: not paid on silence, re-matched without penalty.
         return match outcome {
             AuditOutcome::Clean | AuditOutcome::Inconclusive => {
-                leases::settle(state, cx, audit.lease, &reporters, None)
+                delivery::release(state, cx, audit.lease, &reporters, None)
             }
             AuditOutcome::Fraud => leases::fail(state, cx, audit.lease, LeaseFailure::OutputUnavailable),
             AuditOutcome::Unverified => leases::fail(state, cx, audit.lease, LeaseFailure::Unverified),
@@ -683,7 +702,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.clean_streak += 1;
                 p.trust.audits_passed += 1;
             }
-            leases::settle(state, cx, audit.lease, &reporters, recounted_ms);
+            delivery::release(state, cx, audit.lease, &reporters, recounted_ms);
         }
         AuditOutcome::Inconclusive => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {
@@ -691,7 +710,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
                 p.trust.audits_inconclusive += 1;
                 p.trust.forced_audits = forced;
             }
-            leases::settle(state, cx, audit.lease, &reporters, recounted_ms);
+            delivery::release(state, cx, audit.lease, &reporters, recounted_ms);
         }
         AuditOutcome::Unverified => {
             if let Some(p) = state.providers.get_mut(&audit.provider) {

@@ -343,6 +343,22 @@ pub enum Event {
         /// Barred until this height.
         ejected_until: u64,
     },
+    /// An encrypted lease's outputs passed the network's checks; its requester may confirm or
+    /// dispute them until `until_ms`, when the provider is paid on silence.
+    OutputsDelivered {
+        /// Lease.
+        lease: LeaseId,
+        /// When the delivery window closes, unix ms.
+        until_ms: u64,
+    },
+    /// The requester disputed a delivered lease's outputs; an auditor will decrypt and check
+    /// them.
+    OutputsDisputed {
+        /// Lease.
+        lease: LeaseId,
+        /// The deposit locked.
+        deposit: Amount,
+    },
     /// A provider reported a running lease's inputs invalid; auditors will check.
     InputDisputed {
         /// Lease.

@@ -46,6 +46,11 @@ pub enum LeaseStatus {
     Auditing,
     /// The provider reported the inputs invalid; auditors are checking the statement.
     InputDisputed,
+    /// The network's checks passed; an encrypted job's requester may confirm or dispute the
+    /// outputs until its delivery window closes ([`crate::delivery`]).
+    Delivered,
+    /// The requester disputed the delivered outputs; auditors will decrypt and check them.
+    OutputsDisputed,
     /// Paid out.
     Settled,
     /// Ended without payment to the provider.
@@ -64,6 +69,8 @@ impl Encode for LeaseStatus {
                 f.encode_to(out);
             }
             LeaseStatus::InputDisputed => out.push(5),
+            LeaseStatus::Delivered => out.push(6),
+            LeaseStatus::OutputsDisputed => out.push(7),
         }
     }
 }
@@ -77,6 +84,8 @@ impl Decode for LeaseStatus {
             3 => LeaseStatus::Settled,
             4 => LeaseStatus::Failed(LeaseFailure::decode_from(r)?),
             5 => LeaseStatus::InputDisputed,
+            6 => LeaseStatus::Delivered,
+            7 => LeaseStatus::OutputsDisputed,
             t => return Err(DecodeError::new("LeaseStatus", DecodeErrorKind::UnknownTag(t))),
         })
     }
@@ -173,6 +182,8 @@ pub struct Lease {
     /// With an encrypted job's disputed inputs: the provider's proven disclosure of the input
     /// key sealed to it, so auditors open the inputs exactly as it did.
     pub input_disclosure: Option<KeyDisclosure>,
+    /// An encrypted lease's delivery: what its payout waits on ([`crate::delivery`]).
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 codec_struct!(Lease {
     job,
@@ -196,7 +207,8 @@ codec_struct!(Lease {
     settlement,
     reserved,
     disputed_item,
-    input_disclosure
+    input_disclosure,
+    delivery
 });
 
 impl Lease {
@@ -304,6 +316,7 @@ pub(crate) fn create(
             reserved,
             disputed_item: None,
             input_disclosure: None,
+            delivery: None,
         },
     );
     state.schedule(deadline_ms, Timer::LeaseDeadline(id));
@@ -506,7 +519,10 @@ pub(crate) fn settle(
     measured_ms: Option<u64>,
 ) {
     let lease = state.leases.get(&id).expect("settling an existing lease").clone();
-    debug_assert!(matches!(lease.status, LeaseStatus::Committed | LeaseStatus::Auditing));
+    debug_assert!(matches!(
+        lease.status,
+        LeaseStatus::Committed | LeaseStatus::Auditing | LeaseStatus::Delivered
+    ));
     let units = match measured_ms {
         Some(measured) => cap_metering(state, cx, &lease, id, measured),
         None => lease.units_used(),
@@ -617,6 +633,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
     let value = lease.value();
     let mut penalty = Amount::ZERO;
     let mut escrow = lease.escrow;
+    crate::delivery::return_deposit(state, id);
     match reason {
         r if r.is_non_delivery() && !requester_withheld_key(state, &lease) => {
             let bps = Params::u64(state.params().non_delivery_bps);
@@ -698,10 +715,11 @@ pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     }
 }
 
-/// Runs from the `SettleLease` timer: an unaudited lease's window closed.
+/// Runs from the `SettleLease` timer: an unaudited lease's window closed (a network with no
+/// auditor to draw). An encrypted job's requester still gets its delivery window.
 pub(crate) fn window_closed(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     if state.leases.get(&id).is_some_and(|l| l.status == LeaseStatus::Committed) {
-        settle(state, cx, id, &[], None);
+        crate::delivery::release(state, cx, id, &[], None);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod apply;
 pub mod audits;
 mod book;
+pub mod delivery;
 pub mod endpoint;
 pub mod error;
 pub mod events;

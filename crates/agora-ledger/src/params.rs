@@ -79,6 +79,7 @@ pub const CRITICAL_PARAMS: &[&str] = &[
     "equivocation_slash_bps",
     "min_provider_collateral",
     "audit_window_blocks",
+    "delivery_window_ms",
     "audit_floor_ppm",
     "audit_second_opinion_ppm",
     "lambda_bps",
@@ -146,6 +147,10 @@ params! {
     cancel_fee_bps: 1_000, 0, 10_000;
     /// Blocks after a commitment (not audited) before payment is released.
     audit_window_blocks: 3, 1, 1 << 32;
+    /// How long, after the network's checks pass, an encrypted job's requester may confirm or
+    /// dispute a lease's outputs (only it holds their key) before the provider is paid, ms;
+    /// 0 pays encrypted leases on the network's checks alone.
+    delivery_window_ms: 600_000, 0, DAY_MS;
     /// Blocks an assigned auditor has to report.
     audit_report_blocks: 60, 1, 1 << 32;
     /// Times a silent auditor is replaced before an audit closes without it.

@@ -351,6 +351,19 @@ pub fn awaiting(state: &State, audit: AuditId) -> Vec<AccountId> {
     a.assignments.iter().filter(|x| x.verdict.is_none() && !x.replaced).map(|x| x.auditor).collect()
 }
 
+/// Reports on `audit` until it resolves: every assignee (by name, among
+/// `p1`..`p3` and `v0`..`v3`) says `passed`.
+pub fn settle_audit(c: &mut TestChain, audit: u64, passed: bool) {
+    const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
+    while c.state.audit(audit).unwrap().outcome.is_none() {
+        let name = |a: &AccountId| NAMES.into_iter().find(|n| id(n) == *a).expect("a known auditor");
+        let pending: Vec<&str> = awaiting(&c.state, audit).iter().map(name).collect();
+        for name in pending {
+            c.ok(name, report(&c.state, audit, passed));
+        }
+    }
+}
+
 /// The (job, lease) of the first lease the last block created.
 pub fn last_lease(c: &TestChain) -> (u64, u64) {
     c.last_events()

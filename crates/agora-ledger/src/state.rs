@@ -104,6 +104,8 @@ pub enum Timer {
     LeaseDeadline(LeaseId),
     /// At a time: a job's deadline.
     JobDeadline(JobId),
+    /// At a time: a delivered encrypted lease's window for its requester to dispute closes.
+    DeliveryWindow(LeaseId),
 }
 
 impl Timer {
@@ -118,6 +120,7 @@ impl Timer {
             Timer::OrderExpiry(_) => 6,
             Timer::LeaseDeadline(_) => 7,
             Timer::JobDeadline(_) => 8,
+            Timer::DeliveryWindow(_) => 9,
         }
     }
 
@@ -125,7 +128,11 @@ impl Timer {
     pub fn is_timed(&self) -> bool {
         matches!(
             self,
-            Timer::OrderExpiry(_) | Timer::LeaseDeadline(_) | Timer::JobDeadline(_) | Timer::CloseProposal(_)
+            Timer::OrderExpiry(_)
+                | Timer::LeaseDeadline(_)
+                | Timer::JobDeadline(_)
+                | Timer::CloseProposal(_)
+                | Timer::DeliveryWindow(_)
         )
     }
 }
@@ -141,7 +148,8 @@ impl Encode for Timer {
             | Timer::CloseProposal(id)
             | Timer::OrderExpiry(id)
             | Timer::LeaseDeadline(id)
-            | Timer::JobDeadline(id) => id.encode_to(out),
+            | Timer::JobDeadline(id)
+            | Timer::DeliveryWindow(id) => id.encode_to(out),
         }
     }
 }
@@ -159,6 +167,7 @@ impl Decode for Timer {
             6 => Timer::OrderExpiry(u64::decode_from(r)?),
             7 => Timer::LeaseDeadline(u64::decode_from(r)?),
             8 => Timer::JobDeadline(u64::decode_from(r)?),
+            9 => Timer::DeliveryWindow(u64::decode_from(r)?),
             t => return Err(DecodeError::new("Timer", agora_core::codec::DecodeErrorKind::UnknownTag(t))),
         })
     }

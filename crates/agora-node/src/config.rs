@@ -82,6 +82,11 @@ pub struct ProviderSection {
     /// work), instead of drawing each item independently.
     #[serde(default)]
     pub cheat_every_lease: bool,
+    /// Test hook for demos: commit an encrypted job's true outputs but store their blob
+    /// encrypted under a key the requester cannot derive (only the requester's delivery check
+    /// can tell). Never set this on a real provider: it is a non-delivery.
+    #[serde(default)]
+    pub garble_outputs: bool,
 }
 
 fn default_region() -> String {

@@ -33,6 +33,9 @@ pub struct DevnetOptions {
     pub cheat_bps: u32,
     /// Cheaters corrupt at least one item of every lease (see `ProviderSection`).
     pub cheat_every_lease: bool,
+    /// Cheaters garble their encrypted output blobs instead of corrupting items (see
+    /// `ProviderSection::garble_outputs`).
+    pub cheat_blob: bool,
     /// Chain parameters to set in genesis, over [`devnet_params`].
     pub params: Vec<(String, u128)>,
     /// First port: validator i's API is `port_base + i`, its p2p port `port_base + 100 + i`;
@@ -83,6 +86,7 @@ pub fn devnet_params(validators: usize) -> Params {
         audit_report_blocks: 1_500,
         unbonding_blocks: 600,
         gov_voting_ms: 20_000,
+        delivery_window_ms: 20_000,
         allow_private_endpoints: 1,
         ..Params::default()
     }
@@ -244,8 +248,9 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 region: region.into(),
                 carbon_g_per_kwh: carbon,
                 capacity: 3_600,
-                cheat_bps: if cheats { opts.cheat_bps } else { 0 },
+                cheat_bps: if cheats && !opts.cheat_blob { opts.cheat_bps } else { 0 },
                 cheat_every_lease: cheats && opts.cheat_every_lease,
+                garble_outputs: cheats && opts.cheat_blob,
             }),
             gateway: GatewaySection::default(),
             worker_threads: Some(threads_per_node),

@@ -115,11 +115,37 @@ pub fn decode_committed(
     Ok(items)
 }
 
-/// The key a lease's outputs are encrypted with: agreed between provider and requester.
-pub fn output_key(me: &SecretKey, peer: &PublicKey, lease: LeaseId) -> Result<BlobKey, ProtocolError> {
+/// The key-derivation context of lease `lease`'s output key.
+fn output_context(lease: LeaseId) -> Vec<u8> {
     let mut context = b"agora/lease-output".to_vec();
     context.extend_from_slice(&lease.to_le_bytes());
-    Ok(agreed_key(me, peer, &context)?)
+    context
+}
+
+/// The key a lease's outputs are encrypted with: agreed between provider and requester.
+pub fn output_key(me: &SecretKey, peer: &PublicKey, lease: LeaseId) -> Result<BlobKey, ProtocolError> {
+    Ok(agreed_key(me, peer, &output_context(lease))?)
+}
+
+/// The requester's proven disclosure of the secret its lease `lease`'s output key is derived
+/// from, for a dispute of the delivered outputs (`DisputeOutputs`).
+pub fn disclose_output_key(
+    requester: &SecretKey,
+    provider: &PublicKey,
+    lease: LeaseId,
+) -> Result<agora_core::disclosure::KeyDisclosure, ProtocolError> {
+    Ok(seal::disclose_agreed(requester, provider, &agora_core::disclosure::output_key_context(lease))?)
+}
+
+/// Lease `lease`'s output key, from its requester's disclosure ([`disclose_output_key`]).
+pub fn open_disclosed_output_key(
+    requester: &PublicKey,
+    provider: &PublicKey,
+    disclosure: &agora_core::disclosure::KeyDisclosure,
+    lease: LeaseId,
+) -> Result<BlobKey, seal::SealError> {
+    let disclosed_for = agora_core::disclosure::output_key_context(lease);
+    seal::agreed_key_disclosed(requester, provider, disclosure, &disclosed_for, &output_context(lease))
 }
 
 /// Seals a shard's input key to the provider assigned to it.
@@ -287,5 +313,10 @@ mod tests {
     fn output_keys_agree() {
         let (p, r) = (SecretKey::from_label("p"), SecretKey::from_label("r"));
         assert_eq!(output_key(&p, &r.public(), 9).unwrap(), output_key(&r, &p.public(), 9).unwrap());
+        // And the requester's disclosure gives auditors the same key, for that lease only.
+        let d = disclose_output_key(&r, &p.public(), 9).unwrap();
+        let opened = open_disclosed_output_key(&r.public(), &p.public(), &d, 9).unwrap();
+        assert_eq!(opened, output_key(&p, &r.public(), 9).unwrap());
+        assert!(open_disclosed_output_key(&r.public(), &p.public(), &d, 10).is_err());
     }
 }

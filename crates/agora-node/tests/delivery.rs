@@ -8,6 +8,10 @@
 //!   provider discloses (with proof) in its statement: a sealed key that does not open, and a
 //!   key that opens inputs that do not match their root. Before, an encrypted job's inputs
 //!   could not be disputed at all.
+//! * an encrypted job whose provider commits its true outputs but stores a blob the requester
+//!   cannot open: auditors, who see ciphertext, pass it; the requester's check of the
+//!   delivered outputs disputes it with its disclosed key, an auditor decrypts it and confirms,
+//!   and the lease is a non-delivery instead of being paid. Before, it was paid on its hash.
 //! * a lease the audit draw passes over: an auditor fetches its committed output blob and
 //!   checks it before it is paid. Before, it was paid on the provider's word when its window
 //!   closed.
@@ -224,6 +228,65 @@ fn encrypted_inputs_are_disputed_with_a_disclosed_key_and_cost_the_provider_noth
     }
     let after: Vec<_> = providers.iter().map(|p| provider_state(p)["collateral"].clone()).collect();
     assert_eq!(before, after, "no provider paid a penalty for the requester's key or inputs");
+}
+
+#[test]
+fn an_encrypted_blob_the_requester_cannot_open_is_disputed_and_never_paid() {
+    let net = Net::start(4, 1, &["--cheaters", "1", "--cheat-blob"]);
+    let v = net.validators[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let requester = Requester::new(&net);
+    let chain = &requester.chain;
+    let key = BlobKey::generate();
+    let items = montecarlo_items(4);
+    let m = requester.manifest_of(&rt, &[(&items, None, Some(&key))]);
+    let job = rt.block_on(agora_node::requester::submit_manifest(chain, &requester.sender, &m)).unwrap();
+    let garbler = net.provider_account(0);
+    let collateral = || agora(&v, &["provider", "status", &garbler])["provider"]["collateral"].clone();
+    let before = collateral();
+    let (mut shared, mut answered, mut verdicts) = (Default::default(), Default::default(), vec![]);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let lease = loop {
+        assert!(Instant::now() < deadline, "no dispute resolved; logs: {}", net.logs_tail());
+        let j = rt.block_on(chain.job(job)).unwrap();
+        if let Some(&id) = j.shards[0].history.first() {
+            let lease = rt.block_on(chain.lease(id)).unwrap();
+            if matches!(lease.status, agora_ledger::leases::LeaseStatus::Failed(_)) {
+                break lease;
+            }
+            let share = agora_node::requester::follow::share_input_key(
+                &requester.sender,
+                &j,
+                id,
+                &lease,
+                || Ok(key.clone()),
+                &mut shared,
+            );
+            rt.block_on(share).unwrap();
+            let check = agora_node::requester::delivery::check_delivered(
+                chain,
+                &requester.sender,
+                id,
+                &lease,
+                &mut answered,
+            );
+            verdicts.extend(rt.block_on(check).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        matches!(verdicts.as_slice(), [agora_node::requester::delivery::Verdict::Disputed(_)]),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        lease.status,
+        agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::OutputUnavailable)
+    );
+    assert!(lease.settlement.is_none(), "never paid");
+    let check = rt.block_on(chain.audit(lease.audit.unwrap())).unwrap();
+    assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Availability);
+    assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Fraud), "{check:?}");
+    assert_ne!(collateral(), before, "the non-delivery penalty was taken");
 }
 
 #[test]

@@ -154,14 +154,50 @@ const AGREE_CONTEXT: &str = "agora-store 2026 agreed blob key v1";
 pub fn agreed_key(me: &SecretKey, peer: &PublicKey, context: &[u8]) -> Result<BlobKey, SealError> {
     let peer_x = peer.to_x25519().ok_or(SealError::InvalidRecipient(*peer))?;
     let my_x = me.public().to_x25519().ok_or(SealError::InvalidRecipient(me.public()))?;
-    let shared = x25519(me.to_x25519_scalar_bytes(), peer_x);
-    if shared == [0u8; 32] {
+    agreed_from(&x25519(me.to_x25519_scalar_bytes(), peer_x), my_x, peer_x, context)
+}
+
+/// `me`'s proof, for `disclosure_context`, of the secret its key shares with `peer`'s: whoever
+/// holds it computes every [`agreed_key`] of the two ([`agreed_key_disclosed`]).
+pub fn disclose_agreed(
+    me: &SecretKey,
+    peer: &PublicKey,
+    disclosure_context: &[u8],
+) -> Result<KeyDisclosure, SealError> {
+    let peer_x = peer.to_x25519().ok_or(SealError::InvalidRecipient(*peer))?;
+    KeyDisclosure::prove(me, &peer_x, disclosure_context).ok_or(SealError::InvalidRecipient(*peer))
+}
+
+/// The [`agreed_key`] of `discloser` and `peer` for `context`, from `discloser`'s disclosure
+/// for `disclosure_context` ([`disclose_agreed`]); [`SealError::Disclosure`] if it proves
+/// nothing for these two keys and that context.
+pub fn agreed_key_disclosed(
+    discloser: &PublicKey,
+    peer: &PublicKey,
+    disclosure: &KeyDisclosure,
+    disclosure_context: &[u8],
+    context: &[u8],
+) -> Result<BlobKey, SealError> {
+    let peer_x = peer.to_x25519().ok_or(SealError::InvalidRecipient(*peer))?;
+    let my_x = discloser.to_x25519().ok_or(SealError::InvalidRecipient(*discloser))?;
+    let shared = disclosure.verify(discloser, &peer_x, disclosure_context).ok_or(SealError::Disclosure)?;
+    agreed_from(&shared, my_x, peer_x, context)
+}
+
+/// The agreed key from the two parties' X25519 shared secret and public keys.
+fn agreed_from(
+    shared: &[u8; 32],
+    my_x: [u8; 32],
+    peer_x: [u8; 32],
+    context: &[u8],
+) -> Result<BlobKey, SealError> {
+    if shared == &[0u8; 32] {
         return Err(SealError::WeakKey);
     }
     // Order the two public keys so both sides hash the same bytes.
     let (a, b) = if my_x <= peer_x { (my_x, peer_x) } else { (peer_x, my_x) };
     let mut h = blake3::Hasher::new_derive_key(AGREE_CONTEXT);
-    h.update(&shared);
+    h.update(shared);
     h.update(&a);
     h.update(&b);
     h.update(&(context.len() as u64).to_le_bytes());
@@ -245,5 +281,23 @@ mod tests {
         garbage[40] ^= 1;
         let d = disclose(&garbage, &provider, b"lease 3").unwrap();
         assert_eq!(open_disclosed(&garbage, &provider.public(), &d, b"lease 3"), Err(SealError::WrongKey));
+    }
+
+    #[test]
+    fn a_disclosed_agreement_yields_the_agreed_key_and_nothing_else() {
+        let (provider, requester) = (SecretKey::from_label("p"), SecretKey::from_label("r"));
+        let key = agreed_key(&provider, &requester.public(), b"lease 7").unwrap();
+        let d = disclose_agreed(&requester, &provider.public(), b"disclosed for 7").unwrap();
+        let open = |who: &PublicKey, peer: &PublicKey, dc: &[u8]| {
+            agreed_key_disclosed(who, peer, &d, dc, b"lease 7")
+        };
+        assert_eq!(open(&requester.public(), &provider.public(), b"disclosed for 7").unwrap(), key);
+        let eve = SecretKey::from_label("e");
+        assert_eq!(open(&eve.public(), &provider.public(), b"disclosed for 7"), Err(SealError::Disclosure));
+        assert_eq!(open(&requester.public(), &eve.public(), b"disclosed for 7"), Err(SealError::Disclosure));
+        assert_eq!(
+            open(&requester.public(), &provider.public(), b"disclosed for 8"),
+            Err(SealError::Disclosure)
+        );
     }
 }

@@ -409,6 +409,13 @@ fn react(
                     TxPayload::CommitResult { lease: *lease, commitment: commitment(root, 20, claim) },
                 ));
             }
+            Event::OutputsDelivered { lease, .. } => {
+                // Nobody here serves an output blob other than the one committed: requesters
+                // decrypt what they were sent and confirm it.
+                let Some(f) = leases.get(lease) else { continue };
+                pending
+                    .push((cast.name(&f.requester).to_string(), TxPayload::ConfirmOutputs { lease: *lease }));
+            }
             Event::AuditDrawn { lease, probability_ppm, .. }
                 if leases.get(lease).is_some_and(|f| f.cheated) =>
             {

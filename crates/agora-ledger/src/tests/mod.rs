@@ -1,6 +1,7 @@
 mod admission;
 mod auditors;
 mod clearing;
+mod delivery;
 mod deterrence;
 mod governance;
 mod harness;

@@ -12,7 +12,7 @@ use agora_core::block::{FaultKind, Misbehavior};
 use agora_core::disclosure::{KeyDisclosure, input_key_context};
 use agora_core::manifest::{ClusterSpec, LatencyBound};
 use agora_core::tx::{ParamChange, TxPayload};
-use agora_core::{AccountId, Amount, Coord, Hash};
+use agora_core::{Amount, Coord, Hash};
 
 fn find<T>(events: &[Event], f: impl Fn(&Event) -> Option<T>) -> Vec<T> {
     events.iter().filter_map(f).collect()
@@ -548,18 +548,6 @@ fn a_committed_lease_is_paid_in_full_whatever_the_requester_cancels() {
         Amount(l.seller_price.0 * 30 - l.seller_price.0 * 30 / 100),
         "30 device-seconds less the 1% audit fee"
     );
-}
-
-/// Reports on `audit` until it resolves: every assignee (by name) says `passed`.
-fn settle_audit(c: &mut TestChain, audit: u64, passed: bool) {
-    const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
-    while c.state.audit(audit).unwrap().outcome.is_none() {
-        let name = |a: &AccountId| NAMES.into_iter().find(|n| id(n) == *a).expect("a known auditor");
-        let pending: Vec<&str> = awaiting(&c.state, audit).iter().map(name).collect();
-        for name in pending {
-            c.ok(name, report(&c.state, audit, passed));
-        }
-    }
 }
 
 #[test]

@@ -261,6 +261,8 @@ fn lease_status(s: &LeaseStatus) -> &'static str {
         LeaseStatus::Committed => "committed",
         LeaseStatus::Auditing => "auditing",
         LeaseStatus::InputDisputed => "input_disputed",
+        LeaseStatus::Delivered => "delivered",
+        LeaseStatus::OutputsDisputed => "outputs_disputed",
         LeaseStatus::Settled => "settled",
         LeaseStatus::Failed(_) => "failed",
     }

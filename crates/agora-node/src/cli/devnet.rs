@@ -21,6 +21,11 @@ pub struct DevnetArgs {
     /// Share of output items a cheater corrupts, basis points (10000 = every item).
     #[arg(long, default_value_t = crate::devnet::CHEATER_BPS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub cheat_bps: u32,
+    /// Cheaters commit their true outputs but store an encrypted job's output blob under a key
+    /// the requester cannot derive, instead of corrupting items: only the requester's check of
+    /// the delivered outputs can tell, and its dispute makes it a non-delivery.
+    #[arg(long, requires = "cheaters")]
+    pub cheat_blob: bool,
     /// Set a chain parameter in the new devnet's genesis, e.g. `--param liveness_blocks=300`
     /// (repeatable; `agora gov params` lists them). Ignored when resuming a devnet.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -51,6 +56,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheaters: a.cheaters,
         cheat_bps: a.cheat_bps,
         cheat_every_lease: false,
+        cheat_blob: a.cheat_blob,
         params: a.params.clone(),
         port_base: a.port_base,
     };

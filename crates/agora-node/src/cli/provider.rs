@@ -64,6 +64,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 capacity,
                 cheat_bps: 0,
                 cheat_every_lease: false,
+                garble_outputs: false,
             };
             let endpoint = format!("http://{listen}");
             if !g.json {

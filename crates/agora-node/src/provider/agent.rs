@@ -155,6 +155,7 @@ impl Agent {
         let runtimes = Arc::new(Runtimes::new(cfg.store.clone(), cfg.dir.join("models")));
         let cheat_bps = cfg.provider.as_ref().map_or(0, |p| p.cheat_bps);
         let cheat_every_lease = cfg.provider.as_ref().is_some_and(|p| p.cheat_every_lease);
+        let garble_outputs = cfg.provider.as_ref().is_some_and(|p| p.garble_outputs);
         // One device: leases and audit recomputations take turns on it.
         let device = Arc::new(tokio::sync::Semaphore::new(1));
         let worker = Worker {
@@ -166,6 +167,7 @@ impl Agent {
             state: state_dir.clone(),
             cheat_bps,
             cheat_every_lease,
+            garble_outputs,
             device: device.clone(),
         };
         let auditor = Auditor {

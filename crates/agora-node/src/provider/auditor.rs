@@ -154,8 +154,9 @@ impl Auditor {
         // Every audit, and the availability check of a lease the draw did not audit, first
         // fetches the committed output blob: payment needs outputs the requester can get.
         let endpoint = &provider.profile.endpoint;
+        let binding = Binding::of(m.encrypted, audit.lease, &lease)?;
         let available =
-            with_patience(FETCH_PATIENCE, || check_output(endpoint, reach, &commitment, m.encrypted)).await;
+            with_patience(FETCH_PATIENCE, || check_output(endpoint, reach, &commitment, &binding)).await;
         if let Err(e) = &available
             && own_failure(e)
         {
@@ -305,18 +306,42 @@ impl Auditor {
     }
 }
 
+/// How an auditor ties a lease's output blob to the committed items.
+enum Binding {
+    /// By decoding the blob (decrypted with the key, for an encrypted job whose requester
+    /// disclosed it in a dispute) and checking the items' root and count.
+    Items(Option<agora_store::encrypt::BlobKey>),
+    /// By its hash alone: an encrypted job's blob, whose key only the requester holds.
+    HashOnly,
+}
+
+impl Binding {
+    /// The binding an auditor can check for lease `id` of a job that is `encrypted` or not.
+    fn of(encrypted: bool, id: LeaseId, lease: &Lease) -> anyhow::Result<Self> {
+        match (encrypted, lease.delivery.as_ref().and_then(|d| d.disclosure)) {
+            (false, _) => Ok(Binding::Items(None)),
+            (true, None) => Ok(Binding::HashOnly),
+            (true, Some(d)) => protocol::open_disclosed_output_key(&lease.requester, &lease.provider, &d, id)
+                .map(|key| Binding::Items(Some(key)))
+                // The chain admitted the disclosure, so this node's view of it is wrong.
+                .map_err(|e| Unable(format!("deriving the disclosed output key: {e}")).into()),
+        }
+    }
+}
+
 /// Fetches a lease's committed output blob from the provider's store at `endpoint` into a
 /// temporary file (at most [`protocol::MAX_OUTPUT_BLOB`] bytes: asked first, and a provider that
 /// understates the size has the download refused before its content is read) and checks it is
-/// the committed one: its hash (verified chunk by chunk as it arrives) and, for an unencrypted
-/// job, that its items hash to the committed root and count.
+/// the committed one: its hash (verified chunk by chunk as it arrives) and, where the
+/// [`Binding`] allows (an unencrypted job, or a disputed one's disclosed key), that its items
+/// hash to the committed root and count.
 /// Transport errors stay in the chain (this node's problem, [`own_failure`]); anything else is
 /// the provider's.
 async fn check_output(
     endpoint: &str,
     reach: Reach,
     commitment: &agora_core::tx::ResultCommitment,
-    encrypted: bool,
+    binding: &Binding,
 ) -> anyhow::Result<()> {
     let store = agora_store::http::Client::reaching(endpoint, reach)
         .map_err(|e| Unable(e.to_string()))?
@@ -334,10 +359,9 @@ async fn check_output(
         .download_to_file(&commitment.output, file.path(), None, |_, _| {})
         .await
         .with_context(|| format!("fetching the committed output blob {}", commitment.output))?;
-    if !encrypted {
-        // An encrypted blob is bound to its items by the requester, who holds the key.
+    if let Binding::Items(key) = binding {
         let blob = std::fs::read(file.path()).map_err(|e| Unable(format!("reading the blob back: {e}")))?;
-        protocol::decode_committed(&blob, None, &commitment.root, commitment.item_count)
+        protocol::decode_committed(&blob, key.as_ref(), &commitment.root, commitment.item_count)
             .context("the output blob is not the committed items")?;
     }
     Ok(())
@@ -409,7 +433,7 @@ mod tests {
         let items = vec![b"one".to_vec(), b"two".to_vec()];
         let encoded = protocol::encode_shard(&items, None).unwrap();
         store.put(&encoded.blob, true).unwrap();
-        let app = agora_store::http::router(store, agora_store::http::ServerConfig::open());
+        let app = agora_store::http::router(store.clone(), agora_store::http::ServerConfig::open());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -420,27 +444,66 @@ mod tests {
             metering: Default::default(),
         };
         let good = commitment(encoded.hash, encoded.items_root, 2);
-        check_output(&url, Reach::Any, &good, false).await.unwrap();
+        check_output(&url, Reach::Any, &good, &Binding::Items(None)).await.unwrap();
         // A blob the provider does not serve (withheld, or never published): its fault.
         let missing = commitment(agora_core::Hash::of(b"never stored"), encoded.items_root, 2);
-        let e = check_output(&url, Reach::Any, &missing, false).await.unwrap_err();
+        let e = check_output(&url, Reach::Any, &missing, &Binding::Items(None)).await.unwrap_err();
         assert!(!own_failure(&e), "{e:#}");
         // A blob that is not the committed items (another root, or another count).
-        let e =
-            check_output(&url, Reach::Any, &commitment(encoded.hash, agora_core::Hash::of(b"x"), 2), false)
-                .await
-                .unwrap_err();
+        let e = check_output(
+            &url,
+            Reach::Any,
+            &commitment(encoded.hash, agora_core::Hash::of(b"x"), 2),
+            &Binding::Items(None),
+        )
+        .await
+        .unwrap_err();
         assert!(!own_failure(&e) && format!("{e:#}").contains("not the committed items"), "{e:#}");
-        let e = check_output(&url, Reach::Any, &commitment(encoded.hash, encoded.items_root, 3), false)
-            .await
-            .unwrap_err();
+        let e = check_output(
+            &url,
+            Reach::Any,
+            &commitment(encoded.hash, encoded.items_root, 3),
+            &Binding::Items(None),
+        )
+        .await
+        .unwrap_err();
         assert!(format!("{e:#}").contains("holds 2 items"), "{e:#}");
         // An encrypted blob is checked by its hash alone (the requester holds the key).
-        check_output(&url, Reach::Any, &commitment(encoded.hash, agora_core::Hash::of(b"x"), 9), true)
+        check_output(
+            &url,
+            Reach::Any,
+            &commitment(encoded.hash, agora_core::Hash::of(b"x"), 9),
+            &Binding::HashOnly,
+        )
+        .await
+        .unwrap();
+        // An encrypted blob whose requester disputed it is decrypted with the disclosed key:
+        // the committed items pass; a blob the provider encrypted under another key (so the
+        // requester cannot open it) fails, as the provider's fault.
+        let (provider, requester) = (SecretKey::from_label("p"), SecretKey::from_label("r"));
+        let key = protocol::output_key(&provider, &requester.public(), 7).unwrap();
+        let sealed = protocol::encode_shard(&items, Some(&key)).unwrap();
+        let wrong = protocol::encode_shard(&items, Some(&agora_store::encrypt::BlobKey::generate())).unwrap();
+        store.put(&sealed.blob, true).unwrap();
+        store.put(&wrong.blob, true).unwrap();
+        let d = protocol::disclose_output_key(&requester, &provider.public(), 7).unwrap();
+        let disclosed =
+            protocol::open_disclosed_output_key(&requester.public(), &provider.public(), &d, 7).unwrap();
+        let with_key = Binding::Items(Some(disclosed));
+        check_output(&url, Reach::Any, &commitment(sealed.hash, sealed.items_root, 2), &with_key)
+            .await
+            .unwrap();
+        let e = check_output(&url, Reach::Any, &commitment(wrong.hash, wrong.items_root, 2), &with_key)
+            .await
+            .unwrap_err();
+        assert!(!own_failure(&e) && format!("{e:#}").contains("not the committed items"), "{e:#}");
+        // Without the key, only the hash could be checked.
+        check_output(&url, Reach::Any, &commitment(wrong.hash, wrong.items_root, 2), &Binding::HashOnly)
             .await
             .unwrap();
         // Nobody listening: this auditor's own problem, never the provider's fault.
-        let e = check_output("http://127.0.0.1:1", Reach::Any, &good, false).await.unwrap_err();
+        let e =
+            check_output("http://127.0.0.1:1", Reach::Any, &good, &Binding::Items(None)).await.unwrap_err();
         assert!(own_failure(&e), "{e:#}");
     }
 

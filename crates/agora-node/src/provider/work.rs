@@ -86,6 +86,8 @@ pub struct Worker {
     pub cheat_bps: u32,
     /// Corrupt at least one item of every lease (demo cheaters).
     pub cheat_every_lease: bool,
+    /// Demo cheat: store encrypted outputs under a key the requester cannot derive.
+    pub garble_outputs: bool,
     /// The device: one lease computes on it at a time (others fetch inputs or wait for keys
     /// meanwhile), so concurrent leases do not slow each other past what they bought.
     pub device: Arc<tokio::sync::Semaphore>,
@@ -161,10 +163,10 @@ impl Worker {
             cheat(&mut items, &self.key.public(), lease_id, self.cheat_bps, self.cheat_every_lease);
         }
         self.state.save_items(lease_id, "outputs", &items)?;
-        let out_key = if m.encrypted {
-            Some(protocol::output_key(&self.key, &lease.requester, lease_id)?)
-        } else {
-            None
+        let out_key = match (m.encrypted, self.garble_outputs) {
+            (false, _) => None,
+            (true, false) => Some(protocol::output_key(&self.key, &lease.requester, lease_id)?),
+            (true, true) => Some(agora_store::encrypt::BlobKey::generate()),
         };
         let encoded = protocol::encode_shard(&items, out_key.as_ref())?;
         // Held privately until the commitment is final (see `commit`): a requester who could

@@ -1,6 +1,7 @@
-//! Following a job from matching to settlement: shows each shard's stage, and shares each
-//! shard's input key with its provider as soon as the shard is leased (again after a
-//! re-match).
+//! Following a job from matching to settlement: shows each shard's stage, shares each shard's
+//! input key with its provider as soon as the shard is leased (again after a re-match), and
+//! checks each delivered encrypted lease's outputs before its provider is paid
+//! ([`super::delivery`]).
 
 use super::record::JobRecord;
 use crate::client::NodeClient;
@@ -28,6 +29,8 @@ pub struct Stages {
     pub committed: u32,
     /// Under audit.
     pub auditing: u32,
+    /// Checked by the network; the requester checks an encrypted lease's outputs.
+    pub delivered: u32,
     /// Paid out.
     pub settled: u32,
     /// Given up.
@@ -38,11 +41,12 @@ impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "matching {} · running {} · committed {} · auditing {} · settled {}{}",
+            "matching {} · running {} · committed {} · auditing {} · delivered {} · settled {}{}",
             self.matching,
             self.running,
             self.committed,
             self.auditing,
+            self.delivered,
             self.settled,
             if self.abandoned > 0 { format!(" · abandoned {}", self.abandoned) } else { String::new() }
         )
@@ -97,7 +101,7 @@ pub async fn follow(
         pb.set_prefix(record.job.to_string());
     }
     let start = Instant::now();
-    let mut shared = BTreeSet::new();
+    let (mut shared, mut answered) = (BTreeSet::new(), BTreeSet::new());
     loop {
         let job = client.job(record.job).await?;
         pb.set_length(job.shards.len() as u64);
@@ -112,7 +116,10 @@ pub async fn follow(
                     match lease.status {
                         LeaseStatus::Running => st.running += 1,
                         LeaseStatus::Committed => st.committed += 1,
-                        LeaseStatus::Auditing | LeaseStatus::InputDisputed => st.auditing += 1,
+                        LeaseStatus::Auditing | LeaseStatus::InputDisputed | LeaseStatus::OutputsDisputed => {
+                            st.auditing += 1
+                        }
+                        LeaseStatus::Delivered => st.delivered += 1,
                         LeaseStatus::Settled => st.settled += 1,
                         LeaseStatus::Failed(_) => st.matching += 1,
                     }
@@ -125,6 +132,7 @@ pub async fn follow(
                         })
                     };
                     share_input_key(sender, &job, l, &lease, key, &mut shared).await?;
+                    super::delivery::check_delivered(client, sender, l, &lease, &mut answered).await?;
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The requester side: job files, preparing and submitting jobs, following them to settlement
-//! (sharing input keys with assigned providers), fetching and checking results, receipts, and
-//! quotes.
+//! (sharing input keys with assigned providers, checking delivered encrypted outputs), fetching
+//! and checking results, receipts, and quotes.
 
+pub mod delivery;
 pub mod follow;
 pub mod jobfile;
 pub mod prepare;

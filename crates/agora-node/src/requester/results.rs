@@ -4,9 +4,11 @@
 //! in order.
 
 use crate::client::NodeClient;
-use crate::protocol;
+use crate::protocol::{self, ProtocolError};
+use agora_core::tx::LeaseId;
 use agora_core::{JobKind, SecretKey};
 use agora_ledger::jobs::{Job, ShardStatus};
+use agora_ledger::leases::Lease;
 use anyhow::{Context, bail};
 use std::path::Path;
 
@@ -23,25 +25,43 @@ pub async fn fetch(
             continue;
         };
         let lease = client.lease(lease_id).await?;
-        let commitment = lease.commitment.context("a settled lease has a commitment")?;
-        let provider = client.provider(&lease.provider).await?;
-        let store = agora_store::http::Client::reaching(&provider.profile.endpoint, client.reach().await?)?
-            .with_max_blob(protocol::MAX_OUTPUT_BLOB);
-        let mut blob = Vec::new();
-        store
-            .download(&commitment.output, None, &mut blob, |_, _| {})
-            .await
-            .with_context(|| format!("downloading shard {i}'s outputs from {}", provider.profile.endpoint))?;
-        let key = if job.manifest.encrypted {
-            Some(protocol::output_key(me, &lease.provider, lease_id)?)
-        } else {
-            None
-        };
-        let items = protocol::decode_committed(&blob, key.as_ref(), &commitment.root, commitment.item_count)
+        let blob = download_outputs(client, &lease).await.with_context(|| format!("shard {i}"))?;
+        let items = open_outputs(me, job.manifest.encrypted, lease_id, &lease, &blob)
             .with_context(|| format!("shard {i}'s outputs do not match the provider's commitment"))?;
         out.push(Some(items));
     }
     Ok(out)
+}
+
+/// Downloads a committed lease's output blob from its provider's store (verified chunk by
+/// chunk against the committed hash; at most [`protocol::MAX_OUTPUT_BLOB`] bytes).
+pub async fn download_outputs(client: &NodeClient, lease: &Lease) -> anyhow::Result<Vec<u8>> {
+    let commitment = lease.commitment.as_ref().context("the lease has no commitment yet")?;
+    let endpoint = client.provider(&lease.provider).await?.profile.endpoint;
+    let store = agora_store::http::Client::reaching(&endpoint, client.reach().await?)?
+        .with_max_blob(protocol::MAX_OUTPUT_BLOB);
+    let mut blob = Vec::new();
+    store
+        .download(&commitment.output, None, &mut blob, |_, _| {})
+        .await
+        .with_context(|| format!("downloading the outputs from {endpoint}"))?;
+    Ok(blob)
+}
+
+/// The output items in lease `id`'s `blob`, decrypted with the key agreed with its provider
+/// (for `me`, the requester of an encrypted job) and checked against the commitment's root
+/// and count; an error means the blob is not what the provider committed to.
+pub fn open_outputs(
+    me: &SecretKey,
+    encrypted: bool,
+    id: LeaseId,
+    lease: &Lease,
+    blob: &[u8],
+) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let commitment =
+        lease.commitment.as_ref().ok_or_else(|| ProtocolError::Mismatch("no commitment".into()))?;
+    let key = if encrypted { Some(protocol::output_key(me, &lease.provider, id)?) } else { None };
+    protocol::decode_committed(blob, key.as_ref(), &commitment.root, commitment.item_count)
 }
 
 /// Writes the outputs of every shard, in order, to `dir` (layout: see

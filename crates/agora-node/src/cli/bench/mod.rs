@@ -215,6 +215,7 @@ pub(crate) async fn with_validators<T>(
         cheaters: 0,
         cheat_bps: 0,
         cheat_every_lease: false,
+        cheat_blob: false,
         params: vec![],
         port_base: free_port_base(validators, 0)?,
     };
@@ -280,6 +281,7 @@ async fn with_devnet<T>(
         cheaters,
         cheat_bps,
         cheat_every_lease: false,
+        cheat_blob: false,
         params: vec![],
         port_base: free_port_base(validators, providers)?,
     };

@@ -19,7 +19,8 @@ pub enum JobCommand {
     Submit {
         /// The job file (format: see the README, "Job files").
         file: PathBuf,
-        /// Follow the job until it settles and print its receipt.
+        /// Follow the job until it settles and print its receipt (checking each lease's
+        /// encrypted outputs and confirming or disputing them before the provider is paid).
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this many seconds.
@@ -37,7 +38,9 @@ pub enum JobCommand {
         /// Job id.
         id: u64,
     },
-    /// Follow a job until it settles (sharing input keys with its providers).
+    /// Follow a job until it settles (sharing input keys with its providers, and checking each
+    /// lease's delivered encrypted outputs: confirmed, the provider is paid at once; disputed,
+    /// an auditor decrypts them with the key this discloses).
     Wait {
         /// Job id.
         id: u64,

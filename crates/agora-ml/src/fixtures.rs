@@ -12,7 +12,10 @@
 
 use agora_runtime::items::training::Example;
 use agora_runtime::rng::Rng;
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::{QTensor, gguf_file};
+
+/// The weight types a llama fixture can be written in ([`write_tiny_llama`]).
+pub use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;

@@ -135,3 +135,22 @@ fn requantization_is_deterministic_and_loadable() {
     let out = exec.run(&ctx(4, 0, 0, vec![]), &inputs()[..1]).unwrap();
     assert_eq!(out.items.len(), 1);
 }
+
+#[test]
+fn a_prompt_longer_than_the_model_accepts_is_named_before_anything_is_computed() {
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 1);
+    let c = ctx(4, 0, 7, vec![]);
+    assert!(exec.check_input(&c, 0, PROMPTS[0].as_bytes()).is_ok());
+    // Well-formed text, far beyond the prompt limit once tokenized.
+    let long = "the sea ".repeat(agora_ml::generate::model::MAX_PROMPT_TOKENS);
+    let e = exec.check_input(&c, 5, long.as_bytes()).unwrap_err();
+    assert!(matches!(e, agora_runtime::ExecError::BadInput { index: 5, .. }), "{e}");
+    // The run refuses the same item the same way, so a provider's statement is what an
+    // auditor's check finds.
+    let e = exec.run(&c, &[PROMPTS[1].as_bytes().to_vec(), long.into_bytes()]).unwrap_err();
+    assert!(matches!(e, agora_runtime::ExecError::BadInput { index: 1, .. }), "{e}");
+    assert!(matches!(
+        exec.check_input(&c, 2, &[0xff]),
+        Err(agora_runtime::ExecError::BadInput { index: 2, .. })
+    ));
+}

@@ -66,7 +66,20 @@ impl Requester {
     /// `key` if given; returns a manifest for them whose items roots are `root` (the inputs'
     /// own root if `None`).
     fn manifest_of(&self, rt: &tokio::runtime::Runtime, shards: &[Shard<'_>]) -> agora_core::JobManifest {
-        let model = rt.block_on(self.store.upload_bytes(MONTECARLO.to_vec(), true)).unwrap().hash;
+        let params = agora_core::JobParams::Wasm { fuel_per_item: 10_000_000, memory_mib: 16, args: vec![] };
+        self.job_of(rt, MONTECARLO.to_vec(), params, shards)
+    }
+
+    /// Uploads `model` and one shard per `(items, root, key)`, as [`Self::manifest_of`] does,
+    /// for a job with `params`.
+    fn job_of(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        model: Vec<u8>,
+        params: agora_core::JobParams,
+        shards: &[Shard<'_>],
+    ) -> agora_core::JobManifest {
+        let model = rt.block_on(self.store.upload_bytes(model, true)).unwrap().hash;
         let encrypted = shards.iter().any(|(_, _, key)| key.is_some());
         let shards = shards
             .iter()
@@ -85,7 +98,7 @@ impl Requester {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         agora_core::JobManifest {
             model,
-            params: agora_core::JobParams::Wasm { fuel_per_item: 10_000_000, memory_mib: 16, args: vec![] },
+            params,
             class: "cpu.x86_64".parse().unwrap(),
             shards,
             max_unit_price: agora_core::Amount(1_000),
@@ -178,6 +191,47 @@ fn inputs_that_do_not_match_their_manifest_cost_the_provider_nothing() {
     let supply = agora(&v, &["chain", "status"])["supply"].clone();
     let n = |k: &str| supply[k].as_str().unwrap().parse::<u128>().unwrap();
     assert_eq!(n("escrow"), 0, "the compensation paid, the rest refunded: {supply}");
+}
+
+#[test]
+fn a_prompt_longer_than_the_model_accepts_is_the_requesters_fault() {
+    // Before: a well-formed prompt beyond the model's limit failed the provider's run; the
+    // lease missed its deadline and the provider paid the non-delivery penalty. Now the
+    // provider names the item, and auditors (validators, in their child processes) check it
+    // with the same function on the same model.
+    let net = Net::start(4, 1, &[]);
+    let v = net.validators[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let requester = Requester::new(&net);
+    let work = tempfile::tempdir().unwrap();
+    agora_ml::fixtures::write_tiny_llama(
+        &work.path().join("model.gguf"),
+        1,
+        agora_ml::fixtures::GgmlDType::Q8_0,
+    )
+    .unwrap();
+    let mut bundle = Vec::new();
+    agora_runtime::provision::bundle::write_bundle(work.path(), &["model.gguf".to_string()], &mut bundle)
+        .unwrap();
+    let long = "the sea ".repeat(agora_ml::generate::model::MAX_PROMPT_TOKENS).into_bytes();
+    let items = vec![b"hello there".to_vec(), long];
+    let params =
+        agora_core::JobParams::Generate { max_new_tokens: 4, temperature_milli: 0, seed: 1, stop: vec![] };
+    let m = requester.job_of(&rt, bundle, params, &[(&items, None, None)]);
+    let provider = net.provider_account(0);
+    let collateral = || agora(&v, &["provider", "status", &provider])["provider"]["collateral"].clone();
+    let before = collateral();
+    let j = requester.run(&rt, &net, &m);
+    assert!(matches!(j.shards[0].status, agora_ledger::jobs::ShardStatus::Abandoned), "{:?}", j.shards[0]);
+    let lease = rt.block_on(requester.chain.lease(j.shards[0].history[0])).unwrap();
+    assert_eq!(
+        lease.status,
+        agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::InvalidInput)
+    );
+    assert_eq!(lease.disputed_item, Some(1), "the provider named the item");
+    let check = rt.block_on(requester.chain.audit(lease.audit.unwrap())).unwrap();
+    assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Clean), "{check:?}");
+    assert_eq!(collateral(), before, "no penalty for the requester's prompt");
 }
 
 #[test]

@@ -46,8 +46,63 @@ fn audit_in_child(
         models_dir: models.path().to_path_buf(),
         ctx,
         request,
+        check_inputs: false,
     };
     tokio::runtime::Runtime::new().unwrap().block_on(isolate::run(Path::new(BIN), audit, limits))
+}
+
+#[test]
+fn a_child_checks_a_disputed_prompt_as_the_provider_did() {
+    // A provider states a prompt longer than the model accepts; a validator checks the
+    // statement with the same function, in its child process, on the same model bundle.
+    let work = tempfile::tempdir().unwrap();
+    let model_dir = work.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    agora_ml::fixtures::write_tiny_llama(
+        &model_dir.join("model.gguf"),
+        1,
+        agora_ml::fixtures::GgmlDType::Q8_0,
+    )
+    .unwrap();
+    let bundle = work.path().join("model.bundle");
+    let names = vec!["model.gguf".to_string()];
+    let (model, _) = agora_runtime::provision::bundle::write_bundle(
+        &model_dir,
+        &names,
+        &mut std::fs::File::create(&bundle).unwrap(),
+    )
+    .unwrap();
+    let c = TaskContext {
+        job: Hash::of(b"isolated"),
+        shard: 0,
+        model,
+        params: JobParams::Generate { max_new_tokens: 4, temperature_milli: 0, seed: 1, stop: vec![] },
+        power: PowerModel::CPU_CORE,
+        device_seconds: Some(60),
+    };
+    let long = "the sea ".repeat(agora_ml::generate::model::MAX_PROMPT_TOKENS).into_bytes();
+    let check = |item: Vec<u8>| {
+        let request = AuditRequest { indices: vec![], inputs: vec![(3, item)], claimed: vec![] };
+        let models = tempfile::tempdir().unwrap();
+        let audit = Audit {
+            kind: JobKind::Generate,
+            model,
+            model_file: bundle.clone(),
+            models_dir: models.path().to_path_buf(),
+            ctx: &c,
+            request: &request,
+            check_inputs: true,
+        };
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(isolate::run(Path::new(BIN), audit, GENEROUS))
+            .unwrap()
+    };
+    match check(long) {
+        Answer::Unusable(why) => assert!(why.contains("input item 3") && why.contains("tokens"), "{why}"),
+        other => panic!("a prompt beyond the limit is unusable: {other:?}"),
+    }
+    assert!(matches!(check(b"hello there".to_vec()), Answer::Usable));
 }
 
 #[test]

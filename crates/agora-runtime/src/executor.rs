@@ -114,8 +114,37 @@ pub trait Executor: Send + Sync {
     /// Recomputes the sampled outputs of an audit from the fetched inputs and claims.
     fn recompute(&self, ctx: &TaskContext, request: &AuditRequest) -> Result<Recomputed, ExecError>;
 
+    /// Whether input item `index` (well-formed for the kind: see
+    /// [`crate::items::malformed_input`]) can be computed by this executor, with this task's
+    /// parameters and model: `Err(ExecError::BadInput)` names what the executor would refuse
+    /// before computing (a prompt longer than the model accepts). Cheap: nothing is computed.
+    /// Providers state such items invalid, and auditors check the statement with the same
+    /// function. By default every well-formed item is usable.
+    fn check_input(&self, _ctx: &TaskContext, _index: u32, _item: &[u8]) -> Result<(), ExecError> {
+        Ok(())
+    }
+
     /// Decides whether a claimed output agrees with its recomputation (see [`compare`]).
     fn compare(&self, ctx: &TaskContext, claimed: &[u8], recomputed: &[u8]) -> Verdict {
         compare::compare(&ctx.params, claimed, recomputed)
     }
+}
+
+/// The first of `items` (`(index, bytes)`) that `executor` cannot compute
+/// ([`Executor::check_input`]): its index and why, or `None` if all are usable. Any other
+/// failure of the check (the executor's own) is returned as an error: it says nothing about
+/// the items.
+pub fn first_unusable<'a>(
+    executor: &dyn Executor,
+    ctx: &TaskContext,
+    items: impl IntoIterator<Item = (u32, &'a [u8])>,
+) -> Result<Option<(u32, String)>, ExecError> {
+    for (index, item) in items {
+        match executor.check_input(ctx, index, item) {
+            Ok(()) => {}
+            Err(ExecError::BadInput { index, reason }) => return Ok(Some((index, reason))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }

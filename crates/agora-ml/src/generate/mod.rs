@@ -70,17 +70,29 @@ impl GenerateExecutor {
                 seed: derive_seed("agora/ml/generate-seed", &[*seed, u64::from(ctx.shard), u64::from(index)]),
                 follow,
             })
-            .map_err(|e| match e {
-                // The only parameter problem the model finds is a prompt that is too long.
-                ExecError::BadParams(reason) => ExecError::BadInput { index, reason },
-                e => e,
-            })
+            .map_err(|e| prompt_error(index, e))
+    }
+}
+
+/// A prompt the model refuses is its input item's fault: the only parameter problem the model
+/// finds is a prompt that is too long.
+fn prompt_error(index: u32, e: ExecError) -> ExecError {
+    match e {
+        ExecError::BadParams(reason) => ExecError::BadInput { index, reason },
+        e => e,
     }
 }
 
 impl Executor for GenerateExecutor {
     fn kind(&self) -> JobKind {
         JobKind::Generate
+    }
+
+    /// A prompt is usable if it is text and, chat-templated, within [`MAX_PROMPT_TOKENS`].
+    fn check_input(&self, ctx: &TaskContext, index: u32, item: &[u8]) -> Result<(), ExecError> {
+        ctx.expect_kind(JobKind::Generate)?;
+        let prompt = decode_text(item).map_err(|e| ExecError::BadInput { index, reason: e.to_string() })?;
+        self.llm.prompt_tokens(prompt).map(drop).map_err(|e| prompt_error(index, e))
     }
 
     fn run(&self, ctx: &TaskContext, inputs: &[Vec<u8>]) -> Result<RunOutput, ExecError> {

@@ -115,16 +115,23 @@ impl Llm {
         run().map_err(|e| model_err("running the model", e))
     }
 
+    /// The chat-templated `prompt`'s token ids, or [`ExecError::BadParams`] if there are more
+    /// than [`MAX_PROMPT_TOKENS`] of them.
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>, ExecError> {
+        let ids = self.encode(&chatml(prompt))?;
+        if ids.len() > MAX_PROMPT_TOKENS {
+            return Err(ExecError::BadParams(format!(
+                "the prompt is {} tokens, more than the limit of {MAX_PROMPT_TOKENS}",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
     /// Runs the decode loop for one prompt. Each call starts from an empty KV cache, on its
     /// own copy of the (shared, reference-counted) weights.
     pub fn generate(&self, req: &Request<'_>) -> Result<Outcome, ExecError> {
-        let prompt = self.encode(&chatml(req.prompt))?;
-        if prompt.len() > MAX_PROMPT_TOKENS {
-            return Err(ExecError::BadParams(format!(
-                "the prompt is {} tokens, more than the limit of {MAX_PROMPT_TOKENS}",
-                prompt.len()
-            )));
-        }
+        let prompt = self.prompt_tokens(req.prompt)?;
         let mut weights = self.weights.clone();
         let mut rng = Rng::new(req.seed);
         let forward = |weights: &mut ModelWeights, ids: &[u32], pos: usize| -> Result<Vec<f32>, ExecError> {

@@ -146,7 +146,7 @@ impl Auditor {
         let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
         if audit.subject == AuditSubject::Inputs {
             let (passed, detail, evidence) =
-                check_inputs(&self.runtimes, m, shard, (audit.lease, &lease), reach, &pin).await?;
+                self.check_inputs(m, shard, (audit.lease, &lease), reach, &pin).await?;
             return self.report(audit_id, passed, &detail, evidence).await;
         }
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
@@ -169,20 +169,7 @@ impl Auditor {
             };
             return self.report(audit_id, passed, &detail, AuditEvidence::finding(root)).await;
         }
-        // A model this node cannot load means it cannot audit (not that the provider cheated).
-        let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
-        let recompute = match &self.isolation {
-            None => Recompute::Here(
-                self.runtimes.executor(m.kind(), &m.model, &m.sources, reach, &pin).await.map_err(unable)?,
-            ),
-            Some(isolation) => Recompute::Child(
-                isolation,
-                self.runtimes
-                    .model_file(m.kind(), &m.model, &m.sources, reach, &pin)
-                    .await
-                    .map_err(unable)?,
-            ),
-        };
+        let recompute = self.recompute_for(m, reach, &pin).await?;
         let (passed, detail, evidence) = match self
             .check(
                 &audit.items,
@@ -229,6 +216,124 @@ impl Auditor {
         Ok(passed)
     }
 
+    /// Where this node runs the job's executor: here, or (validators) in a child process. A
+    /// model this node cannot load means it cannot audit ([`Unable`]), not that the provider
+    /// cheated.
+    async fn recompute_for(
+        &self,
+        m: &agora_core::JobManifest,
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<Recompute<'_>> {
+        let unable = |e: anyhow::Error| Unable(format!("loading the runtime: {e:#}"));
+        Ok(match &self.isolation {
+            None => Recompute::Here(
+                self.runtimes.executor(m.kind(), &m.model, &m.sources, reach, pin).await.map_err(unable)?,
+            ),
+            Some(isolation) => Recompute::Child(
+                isolation,
+                self.runtimes.model_file(m.kind(), &m.model, &m.sources, reach, pin).await.map_err(unable)?,
+            ),
+        })
+    }
+
+    /// Recomputes `request`'s sample (or, with `check_inputs`, checks its input items) where
+    /// `recompute` says, holding the device meanwhile.
+    async fn answer(
+        &self,
+        recompute: Recompute<'_>,
+        manifest: &agora_core::JobManifest,
+        ctx: agora_runtime::executor::TaskContext,
+        request: AuditRequest,
+        check_inputs: bool,
+    ) -> anyhow::Result<Answer> {
+        let device = self.device.acquire().await.expect("never closed");
+        let ran = std::time::Instant::now();
+        let answer = match recompute {
+            Recompute::Here(executor) => {
+                tokio::task::spawn_blocking(move || match check_inputs {
+                    true => isolate::check_inputs(executor.as_ref(), &ctx, &request),
+                    false => isolate::recompute(executor.as_ref(), &ctx, &request),
+                })
+                .await?
+            }
+            Recompute::Child(isolation, model_file) => {
+                let audit = isolate::Audit {
+                    kind: manifest.kind(),
+                    model: manifest.model,
+                    model_file,
+                    models_dir: self.runtimes.models_dir().to_path_buf(),
+                    ctx: &ctx,
+                    request: &request,
+                    check_inputs,
+                };
+                isolate::run(&isolation.exe, audit, isolation.limits).await?
+            }
+        };
+        drop(device);
+        crate::api::metrics::observe_runtime("audit", manifest.kind().name(), ran.elapsed());
+        Ok(answer)
+    }
+
+    /// Checks a provider's statement that a lease's inputs cannot be computed, the way the
+    /// provider decided it: upheld (`true`) if the inputs fail to load ([`load_inputs`]) or,
+    /// for a statement naming an item, if the model refuses that item
+    /// ([`agora_runtime::Executor::check_input`]: a prompt longer than it accepts); refuted if
+    /// they load and the item is usable. The evidence commits to what was found: the hash of
+    /// the reason, or the inputs' root. An encrypted job's inputs are opened with the key the
+    /// provider disclosed ([`protocol::open_disclosed_input_key`]); a sealed key that does not
+    /// open upholds the statement (the requester sent it).
+    async fn check_inputs(
+        &self,
+        m: &agora_core::JobManifest,
+        shard: &agora_core::manifest::ShardSpec,
+        (id, lease): (LeaseId, &Lease),
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<(bool, String, AuditEvidence)> {
+        let found = |passed: bool, detail: String, root: agora_core::Hash| {
+            (passed, detail, AuditEvidence::finding(root))
+        };
+        let upheld = |why: String| found(true, why.clone(), agora_core::Hash::of(why.as_bytes()));
+        let key =
+            match (m.encrypted, lease.input_disclosure, lease.keys.iter().find(|k| k.to == lease.provider)) {
+                (false, ..) => None,
+                (true, Some(disclosure), Some(sealed)) => {
+                    match protocol::open_disclosed_input_key(&sealed.sealed, &lease.provider, &disclosure, id)
+                    {
+                        Ok(key) => Some(key),
+                        // The chain admitted the disclosure, so the key itself does not open.
+                        Err(e) => {
+                            return Ok(upheld(format!(
+                                "the input key sealed to the provider does not open: {e}"
+                            )));
+                        }
+                    }
+                }
+                (true, ..) => {
+                    return Err(Unable("the statement carries no key disclosure to check".into()).into());
+                }
+            };
+        let items = match load_inputs(&self.runtimes, m, shard, key.as_ref(), reach, pin).await {
+            Err(bad) => return Ok(upheld(bad.why)),
+            Ok(items) => items,
+        };
+        let root = agora_core::merkle::MerkleTree::from_items(&items).root();
+        let loaded = format!("all {} input items load and are well-formed", items.len());
+        let Some(item) = lease.disputed_item else { return Ok(found(false, loaded, root)) };
+        let bytes =
+            items.get(item as usize).context("the disputed item is within the shard (ledger-checked)")?;
+        let request = AuditRequest { indices: vec![], inputs: vec![(item, bytes.clone())], claimed: vec![] };
+        let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
+        let recompute = self.recompute_for(m, reach, pin).await?;
+        match self.answer(recompute, m, ctx, request, true).await? {
+            Answer::Unusable(why) => Ok(upheld(why)),
+            Answer::Usable => Ok(found(false, format!("{loaded}, and the model accepts item {item}"), root)),
+            Answer::Failed(e) => Err(Unable(e).into()),
+            other => Err(Unable(format!("an input check answered {other:?}")).into()),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn check(
         &self,
@@ -260,28 +365,7 @@ impl Auditor {
             .context("an output item does not match the provider's commitment")?;
         let request = AuditRequest { indices: indices.to_vec(), inputs, claimed };
         let ctx = protocol::task_context(lease.job, lease.shard, manifest, &lease.class);
-        let device = self.device.acquire().await.expect("never closed");
-        let ran = std::time::Instant::now();
-        let answer = match recompute {
-            Recompute::Here(executor) => {
-                tokio::task::spawn_blocking(move || isolate::recompute(executor.as_ref(), &ctx, &request))
-                    .await?
-            }
-            Recompute::Child(isolation, model_file) => {
-                let audit = isolate::Audit {
-                    kind: manifest.kind(),
-                    model: manifest.model,
-                    model_file,
-                    models_dir: self.runtimes.models_dir().to_path_buf(),
-                    ctx: &ctx,
-                    request: &request,
-                };
-                isolate::run(&isolation.exe, audit, isolation.limits).await?
-            }
-        };
-        drop(device);
-        crate::api::metrics::observe_runtime("audit", manifest.kind().name(), ran.elapsed());
-        match answer {
+        match self.answer(recompute, manifest, ctx, request, false).await? {
             Answer::Outcome(o) => {
                 let bad: Vec<String> = o
                     .verdicts
@@ -302,6 +386,7 @@ impl Auditor {
             // The recomputation itself failed here (the model, a resource stop, unusable
             // inputs or parameters the provider is not to blame for): unable, not fraud.
             Answer::Failed(e) => Err(Unable(e).into()),
+            other => Err(Unable(format!("a recomputation answered {other:?}")).into()),
         }
     }
 }
@@ -365,47 +450,6 @@ async fn check_output(
             .context("the output blob is not the committed items")?;
     }
     Ok(())
-}
-
-/// Checks a provider's statement that a lease's inputs cannot be computed, the way the
-/// provider decided it ([`load_inputs`]): upheld (`true`) if the inputs fail to load, refuted
-/// if they load and every item is well-formed. The evidence commits to what was found: the
-/// hash of the reason, or the inputs' root. An encrypted job's inputs are opened with the key
-/// the provider disclosed ([`protocol::open_disclosed_input_key`]); a sealed key that does not
-/// open upholds the statement (the requester sent it).
-async fn check_inputs(
-    runtimes: &Runtimes,
-    m: &agora_core::JobManifest,
-    shard: &agora_core::manifest::ShardSpec,
-    (id, lease): (LeaseId, &Lease),
-    reach: Reach,
-    pin: &Pin,
-) -> anyhow::Result<(bool, String, AuditEvidence)> {
-    let found =
-        |passed: bool, detail: String, root: agora_core::Hash| (passed, detail, AuditEvidence::finding(root));
-    let key = match (m.encrypted, lease.input_disclosure, lease.keys.iter().find(|k| k.to == lease.provider))
-    {
-        (false, ..) => None,
-        (true, Some(disclosure), Some(sealed)) => {
-            match protocol::open_disclosed_input_key(&sealed.sealed, &lease.provider, &disclosure, id) {
-                Ok(key) => Some(key),
-                Err(e) => {
-                    // The chain admitted the disclosure, so the key itself does not open.
-                    let why = format!("the input key sealed to the provider does not open: {e}");
-                    return Ok(found(true, why.clone(), agora_core::Hash::of(why.as_bytes())));
-                }
-            }
-        }
-        (true, ..) => return Err(Unable("the statement carries no key disclosure to check".into()).into()),
-    };
-    Ok(match load_inputs(runtimes, m, shard, key.as_ref(), reach, pin).await {
-        Err(bad) => found(true, bad.why.clone(), agora_core::Hash::of(bad.why.as_bytes())),
-        Ok(items) => found(
-            false,
-            format!("all {} input items load and are well-formed", items.len()),
-            agora_core::merkle::MerkleTree::from_items(&items).root(),
-        ),
-    })
 }
 
 #[cfg(test)]

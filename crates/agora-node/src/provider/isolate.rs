@@ -57,6 +57,9 @@ struct Header {
     /// Where unpacked models live.
     models_dir: PathBuf,
     ctx: TaskContext,
+    /// Check the inputs ([`check_inputs`]) instead of recomputing the sample.
+    #[serde(default)]
+    check_inputs: bool,
     indices: Vec<u32>,
     inputs: u32,
     claimed: u32,
@@ -71,6 +74,10 @@ pub enum Answer {
     BadClaims(String),
     /// The recomputation failed here (model, resources, inputs): not the provider's fault.
     Failed(String),
+    /// Checking inputs: every one is usable by the model.
+    Usable,
+    /// Checking inputs: this one is not (why).
+    Unusable(String),
 }
 
 /// Recomputes an audit's sample with `executor`, here: claims that cannot even be replayed are
@@ -80,6 +87,17 @@ pub fn recompute(executor: &dyn Executor, ctx: &TaskContext, request: &AuditRequ
         Ok(outcome) => Answer::Outcome(outcome),
         Err(e @ ExecError::BadAudit(_)) => Answer::BadClaims(e.to_string()),
         Err(e) => Answer::Failed(format!("recomputing: {e}")),
+    }
+}
+
+/// Checks the request's input items with `executor` ([`agora_runtime::executor::first_unusable`]),
+/// here: the check of a provider's statement that an input item cannot be computed.
+pub fn check_inputs(executor: &dyn Executor, ctx: &TaskContext, request: &AuditRequest) -> Answer {
+    let items = request.inputs.iter().map(|(i, bytes)| (*i, bytes.as_slice()));
+    match agora_runtime::executor::first_unusable(executor, ctx, items) {
+        Ok(None) => Answer::Usable,
+        Ok(Some((index, reason))) => Answer::Unusable(format!("input item {index} is unusable: {reason}")),
+        Err(e) => Answer::Failed(format!("checking the inputs: {e}")),
     }
 }
 
@@ -97,6 +115,8 @@ pub struct Audit<'a> {
     pub ctx: &'a TaskContext,
     /// The fetched items.
     pub request: &'a AuditRequest,
+    /// Check the inputs instead of recomputing ([`check_inputs`]).
+    pub check_inputs: bool,
 }
 
 /// Runs `audit` in a child process of `exe` under `limits`. An answer from the child is
@@ -109,6 +129,7 @@ pub async fn run(exe: &std::path::Path, audit: Audit<'_>, limits: Limits) -> any
         model_file: audit.model_file,
         models_dir: audit.models_dir,
         ctx: audit.ctx.clone(),
+        check_inputs: audit.check_inputs,
         indices: audit.request.indices.clone(),
         inputs: audit.request.inputs.len() as u32,
         claimed: audit.request.claimed.len() as u32,
@@ -243,6 +264,7 @@ pub fn serve(input: &mut impl Read, output: &mut impl Write) -> anyhow::Result<(
         .and_then(|bytes| load_executor(header.kind, bytes, &header.models_dir, header.model))
     {
         Err(e) => Answer::Failed(format!("loading the runtime: {e:#}")),
+        Ok(executor) if header.check_inputs => check_inputs(executor.as_ref(), &header.ctx, &request),
         Ok(executor) => recompute(executor.as_ref(), &header.ctx, &request),
     };
     serde_json::to_writer(&mut *output, &answer)?;

@@ -27,8 +27,9 @@ const INPUT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A lease's inputs cannot be computed, by the requester's fault: its input blob is
 /// unavailable or does not match the manifest's root and count (`item: None`), or input item
-/// `item` is malformed for the kind ([`malformed_input`]), or (encrypted jobs) the input key
-/// the requester sealed to the provider does not open.
+/// `item` is malformed for the kind ([`malformed_input`]) or refused by the model
+/// ([`agora_runtime::Executor::check_input`]), or (encrypted jobs) the input key the requester
+/// sealed to the provider does not open.
 #[derive(Debug, thiserror::Error)]
 #[error("the lease's inputs cannot be computed: {why}")]
 pub struct InvalidInput {
@@ -155,7 +156,19 @@ impl Worker {
         let ctx = protocol::task_context(lease.job, lease.shard, m, &lease.class);
         let device = self.device.acquire().await.expect("never closed");
         let ran = Instant::now();
-        let run = tokio::task::spawn_blocking(move || executor.run(&ctx, &inputs)).await??;
+        let run = tokio::task::spawn_blocking(move || -> anyhow::Result<agora_runtime::RunOutput> {
+            // An item the model refuses before computing anything (a prompt longer than it
+            // accepts) is a statement for auditors, who check it with the same function.
+            let items = inputs.iter().enumerate().map(|(i, x)| (i as u32, x.as_slice()));
+            if let Some((index, why)) =
+                agora_runtime::executor::first_unusable(executor.as_ref(), &ctx, items)?
+            {
+                let why = format!("input item {index} is unusable: {why}");
+                return Err(InvalidInput { item: Some(index), why }.into());
+            }
+            Ok(executor.run(&ctx, &inputs)?)
+        })
+        .await??;
         drop(device);
         crate::api::metrics::observe_runtime("compute", m.kind().name(), ran.elapsed());
         let mut items = run.items;

@@ -110,7 +110,12 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
         any::<u64>(),
         policy,
         constraints,
-        (any::<bool>(), prop::collection::vec("http://[a-z0-9.:]{1,20}", 0..2), prop::option::of(account())),
+        (
+            any::<bool>(),
+            prop::collection::vec("http://[a-z0-9.:]{1,20}", 0..2),
+            prop::option::of(account()),
+            prop::option::of(account()),
+        ),
     )
         .prop_map(
             |(
@@ -122,7 +127,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
                 deadline_ms,
                 policy,
                 constraints,
-                (encrypted, sources, key_agent),
+                (encrypted, sources, key_agent, output_key),
             )| {
                 JobManifest {
                     model,
@@ -136,6 +141,7 @@ pub fn manifest() -> impl Strategy<Value = JobManifest> {
                     encrypted,
                     sources,
                     key_agent,
+                    output_key,
                 }
             },
         )

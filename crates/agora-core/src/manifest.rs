@@ -307,6 +307,12 @@ pub struct JobManifest {
     /// seals the keys to it; it never sees more than a matched provider does.
     #[serde(default)]
     pub key_agent: Option<crate::AccountId>,
+    /// The key an encrypted job's outputs are encrypted to, with each provider's key
+    /// ([`JobManifest::output_recipient`]): a key the requester made for this job, whose secret
+    /// it may hand to its key agent so the agent checks delivered outputs while the requester
+    /// is offline. `None`: the requester's account key.
+    #[serde(default)]
+    pub output_key: Option<crate::PublicKey>,
 }
 codec_struct!(JobManifest {
     model,
@@ -319,7 +325,8 @@ codec_struct!(JobManifest {
     constraints,
     encrypted,
     sources: vec(MAX_SOURCES),
-    key_agent
+    key_agent,
+    output_key
 });
 
 /// Why a manifest was refused, before any money moves.
@@ -331,6 +338,12 @@ impl JobManifest {
     /// The job kind.
     pub fn kind(&self) -> JobKind {
         self.params.kind()
+    }
+
+    /// The key lease outputs are encrypted to, with the provider's, for a job of `requester`:
+    /// the manifest's `output_key`, or the requester's account key.
+    pub fn output_recipient(&self, requester: &crate::AccountId) -> crate::PublicKey {
+        self.output_key.unwrap_or(*requester)
     }
 
     /// Total device-seconds over all shards; `None` on overflow.
@@ -379,6 +392,11 @@ impl JobManifest {
         }
         if self.max_cost().is_none() {
             return fail("max_unit_price × total quantity overflows".into());
+        }
+        match self.output_key {
+            Some(_) if !self.encrypted => return fail("output_key is for encrypted jobs only".into()),
+            Some(k) if k.to_x25519().is_none() => return fail(format!("output_key {k} is not a valid key")),
+            _ => {}
         }
         match self.policy {
             VerificationPolicy::None if !self.max_unit_price.is_zero() => {
@@ -454,6 +472,7 @@ pub(crate) mod tests {
             encrypted: true,
             sources: vec!["http://127.0.0.1:7700".into()],
             key_agent: None,
+            output_key: None,
         }
     }
 

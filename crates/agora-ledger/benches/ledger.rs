@@ -144,6 +144,7 @@ fn book(asks: usize, bids: usize) -> BlockBuilder {
             encrypted: false,
             sources: vec![],
             key_agent: None,
+            output_key: None,
         };
         pending.push(sign(&requesters[r], nonce[r], TxPayload::SubmitJob { manifest }));
         nonce[r] += 1;

@@ -243,11 +243,14 @@ fn auditor_pool(
         .collect()
 }
 
-/// Whether `auditor` is neither the lease's provider or requester nor related to either by
-/// funding: it created one of them, one of them created it, or the same sender created both
-/// in one block ([`crate::accounts::related`]).
+/// Whether `auditor` is neither the lease's provider, requester or key agent (which answers
+/// for the requester) nor related to the provider or requester by funding: it created one of
+/// them, one of them created it, or the same sender created both in one block
+/// ([`crate::accounts::related`]).
 fn independent(state: &State, auditor: &AccountId, lease: &crate::leases::Lease) -> bool {
-    !crate::accounts::related(state, auditor, &lease.provider)
+    let agent = state.jobs.get(&lease.job).and_then(|j| j.manifest.key_agent);
+    agent != Some(*auditor)
+        && !crate::accounts::related(state, auditor, &lease.provider)
         && !crate::accounts::related(state, auditor, &lease.requester)
 }
 

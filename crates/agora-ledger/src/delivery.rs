@@ -4,15 +4,16 @@
 //! that binds it to the committed items. So once the network's checks pass (the audit, or the
 //! availability check of a lease the draw passed over), an encrypted lease is
 //! [`LeaseStatus::Delivered`] and waits up to `delivery_window_ms` for its requester, whose node
-//! fetches and decrypts the outputs:
+//! fetches and decrypts the outputs (or its key agent, holding the job's output key, for a
+//! requester that is offline):
 //! * [`confirm`] (`ConfirmOutputs`) pays the provider at once;
 //! * [`dispute`] (`DisputeOutputs`) discloses, with proof ([`KeyDisclosure`]), the secret the
-//!   lease's output key is derived from, and locks a deposit of one audit fee. In the next
+//!   lease's output key is derived from, and locks a deposit of one audit fee from its sender. In the next
 //!   block an auditor is drawn, as for an availability check, to fetch the blob, decrypt it
 //!   with the disclosed key and check it against the committed root and count; a failure
 //!   escalates to the recount like any other. Confirmed bad: a non-delivery (the penalty is
-//!   burned, the shard re-matched) and the deposit returns to the requester. Found good: the
-//!   provider is paid and receives the deposit, so a requester cannot delay payment for free;
+//!   burned, the shard re-matched) and the deposit returns to its sender. Found good: the
+//!   provider is paid and receives the deposit, so nobody can delay payment for free;
 //! * silence: the provider is paid when the window closes.
 //!
 //! The provider's collateral stays reserved until then, and the auditors of the earlier checks
@@ -38,16 +39,26 @@ pub struct Delivery {
     pub measured_ms: Option<u64>,
     /// When the window closes and the provider is paid on silence, unix ms.
     pub until_ms: u64,
-    /// The requester's disclosure, once it disputed.
-    pub disclosure: Option<KeyDisclosure>,
-    /// The requester's deposit for its dispute, held in escrow.
+    /// The dispute of the outputs, if one was sent.
+    pub dispute: Option<Dispute>,
+}
+codec_struct!(Delivery { reporters: vec(audits::MAX_AUDITORS), measured_ms, until_ms, dispute });
+
+/// A dispute of a delivered lease's outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// Who sent it (the requester or its key agent), and gets the deposit back if it holds.
+    pub by: AccountId,
+    /// The proven disclosure of the output-key secret.
+    pub disclosure: KeyDisclosure,
+    /// The deposit, held in escrow until the check ends.
     pub deposit: Amount,
 }
-codec_struct!(Delivery { reporters: vec(audits::MAX_AUDITORS), measured_ms, until_ms, disclosure, deposit });
+codec_struct!(Dispute { by, disclosure, deposit });
 
 /// Pays lease `id`, whose outputs the network's checks passed (reported by `reporters`, with
-/// the recount's measurement `measured_ms`), or, for an encrypted job the requester has not yet
-/// disputed, opens its delivery window. After a dispute, the check it convened passed: the
+/// the recount's measurement `measured_ms`), or, for an encrypted job whose outputs nobody has
+/// yet disputed, opens its delivery window. After a dispute, the check it convened passed: the
 /// provider is paid and receives the deposit.
 pub(crate) fn release(
     state: &mut State,
@@ -59,7 +70,9 @@ pub(crate) fn release(
     let lease = state.leases.get(&id).expect("releasing an existing lease");
     if let Some(d) = lease.delivery.clone() {
         let provider = lease.provider;
-        state.pay_out(Bucket::Escrow, &provider, d.deposit);
+        if let Some(dispute) = &d.dispute {
+            state.pay_out(Bucket::Escrow, &provider, dispute.deposit);
+        }
         let mut all = d.reporters;
         all.extend_from_slice(reporters);
         all.truncate(audits::MAX_AUDITORS);
@@ -78,8 +91,7 @@ pub(crate) fn release(
         reporters: reporters.iter().copied().take(audits::MAX_AUDITORS).collect(),
         measured_ms,
         until_ms,
-        disclosure: None,
-        deposit: Amount::ZERO,
+        dispute: None,
     });
     state.schedule(until_ms, Timer::DeliveryWindow(id));
     cx.emit(Event::OutputsDelivered { lease: id, until_ms });
@@ -92,19 +104,20 @@ fn pay(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     leases::settle(state, cx, id, &d.reporters, d.measured_ms);
 }
 
-/// Runs from the `DeliveryWindow` timer: the requester was silent, so the provider is paid.
+/// Runs from the `DeliveryWindow` timer: nobody answered, so the provider is paid.
 pub(crate) fn window_closed(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     if state.leases.get(&id).is_some_and(|l| l.status == LeaseStatus::Delivered) {
         pay(state, cx, id);
     }
 }
 
-/// The delivered lease `id` of requester `who`, or why not.
+/// The delivered lease `id`, if `who` is its requester or its job's key agent, or why not.
 fn delivered(state: &State, who: AccountId, id: LeaseId) -> Result<&Delivery, TxError> {
     let lease = state.leases.get(&id).ok_or_else(|| TxError::not_found("lease", id))?;
-    if lease.requester != who {
+    let agent = state.jobs.get(&lease.job).and_then(|j| j.manifest.key_agent);
+    if lease.requester != who && agent != Some(who) {
         return Err(TxError::Unauthorized(
-            "only the lease's requester confirms or disputes its outputs".into(),
+            "only the lease's requester or its job's key agent confirms or disputes its outputs".into(),
         ));
     }
     match (&lease.status, &lease.delivery) {
@@ -115,7 +128,8 @@ fn delivered(state: &State, who: AccountId, id: LeaseId) -> Result<&Delivery, Tx
     }
 }
 
-/// The requester confirms the delivered outputs of lease `id`: the provider is paid now.
+/// The requester (or its key agent) confirms the delivered outputs of lease `id`: the
+/// provider is paid now.
 pub(crate) fn confirm(state: &mut State, cx: &mut Ctx, who: AccountId, id: LeaseId) -> Result<(), TxError> {
     let until_ms = delivered(state, who, id)?.until_ms;
     state.unschedule(until_ms, Timer::DeliveryWindow(id));
@@ -123,10 +137,11 @@ pub(crate) fn confirm(state: &mut State, cx: &mut Ctx, who: AccountId, id: Lease
     Ok(())
 }
 
-/// The requester disputes the delivered outputs of lease `id` with `disclosure`, which must
-/// prove the secret its key shares with the provider's for [`output_key_context`] of the
-/// lease. Locks the deposit (one audit fee of the lease's value) and draws the check in the
-/// next block ([`crate::audits::draw`]).
+/// The requester (or its key agent) disputes the delivered outputs of lease `id` with
+/// `disclosure`, which must prove, for [`output_key_context`] of the lease, the secret the
+/// job's output key ([`agora_core::JobManifest::output_recipient`]) shares with the
+/// provider's. Locks the sender's deposit (one audit fee of the lease's value) and draws the
+/// check in the next block ([`crate::audits::draw`]).
 pub(crate) fn dispute(
     state: &mut State,
     cx: &mut Ctx,
@@ -139,9 +154,11 @@ pub(crate) fn dispute(
     let provider = lease.provider.to_x25519().ok_or_else(|| {
         TxError::InvalidState("the provider's key has no X25519 form, so no output key was agreed".into())
     })?;
-    if disclosure.verify(&who, &provider, &output_key_context(id)).is_none() {
+    let job = state.jobs.get(&lease.job).expect("leases belong to jobs");
+    let recipient = job.manifest.output_recipient(&lease.requester);
+    if disclosure.verify(&recipient, &provider, &output_key_context(id)).is_none() {
         return Err(TxError::Invalid(
-            "the disclosure does not prove the secret the requester's key shares with the provider's for \
+            "the disclosure does not prove the secret the job's output key shares with the provider's for \
              this lease"
                 .into(),
         ));
@@ -151,19 +168,18 @@ pub(crate) fn dispute(
     state.unschedule(until_ms, Timer::DeliveryWindow(id));
     let l = state.leases.get_mut(&id).expect("checked");
     l.status = LeaseStatus::OutputsDisputed;
-    let d = l.delivery.as_mut().expect("checked");
-    d.disclosure = Some(disclosure);
-    d.deposit = deposit;
+    l.delivery.as_mut().expect("checked").dispute = Some(Dispute { by: who, disclosure, deposit });
     state.schedule(cx.height + 1, Timer::AuditDraw(id));
     cx.emit(Event::OutputsDisputed { lease: id, deposit });
     Ok(())
 }
 
-/// Returns a disputing requester's deposit when lease `id` fails (its outputs confirmed bad,
+/// Returns a dispute's deposit to its sender when lease `id` fails (its outputs confirmed bad,
 /// or nobody could check them).
 pub(crate) fn return_deposit(state: &mut State, id: LeaseId) {
-    let Some(lease) = state.leases.get_mut(&id) else { return };
-    let Some(d) = lease.delivery.as_mut() else { return };
-    let (deposit, requester) = (std::mem::take(&mut d.deposit), lease.requester);
-    state.pay_out(Bucket::Escrow, &requester, deposit);
+    let Some(dispute) = state.leases.get_mut(&id).and_then(|l| l.delivery.as_mut()?.dispute.as_mut()) else {
+        return;
+    };
+    let (deposit, by) = (std::mem::take(&mut dispute.deposit), dispute.by);
+    state.pay_out(Bucket::Escrow, &by, deposit);
 }

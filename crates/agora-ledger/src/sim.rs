@@ -306,6 +306,7 @@ pub fn manifest(c: &TestChain, shards: u32, items: u32, quantity: u64, max_price
         encrypted: false,
         sources: vec![],
         key_agent: None,
+        output_key: None,
     }
 }
 

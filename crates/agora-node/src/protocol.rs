@@ -122,13 +122,14 @@ fn output_context(lease: LeaseId) -> Vec<u8> {
     context
 }
 
-/// The key a lease's outputs are encrypted with: agreed between provider and requester.
+/// The key a lease's outputs are encrypted with: agreed between the provider and the job's
+/// output key (`JobManifest::output_recipient`: a per-job key of the requester's).
 pub fn output_key(me: &SecretKey, peer: &PublicKey, lease: LeaseId) -> Result<BlobKey, ProtocolError> {
     Ok(agreed_key(me, peer, &output_context(lease))?)
 }
 
-/// The requester's proven disclosure of the secret its lease `lease`'s output key is derived
-/// from, for a dispute of the delivered outputs (`DisputeOutputs`).
+/// The proven disclosure, by the holder of the job's output key, of the secret lease `lease`'s
+/// output key is derived from, for a dispute of the delivered outputs (`DisputeOutputs`).
 pub fn disclose_output_key(
     requester: &SecretKey,
     provider: &PublicKey,
@@ -137,7 +138,8 @@ pub fn disclose_output_key(
     Ok(seal::disclose_agreed(requester, provider, &agora_core::disclosure::output_key_context(lease))?)
 }
 
-/// Lease `lease`'s output key, from its requester's disclosure ([`disclose_output_key`]).
+/// Lease `lease`'s output key, from the output key holder's disclosure
+/// ([`disclose_output_key`]); `requester` is the job's output key.
 pub fn open_disclosed_output_key(
     requester: &PublicKey,
     provider: &PublicKey,

@@ -8,10 +8,11 @@
 //!   provider discloses (with proof) in its statement: a sealed key that does not open, and a
 //!   key that opens inputs that do not match their root. Before, an encrypted job's inputs
 //!   could not be disputed at all.
-//! * an encrypted job whose provider commits its true outputs but stores a blob the requester
-//!   cannot open: auditors, who see ciphertext, pass it; the requester's check of the
-//!   delivered outputs disputes it with its disclosed key, an auditor decrypts it and confirms,
-//!   and the lease is a non-delivery instead of being paid. Before, it was paid on its hash.
+//! * an encrypted job whose provider commits its true outputs but stores a blob nobody can
+//!   open: auditors, who see ciphertext, pass it; the key agent of the requester (which
+//!   submitted and left) checks the delivered outputs with the job's output key and disputes
+//!   them, an auditor decrypts the blob with the disclosed key and confirms, and the lease is a
+//!   non-delivery instead of being paid. Before, it was paid on its hash.
 //! * a lease the audit draw passes over: an auditor fetches its committed output blob and
 //!   checks it before it is paid. Before, it was paid on the provider's word when its window
 //!   closed.
@@ -108,6 +109,7 @@ impl Requester {
             encrypted,
             sources: vec![self.source.clone()],
             key_agent: None,
+            output_key: None,
         }
     }
 
@@ -285,58 +287,51 @@ fn encrypted_inputs_are_disputed_with_a_disclosed_key_and_cost_the_provider_noth
 }
 
 #[test]
-fn an_encrypted_blob_the_requester_cannot_open_is_disputed_and_never_paid() {
+fn an_encrypted_blob_nobody_can_open_is_disputed_by_the_key_agent_and_never_paid() {
+    // The requester submits without waiting and is gone; its node's key agent holds the job's
+    // output key, finds the delivered blob does not open, and disputes it.
     let net = Net::start(4, 1, &["--cheaters", "1", "--cheat-blob"]);
     let v = net.validators[0].clone();
+    let chain = NodeClient::new(&v);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let requester = Requester::new(&net);
-    let chain = &requester.chain;
-    let key = BlobKey::generate();
-    let items = montecarlo_items(4);
-    let m = requester.manifest_of(&rt, &[(&items, None, Some(&key))]);
-    let job = rt.block_on(agora_node::requester::submit_manifest(chain, &requester.sender, &m)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().join("wallet");
+    net.funded_wallet(&w, 1_000_000_000);
+    std::fs::write(work.path().join("montecarlo.wasm"), MONTECARLO).unwrap();
+    std::fs::write(work.path().join("in.txt"), "samples=1000\nsamples=1001\nsamples=1002\n").unwrap();
+    let file = work.path().join("job.toml");
+    std::fs::write(
+        &file,
+        "kind = \"wasm\"\nmodel = \"montecarlo.wasm\"\ninputs = [\"in.txt\"]\ninput_format = \"lines\"\n\n[market]\nmax_price = 1000\n",
+    )
+    .unwrap();
+    let args = ["--data-dir", w.to_str().unwrap(), "job", "submit", file.to_str().unwrap()];
+    let job = agora(&v, &args)["job"].as_u64().unwrap();
     let garbler = net.provider_account(0);
     let collateral = || agora(&v, &["provider", "status", &garbler])["provider"]["collateral"].clone();
     let before = collateral();
-    let (mut shared, mut answered, mut verdicts) = (Default::default(), Default::default(), vec![]);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let lease = loop {
-        assert!(Instant::now() < deadline, "no dispute resolved; logs: {}", net.logs_tail());
+    let mut lease = None;
+    wait_for("the first lease to end", Duration::from_secs(240), || {
         let j = rt.block_on(chain.job(job)).unwrap();
-        if let Some(&id) = j.shards[0].history.first() {
-            let lease = rt.block_on(chain.lease(id)).unwrap();
-            if matches!(lease.status, agora_ledger::leases::LeaseStatus::Failed(_)) {
-                break lease;
-            }
-            let share = agora_node::requester::follow::share_input_key(
-                &requester.sender,
-                &j,
-                id,
-                &lease,
-                || Ok(key.clone()),
-                &mut shared,
-            );
-            rt.block_on(share).unwrap();
-            let check = agora_node::requester::delivery::check_delivered(
-                chain,
-                &requester.sender,
-                id,
-                &lease,
-                &mut answered,
-            );
-            verdicts.extend(rt.block_on(check).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert!(
-        matches!(verdicts.as_slice(), [agora_node::requester::delivery::Verdict::Disputed(_)]),
-        "{verdicts:?}"
-    );
+        let Some(&id) = j.shards[0].history.first() else { return false };
+        let l = rt.block_on(chain.lease(id)).unwrap();
+        let ended = matches!(
+            l.status,
+            agora_ledger::leases::LeaseStatus::Failed(_) | agora_ledger::leases::LeaseStatus::Settled
+        );
+        lease = Some(l);
+        ended
+    });
+    let lease = lease.unwrap();
     assert_eq!(
         lease.status,
-        agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::OutputUnavailable)
+        agora_ledger::leases::LeaseStatus::Failed(agora_ledger::events::LeaseFailure::OutputUnavailable),
+        "{lease:?}; logs: {}",
+        net.logs_tail()
     );
-    assert!(lease.settlement.is_none(), "never paid");
+    let dispute = lease.delivery.as_ref().and_then(|d| d.dispute.as_ref()).expect("disputed");
+    let agent = rt.block_on(chain.job(job)).unwrap().manifest.key_agent.expect("the node's key agent");
+    assert_eq!(dispute.by, agent, "the key agent answered for the offline requester");
     let check = rt.block_on(chain.audit(lease.audit.unwrap())).unwrap();
     assert_eq!(check.subject, agora_ledger::audits::AuditSubject::Availability);
     assert_eq!(check.outcome, Some(agora_ledger::events::AuditOutcome::Fraud), "{check:?}");

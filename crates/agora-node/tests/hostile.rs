@@ -41,6 +41,7 @@ fn poison(key: &agora_core::SecretKey, nonce: u64, chain: &str) -> agora_core::S
         encrypted: false,
         sources: vec![],
         key_agent: None,
+        output_key: None,
     };
     Transaction {
         sender: key.public(),

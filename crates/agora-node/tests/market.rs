@@ -102,6 +102,7 @@ fn jobs_are_verified_settled_and_cheaters_and_dead_providers_handled() {
         encrypted: false,
         sources: vec![v.clone()],
         key_agent: None,
+        output_key: None,
     };
     let err = rt.block_on(agora_node::requester::submit_manifest(&chain, &sender, &missing)).unwrap_err();
     assert!(format!("{err:#}").contains("not available"), "{err:#}");

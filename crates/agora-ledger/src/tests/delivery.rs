@@ -15,6 +15,11 @@ use agora_core::{Amount, SecretKey};
 /// with an honest root and passed over by the draw; its availability check is open. Returns
 /// the chain and the lease.
 fn committed(encrypted: bool, window_ms: u128) -> (TestChain, u64) {
+    committed_with(window_ms, |m| m.encrypted = encrypted)
+}
+
+/// [`committed`], with `edit` applied to the job's manifest before it is submitted.
+fn committed_with(window_ms: u128, edit: impl FnOnce(&mut agora_core::JobManifest)) -> (TestChain, u64) {
     let params = Params { audit_floor_ppm: 0, delivery_window_ms: window_ms, ..Params::default() };
     let mut c = TestChain::with_params(params);
     for p in ["p0", "p1", "p2", "p3"] {
@@ -23,8 +28,8 @@ fn committed(encrypted: bool, window_ms: u128) -> (TestChain, u64) {
     c.state.providers.get_mut(&id("p0")).unwrap().trust.clean_streak = 1_000_000;
     c.ok("p0", ask(&c, 50, 3600));
     let mut m = manifest(&c, 1, 20, 60, 100);
-    m.encrypted = encrypted;
     m.key_agent = None;
+    edit(&mut m);
     c.ok("u0", TxPayload::SubmitJob { manifest: m });
     let (job, lease) = c.state.leases().next().map(|(l, x)| (x.job, *l)).expect("leased");
     c.ok("u0", TxPayload::ShareKey { lease, to: id("p0"), sealed_key: sealed_key() });
@@ -156,4 +161,37 @@ fn only_the_requester_disputes_and_only_with_a_proof_for_this_lease() {
     // One dispute per lease; no confirmation once disputed.
     assert!(c.fails("u0", TxPayload::DisputeOutputs { lease, disclosure: d }).contains("once delivered"));
     assert!(c.fails("u0", TxPayload::ConfirmOutputs { lease }).contains("once delivered"));
+}
+
+#[test]
+fn the_key_agent_answers_for_an_offline_requester_with_the_jobs_output_key() {
+    // A requester that submitted without waiting is offline through the window; its node's key
+    // agent holds the job's output key and answers for it.
+    let output = key("job output");
+    let (mut c, lease) = committed_with(60_000, |m| {
+        m.encrypted = true;
+        m.key_agent = Some(id("v0"));
+        m.output_key = Some(output.public());
+    });
+    let probe = c.state.lease(lease).unwrap().audit.unwrap();
+    settle_audit(&mut c, probe, true);
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Delivered);
+    assert!(c.fails("u1", TxPayload::ConfirmOutputs { lease }).contains("key agent"));
+    // Outputs are encrypted to the job's output key: the requester's account key proves nothing.
+    let by_account = disclosure(&key("u0"), lease);
+    let e = c.fails("v0", TxPayload::DisputeOutputs { lease, disclosure: by_account });
+    assert!(e.contains("output key"), "{e}");
+    let agent = c.state.balance(&id("v0"));
+    c.ok("v0", TxPayload::DisputeOutputs { lease, disclosure: disclosure(&output, lease) });
+    c.advance(1);
+    let check = c.state.lease(lease).unwrap().audit.unwrap();
+    settle_audit(&mut c, check, false);
+    let audit = c.state.audit(check).unwrap();
+    assert!(
+        audit.assignments.iter().all(|a| a.auditor != id("v0")),
+        "the agent never checks its own dispute"
+    );
+    assert_eq!(c.state.lease(lease).unwrap().status, LeaseStatus::Failed(LeaseFailure::OutputUnavailable));
+    assert_eq!(c.state.balance(&id("v0")), Amount(agent.0 - 10), "the agent's deposit came back to it");
+    assert!(c.state.meta().supply.is_conserved());
 }

@@ -328,7 +328,7 @@ async fn run_jobs(g: &Global, mp: &MultiProgress, net: &Devnet, dir: &Path) -> a
     let mut receipts = vec![];
     for ((job, record), j) in submitted.iter().zip(&finished) {
         let out = dir.join("results").join(job.name);
-        let shards = requester::results::fetch(&client, &requester_key, j).await?;
+        let shards = requester::results::fetch(&client, &record.output_secret(&requester_key), j).await?;
         requester::results::write(&out, j.manifest.kind(), &shards)?;
         let r = receipt::build(&client, record.job, j).await?;
         if show {

@@ -155,6 +155,7 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
                 job: id,
                 node: g.node.clone(),
                 keys: vec![],
+                output_key: None,
             });
             let sender = TxSender::new(g.signer()?, client.clone());
             follow_and_print(g, &client, &sender, &record, timeout).await?;
@@ -164,11 +165,19 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
             let key = g.signer()?;
             if job.requester != key.public() {
                 anyhow::bail!(
-                    "job {id} belongs to {}; its outputs are encrypted to that account",
+                    "job {id} belongs to {}; its outputs are encrypted to that account's key for the job",
                     job.requester
                 );
             }
-            let shards = results::fetch(&client, &key, &job).await?;
+            let output = match JobRecord::load(&g.data_dir, id)? {
+                Some(record) => record.output_secret(&key),
+                None if job.manifest.output_key.is_none() => key,
+                None => anyhow::bail!(
+                    "job {id}'s outputs are encrypted to a key made for it when it was submitted, kept in its \
+                     record on that machine; run `agora job result` there"
+                ),
+            };
+            let shards = results::fetch(&client, &output, &job).await?;
             let n = results::write(&out, job.manifest.kind(), &shards)?;
             print(g.json, &serde_json::json!({"job": id, "items": n, "dir": out}), |_| {
                 format!("{n} output items verified against their commitments -> {}", out.display())

@@ -109,7 +109,8 @@ async fn submit_and_settle(
         .map_err(|e| OpenAiError::unavailable(format!("{e:#}; its cost is reconciled when it settles")))?;
     let r = receipt::build(&gw.client, record.job, &done).await.map_err(internal)?;
     gw.keys.settle_job(name, record.job, r.total_paid).map_err(internal)?;
-    let shards = results::fetch(&gw.client, sender.key(), &done).await.map_err(internal)?;
+    let shards =
+        results::fetch(&gw.client, &record.output_secret(sender.key()), &done).await.map_err(internal)?;
     if shards.iter().any(Option::is_none) {
         return Err(OpenAiError::unavailable(format!(
             "job {} was abandoned by the network before every shard was verified (you paid {} for what was); retry",

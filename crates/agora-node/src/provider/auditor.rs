@@ -154,7 +154,7 @@ impl Auditor {
         // Every audit, and the availability check of a lease the draw did not audit, first
         // fetches the committed output blob: payment needs outputs the requester can get.
         let endpoint = &provider.profile.endpoint;
-        let binding = Binding::of(m.encrypted, audit.lease, &lease)?;
+        let binding = Binding::of(m, audit.lease, &lease)?;
         let available =
             with_patience(FETCH_PATIENCE, || check_output(endpoint, reach, &commitment, &binding)).await;
         if let Err(e) = &available
@@ -401,15 +401,19 @@ enum Binding {
 }
 
 impl Binding {
-    /// The binding an auditor can check for lease `id` of a job that is `encrypted` or not.
-    fn of(encrypted: bool, id: LeaseId, lease: &Lease) -> anyhow::Result<Self> {
-        match (encrypted, lease.delivery.as_ref().and_then(|d| d.disclosure)) {
+    /// The binding an auditor can check for lease `id` of a job with manifest `m`.
+    fn of(m: &agora_core::JobManifest, id: LeaseId, lease: &Lease) -> anyhow::Result<Self> {
+        let dispute = lease.delivery.as_ref().and_then(|d| d.dispute.as_ref());
+        match (m.encrypted, dispute) {
             (false, _) => Ok(Binding::Items(None)),
             (true, None) => Ok(Binding::HashOnly),
-            (true, Some(d)) => protocol::open_disclosed_output_key(&lease.requester, &lease.provider, &d, id)
-                .map(|key| Binding::Items(Some(key)))
-                // The chain admitted the disclosure, so this node's view of it is wrong.
-                .map_err(|e| Unable(format!("deriving the disclosed output key: {e}")).into()),
+            (true, Some(d)) => {
+                let recipient = m.output_recipient(&lease.requester);
+                protocol::open_disclosed_output_key(&recipient, &lease.provider, &d.disclosure, id)
+                    .map(|key| Binding::Items(Some(key)))
+                    // The chain admitted the disclosure, so this node's view of it is wrong.
+                    .map_err(|e| Unable(format!("deriving the disclosed output key: {e}")).into())
+            }
         }
     }
 }

@@ -178,7 +178,9 @@ impl Worker {
         self.state.save_items(lease_id, "outputs", &items)?;
         let out_key = match (m.encrypted, self.garble_outputs) {
             (false, _) => None,
-            (true, false) => Some(protocol::output_key(&self.key, &lease.requester, lease_id)?),
+            (true, false) => {
+                Some(protocol::output_key(&self.key, &m.output_recipient(&lease.requester), lease_id)?)
+            }
             (true, true) => Some(agora_store::encrypt::BlobKey::generate()),
         };
         let encoded = protocol::encode_shard(&items, out_key.as_ref())?;

@@ -2,9 +2,10 @@
 //!
 //! Auditors see an encrypted output blob as ciphertext and check its hash alone; only the
 //! requester holds the key that binds it to the committed items. So while a lease is
-//! `Delivered` (see `agora_ledger::delivery`), the requester's follow loop fetches its blob,
-//! decrypts it with the key agreed with the provider and checks it against the committed root
-//! and count. It then confirms (`ConfirmOutputs`: the provider is paid at once) or disputes
+//! `Delivered` (see `agora_ledger::delivery`), the requester's follow loop (or, for a
+//! requester that is offline, its node's key agent, which holds the job's output key) fetches
+//! its blob, decrypts it with the key agreed with the provider and checks it against the
+//! committed root and count. It then confirms (`ConfirmOutputs`: the provider is paid at once) or disputes
 //! (`DisputeOutputs`), disclosing with proof the secret the key derives from, so auditors can
 //! decrypt and check the blob too. A download that fails is retried on the next poll: this
 //! node's network is not evidence against the provider, and a requester that stays silent
@@ -14,7 +15,9 @@ use super::results::{download_outputs, open_outputs};
 use crate::client::NodeClient;
 use crate::protocol;
 use crate::sender::TxSender;
+use agora_core::SecretKey;
 use agora_core::tx::{LeaseId, TxPayload};
+use agora_ledger::jobs::Job;
 use agora_ledger::leases::{Lease, LeaseStatus};
 use std::collections::BTreeSet;
 use tracing::{info, warn};
@@ -28,17 +31,22 @@ pub enum Verdict {
     Disputed(String),
 }
 
-/// Checks the outputs of lease `id` once it is delivered, and confirms or disputes them; does
-/// nothing for a lease in another state or one already answered (`answered`). Returns the
+/// Checks the outputs of `job`'s lease `id` once it is delivered, opening them with `output`
+/// (the job's output key), and confirms or disputes them through `sender` (the requester, or
+/// its key agent); does nothing for a lease in another state, one already answered
+/// (`answered`), or when `output` is not the job's output key (a machine without the job's
+/// record cannot open its outputs, which is no evidence against the provider). Returns the
 /// verdict sent, if any.
 pub async fn check_delivered(
     client: &NodeClient,
     sender: &TxSender,
+    (job, output): (&Job, &SecretKey),
     id: LeaseId,
     lease: &Lease,
     answered: &mut BTreeSet<LeaseId>,
 ) -> anyhow::Result<Option<Verdict>> {
-    if lease.status != LeaseStatus::Delivered || answered.contains(&id) {
+    let holds_key = output.public() == job.manifest.output_recipient(&job.requester);
+    if lease.status != LeaseStatus::Delivered || answered.contains(&id) || !holds_key {
         return Ok(None);
     }
     let blob = match download_outputs(client, lease).await {
@@ -48,10 +56,10 @@ pub async fn check_delivered(
             return Ok(None);
         }
     };
-    let (payload, verdict) = match open_outputs(sender.key(), true, id, lease, &blob) {
+    let (payload, verdict) = match open_outputs(output, true, id, lease, &blob) {
         Ok(_) => (TxPayload::ConfirmOutputs { lease: id }, Verdict::Confirmed),
         Err(e) => {
-            let disclosure = protocol::disclose_output_key(sender.key(), &lease.provider, id)?;
+            let disclosure = protocol::disclose_output_key(output, &lease.provider, id)?;
             (TxPayload::DisputeOutputs { lease: id, disclosure }, Verdict::Disputed(e.to_string()))
         }
     };

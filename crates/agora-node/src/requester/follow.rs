@@ -102,6 +102,7 @@ pub async fn follow(
     }
     let start = Instant::now();
     let (mut shared, mut answered) = (BTreeSet::new(), BTreeSet::new());
+    let output = record.output_secret(sender.key());
     loop {
         let job = client.job(record.job).await?;
         pb.set_length(job.shards.len() as u64);
@@ -132,7 +133,15 @@ pub async fn follow(
                         })
                     };
                     share_input_key(sender, &job, l, &lease, key, &mut shared).await?;
-                    super::delivery::check_delivered(client, sender, l, &lease, &mut answered).await?;
+                    super::delivery::check_delivered(
+                        client,
+                        sender,
+                        (&job, &output),
+                        l,
+                        &lease,
+                        &mut answered,
+                    )
+                    .await?;
                 }
             }
         }

@@ -63,7 +63,7 @@ pub async fn submit_prepared(
     if let Some(agent) = agent {
         let keys: Option<Vec<_>> = prepared.keys.iter().cloned().collect();
         let keys = keys.context("an encrypted job has a key for every shard")?;
-        crate::key_agent::deposit_keys(client, sender.key(), &agent, job_id, &keys)
+        crate::key_agent::deposit_keys(client, sender.key(), &agent, job_id, &keys, prepared.output.as_ref())
             .await
             .context("handing the input keys to the node's key agent")?;
     }
@@ -71,6 +71,7 @@ pub async fn submit_prepared(
         job: job_id,
         node: client.url().to_string(),
         keys: prepared.keys.iter().map(|k| k.as_ref().map(|k| hex::encode(k.as_bytes()))).collect(),
+        output_key: prepared.output.as_ref().map(|k| hex::encode(k.seed())),
     };
     record.save(data_dir)?;
     Ok(record)

@@ -5,7 +5,7 @@
 use super::jobfile::JobFile;
 use crate::protocol::{self, EncodedShard};
 use agora_core::manifest::{JobManifest, ShardSpec};
-use agora_core::{JobKind, JobParams};
+use agora_core::{JobKind, JobParams, SecretKey};
 use agora_runtime::provision::Provisioner;
 use agora_store::encrypt::BlobKey;
 use anyhow::{Context, bail};
@@ -30,6 +30,9 @@ pub struct Prepared {
     pub manifest: JobManifest,
     /// Each shard's input key (encrypted jobs), to seal to its provider once matched.
     pub keys: Vec<Option<BlobKey>>,
+    /// The job's output key (encrypted jobs): its outputs are encrypted to it, and whoever
+    /// holds it (the requester, and its key agent) checks them.
+    pub output: Option<SecretKey>,
     /// Each shard's encoded input blob.
     pub shards: Vec<EncodedShard>,
     /// The model's file to upload: a bundle, or a wasm module.
@@ -100,6 +103,7 @@ pub fn prepare(
         keys.push(key);
         shards.push(enc);
     }
+    let output = job.encrypted.then(SecretKey::generate);
     let manifest = JobManifest {
         model: model.hash,
         params: job.local.params.clone(),
@@ -112,9 +116,10 @@ pub fn prepare(
         encrypted: job.encrypted,
         sources,
         key_agent: None,
+        output_key: output.as_ref().map(SecretKey::public),
     };
     manifest.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Prepared { manifest, keys, shards, model_file })
+    Ok(Prepared { manifest, keys, output, shards, model_file })
 }
 
 fn bundle_names(dir: &Path) -> anyhow::Result<Vec<String>> {

@@ -1,6 +1,8 @@
 //! What a requester keeps locally about its jobs: the input keys (needed to share with each
-//! shard's provider, including providers of re-matched shards) and where it submitted.
+//! shard's provider, including providers of re-matched shards), the output key (which opens
+//! the outputs) and where it submitted.
 
+use agora_core::SecretKey;
 use agora_store::encrypt::BlobKey;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,9 @@ pub struct JobRecord {
     pub node: String,
     /// Input key per shard (hex), for encrypted jobs.
     pub keys: Vec<Option<String>>,
+    /// The job's output key (hex of its seed), for encrypted jobs: outputs are encrypted to it.
+    #[serde(default)]
+    pub output_key: Option<String>,
 }
 
 impl JobRecord {
@@ -34,6 +39,13 @@ impl JobRecord {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The key that opens the job's outputs: its output key, or (jobs without one) `account`,
+    /// the requester's own.
+    pub fn output_secret(&self, account: &SecretKey) -> SecretKey {
+        let seed = self.output_key.as_ref().and_then(|h| <[u8; 32]>::try_from(hex::decode(h).ok()?).ok());
+        seed.map_or_else(|| account.clone(), SecretKey::from_seed)
     }
 
     /// The input key of `shard`.

@@ -12,7 +12,8 @@ use agora_ledger::leases::Lease;
 use anyhow::{Context, bail};
 use std::path::Path;
 
-/// Output items of every settled shard, in shard order (`None` for shards that did not finish).
+/// Output items of every settled shard, in shard order (`None` for shards that did not finish),
+/// opened with `me`, the job's output key (`JobRecord::output_secret`).
 pub async fn fetch(
     client: &NodeClient,
     me: &SecretKey,
@@ -48,8 +49,8 @@ pub async fn download_outputs(client: &NodeClient, lease: &Lease) -> anyhow::Res
     Ok(blob)
 }
 
-/// The output items in lease `id`'s `blob`, decrypted with the key agreed with its provider
-/// (for `me`, the requester of an encrypted job) and checked against the commitment's root
+/// The output items in lease `id`'s `blob`, decrypted with the key `me` (the job's output key)
+/// agreed with its provider, for an encrypted job, and checked against the commitment's root
 /// and count; an error means the blob is not what the provider committed to.
 pub fn open_outputs(
     me: &SecretKey,

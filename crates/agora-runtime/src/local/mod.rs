@@ -68,6 +68,7 @@ fn local_manifest(
         encrypted: false,
         sources: vec![],
         key_agent: None,
+        output_key: None,
     };
     manifest.validate()?;
     Ok(manifest)

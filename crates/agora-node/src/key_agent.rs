@@ -431,7 +431,10 @@ mod tests {
         let (requester, me, stranger) =
             (SecretKey::from_label("r"), SecretKey::from_label("a"), SecretKey::from_label("s"));
         let j = job(&requester, &me, 2);
-        assert_eq!(check_deposit(&me, 7, &j, &deposit(&requester, &me.public(), 7, 2)).unwrap().keys.len(), 2);
+        assert_eq!(
+            check_deposit(&me, 7, &j, &deposit(&requester, &me.public(), 7, 2)).unwrap().keys.len(),
+            2
+        );
         // Anyone else's signature, or the requester's for another job, is refused.
         let forged = check_deposit(&me, 7, &j, &deposit(&stranger, &me.public(), 7, 2)).unwrap_err();
         assert_eq!(forged.0, StatusCode::UNAUTHORIZED);

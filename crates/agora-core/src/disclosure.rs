@@ -232,4 +232,26 @@ mod tests {
         assert!(sealed::ephemeral(&sealed).is_none());
         assert!(sealed::ephemeral(&sealed[..80]).is_none());
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a transaction carries, checking them neither panics nor proves
+        /// anything (the verifier decodes points and scalars itself, refusing non-canonical
+        /// ones).
+        #[test]
+        fn arbitrary_disclosures_never_verify(
+            s in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            c in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            z in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            eph in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            account in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+        ) {
+            let mut bytes = [0u8; 96];
+            bytes[..32].copy_from_slice(&s);
+            bytes[32..64].copy_from_slice(&c);
+            bytes[64..].copy_from_slice(&z);
+            proptest::prop_assert!(KeyDisclosure(bytes).verify(&PublicKey(account), &eph, b"ctx").is_none());
+            let provider = SecretKey::from_label("provider");
+            proptest::prop_assert!(KeyDisclosure(bytes).verify(&provider.public(), &eph, b"ctx").is_none());
+        }
+    }
 }

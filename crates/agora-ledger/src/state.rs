@@ -716,7 +716,11 @@ impl State {
                 Order::Bid(b) => b.escrow,
                 Order::Ask(_) => Amount::ZERO,
             })
-            .chain(self.leases.values().map(|l| l.escrow)));
+            .chain(self.leases.values().map(|l| l.escrow))
+            // A dispute's deposit is held in escrow beside its lease's.
+            .chain(
+                self.leases.values().filter_map(|l| Some(l.delivery.as_ref()?.dispute.as_ref()?.deposit)),
+            ));
         Supply {
             minted: self.meta.supply.minted,
             burned: self.meta.supply.burned,

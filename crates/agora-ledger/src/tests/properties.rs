@@ -47,6 +47,12 @@ enum Action {
         max_price: u128,
         region: Option<&'static str>,
         carbon: Option<u32>,
+        encrypted: bool,
+    },
+    /// The requester of a delivered encrypted lease confirms its outputs, or disputes them.
+    Answer {
+        pick: usize,
+        dispute: bool,
     },
     CancelJob {
         who: u8,
@@ -66,8 +72,9 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u8..8, 0u128..200_000).prop_map(|(who, amount)| Action::Unbond { who, amount }),
         4 => (0u8..4, 1u128..20, 10u64..400).prop_map(|(provider, price, quantity)| Action::Ask { provider, price, quantity }),
         4 => (0u8..8, 1u32..4, 5u64..120, 0u128..30, prop::option::of(prop::sample::select(vec!["local", "eu-west"])),
-              prop::option::of(50u32..400))
-            .prop_map(|(who, shards, quantity, max_price, region, carbon)| Action::Job { who, shards, quantity, max_price, region, carbon }),
+              prop::option::of(50u32..400), any::<bool>())
+            .prop_map(|(who, shards, quantity, max_price, region, carbon, encrypted)| Action::Job { who, shards, quantity, max_price, region, carbon, encrypted }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, dispute)| Action::Answer { pick, dispute }),
         1 => (0u8..8, any::<usize>()).prop_map(|(who, pick)| Action::CancelJob { who, pick }),
         2 => (arb::payload(), 0u8..8).prop_map(|(p, who)| Action::Random(Box::new(p), who)),
         1 => (0u8..8).prop_map(Action::BadNonce),
@@ -134,11 +141,25 @@ fn action_tx(c: &TestChain, a: &Action, jobs: &[u64], pending: u64) -> Option<ag
         Action::Ask { provider, price, quantity } => {
             payload_from(PROVIDERS[provider as usize].to_string(), ask(c, price, quantity))
         }
-        Action::Job { who, shards, quantity, max_price, region, carbon } => {
+        Action::Job { who, shards, quantity, max_price, region, carbon, encrypted } => {
             let mut m = manifest(c, shards, 4, quantity, max_price);
             m.constraints.region = region.map(|r| r.parse().expect("region"));
             m.constraints.max_carbon_g_per_kwh = carbon;
+            m.encrypted = encrypted;
             payload_from(user(who), TxPayload::SubmitJob { manifest: m })
+        }
+        Action::Answer { pick, dispute } => {
+            let (lid, who) = answer_target(c, pick)?;
+            let payload = if dispute {
+                let provider = c.state.lease(lid)?.provider.to_x25519().expect("a provider's key");
+                let context = agora_core::disclosure::output_key_context(lid);
+                let disclosure =
+                    agora_core::disclosure::KeyDisclosure::prove(&key(&who), &provider, &context)?;
+                TxPayload::DisputeOutputs { lease: lid, disclosure }
+            } else {
+                TxPayload::ConfirmOutputs { lease: lid }
+            };
+            payload_from(who, payload)
         }
         Action::CancelJob { who, pick } => {
             let job = if jobs.is_empty() { 0 } else { jobs[pick % jobs.len()] };
@@ -147,6 +168,13 @@ fn action_tx(c: &TestChain, a: &Action, jobs: &[u64], pending: u64) -> Option<ag
         Action::Random(p, who) => payload_from(user(who), *p),
         Action::BadNonce(_) | Action::Quiet => None,
     }
+}
+
+/// The delivered lease an [`Action::Answer`] picks, and its requester's name.
+fn answer_target(c: &TestChain, pick: usize) -> Option<(u64, String)> {
+    let delivered: Vec<_> = c.state.leases().filter(|(_, l)| l.status == LeaseStatus::Delivered).collect();
+    let (lid, l) = *delivered.get(pick % delivered.len().max(1))?;
+    Some((*lid, (0..8).map(user).find(|u| id(u) == l.requester).expect("a user's lease")))
 }
 
 /// Checks every invariant that must hold after any block.
@@ -185,9 +213,25 @@ fn check_invariants(state: &State, events: &[Event], asks: &AskPrices) -> Result
     // holds more leases than its record decodes under.
     let mut reserved: BTreeMap<AccountId, Amount> = BTreeMap::new();
     for (_, l) in state.leases() {
-        let unsettled =
-            matches!(l.status, LeaseStatus::Running | LeaseStatus::Committed | LeaseStatus::Auditing);
+        let unsettled = matches!(
+            l.status,
+            LeaseStatus::Running
+                | LeaseStatus::Committed
+                | LeaseStatus::Auditing
+                | LeaseStatus::Delivered
+                | LeaseStatus::OutputsDisputed
+        );
         prop_assert!(unsettled || l.reserved.is_zero(), "a finished lease still reserves collateral");
+        // A delivered lease waits with its collateral at risk; only encrypted jobs wait.
+        if matches!(l.status, LeaseStatus::Delivered | LeaseStatus::OutputsDisputed) {
+            prop_assert!(
+                !l.reserved.is_zero() || l.value().is_zero(),
+                "a delivered lease keeps its collateral"
+            );
+            prop_assert!(state.job(l.job).expect("job").manifest.encrypted, "only encrypted leases wait");
+            let dispute = l.delivery.as_ref().expect("a delivery").dispute.is_some();
+            prop_assert_eq!(dispute, l.status == LeaseStatus::OutputsDisputed);
+        }
         let r = reserved.entry(l.provider).or_insert(Amount::ZERO);
         *r = r.checked_add(l.reserved).unwrap();
     }
@@ -217,6 +261,9 @@ fn setup() -> (TestChain, AskPrices) {
         unbonding_blocks: 4,
         audit_report_blocks: 4,
         liveness_blocks: 1_000,
+        delivery_window_ms: 5_000,
+        // Fees (and so dispute deposits) large enough not to round to zero on small leases.
+        audit_fee_bps: 2_000,
         ..Params::default()
     };
     let mut c = TestChain::with_params(p);
@@ -256,6 +303,7 @@ proptest! {
                 let sender = match a { Action::Ask { provider, .. } => id(PROVIDERS[*provider as usize]),
                     Action::Transfer { from: w, .. } | Action::Bond { who: w, .. } | Action::Unbond { who: w, .. }
                     | Action::Job { who: w, .. } | Action::CancelJob { who: w, .. } | Action::Random(_, w) => id(&user(*w)),
+                    Action::Answer { pick, .. } => match answer_target(&c, *pick) { Some((_, who)) => id(&who), None => continue },
                     _ => continue };
                 let n = pending.entry(sender).or_default();
                 if let Some(tx) = action_tx(&c, a, &jobs, *n) { txs.push(tx); *n += 1; }

@@ -212,6 +212,11 @@ codec_struct!(Lease {
 });
 
 impl Lease {
+    /// The input key shared with `to` for this lease, if any (at most one per recipient).
+    pub fn key_for(&self, to: &AccountId) -> Option<&SealedKey> {
+        self.keys.iter().find(|k| k.to == *to)
+    }
+
     /// Whether the provider is still computing.
     pub fn is_running(&self) -> bool {
         self.status == LeaseStatus::Running
@@ -371,7 +376,7 @@ pub(crate) fn share_key(
             sealed::VERSION
         )));
     }
-    if lease.keys.len() >= MAX_KEYS || lease.keys.iter().any(|k| k.to == to) {
+    if lease.keys.len() >= MAX_KEYS || lease.key_for(&to).is_some() {
         return Err(TxError::InvalidState("a key for this recipient exists, or the key list is full".into()));
     }
     state.leases.get_mut(&id).expect("checked").keys.push(SealedKey { to, sealed });
@@ -488,7 +493,7 @@ fn input_disclosure(
                 .into(),
         )),
         (true, Some(d)) => {
-            let key = lease.keys.iter().find(|k| k.to == lease.provider).ok_or_else(|| {
+            let key = lease.key_for(&lease.provider).ok_or_else(|| {
                 TxError::InvalidState(
                     "no input key was shared with the provider: it owes no penalty for this lease and has \
                      nothing to dispute"
@@ -705,7 +710,7 @@ fn cancellation(params: &Params, lease: &Lease, now_ms: u64) -> (Amount, Amount)
 /// the provider, so the failure is the requester's.
 fn requester_withheld_key(state: &State, lease: &Lease) -> bool {
     let encrypted = state.jobs.get(&lease.job).is_some_and(|j| j.manifest.encrypted);
-    encrypted && !lease.keys.iter().any(|k| k.to == lease.provider)
+    encrypted && lease.key_for(&lease.provider).is_none()
 }
 
 /// Runs from the `LeaseDeadline` timer.

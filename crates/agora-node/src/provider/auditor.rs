@@ -295,25 +295,23 @@ impl Auditor {
             (passed, detail, AuditEvidence::finding(root))
         };
         let upheld = |why: String| found(true, why.clone(), agora_core::Hash::of(why.as_bytes()));
-        let key =
-            match (m.encrypted, lease.input_disclosure, lease.keys.iter().find(|k| k.to == lease.provider)) {
-                (false, ..) => None,
-                (true, Some(disclosure), Some(sealed)) => {
-                    match protocol::open_disclosed_input_key(&sealed.sealed, &lease.provider, &disclosure, id)
-                    {
-                        Ok(key) => Some(key),
-                        // The chain admitted the disclosure, so the key itself does not open.
-                        Err(e) => {
-                            return Ok(upheld(format!(
-                                "the input key sealed to the provider does not open: {e}"
-                            )));
-                        }
+        let key = match (m.encrypted, lease.input_disclosure, lease.key_for(&lease.provider)) {
+            (false, ..) => None,
+            (true, Some(disclosure), Some(sealed)) => {
+                match protocol::open_disclosed_input_key(&sealed.sealed, &lease.provider, &disclosure, id) {
+                    Ok(key) => Some(key),
+                    // The chain admitted the disclosure, so the key itself does not open.
+                    Err(e) => {
+                        return Ok(upheld(format!(
+                            "the input key sealed to the provider does not open: {e}"
+                        )));
                     }
                 }
-                (true, ..) => {
-                    return Err(Unable("the statement carries no key disclosure to check".into()).into());
-                }
-            };
+            }
+            (true, ..) => {
+                return Err(Unable("the statement carries no key disclosure to check".into()).into());
+            }
+        };
         let items = match load_inputs(&self.runtimes, m, shard, key.as_ref(), reach, pin).await {
             Err(bad) => return Ok(upheld(bad.why)),
             Ok(items) => items,

@@ -99,9 +99,9 @@ impl Worker {
     /// key agent) and returns it as sealed.
     async fn sealed_input_key(&self, lease: LeaseId, deadline_ms: u64) -> anyhow::Result<Vec<u8>> {
         loop {
-            let mut l = self.chain.lease(lease).await?;
-            if let Some(i) = l.keys.iter().position(|k| k.to == self.key.public()) {
-                return Ok(l.keys.swap_remove(i).sealed);
+            let l = self.chain.lease(lease).await?;
+            if let Some(k) = l.key_for(&self.key.public()) {
+                return Ok(k.sealed.clone());
             }
             if !l.is_running() {
                 bail!("lease {lease} is no longer running");

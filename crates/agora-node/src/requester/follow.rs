@@ -77,7 +77,7 @@ pub async fn share_input_key(
 ) -> anyhow::Result<bool> {
     let needs_key = job.manifest.encrypted
         && lease.is_running()
-        && !lease.keys.iter().any(|k| k.to == lease.provider)
+        && lease.key_for(&lease.provider).is_none()
         && !shared.contains(&id);
     if !needs_key {
         return Ok(false);

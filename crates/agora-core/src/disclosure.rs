@@ -105,10 +105,7 @@ impl KeyDisclosure {
     /// chain before it can be sent).
     pub fn prove(secret: &SecretKey, ephemeral: &[u8; 32], context: &[u8]) -> Option<Self> {
         let e8 = cleared(ephemeral)?;
-        let mut clamped = secret.to_x25519_scalar_bytes();
-        clamped[0] &= 248;
-        clamped[31] &= 127;
-        clamped[31] |= 64;
+        let clamped = curve25519_dalek::scalar::clamp_integer(secret.to_x25519_scalar_bytes());
         // X25519 multiplies by the clamped integer a = 8·k; A = k·8B and S = k·8E.
         let k = Scalar::from_bytes_mod_order(clamped) * Scalar::from(8u8).invert();
         let g1 = ED25519_BASEPOINT_POINT.mul_by_cofactor();
@@ -131,12 +128,9 @@ impl KeyDisclosure {
     pub fn verify(&self, account: &PublicKey, ephemeral: &[u8; 32], context: &[u8]) -> Option<[u8; 32]> {
         let a = CompressedEdwardsY(account.0).decompress()?;
         let e8 = cleared(ephemeral)?;
-        let s = CompressedEdwardsY(self.0[..32].try_into().expect("96 bytes")).decompress()?;
-        let c = Option::<Scalar>::from(Scalar::from_canonical_bytes(
-            self.0[32..64].try_into().expect("96 bytes"),
-        ))?;
-        let z =
-            Option::<Scalar>::from(Scalar::from_canonical_bytes(self.0[64..].try_into().expect("96 bytes")))?;
+        let part = |i: usize| -> [u8; 32] { self.0[32 * i..32 * (i + 1)].try_into().expect("96 bytes") };
+        let scalar = |i: usize| Option::<Scalar>::from(Scalar::from_canonical_bytes(part(i)));
+        let (s, c, z) = (CompressedEdwardsY(part(0)).decompress()?, scalar(1)?, scalar(2)?);
         if !s.is_torsion_free() {
             return None;
         }

@@ -125,9 +125,14 @@ fn open_with(sealed: &[u8], shared: &[u8; 32], recipient: &PublicKey) -> Result<
 /// The recipient's proof, for `context`, of the secret that opens `sealed`
 /// ([`KeyDisclosure`]): whoever holds it can open this one sealed key with [`open_disclosed`].
 pub fn disclose(sealed: &[u8], secret: &SecretKey, context: &[u8]) -> Result<KeyDisclosure, SealError> {
+    KeyDisclosure::prove(secret, &disclosable(sealed)?, context).ok_or(SealError::OffCurve)
+}
+
+/// The ephemeral key of a well-formed sealed key whose opening can be disclosed: on the curve
+/// ([`sealed::ephemeral`]; the chain refuses others when they are shared).
+fn disclosable(sealed: &[u8]) -> Result<[u8; 32], SealError> {
     layout(sealed)?;
-    let ephemeral = agora_core::disclosure::sealed::ephemeral(sealed).ok_or(SealError::OffCurve)?;
-    KeyDisclosure::prove(secret, &ephemeral, context).ok_or(SealError::OffCurve)
+    sealed::ephemeral(sealed).ok_or(SealError::OffCurve)
 }
 
 /// Opens a key sealed to `recipient` with the recipient's `disclosure` for `context`: the key
@@ -139,9 +144,7 @@ pub fn open_disclosed(
     disclosure: &KeyDisclosure,
     context: &[u8],
 ) -> Result<BlobKey, SealError> {
-    layout(sealed)?;
-    let ephemeral = agora_core::disclosure::sealed::ephemeral(sealed).ok_or(SealError::OffCurve)?;
-    let shared = disclosure.verify(recipient, &ephemeral, context).ok_or(SealError::Disclosure)?;
+    let shared = disclosure.verify(recipient, &disclosable(sealed)?, context).ok_or(SealError::Disclosure)?;
     open_with(sealed, &shared, recipient)
 }
 

@@ -9,6 +9,7 @@ use crate::hash::Hash;
 use crate::manifest::{
     ClusterSpec, Constraints, JobKind, JobManifest, JobParams, LatencyBound, ShardSpec, VerificationPolicy,
 };
+use crate::session::{ServeKind, ServeRates, ServeReceipt, SessionTerms, Usage, WindowCommitment};
 use crate::tx::{
     AuditEvidence, Disputed, Metering, ParamChange, PricePolicy, ProviderProfile, ResultCommitment, SignedTx,
     Transaction, TxPayload,
@@ -172,9 +173,10 @@ fn profile() -> impl Strategy<Value = ProviderProfile> {
         price,
         coord(),
         short_string(),
+        prop::option::of(serve_rates()),
     )
         .prop_map(
-            |(hardware, classes, kinds, region, carbon_g_per_kwh, price_policy, coord, endpoint)| {
+            |(hardware, classes, kinds, region, carbon_g_per_kwh, price_policy, coord, endpoint, serve)| {
                 ProviderProfile {
                     hardware,
                     classes,
@@ -184,6 +186,7 @@ fn profile() -> impl Strategy<Value = ProviderProfile> {
                     price_policy,
                     coord,
                     endpoint,
+                    serve,
                 }
             },
         )
@@ -267,7 +270,67 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
             all[..32].copy_from_slice(&b);
             TxPayload::DisputeOutputs { lease, disclosure: crate::disclosure::KeyDisclosure(all) }
         }),
+        session_terms().prop_map(|terms| TxPayload::OpenSession { terms }),
+        any::<u64>().prop_map(|session| TxPayload::CloseSession { session }),
+        (any::<u64>(), any::<u64>(), any::<u32>(), hash(), usage()).prop_map(
+            |(session, first_seq, receipts, root, total)| TxPayload::CommitWindow {
+                window: WindowCommitment { session, first_seq, receipts, root, total }
+            }
+        ),
+        (any::<[u64; 4]>(), hash(), usage(), any::<[u8; 32]>()).prop_map(|(n, h, usage, seed)| {
+            let receipt = ServeReceipt {
+                session: n[0],
+                seq: n[1],
+                request: h,
+                output: h,
+                usage,
+                total: usage,
+                fingerprints: h,
+                first_token_ms: n[2],
+                last_token_ms: n[3],
+            };
+            TxPayload::ChallengeReceipt { receipt: receipt.sign("arbitrary", &SecretKey::from_seed(seed)) }
+        }),
+        (any::<[u64; 4]>(), prop::collection::vec(hash(), 0..6)).prop_map(|(n, siblings)| {
+            TxPayload::AnswerChallenge {
+                session: n[0],
+                seq: n[1],
+                proof: crate::merkle::MerkleProof { index: n[2], count: n[3], siblings },
+            }
+        }),
     ]
+}
+
+/// Any serving prices.
+pub fn serve_rates() -> impl Strategy<Value = ServeRates> {
+    (amount(), amount(), amount()).prop_map(|(prompt_per_1k, completion_per_1k, per_item)| ServeRates {
+        prompt_per_1k,
+        completion_per_1k,
+        per_item,
+    })
+}
+
+fn usage() -> impl Strategy<Value = Usage> {
+    any::<[u64; 3]>().prop_map(|[prompt_tokens, completion_tokens, items]| Usage {
+        prompt_tokens,
+        completion_tokens,
+        items,
+    })
+}
+
+/// Any session terms (most do not validate).
+pub fn session_terms() -> impl Strategy<Value = SessionTerms> {
+    (hash(), any::<bool>(), class(), serve_rates(), amount(), any::<u64>(), any::<u8>(), any::<u32>())
+        .prop_map(|(model, chat, class, rates, escrow, duration_ms, providers, ttft_ms)| SessionTerms {
+            model,
+            kind: if chat { ServeKind::Chat } else { ServeKind::Embed },
+            class,
+            rates,
+            escrow,
+            duration_ms,
+            providers,
+            ttft_ms,
+        })
 }
 
 /// Any payload, with its variable-length fields (strings, byte strings, lists) stretched to

@@ -363,6 +363,21 @@ impl<A: Decode, B: Decode> Decode for (A, B) {
     }
 }
 
+impl<A: Encode, B: Encode, C: Encode> Encode for (A, B, C) {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.0.encode_to(out);
+        self.1.encode_to(out);
+        self.2.encode_to(out);
+    }
+}
+
+impl<A: Decode, B: Decode, C: Decode> Decode for (A, B, C) {
+    const MIN_ENCODED_SIZE: usize = A::MIN_ENCODED_SIZE + B::MIN_ENCODED_SIZE + C::MIN_ENCODED_SIZE;
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok((A::decode_from(r)?, B::decode_from(r)?, C::decode_from(r)?))
+    }
+}
+
 /// Implements [`Encode`] and [`Decode`] for a fieldless enum as one tag byte, its
 /// discriminant. The variants must be listed in declaration order with default
 /// discriminants (checked at compile time), and that order is the wire order.

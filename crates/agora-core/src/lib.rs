@@ -16,6 +16,7 @@ pub mod hash;
 pub mod manifest;
 pub mod merkle;
 pub mod net;
+pub mod session;
 pub mod tx;
 
 pub use amount::Amount;

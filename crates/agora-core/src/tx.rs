@@ -12,6 +12,8 @@ use crate::codec_struct;
 use crate::crypto::{AccountId, PublicKey, SecretKey, Signature, SignatureError};
 use crate::hash::Hash;
 use crate::manifest::{JobKind, JobManifest};
+use crate::merkle::MerkleProof;
+use crate::session::{ServeRates, SessionId, SessionTerms, SignedReceipt, WindowCommitment};
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded signed transaction accepted anywhere.
@@ -93,6 +95,9 @@ pub struct ProviderProfile {
     pub coord: Coord,
     /// Base URL of its node API, where it serves outputs and audit items.
     pub endpoint: String,
+    /// The least it accepts to serve sessions in its classes (`None`: it serves none).
+    #[serde(default)]
+    pub serve: Option<ServeRates>,
 }
 codec_struct!(ProviderProfile {
     hardware,
@@ -102,7 +107,8 @@ codec_struct!(ProviderProfile {
     carbon_g_per_kwh,
     price_policy,
     coord,
-    endpoint: string(MAX_ENDPOINT_LEN)
+    endpoint: string(MAX_ENDPOINT_LEN),
+    serve
 });
 
 /// Most disputed items one audit report names.
@@ -340,6 +346,39 @@ pub enum TxPayload {
         /// The requester's disclosure.
         disclosure: crate::disclosure::KeyDisclosure,
     },
+    /// Open a serving session: its escrow is locked, and providers are matched to it.
+    OpenSession {
+        /// The terms.
+        terms: SessionTerms,
+    },
+    /// The requester ends its session early: nothing more is served, unspent escrow returns
+    /// once the providers' last windows are committed.
+    CloseSession {
+        /// The session.
+        session: SessionId,
+    },
+    /// A session's provider commits a window of its receipts; the window is paid once its
+    /// audit window closes.
+    CommitWindow {
+        /// The commitment.
+        window: WindowCommitment,
+    },
+    /// A holder of a signed receipt proves (or, when only the provider's tree can settle it,
+    /// claims) that the provider left it out of its windows or committed it differently.
+    /// Locks a deposit of one audit fee of the window, the provider's if the claim is refuted.
+    ChallengeReceipt {
+        /// The receipt, signed by the provider.
+        receipt: SignedReceipt,
+    },
+    /// A provider refutes a receipt challenge with the receipt's inclusion proof.
+    AnswerChallenge {
+        /// The session.
+        session: SessionId,
+        /// The challenged receipt's `seq`.
+        seq: u64,
+        /// Proof of its leaf in the window's root.
+        proof: MerkleProof,
+    },
 }
 
 impl TxPayload {
@@ -366,6 +405,11 @@ impl TxPayload {
             TxPayload::ConfirmOutputs { .. } => 18,
             TxPayload::DisputeOutputs { .. } => 19,
             TxPayload::ReportInvalidInput { .. } => 17,
+            TxPayload::OpenSession { .. } => 20,
+            TxPayload::CloseSession { .. } => 21,
+            TxPayload::CommitWindow { .. } => 22,
+            TxPayload::ChallengeReceipt { .. } => 23,
+            TxPayload::AnswerChallenge { .. } => 24,
         }
     }
 
@@ -392,6 +436,11 @@ impl TxPayload {
             TxPayload::ConfirmOutputs { .. } => "confirm_outputs",
             TxPayload::DisputeOutputs { .. } => "dispute_outputs",
             TxPayload::ReportInvalidInput { .. } => "report_invalid_input",
+            TxPayload::OpenSession { .. } => "open_session",
+            TxPayload::CloseSession { .. } => "close_session",
+            TxPayload::CommitWindow { .. } => "commit_window",
+            TxPayload::ChallengeReceipt { .. } => "challenge_receipt",
+            TxPayload::AnswerChallenge { .. } => "answer_challenge",
         }
     }
 }
@@ -455,6 +504,15 @@ impl Encode for TxPayload {
                 lease.encode_to(out);
                 disclosure.encode_to(out);
             }
+            TxPayload::OpenSession { terms } => terms.encode_to(out),
+            TxPayload::CloseSession { session } => session.encode_to(out),
+            TxPayload::CommitWindow { window } => window.encode_to(out),
+            TxPayload::ChallengeReceipt { receipt } => receipt.encode_to(out),
+            TxPayload::AnswerChallenge { session, seq, proof } => {
+                session.encode_to(out);
+                seq.encode_to(out);
+                proof.encode_to(out);
+            }
         }
     }
 }
@@ -511,6 +569,15 @@ impl Decode for TxPayload {
             19 => TxPayload::DisputeOutputs {
                 lease: u64::decode_from(r)?,
                 disclosure: crate::disclosure::KeyDisclosure::decode_from(r)?,
+            },
+            20 => TxPayload::OpenSession { terms: SessionTerms::decode_from(r)? },
+            21 => TxPayload::CloseSession { session: u64::decode_from(r)? },
+            22 => TxPayload::CommitWindow { window: WindowCommitment::decode_from(r)? },
+            23 => TxPayload::ChallengeReceipt { receipt: SignedReceipt::decode_from(r)? },
+            24 => TxPayload::AnswerChallenge {
+                session: u64::decode_from(r)?,
+                seq: u64::decode_from(r)?,
+                proof: MerkleProof::decode_from(r)?,
             },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));

@@ -106,6 +106,7 @@ fn book(asks: usize, bids: usize) -> BlockBuilder {
         price_policy: PricePolicy::Auto(Amount(1)),
         coord: Coord::default(),
         endpoint: "http://provider.example:7700".into(),
+        serve: None,
     };
     let regs: Vec<SignedTx> = providers
         .iter()

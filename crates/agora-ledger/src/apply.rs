@@ -19,7 +19,7 @@ use crate::error::{BlockError, TxError, TxRejection};
 use crate::events::{Event, Receipt};
 use crate::market::Ask;
 use crate::state::{Ctx, State, Timer, Write};
-use crate::{audits, delivery, governance, jobs, leases, market, registry, staking};
+use crate::{audits, delivery, governance, jobs, leases, market, registry, sessions, staking};
 use agora_core::block::{Block, Misbehavior, encoded_root};
 use agora_core::tx::{SignedTx, TxPayload};
 use agora_core::{AccountId, Hash};
@@ -244,6 +244,10 @@ fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
         Timer::LeaseDeadline(lease) => leases::deadline(state, cx, lease),
         Timer::JobDeadline(job) => jobs::deadline(state, cx, job),
         Timer::DeliveryWindow(lease) => delivery::window_closed(state, cx, lease),
+        Timer::MatchSession(session) => sessions::fill(state, cx, session),
+        Timer::CloseSession(session) => sessions::close_due(state, cx, session),
+        Timer::SettleWindow(window) => sessions::settle(state, cx, window),
+        Timer::ChallengeDeadline(window) => sessions::challenge_deadline(state, cx, window),
     }
 }
 
@@ -288,6 +292,13 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
         TxPayload::ConfirmOutputs { lease } => delivery::confirm(state, cx, who, lease),
         TxPayload::DisputeOutputs { lease, disclosure } => {
             delivery::dispute(state, cx, who, lease, disclosure)
+        }
+        TxPayload::OpenSession { terms } => sessions::open(state, cx, who, terms).map(drop),
+        TxPayload::CloseSession { session } => sessions::close(state, cx, who, session),
+        TxPayload::CommitWindow { window } => sessions::commit(state, cx, who, window),
+        TxPayload::ChallengeReceipt { receipt } => sessions::challenge(state, cx, who, receipt),
+        TxPayload::AnswerChallenge { session, seq, proof } => {
+            sessions::answer(state, cx, who, session, seq, proof)
         }
     }
 }

@@ -753,11 +753,27 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
         .unwrap_or(Amount(u128::MAX))
         .saturating_sub(value);
     let multiple = value.checked_mul(params.slash_multiple).unwrap_or(Amount(u128::MAX));
+    punish_fraud(state, cx, audit.provider, value, multiple.max(deterrent), accusers);
+}
+
+/// Punishes `provider` for confirmed fraud on work worth `value`: takes `due` from its
+/// collateral (locked first, then what is still unlocking), `slash_pool_share` to the
+/// insurance pool and the rest burned; pays each accuser `accuser_reward` of `value` from the
+/// pool while it lasts; ejects the provider and closes its asks. Returns what was taken.
+pub(crate) fn punish_fraud(
+    state: &mut State,
+    cx: &mut Ctx,
+    provider: AccountId,
+    value: Amount,
+    due: Amount,
+    accusers: &[AccountId],
+) -> Amount {
+    let params = state.params().clone();
     let ejected_until = cx.height + Params::u64(params.ejection_blocks);
-    let Some(prov) = state.providers.get_mut(&audit.provider) else { return };
+    let Some(prov) = state.providers.get_mut(&provider) else { return Amount::ZERO };
     // Locked collateral first, then collateral still unlocking (review F4: a withdrawal
     // started after the commitment must not carry the slash away).
-    let amount = prov.take_collateral(multiple.max(deterrent));
+    let amount = prov.take_collateral(due);
     prov.ejected_until = prov.ejected_until.max(ejected_until);
     prov.trust.clean_streak = 0;
     prov.trust.frauds += 1;
@@ -773,8 +789,9 @@ fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId])
             paid = paid.checked_add(r).expect("bounded");
         }
     }
-    cx.emit(Event::ProviderSlashed { provider: audit.provider, amount, to_auditors: paid, ejected_until });
-    crate::market::close_asks_of(state, cx, audit.provider);
+    cx.emit(Event::ProviderSlashed { provider, amount, to_auditors: paid, ejected_until });
+    crate::market::close_asks_of(state, cx, provider);
+    amount
 }
 
 /// Whether the lease's metered device time exceeds what the audit's measurements allow

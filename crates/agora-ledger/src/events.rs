@@ -1,6 +1,7 @@
 //! What happened in a block, for receipts, the event stream, and the agents that act on it
 //! (providers watch for their leases, auditors for their assignments).
 
+use agora_core::session::SessionId;
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
 use agora_core::{AccountId, Amount, Hash, ResourceClass, codec_unit_enum};
 use serde::{Deserialize, Serialize};
@@ -416,6 +417,97 @@ pub enum Event {
         yes: Amount,
         /// Stake voting no.
         no: Amount,
+    },
+    /// A serving session opened; its escrow is locked.
+    SessionOpened {
+        /// Session.
+        session: SessionId,
+        /// Requester.
+        requester: AccountId,
+        /// Escrow locked.
+        escrow: Amount,
+        /// Serving ends at, unix ms.
+        until_ms: u64,
+    },
+    /// A provider joined a session, reserving collateral.
+    SessionMatched {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// Collateral reserved.
+        reserved: Amount,
+    },
+    /// The requester stopped its session early.
+    SessionEnded {
+        /// Session.
+        session: SessionId,
+        /// Serving stopped at, unix ms.
+        at_ms: u64,
+    },
+    /// A session took its last window; unspent escrow returned.
+    SessionClosed {
+        /// Session.
+        session: SessionId,
+        /// Returned to the requester.
+        refunded: Amount,
+    },
+    /// A provider committed a window of receipts.
+    WindowCommitted {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// `seq` of its first receipt.
+        first_seq: u64,
+        /// Receipts covered.
+        receipts: u32,
+        /// Charge held for it.
+        charge: Amount,
+    },
+    /// A window's audit window closed: its provider was paid.
+    WindowPaid {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// `seq` of its first receipt.
+        first_seq: u64,
+        /// Paid.
+        amount: Amount,
+    },
+    /// A receipt was challenged; its provider must show it in its window.
+    ReceiptChallenged {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// The receipt's `seq`.
+        seq: u64,
+        /// The challenger's deposit.
+        deposit: Amount,
+    },
+    /// The provider showed a challenged receipt in its window.
+    ChallengeRefuted {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// The receipt's `seq`.
+        seq: u64,
+    },
+    /// A serving provider was proven to have left out or altered a receipt.
+    ServingFraud {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// The receipt's `seq`.
+        seq: u64,
+        /// Taken from its collateral.
+        slashed: Amount,
+        /// Its unpaid windows, returned to the session.
+        refunded: Amount,
     },
 }
 

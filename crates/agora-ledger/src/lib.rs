@@ -8,7 +8,7 @@
 //!
 //! Read in this order: [`state`] (tables, supply, timers), [`apply`] (the transition), then one
 //! module per concept: [`accounts`], [`staking`], [`registry`], [`market`], [`jobs`],
-//! [`leases`], [`audits`], [`governance`]. Every number lives in [`params`].
+//! [`leases`], [`audits`], [`sessions`], [`governance`]. Every number lives in [`params`].
 
 pub mod accounts;
 pub mod apply;
@@ -25,6 +25,7 @@ pub mod leases;
 pub mod market;
 pub mod params;
 pub mod registry;
+pub mod sessions;
 pub mod sim;
 pub mod staking;
 pub mod state;

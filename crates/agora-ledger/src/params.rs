@@ -99,6 +99,7 @@ pub const CRITICAL_PARAMS: &[&str] = &[
     "allow_private_endpoints",
     "miss_jail_streak",
     "metering_slack_pct",
+    "challenge_blocks",
 ];
 
 /// Parameters only a genesis file sets; governance proposals to change them are refused.
@@ -227,6 +228,16 @@ params! {
     /// device time at this draw is refused (energy and the emissions derived from it are
     /// otherwise the provider's own estimate).
     max_device_watts: 2_000, 1, 100_000;
+    /// Shortest serving session, ms.
+    session_min_ms: 60_000, 1, 365 * DAY_MS;
+    /// Longest serving session, ms.
+    session_max_ms: 7 * DAY_MS, 1, 365 * DAY_MS;
+    /// How long after a session ends its providers may still commit their last windows, ms.
+    /// After it, a signed receipt beyond a provider's committed windows proves an omission.
+    session_commit_grace_ms: 60_000, 0, DAY_MS;
+    /// Blocks a serving provider has to answer a receipt challenge with the receipt's
+    /// inclusion proof; silence proves the omission.
+    challenge_blocks: 20, 1, 1 << 32;
 }
 
 /// Why a parameter change was refused.

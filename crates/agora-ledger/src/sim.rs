@@ -264,6 +264,7 @@ pub fn profile(region: &str, carbon: u32) -> ProviderProfile {
         price_policy: PricePolicy::Fixed(Amount(2)),
         coord: Coord::default(),
         endpoint: "http://provider.example:7700".into(),
+        serve: None,
     }
 }
 

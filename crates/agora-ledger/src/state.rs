@@ -12,9 +12,11 @@ use crate::leases::Lease;
 use crate::market::{ClassStats, Order};
 use crate::params::Params;
 use crate::registry::Provider;
+use crate::sessions::{Session, Window, WindowKey};
 use crate::staking::Validator;
 use crate::table::Table;
 use agora_core::codec::{Decode, DecodeError, Encode, Reader};
+use agora_core::session::SessionId;
 use agora_core::tx::{AuditId, JobId, LeaseId, OrderId, ProposalId};
 use agora_core::{AccountId, Amount, Hash, PublicKey, ResourceClass, codec_struct};
 use serde::{Deserialize, Serialize};
@@ -106,6 +108,14 @@ pub enum Timer {
     JobDeadline(JobId),
     /// At a time: a delivered encrypted lease's window for its requester to dispute closes.
     DeliveryWindow(LeaseId),
+    /// At a height: look for providers for a session's empty places.
+    MatchSession(SessionId),
+    /// At a time: a session takes no more windows; its unspent escrow returns.
+    CloseSession(SessionId),
+    /// At a height: a serving window's audit window closes.
+    SettleWindow(WindowKey),
+    /// At a height: a receipt challenge on a window must have been answered.
+    ChallengeDeadline(WindowKey),
 }
 
 impl Timer {
@@ -121,6 +131,10 @@ impl Timer {
             Timer::LeaseDeadline(_) => 7,
             Timer::JobDeadline(_) => 8,
             Timer::DeliveryWindow(_) => 9,
+            Timer::MatchSession(_) => 10,
+            Timer::CloseSession(_) => 11,
+            Timer::SettleWindow(_) => 12,
+            Timer::ChallengeDeadline(_) => 13,
         }
     }
 
@@ -133,6 +147,7 @@ impl Timer {
                 | Timer::JobDeadline(_)
                 | Timer::CloseProposal(_)
                 | Timer::DeliveryWindow(_)
+                | Timer::CloseSession(_)
         )
     }
 }
@@ -149,7 +164,10 @@ impl Encode for Timer {
             | Timer::OrderExpiry(id)
             | Timer::LeaseDeadline(id)
             | Timer::JobDeadline(id)
-            | Timer::DeliveryWindow(id) => id.encode_to(out),
+            | Timer::DeliveryWindow(id)
+            | Timer::MatchSession(id)
+            | Timer::CloseSession(id) => id.encode_to(out),
+            Timer::SettleWindow(key) | Timer::ChallengeDeadline(key) => key.encode_to(out),
         }
     }
 }
@@ -168,6 +186,10 @@ impl Decode for Timer {
             7 => Timer::LeaseDeadline(u64::decode_from(r)?),
             8 => Timer::JobDeadline(u64::decode_from(r)?),
             9 => Timer::DeliveryWindow(u64::decode_from(r)?),
+            10 => Timer::MatchSession(u64::decode_from(r)?),
+            11 => Timer::CloseSession(u64::decode_from(r)?),
+            12 => Timer::SettleWindow(WindowKey::decode_from(r)?),
+            13 => Timer::ChallengeDeadline(WindowKey::decode_from(r)?),
             t => return Err(DecodeError::new("Timer", agora_core::codec::DecodeErrorKind::UnknownTag(t))),
         })
     }
@@ -231,6 +253,8 @@ pub(crate) mod prefix {
     pub const EVIDENCE: u8 = 10;
     pub const CLASS: u8 = 11;
     pub const CLOCK_TIMER: u8 = 12;
+    pub const SESSION: u8 = 13;
+    pub const WINDOW: u8 = 14;
 }
 
 /// A provable ledger object: its store key is what state proofs are about.
@@ -252,6 +276,8 @@ pub enum ObjectKey {
     Audit(AuditId),
     /// A proposal.
     Proposal(ProposalId),
+    /// A serving session.
+    Session(SessionId),
 }
 
 impl ObjectKey {
@@ -266,6 +292,7 @@ impl ObjectKey {
             ObjectKey::Lease(id) => (prefix::LEASE, id.encode()),
             ObjectKey::Audit(id) => (prefix::AUDIT, id.encode()),
             ObjectKey::Proposal(id) => (prefix::PROPOSAL, id.encode()),
+            ObjectKey::Session(id) => (prefix::SESSION, id.encode()),
         };
         let mut key = vec![p];
         key.extend_from_slice(&rest);
@@ -285,9 +312,10 @@ impl ObjectKey {
             "lease" => ObjectKey::Lease(num()?),
             "audit" => ObjectKey::Audit(num()?),
             "proposal" => ObjectKey::Proposal(num()?),
+            "session" => ObjectKey::Session(num()?),
             _ => {
                 return Err(format!(
-                    "unknown object kind {kind:?}; use account, validator, provider, order, job, lease, audit or proposal"
+                    "unknown object kind {kind:?}; use account, validator, provider, order, job, lease, audit, proposal or session"
                 ));
             }
         })
@@ -326,6 +354,8 @@ pub struct State {
     pub(crate) clock_timers: Table<TimerKey, Present>,
     pub(crate) evidence: Table<EvidenceKey, Present>,
     pub(crate) class_stats: Table<ResourceClass, ClassStats>,
+    pub(crate) sessions: Table<SessionId, Session>,
+    pub(crate) windows: Table<WindowKey, Window>,
     /// Derived index (not stored): open orders per class, sorted, for clearing.
     pub(crate) book: OrderBook,
 }
@@ -358,6 +388,8 @@ impl State {
             clock_timers: Table::default(),
             evidence: Table::default(),
             class_stats: Table::default(),
+            sessions: Table::default(),
+            windows: Table::default(),
             book: OrderBook::default(),
         }
     }
@@ -412,6 +444,30 @@ impl State {
     /// A governance proposal.
     pub fn proposal(&self, id: ProposalId) -> Option<&Proposal> {
         self.proposals.get(&id)
+    }
+
+    /// A serving session.
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// A serving window: (session, provider, first receipt).
+    pub fn window(&self, key: &WindowKey) -> Option<&Window> {
+        self.windows.get(key)
+    }
+
+    /// All serving sessions.
+    pub fn sessions(&self) -> impl DoubleEndedIterator<Item = (&SessionId, &Session)> {
+        self.sessions.iter()
+    }
+
+    /// The windows of one provider in one session, in receipt order.
+    pub fn windows_of(
+        &self,
+        session: SessionId,
+        provider: AccountId,
+    ) -> impl DoubleEndedIterator<Item = (&WindowKey, &Window)> {
+        self.windows.range((session, provider, 0)..=(session, provider, u64::MAX))
     }
 
     /// Market statistics of a class.
@@ -603,6 +659,8 @@ impl State {
         self.clock_timers.drain_writes(prefix::CLOCK_TIMER, &mut out);
         self.evidence.drain_writes(prefix::EVIDENCE, &mut out);
         self.class_stats.drain_writes(prefix::CLASS, &mut out);
+        self.sessions.drain_writes(prefix::SESSION, &mut out);
+        self.windows.drain_writes(prefix::WINDOW, &mut out);
         self.clear_dirty();
         out
     }
@@ -621,6 +679,8 @@ impl State {
         self.clock_timers.clear_dirty();
         self.evidence.clear_dirty();
         self.class_stats.clear_dirty();
+        self.sessions.clear_dirty();
+        self.windows.clear_dirty();
     }
 
     /// Every entry of the state, as the store holds it (used for digests and snapshots).
@@ -645,6 +705,8 @@ impl State {
         all(&self.clock_timers, prefix::CLOCK_TIMER, &mut out);
         all(&self.evidence, prefix::EVIDENCE, &mut out);
         all(&self.class_stats, prefix::CLASS, &mut out);
+        all(&self.sessions, prefix::SESSION, &mut out);
+        all(&self.windows, prefix::WINDOW, &mut out);
         out
     }
 
@@ -682,6 +744,8 @@ impl State {
                 prefix::CLOCK_TIMER => kv(rest, &value).map(|(k, v)| s.clock_timers.load(k, v))?,
                 prefix::EVIDENCE => kv(rest, &value).map(|(k, v)| s.evidence.load(k, v))?,
                 prefix::CLASS => kv(rest, &value).map(|(k, v)| s.class_stats.load(k, v))?,
+                prefix::SESSION => kv(rest, &value).map(|(k, v)| s.sessions.load(k, v))?,
+                prefix::WINDOW => kv(rest, &value).map(|(k, v)| s.windows.load(k, v))?,
                 _ => return Err(DecodeError::invalid("state key", "unknown table prefix")),
             }
         }
@@ -718,9 +782,8 @@ impl State {
             })
             .chain(self.leases.values().map(|l| l.escrow))
             // A dispute's deposit is held in escrow beside its lease's.
-            .chain(
-                self.leases.values().filter_map(|l| Some(l.delivery.as_ref()?.dispute.as_ref()?.deposit)),
-            ));
+            .chain(self.leases.values().filter_map(|l| Some(l.delivery.as_ref()?.dispute.as_ref()?.deposit)))
+            .chain(crate::sessions::held_funds(self)));
         Supply {
             minted: self.meta.supply.minted,
             burned: self.meta.supply.burned,

@@ -65,6 +65,11 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         self.map.iter().map(|(k, v)| (k, &**v))
     }
 
+    /// Entries with keys in `range`, in key order.
+    pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl DoubleEndedIterator<Item = (&K, &V)> {
+        self.map.range(range).map(|(k, v)| (k, &**v))
+    }
+
     /// All values in key order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values().map(|v| &**v)

@@ -274,6 +274,7 @@ impl NodeClient {
             ObjectKey::Lease(i) => ("lease", i.to_string()),
             ObjectKey::Audit(i) => ("audit", i.to_string()),
             ObjectKey::Proposal(i) => ("proposal", i.to_string()),
+            ObjectKey::Session(i) => ("session", i.to_string()),
         };
         self.get(&format!("/api/v1/proofs/{kind}/{id}")).await
     }

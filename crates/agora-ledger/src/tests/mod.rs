@@ -7,3 +7,4 @@ mod governance;
 mod harness;
 mod properties;
 mod scenarios;
+mod sessions;

@@ -64,6 +64,7 @@ pub async fn build_profile(
         price_policy: pricing::parse(&p.price).map_err(|e| anyhow::anyhow!(e))?,
         coord,
         endpoint: endpoint.to_string(),
+        serve: None,
     })
 }
 

@@ -1,0 +1,602 @@
+//! Serving sessions: matching with collateral, windows paid only after their audit window,
+//! and receipts as fraud proofs against a provider that leaves them out or alters them.
+
+use super::harness::*;
+use crate::events::Event;
+use crate::params::Params;
+use crate::sessions::{SessionStatus, WindowStatus};
+use agora_core::merkle::MerkleTree;
+use agora_core::session::{ServeKind, ServeRates, ServeReceipt, SessionTerms, Usage, WindowCommitment};
+use agora_core::tx::{ProviderProfile, TxPayload};
+use agora_core::{AccountId, Amount, Hash};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const GRACE_MS: u64 = 5_000;
+const CHALLENGE_BLOCKS: u64 = 5;
+
+fn params() -> Params {
+    Params {
+        audit_window_blocks: 3,
+        session_min_ms: 1_000,
+        session_commit_grace_ms: u128::from(GRACE_MS),
+        challenge_blocks: u128::from(CHALLENGE_BLOCKS),
+        ..Params::default()
+    }
+}
+
+fn floor() -> ServeRates {
+    ServeRates { prompt_per_1k: Amount(10), completion_per_1k: Amount(20), per_item: Amount::ZERO }
+}
+
+fn serving(floor: Option<ServeRates>) -> ProviderProfile {
+    ProviderProfile { serve: floor, ..profile("local", 100) }
+}
+
+/// A chain whose providers p0–p3 serve at [`floor`] with 1,000,000 collateral each.
+fn chain() -> TestChain {
+    let mut c = TestChain::with_params(params());
+    for p in ["p0", "p1", "p2", "p3"] {
+        c.ok(
+            p,
+            TxPayload::RegisterProvider { profile: serving(Some(floor())), collateral: Amount(1_000_000) },
+        );
+    }
+    c
+}
+
+/// Chat terms at twice the floor, with `escrow` over `providers` providers for a minute.
+fn terms(escrow: u128, providers: u8) -> SessionTerms {
+    SessionTerms {
+        model: Hash::of(b"smollm2-135m"),
+        kind: ServeKind::Chat,
+        class: "cpu.x86_64".parse().unwrap(),
+        rates: ServeRates {
+            prompt_per_1k: Amount(20),
+            completion_per_1k: Amount(40),
+            per_item: Amount::ZERO,
+        },
+        escrow: Amount(escrow),
+        duration_ms: 60_000,
+        providers,
+        ttft_ms: 100,
+    }
+}
+
+/// Opens a session of u0 and returns its id.
+fn open(c: &mut TestChain, terms: SessionTerms) -> u64 {
+    let out = c.ok("u0", TxPayload::OpenSession { terms });
+    all_events(out)
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionOpened { session, .. } => Some(*session),
+            _ => None,
+        })
+        .expect("opened")
+}
+
+fn members(c: &TestChain, session: u64) -> Vec<AccountId> {
+    c.state.session(session).unwrap().serving().map(|m| m.provider).collect()
+}
+
+/// The name of a provider among p0–p3.
+fn name(who: &AccountId) -> &'static str {
+    ["p0", "p1", "p2", "p3"].into_iter().find(|n| id(n) == *who).expect("a provider")
+}
+
+/// `n` receipts continuing after `before` (the receipt before them, if any): 1,000 prompt and
+/// 500 completion tokens each.
+fn receipts(session: u64, before: Option<&ServeReceipt>, n: u64) -> Vec<ServeReceipt> {
+    let (mut seq, mut total) = before.map_or((0, Usage::default()), |r| (r.seq + 1, r.total));
+    (0..n)
+        .map(|_| {
+            let usage = Usage { prompt_tokens: 1_000, completion_tokens: 500, items: 0 };
+            total = total.checked_add(&usage).unwrap();
+            let r = ServeReceipt {
+                session,
+                seq,
+                request: Hash::tagged("request", &[&seq.to_le_bytes()]),
+                output: Hash::tagged("output", &[&seq.to_le_bytes()]),
+                usage,
+                total,
+                fingerprints: Hash::tagged("fingerprints", &[&seq.to_le_bytes()]),
+                first_token_ms: 1,
+                last_token_ms: 2,
+            };
+            seq += 1;
+            r
+        })
+        .collect()
+}
+
+fn tree(receipts: &[ServeReceipt]) -> MerkleTree {
+    MerkleTree::new(receipts.iter().map(ServeReceipt::leaf).collect())
+}
+
+/// The honest window over `receipts`.
+fn window(receipts: &[ServeReceipt]) -> WindowCommitment {
+    WindowCommitment {
+        session: receipts[0].session,
+        first_seq: receipts[0].seq,
+        receipts: receipts.len() as u32,
+        root: tree(receipts).root(),
+        total: receipts.last().unwrap().total,
+    }
+}
+
+fn challenge(r: &ServeReceipt, provider: &str) -> TxPayload {
+    TxPayload::ChallengeReceipt { receipt: r.clone().sign(CHAIN, &key(provider)) }
+}
+
+/// Blocks until block time passes `ms`.
+fn advance_past(c: &mut TestChain, ms: u64) {
+    while c.now_ms() <= ms {
+        c.advance(1);
+    }
+}
+
+/// Blocks until `session` takes no more windows.
+fn advance_past_grace(c: &mut TestChain, session: u64) {
+    let deadline = c.state.session(session).unwrap().commit_deadline_ms(c.state.params());
+    advance_past(c, deadline);
+}
+
+fn conserved(c: &TestChain) {
+    let s = c.state.meta().supply.clone();
+    assert!(s.is_conserved());
+    assert_eq!(c.state.recount_supply(), s);
+}
+
+#[test]
+fn a_session_is_matched_with_collateral_and_its_windows_are_paid_only_after_the_audit_window() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 2));
+    let joined = members(&c, session);
+    assert_eq!(joined.len(), 2, "matched in the block that opened it");
+    let reserve = Amount(50_000 * 10);
+    for p in &joined {
+        assert_eq!(c.state.provider(p).unwrap().reserved, reserve, "slash_multiple × its share");
+    }
+    let p = name(&joined[0]);
+    let rs = receipts(session, None, 4);
+    let before = c.state.balance(&id(p));
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs) });
+    // 4,000 prompt tokens at 20 per 1k, 2,000 completion tokens at 40 per 1k.
+    let charge = Amount(80 + 80);
+    assert_eq!(c.state.session(session).unwrap().committed, charge);
+    c.advance(2);
+    assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap(), "not paid yet (fee only)");
+    c.advance(1);
+    assert!(
+        c.last_events().iter().any(|e| matches!(e, Event::WindowPaid { amount, .. } if *amount == charge))
+    );
+    assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap().checked_add(charge).unwrap());
+    conserved(&c);
+
+    // The next window continues the running total; at the end the rest returns to u0.
+    let more = receipts(session, rs.last(), 2);
+    c.ok(p, TxPayload::CommitWindow { window: window(&more) });
+    let u0 = c.state.balance(&id("u0"));
+    advance_past_grace(&mut c, session);
+    let s = c.state.session(session).unwrap();
+    assert_eq!(s.status, SessionStatus::Closed);
+    assert!(s.escrow.is_zero() && s.committed.is_zero());
+    assert_eq!(c.state.balance(&id("u0")), u0.checked_add(Amount(100_000 - 160 - 80)).unwrap());
+    for p in &joined {
+        assert!(c.state.provider(p).unwrap().reserved.is_zero(), "released once its windows are paid");
+    }
+    conserved(&c);
+}
+
+#[test]
+fn only_providers_that_accept_the_rates_and_can_back_them_are_matched() {
+    let mut c = TestChain::with_params(params());
+    let dear = ServeRates { completion_per_1k: Amount(1_000), ..floor() };
+    c.ok("p0", TxPayload::RegisterProvider { profile: serving(None), collateral: Amount(1_000_000) });
+    c.ok("p1", TxPayload::RegisterProvider { profile: serving(Some(dear)), collateral: Amount(1_000_000) });
+    c.ok("p2", TxPayload::RegisterProvider { profile: serving(Some(floor())), collateral: Amount(1_000) });
+    c.ok(
+        "p3",
+        TxPayload::RegisterProvider { profile: serving(Some(floor())), collateral: Amount(1_000_000) },
+    );
+    let session = open(&mut c, terms(100_000, 3));
+    assert_eq!(
+        members(&c, session),
+        vec![id("p3")],
+        "p0 serves nothing, p1 is dearer, p2 cannot back 333,340"
+    );
+    // The empty places are looked for again, backing off, never twice for the same provider.
+    c.ok("p2", TxPayload::AddCollateral { amount: Amount(1_000_000) });
+    c.advance(4);
+    assert_eq!(members(&c, session), vec![id("p3"), id("p2")]);
+    assert!(
+        c.fails("p1", TxPayload::CommitWindow { window: window(&receipts(session, None, 1)) })
+            .contains("does not serve")
+    );
+}
+
+#[test]
+fn a_window_cannot_charge_beyond_the_providers_share_or_break_its_receipt_chain() {
+    let mut c = chain();
+    let session = open(&mut c, terms(1_000, 2));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 5);
+    // 5 × (20 + 20) = 200 ≤ 500 (its share of 1,000); 20 windows' worth would not be.
+    let e = c.fails(p, TxPayload::CommitWindow { window: window(&receipts(session, None, 20)) });
+    assert!(e.contains("exceeds"), "{e}");
+    let mut gap = window(&rs[1..]);
+    gap.first_seq = 1;
+    assert!(c.fails(p, TxPayload::CommitWindow { window: gap }).contains("starts at receipt 0"));
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs[..3]) });
+    let mut down = window(&rs[3..]);
+    down.total = Usage::default();
+    assert!(c.fails(p, TxPayload::CommitWindow { window: down }).contains("went down"));
+    let outsider =
+        ["p0", "p1", "p2", "p3"].into_iter().find(|o| !members(&c, session).contains(&id(o))).unwrap();
+    assert!(
+        c.fails(outsider, TxPayload::CommitWindow { window: window(&rs[3..]) }).contains("does not serve")
+    );
+    conserved(&c);
+}
+
+#[test]
+fn a_receipt_left_out_of_every_window_convicts_its_provider_once_no_window_can_hold_it() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 5);
+    // The provider commits receipts 0–2 and leaves out 3 and 4 (say, a cheap answer it does
+    // not want sampled).
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs[..3]) });
+    let e = c.fails("u0", challenge(&rs[4], p));
+    assert!(e.contains("may still be committed"), "{e}");
+    // A receipt signed by a provider outside the session proves nothing.
+    let outsider = ["p0", "p1", "p2", "p3"].into_iter().find(|o| *o != p).unwrap();
+    assert!(c.fails("u0", challenge(&rs[4], outsider)).contains("never served"));
+    c.advance(3);
+    let collateral = c.state.provider(&id(p)).unwrap().collateral;
+    advance_past_grace(&mut c, session);
+    c.ok("u0", challenge(&rs[4], p));
+    let fraud = c.last_events().into_iter().find_map(|e| match e {
+        Event::ServingFraud { slashed, seq, .. } => Some((slashed, seq)),
+        _ => None,
+    });
+    assert_eq!(fraud, Some((Amount(1_000_000), 4)), "slash_multiple × 100,000 takes all its collateral");
+    let prov = c.state.provider(&id(p)).unwrap();
+    assert!(prov.collateral < collateral && prov.ejected_until > c.height());
+    assert!(c.state.session(session).unwrap().member(&id(p)).unwrap().removed);
+    conserved(&c);
+}
+
+#[test]
+fn an_altered_receipt_convicts_when_unanswered_and_an_included_one_is_refuted() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 4);
+    // The provider commits a tree in which receipt 1 says something else than what it signed.
+    let mut committed = rs.clone();
+    committed[1].output = Hash::of(b"what it would rather have answered");
+    c.ok(p, TxPayload::CommitWindow { window: window(&committed) });
+
+    // Challenging an honestly committed receipt costs a deposit the provider earns by
+    // showing it.
+    c.ok("u0", challenge(&rs[0], p));
+    let proof = tree(&committed).proof(0).unwrap();
+    let p_balance = c.state.balance(&id(p));
+    c.ok(p, TxPayload::AnswerChallenge { session, seq: 0, proof });
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::ChallengeRefuted { seq: 0, .. })));
+    assert!(
+        c.state.balance(&id(p)) > p_balance.checked_sub(Amount(10)).unwrap(),
+        "the deposit is the provider's"
+    );
+
+    // The altered receipt: no proof shows its leaf, so the window waits and then convicts.
+    c.ok("u0", challenge(&rs[1], p));
+    let wrong = tree(&committed).proof(1).unwrap();
+    assert!(
+        c.fails(p, TxPayload::AnswerChallenge { session, seq: 1, proof: wrong }).contains("does not show")
+    );
+    let key = (session, id(p), 0);
+    c.advance(3);
+    assert_eq!(c.state.window(&key).unwrap().status, WindowStatus::Held, "a challenged window is not paid");
+    c.advance(CHALLENGE_BLOCKS);
+    assert!(c.history().iter().any(|e| matches!(e, Event::ServingFraud { seq: 1, .. })));
+    assert_eq!(c.state.window(&key).unwrap().status, WindowStatus::Refunded);
+    assert!(c.state.session(session).unwrap().committed.is_zero());
+    // Its place is matched again.
+    c.advance(1);
+    let now = members(&c, session);
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], id(p));
+    conserved(&c);
+}
+
+#[test]
+fn a_window_total_its_own_last_receipt_contradicts_is_fraud_at_once() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 3);
+    let mut inflated = window(&rs);
+    inflated.total.completion_tokens += 50_000;
+    c.ok(p, TxPayload::CommitWindow { window: inflated });
+    c.ok("u0", challenge(&rs[2], p));
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::ServingFraud { seq: 2, .. })));
+    conserved(&c);
+}
+
+#[test]
+fn only_the_requester_closes_its_session_and_unspent_escrow_returns_after_the_grace() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    assert!(c.fails("u1", TxPayload::CloseSession { session }).contains("only the session's requester"));
+    let u0 = c.state.balance(&id("u0"));
+    c.ok("u0", TxPayload::CloseSession { session });
+    assert!(c.fails("u0", TxPayload::CloseSession { session }).contains("already stopped"));
+    let p = name(&members(&c, session)[0]);
+    // What was served before the close can still be committed within the grace.
+    c.ok(p, TxPayload::CommitWindow { window: window(&receipts(session, None, 1)) });
+    advance_past_grace(&mut c, session);
+    let s = c.state.session(session).unwrap();
+    assert_eq!(s.status, SessionStatus::Closed);
+    assert_eq!(
+        c.state.balance(&id("u0")),
+        u0.checked_sub(Amount(20)).unwrap().checked_add(Amount(100_000 - 40)).unwrap()
+    );
+    let e = c.fails(p, TxPayload::CommitWindow { window: window(&receipts(session, None, 1)) });
+    assert!(e.contains("no more windows") || e.contains("starts at"), "{e}");
+    conserved(&c);
+}
+
+#[test]
+fn session_terms_are_bounded() {
+    let mut c = chain();
+    let e =
+        c.fails("u0", TxPayload::OpenSession { terms: SessionTerms { duration_ms: 10, ..terms(1_000, 1) } });
+    assert!(e.contains("lasts"), "{e}");
+    let e = c.fails("u0", TxPayload::OpenSession { terms: terms(u128::from(u64::MAX), 1) });
+    assert!(e.contains("insufficient funds"), "{e}");
+    assert!(c.fails("u0", TxPayload::OpenSession { terms: terms(1_000, 9) }).contains("1 to 8"));
+}
+
+/// What the simulated serving providers and client know off chain.
+#[derive(Default)]
+struct Model {
+    /// Receipts each provider signed, per session.
+    served: BTreeMap<(u64, AccountId), Vec<ServeReceipt>>,
+    /// The leaves each committed window was built over, by window key.
+    trees: BTreeMap<(u64, AccountId, u64), Vec<ServeReceipt>>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Open {
+        who: u8,
+        escrow: u128,
+        providers: u8,
+    },
+    Serve {
+        pick: usize,
+        n: u64,
+    },
+    /// Commit what was served, leaving out the last `omit` and altering receipt `alter`.
+    Commit {
+        pick: usize,
+        omit: usize,
+        alter: Option<usize>,
+        inflate: u64,
+    },
+    Challenge {
+        pick: usize,
+        receipt: usize,
+    },
+    Close {
+        pick: usize,
+    },
+    Quiet(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u8..4, 1_000u128..200_000, 1u8..4).prop_map(|(who, escrow, providers)| Op::Open { who, escrow, providers }),
+        4 => (any::<usize>(), 1u64..6).prop_map(|(pick, n)| Op::Serve { pick, n }),
+        4 => (any::<usize>(), prop_oneof![4 => Just(0usize), 1 => 1usize..3], prop::option::weighted(0.2, 0usize..8),
+              prop_oneof![4 => Just(0u64), 1 => 1u64..5_000])
+            .prop_map(|(pick, omit, alter, inflate)| Op::Commit { pick, omit, alter, inflate }),
+        2 => (any::<usize>(), any::<usize>()).prop_map(|(pick, receipt)| Op::Challenge { pick, receipt }),
+        1 => any::<usize>().prop_map(|pick| Op::Close { pick }),
+        2 => (1u64..8).prop_map(Op::Quiet),
+    ]
+}
+
+/// The (session, provider) pairs serving now, in a stable order.
+fn pairs(c: &TestChain) -> Vec<(u64, AccountId)> {
+    c.state.sessions().flat_map(|(id, s)| s.serving().map(move |m| (*id, m.provider))).collect()
+}
+
+/// Honest providers answer every challenge they can prove, in the same block as their other
+/// transactions would go.
+fn answers(c: &TestChain, model: &Model) -> Vec<agora_core::SignedTx> {
+    let mut txs = vec![];
+    let mut pending: BTreeMap<AccountId, u64> = BTreeMap::new();
+    for (key, leaves) in &model.trees {
+        let Some(w) = c.state.window(key) else { continue };
+        for ch in &w.challenges {
+            let i = (ch.seq - key.2) as usize;
+            if leaves.get(i).map(ServeReceipt::leaf) == Some(ch.leaf) {
+                let proof = tree(leaves).proof(i).unwrap();
+                let n = pending.entry(key.1).or_default();
+                txs.push(c.tx_n(
+                    name(&key.1),
+                    TxPayload::AnswerChallenge { session: key.0, seq: ch.seq, proof },
+                    *n,
+                ));
+                *n += 1;
+            }
+        }
+    }
+    txs
+}
+
+fn step(c: &mut TestChain, model: &mut Model, op: Op) {
+    let pairs = pairs(c);
+    let pick = |i: usize| (!pairs.is_empty()).then(|| pairs[i % pairs.len()]);
+    let tx = match op {
+        Op::Open { who, escrow, providers } => {
+            Some(c.tx(&format!("u{who}"), TxPayload::OpenSession { terms: terms(escrow, providers) }))
+        }
+        Op::Serve { pick: i, n } => {
+            // Honest providers serve only while the session does.
+            let live = |k: &(u64, AccountId)| c.state.session(k.0).is_some_and(|s| c.now_ms() < s.until_ms);
+            if let Some(k) = pick(i).filter(live) {
+                let served = model.served.entry(k).or_default();
+                let more = receipts(k.0, served.last(), n);
+                served.extend(more);
+            }
+            None
+        }
+        Op::Commit { pick: i, omit, alter, inflate } => {
+            // A provider with receipts it has not committed yet.
+            let pending: Vec<_> = pairs
+                .iter()
+                .filter(|(session, p)| {
+                    let next = c.state.session(*session).and_then(|s| s.member(p)).map_or(0, |m| m.next_seq);
+                    model.served.get(&(*session, *p)).is_some_and(|r| r.len() as u64 > next)
+                })
+                .copied()
+                .collect();
+            (!pending.is_empty()).then(|| pending[i % pending.len()])
+        }
+        .and_then(|(session, p)| {
+            let next = c.state.session(session)?.member(&p)?.next_seq as usize;
+            let served = model.served.get(&(session, p))?;
+            let end = served.len().saturating_sub(omit);
+            (end > next).then(|| {
+                let mut leaves = served[next..end].to_vec();
+                if let Some(a) = alter.filter(|a| *a < leaves.len()) {
+                    leaves[a].output = Hash::of(b"altered");
+                }
+                let mut w = window(&leaves);
+                w.total.completion_tokens += inflate;
+                model.trees.insert((session, p, next as u64), leaves);
+                c.tx(name(&p), TxPayload::CommitWindow { window: w })
+            })
+        }),
+        Op::Challenge { pick: i, receipt } => {
+            let held: Vec<_> = model.served.keys().copied().collect();
+            (!held.is_empty()).then(|| held[i % held.len()])
+        }
+        .and_then(|(session, p)| {
+            let served = model.served.get(&(session, p))?;
+            let r = served.get(receipt % served.len().max(1))?;
+            let requester = c.state.session(session)?.requester;
+            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            Some(c.tx(&who, challenge(r, name(&p))))
+        }),
+        Op::Close { pick: i } => pick(i).and_then(|(session, _)| {
+            let requester = c.state.session(session)?.requester;
+            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            Some(c.tx(&who, TxPayload::CloseSession { session }))
+        }),
+        Op::Quiet(n) => {
+            for _ in 0..n {
+                let txs = answers(c, model);
+                c.block(txs);
+                check(c);
+            }
+            None
+        }
+    };
+    let mut txs = answers(c, model);
+    // Answers come from providers; the op's transaction from its own sender, so nonces do not
+    // collide unless the op is a provider's commit (then it goes in the next block).
+    let (deferred, now): (Vec<_>, Vec<_>) =
+        tx.into_iter().partition(|t| txs.iter().any(|a| a.tx.sender == t.tx.sender));
+    txs.extend(now);
+    c.block(txs);
+    check(c);
+    for t in deferred {
+        let t = c.tx(name(&t.tx.sender), t.tx.payload);
+        c.block(vec![t]);
+        check(c);
+    }
+}
+
+/// Invariants after every block.
+fn check(c: &TestChain) {
+    conserved(c);
+    let params = c.state.params().clone();
+    // Every provider's reservation is exactly what its leases and sessions hold.
+    for (who, p) in c.state.providers() {
+        let leases =
+            c.state.leases().filter(|(_, l)| l.provider == *who).map(|(_, l)| l.reserved.0).sum::<u128>();
+        let sessions =
+            c.state.sessions().filter_map(|(_, s)| s.member(who)).map(|m| m.reserved.0).sum::<u128>();
+        assert_eq!(p.reserved.0, leases + sessions, "reservation of {who}");
+    }
+    for (_, s) in c.state.sessions() {
+        assert!(s.committed <= s.escrow);
+        if s.status == SessionStatus::Closed {
+            assert_eq!(s.escrow, s.committed, "a closed session holds only unpaid windows");
+        }
+        for m in &s.members {
+            assert!(m.charged <= s.terms.value_per_provider(), "no provider charges beyond its share");
+        }
+    }
+    // No window is paid before its audit window closes.
+    for e in c.last_events() {
+        if let Event::WindowPaid { session, provider, first_seq, .. } = e {
+            let w = c.state.window(&(session, provider, first_seq)).unwrap();
+            assert!(c.height() >= w.committed_height + Params::u64(params.audit_window_blocks));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random sessions, honest and cheating windows, challenges and closes: supply is
+    /// conserved, reservations match, no provider charges beyond its share, no window is paid
+    /// early, and an honest provider (one that commits exactly what it signed) is never
+    /// convicted.
+    #[test]
+    fn sessions_keep_money_and_collateral_exact(ops in prop::collection::vec(op(), 1..60)) {
+        let mut c = chain();
+        let mut model = Model::default();
+        for op in ops {
+            step(&mut c, &mut model, op);
+        }
+        // Drain: every session closes and every window settles.
+        for _ in 0..200 {
+            let txs = answers(&c, &model);
+            c.block(txs);
+            check(&c);
+        }
+        for (id, s) in c.state.sessions() {
+            prop_assert_eq!(s.status, SessionStatus::Closed, "session {} closed", id);
+            prop_assert!(s.escrow.is_zero());
+        }
+        for (_, p) in c.state.providers() {
+            prop_assert!(p.reserved.is_zero());
+        }
+        // Convictions only ever follow a commitment that differs from what was signed.
+        for e in c.history() {
+            if let Event::ServingFraud { session, provider, seq, .. } = e {
+                let signed = &model.served[&(session, provider)];
+                let honest = model
+                    .trees
+                    .iter()
+                    .filter(|(k, _)| k.0 == session && k.1 == provider)
+                    .filter_map(|(k, leaves)| Some((k, leaves, c.state.window(k)?)))
+                    .all(|(k, leaves, w)| {
+                        leaves.iter().zip(&signed[k.2 as usize..]).all(|(a, b)| a == b)
+                            && w.commitment.total == leaves.last().unwrap().total
+                            && w.commitment.root == tree(leaves).root()
+                    });
+                let committed_all = c.state.session(session).unwrap().member(&provider).unwrap().next_seq as usize >= signed.len();
+                prop_assert!(!(honest && committed_all), "honest provider convicted for receipt {}", seq);
+            }
+        }
+    }
+}

@@ -24,7 +24,8 @@
 //!   leaves the session and its place is matched again; refuted, the challenger's deposit pays
 //!   the provider.
 //! * **close**: at `until_ms` serving stops (sooner by `CloseSession`); `session_commit_grace_ms`
-//!   later the unspent escrow returns to the requester, and each provider's reservation is
+//!   later no more windows are taken and the unspent escrow returns to the requester; one more
+//!   grace later receipts can no longer be challenged, and each provider's reservation is
 //!   released once its last window is paid.
 //!
 //! Not yet here (see ARCHITECTURE): audits of sampled responses by prefill, and re-matching
@@ -57,10 +58,12 @@ const MAX_MATCH_BACKOFF: u64 = 64;
 pub enum SessionStatus {
     /// Serving until `until_ms`, then taking its providers' last windows.
     Open,
-    /// No more windows; unspent escrow returned.
+    /// No more windows; unspent escrow returned. Receipts can still be challenged.
     Closed,
+    /// The challenge period is over; reservations are released as windows settle.
+    Final,
 }
-codec_unit_enum!(SessionStatus { Open, Closed });
+codec_unit_enum!(SessionStatus { Open, Closed, Final });
 
 /// A provider serving a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,13 @@ impl Session {
     /// Time after which no window can be committed, unix ms.
     pub fn commit_deadline_ms(&self, params: &Params) -> u64 {
         self.until_ms.saturating_add(Params::u64(params.session_commit_grace_ms))
+    }
+
+    /// Time after which no receipt can be challenged, unix ms: one more grace after the commit
+    /// deadline, for omissions that only the end of commitments proves. Providers keep their
+    /// receipts until then.
+    pub fn challenge_deadline_ms(&self, params: &Params) -> u64 {
+        self.commit_deadline_ms(params).saturating_add(Params::u64(params.session_commit_grace_ms))
     }
 }
 
@@ -410,26 +420,36 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, key: WindowKey) {
     release_if_done(state, session, provider);
 }
 
-/// Closes a session (timer): unspent escrow returns to the requester.
+/// Closes a session (timer): no more windows; unspent escrow returns to the requester.
 pub(crate) fn close_due(state: &mut State, cx: &mut Ctx, id: SessionId) {
+    let params = state.params().clone();
     let Some(s) = state.sessions.get_mut(&id) else { return };
     s.status = SessionStatus::Closed;
     let refund = s.escrow.checked_sub(s.committed).expect("committed ⊆ escrow");
     s.escrow = s.committed;
-    let (requester, providers) = (s.requester, s.members.iter().map(|m| m.provider).collect::<Vec<_>>());
+    let (requester, finalize) = (s.requester, s.challenge_deadline_ms(&params));
     state.pay_out(Bucket::Escrow, &requester, refund);
+    state.schedule(finalize, Timer::FinalizeSession(id));
     cx.emit(Event::SessionClosed { session: id, refunded: refund });
+}
+
+/// Ends a session's challenge period (timer): reservations of providers whose windows are
+/// all settled are released; the others' as their last window settles.
+pub(crate) fn finalize(state: &mut State, id: SessionId) {
+    let Some(s) = state.sessions.get_mut(&id) else { return };
+    s.status = SessionStatus::Final;
+    let providers: Vec<AccountId> = s.members.iter().map(|m| m.provider).collect();
     for p in providers {
         release_if_done(state, id, p);
     }
 }
 
-/// Releases a member's reservation once the session is closed and its windows are all paid
-/// or refunded (collateral backs a window until then).
+/// Releases a member's reservation once the session's challenge period is over and its
+/// windows are all paid or refunded (collateral backs a provider's receipts until then).
 fn release_if_done(state: &mut State, id: SessionId, provider: AccountId) {
     let Some(s) = state.sessions.get(&id) else { return };
     let done = s.member(&provider).is_some_and(|m| m.held == 0 && !m.reserved.is_zero())
-        && (s.status == SessionStatus::Closed);
+        && (s.status == SessionStatus::Final);
     if done {
         release(state, id, provider);
     }
@@ -473,6 +493,9 @@ pub(crate) fn challenge(
         .ok_or_else(|| TxError::Invalid(format!("{provider} never served session {}", r.session)))?;
     if m.removed {
         return Err(TxError::InvalidState(format!("{provider} was already convicted in this session")));
+    }
+    if cx.time_ms > s.challenge_deadline_ms(&params) {
+        return Err(TxError::InvalidState(format!("session {}'s challenge period is over", r.session)));
     }
     if r.seq >= m.next_seq {
         if cx.time_ms <= s.commit_deadline_ms(&params) {
@@ -591,7 +614,7 @@ fn convict(
     (m.removed, m.held) = (true, 0);
     // A closed session already returned what was unspent: its refunded windows go straight
     // back to the requester.
-    if s.status == SessionStatus::Closed {
+    if s.status != SessionStatus::Open {
         s.escrow = s.escrow.checked_sub(refunded).expect("refunded windows were held");
         let requester = s.requester;
         state.pay_out(Bucket::Escrow, &requester, refunded);

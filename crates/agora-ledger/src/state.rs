@@ -116,6 +116,8 @@ pub enum Timer {
     SettleWindow(WindowKey),
     /// At a height: a receipt challenge on a window must have been answered.
     ChallengeDeadline(WindowKey),
+    /// At a time: a session's receipts can no longer be challenged.
+    FinalizeSession(SessionId),
 }
 
 impl Timer {
@@ -135,6 +137,7 @@ impl Timer {
             Timer::CloseSession(_) => 11,
             Timer::SettleWindow(_) => 12,
             Timer::ChallengeDeadline(_) => 13,
+            Timer::FinalizeSession(_) => 14,
         }
     }
 
@@ -148,6 +151,7 @@ impl Timer {
                 | Timer::CloseProposal(_)
                 | Timer::DeliveryWindow(_)
                 | Timer::CloseSession(_)
+                | Timer::FinalizeSession(_)
         )
     }
 }
@@ -166,7 +170,8 @@ impl Encode for Timer {
             | Timer::JobDeadline(id)
             | Timer::DeliveryWindow(id)
             | Timer::MatchSession(id)
-            | Timer::CloseSession(id) => id.encode_to(out),
+            | Timer::CloseSession(id)
+            | Timer::FinalizeSession(id) => id.encode_to(out),
             Timer::SettleWindow(key) | Timer::ChallengeDeadline(key) => key.encode_to(out),
         }
     }
@@ -190,6 +195,7 @@ impl Decode for Timer {
             11 => Timer::CloseSession(u64::decode_from(r)?),
             12 => Timer::SettleWindow(WindowKey::decode_from(r)?),
             13 => Timer::ChallengeDeadline(WindowKey::decode_from(r)?),
+            14 => Timer::FinalizeSession(u64::decode_from(r)?),
             t => return Err(DecodeError::new("Timer", agora_core::codec::DecodeErrorKind::UnknownTag(t))),
         })
     }

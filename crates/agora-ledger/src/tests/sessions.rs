@@ -182,9 +182,16 @@ fn a_session_is_matched_with_collateral_and_its_windows_are_paid_only_after_the_
     assert_eq!(s.status, SessionStatus::Closed);
     assert!(s.escrow.is_zero() && s.committed.is_zero());
     assert_eq!(c.state.balance(&id("u0")), u0.checked_add(Amount(100_000 - 160 - 80)).unwrap());
+    // Collateral backs the receipts as long as they can be challenged, then it is free.
+    assert_eq!(c.state.provider(&id(p)).unwrap().reserved, reserve);
+    let end = s.challenge_deadline_ms(c.state.params());
+    advance_past(&mut c, end);
+    let r = rs[0].clone();
+    assert_eq!(c.state.session(session).unwrap().status, SessionStatus::Final);
     for p in &joined {
-        assert!(c.state.provider(p).unwrap().reserved.is_zero(), "released once its windows are paid");
+        assert!(c.state.provider(p).unwrap().reserved.is_zero(), "released after the challenge period");
     }
+    assert!(c.fails("u0", challenge(&r, p)).contains("challenge period is over"));
     conserved(&c);
 }
 
@@ -537,7 +544,7 @@ fn check(c: &TestChain) {
     }
     for (_, s) in c.state.sessions() {
         assert!(s.committed <= s.escrow);
-        if s.status == SessionStatus::Closed {
+        if s.status != SessionStatus::Open {
             assert_eq!(s.escrow, s.committed, "a closed session holds only unpaid windows");
         }
         for m in &s.members {
@@ -574,7 +581,7 @@ proptest! {
             check(&c);
         }
         for (id, s) in c.state.sessions() {
-            prop_assert_eq!(s.status, SessionStatus::Closed, "session {} closed", id);
+            prop_assert_eq!(s.status, SessionStatus::Final, "session {} final", id);
             prop_assert!(s.escrow.is_zero());
         }
         for (_, p) in c.state.providers() {

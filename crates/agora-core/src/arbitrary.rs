@@ -320,17 +320,32 @@ fn usage() -> impl Strategy<Value = Usage> {
 
 /// Any session terms (most do not validate).
 pub fn session_terms() -> impl Strategy<Value = SessionTerms> {
-    (hash(), any::<bool>(), class(), serve_rates(), amount(), any::<u64>(), any::<u8>(), any::<u32>())
-        .prop_map(|(model, chat, class, rates, escrow, duration_ms, providers, ttft_ms)| SessionTerms {
-            model,
-            kind: if chat { ServeKind::Chat } else { ServeKind::Embed },
-            class,
-            rates,
-            escrow,
-            duration_ms,
-            providers,
-            ttft_ms,
-        })
+    (
+        (hash(), any::<bool>(), class(), serve_rates(), amount()),
+        (
+            any::<u64>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(short_string(), 0..3),
+        ),
+    )
+        .prop_map(
+            |((model, chat, class, rates, escrow), (duration_ms, providers, ttft_ms, seed, sources))| {
+                SessionTerms {
+                    model,
+                    kind: if chat { ServeKind::Chat } else { ServeKind::Embed },
+                    class,
+                    rates,
+                    escrow,
+                    duration_ms,
+                    providers,
+                    ttft_ms,
+                    client: SecretKey::from_seed(seed).public(),
+                    sources,
+                }
+            },
+        )
 }
 
 /// Any payload, with its variable-length fields (strings, byte strings, lists) stretched to

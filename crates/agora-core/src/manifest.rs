@@ -277,6 +277,17 @@ pub struct ShardSpec {
 }
 codec_struct!(ShardSpec { input, items_root, item_count, quantity });
 
+/// Checks a list of content-store source URLs: at most [`MAX_SOURCES`], each http(s).
+pub fn check_sources(sources: &[String]) -> Result<(), String> {
+    if sources.len() > MAX_SOURCES {
+        return Err(format!("at most {MAX_SOURCES} sources"));
+    }
+    match sources.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+        Some(bad) => Err(format!("source {bad:?} is not an http(s) URL")),
+        None => Ok(()),
+    }
+}
+
 /// Everything the network needs to place, run, check and pay for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobManifest {
@@ -382,13 +393,8 @@ impl JobManifest {
                 ));
             }
         }
-        if self.sources.len() > MAX_SOURCES {
-            return fail(format!("at most {MAX_SOURCES} sources"));
-        }
-        if let Some(bad) =
-            self.sources.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            return fail(format!("source {bad:?} is not an http(s) URL"));
+        if let Err(e) = check_sources(&self.sources) {
+            return fail(e);
         }
         if self.max_cost().is_none() {
             return fail("max_unit_price × total quantity overflows".into());

@@ -120,8 +120,25 @@ pub struct SessionTerms {
     pub providers: u8,
     /// Target time to first token, ms (0: none). Informational for providers and gateways.
     pub ttft_ms: u32,
+    /// The key that signs the session's requests (the requester's own, or one it made for
+    /// the session): providers serve requests it signed and nothing else.
+    pub client: PublicKey,
+    /// Content-store URLs that hold the model (hints, as a job manifest's).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
-codec_struct!(SessionTerms { model, kind, class, rates, escrow, duration_ms, providers, ttft_ms });
+codec_struct!(SessionTerms {
+    model,
+    kind,
+    class,
+    rates,
+    escrow,
+    duration_ms,
+    providers,
+    ttft_ms,
+    client,
+    sources: vec(crate::manifest::MAX_SOURCES)
+});
 
 impl SessionTerms {
     /// Checks what does not depend on chain state.
@@ -147,7 +164,7 @@ impl SessionTerms {
         if self.model == Hash::ZERO {
             return Err("a session names its model by content hash".into());
         }
-        Ok(())
+        crate::manifest::check_sources(&self.sources)
     }
 
     /// The most one provider of the session can be paid: its share of the escrow, rounded up
@@ -270,6 +287,8 @@ mod tests {
             duration_ms: 60_000,
             providers: 2,
             ttft_ms: 100,
+            client: SecretKey::from_seed([1; 32]).public(),
+            sources: vec!["http://127.0.0.1:7700".into()],
         }
     }
 
@@ -281,6 +300,7 @@ mod tests {
         assert!(SessionTerms { escrow: Amount::ZERO, ..terms() }.validate().is_err());
         assert!(SessionTerms { model: Hash::ZERO, ..terms() }.validate().is_err());
         assert!(SessionTerms { kind: ServeKind::Embed, ..terms() }.validate().unwrap_err().contains("price"));
+        assert!(SessionTerms { sources: vec!["file:///etc".into()], ..terms() }.validate().is_err());
         assert_eq!(terms().value_per_provider(), Amount(500));
         assert_eq!(SessionTerms { escrow: Amount(1_001), ..terms() }.value_per_provider(), Amount(501));
     }

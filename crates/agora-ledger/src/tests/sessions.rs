@@ -60,6 +60,8 @@ fn terms(escrow: u128, providers: u8) -> SessionTerms {
         duration_ms: 60_000,
         providers,
         ttft_ms: 100,
+        client: key("u0").public(),
+        sources: vec![],
     }
 }
 

@@ -154,3 +154,33 @@ fn a_prompt_longer_than_the_model_accepts_is_named_before_anything_is_computed()
         Err(agora_runtime::ExecError::BadInput { index: 2, .. })
     ));
 }
+
+#[test]
+fn an_observed_run_reports_each_token_as_chosen_and_can_be_stopped() {
+    use agora_ml::generate::model::{Request, Step};
+    use agora_ml::generate::sampler::Sampler;
+    use std::ops::ControlFlow;
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 3);
+    let req = Request {
+        prompt: PROMPTS[0],
+        max_new_tokens: 12,
+        stop: &[],
+        sampler: Sampler::from_milli(700),
+        seed: 9,
+        follow: None,
+    };
+    let plain = exec.llm().generate(&req).unwrap().generation;
+    let mut seen: Vec<(usize, u32, String, usize)> = vec![];
+    let mut record = |s: Step<'_>| {
+        seen.push((s.index, s.token, s.text.to_string(), s.logits.len()));
+        ControlFlow::Continue(())
+    };
+    let observed = exec.llm().generate_observed(&req, Some(&mut record)).unwrap().unwrap().generation;
+    assert_eq!(observed, plain, "observing changes nothing");
+    assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), plain.tokens, "every token, in order");
+    assert!(seen.iter().enumerate().all(|(i, s)| s.0 == i && s.3 > 0));
+    assert_eq!(seen.last().unwrap().2, plain.text, "the last step's text is the answer");
+    let mut stop_at_three =
+        |s: Step<'_>| if s.index == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+    assert!(exec.llm().generate_observed(&req, Some(&mut stop_at_three)).unwrap().is_none());
+}

@@ -7,6 +7,7 @@ use agora_runtime::items::generation::{Divergence, Generation, StopReason};
 use agora_runtime::rng::Rng;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 /// The chat template SmolLM2-Instruct (and other ChatML models) were tuned on.
@@ -131,6 +132,16 @@ impl Llm {
     /// Runs the decode loop for one prompt. Each call starts from an empty KV cache, on its
     /// own copy of the (shared, reference-counted) weights.
     pub fn generate(&self, req: &Request<'_>) -> Result<Outcome, ExecError> {
+        Ok(self.generate_observed(req, None)?.expect("nothing cancels an unobserved run"))
+    }
+
+    /// [`Llm::generate`], reporting each token to `observe` as soon as it is chosen (for
+    /// streaming). The observer can stop the run: then `Ok(None)`.
+    pub fn generate_observed(
+        &self,
+        req: &Request<'_>,
+        mut observe: Option<&mut dyn FnMut(Step<'_>) -> ControlFlow<()>>,
+    ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
         let mut weights = self.weights.clone();
         let mut rng = Rng::new(req.seed);
@@ -146,6 +157,8 @@ impl Llm {
         let mut divergences = Vec::new();
         let (text, stop) = loop {
             let step = tokens.len();
+            // The sampler consumes the logits; an observer sees a copy.
+            let seen = observe.is_some().then(|| logits.clone());
             let choice = req.sampler.choose(logits, &mut rng);
             let token = match req.follow.and_then(|f| f.get(step)) {
                 Some(&claimed) => {
@@ -168,10 +181,16 @@ impl Llm {
                 None => choice.token,
             };
             tokens.push(token);
-            if self.tok.eos.contains(&token) {
-                break (self.decode(&tokens[..tokens.len() - 1])?, StopReason::Eos);
+            let eos = self.tok.eos.contains(&token);
+            let text = self.decode(if eos { &tokens[..tokens.len() - 1] } else { &tokens })?;
+            if let (Some(observe), Some(seen)) = (observe.as_mut(), seen.as_ref()) {
+                if observe(Step { index: step, token, text: &text, logits: seen }).is_break() {
+                    return Ok(None);
+                }
             }
-            let text = self.decode(&tokens)?;
+            if eos {
+                break (text, StopReason::Eos);
+            }
             if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 break (text[..cut].to_string(), StopReason::StopString);
             }
@@ -180,6 +199,19 @@ impl Llm {
             }
             logits = forward(&mut weights, &[token], prompt.len() + step)?;
         };
-        Ok(Outcome { generation: Generation { text, tokens, stop }, divergences })
+        Ok(Some(Outcome { generation: Generation { text, tokens, stop }, divergences }))
     }
+}
+
+/// One token of a run, as [`Llm::generate_observed`] reports it.
+pub struct Step<'a> {
+    /// Position of the token in the completion.
+    pub index: usize,
+    /// The token chosen.
+    pub token: u32,
+    /// The completion's text so far, without an end-of-sequence token (stop strings are cut
+    /// only from the final text).
+    pub text: &'a str,
+    /// The logits the token was chosen from.
+    pub logits: &'a [f32],
 }

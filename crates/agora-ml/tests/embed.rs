@@ -92,3 +92,14 @@ fn rejects_bad_inputs_and_kinds() {
     assert!(matches!(exec.run(&wrong, &inputs()), Err(ExecError::WrongKind { .. })));
     assert!(EmbedExecutor::load(std::path::Path::new("/nonexistent")).is_err());
 }
+
+#[test]
+fn token_counts_are_what_the_model_reads_without_padding() {
+    let (_dir, exec) = tiny(5);
+    let e = exec.embedder();
+    let counts = e.count_tokens(&["hello", "hello world hello world"]).unwrap();
+    assert_eq!(counts.len(), 2);
+    assert!(counts[0] >= 3, "the word and the two special tokens");
+    assert!(counts[1] > counts[0], "padding to the longest is not counted");
+    assert_eq!(e.count_tokens(&["hello"]).unwrap()[0], counts[0], "a batch-mate changes nothing");
+}

@@ -82,6 +82,14 @@ impl Embedder {
         &self.device
     }
 
+    /// The number of tokens the model reads for each text: its special tokens included,
+    /// after truncation to [`MAX_TOKENS`], padding excluded (what usage is counted in).
+    pub fn count_tokens(&self, texts: &[&str]) -> Result<Vec<usize>, ExecError> {
+        let enc =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| model_err("tokenizing", e))?;
+        Ok(enc.iter().map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count()).collect())
+    }
+
     /// Embeds one batch: L2-normalised mean-pooled vectors, one per text, in order.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ExecError> {
         let enc =

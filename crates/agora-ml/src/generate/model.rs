@@ -140,7 +140,7 @@ impl Llm {
     pub fn generate_observed(
         &self,
         req: &Request<'_>,
-        mut observe: Option<&mut dyn FnMut(Step<'_>) -> ControlFlow<()>>,
+        mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
         let mut weights = self.weights.clone();
@@ -183,10 +183,10 @@ impl Llm {
             tokens.push(token);
             let eos = self.tok.eos.contains(&token);
             let text = self.decode(if eos { &tokens[..tokens.len() - 1] } else { &tokens })?;
-            if let (Some(observe), Some(seen)) = (observe.as_mut(), seen.as_ref()) {
-                if observe(Step { index: step, token, text: &text, logits: seen }).is_break() {
-                    return Ok(None);
-                }
+            if let (Some(observe), Some(seen)) = (observe.as_mut(), seen.as_ref())
+                && observe(Step { index: step, token, text: &text, logits: seen }).is_break()
+            {
+                return Ok(None);
             }
             if eos {
                 break (text, StopReason::Eos);
@@ -202,6 +202,9 @@ impl Llm {
         Ok(Some(Outcome { generation: Generation { text, tokens, stop }, divergences }))
     }
 }
+
+/// What [`Llm::generate_observed`] calls after each token; `Break` stops the run.
+pub type Observer<'a> = dyn FnMut(Step<'_>) -> ControlFlow<()> + 'a;
 
 /// One token of a run, as [`Llm::generate_observed`] reports it.
 pub struct Step<'a> {

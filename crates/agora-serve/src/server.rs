@@ -1,0 +1,296 @@
+//! The provider's serving endpoints:
+//!
+//! * `POST /serve/v1/sessions/{id}/chat`: a streamed completion (server-sent events
+//!   `token`…, then `done` with the receipt, or `error`);
+//! * `POST /serve/v1/sessions/{id}/embeddings`: vectors with their receipt;
+//! * `GET /serve/v1/sessions/{id}/receipts?from=&count=`: the receipts of a range, so a
+//!   client can check a committed window against the ones it holds.
+//!
+//! Who may send a request: only the holder of the session's client key (the signature over
+//! the exact body is checked against the chain's session), only to a provider serving that
+//! session, only until it ends, and each request once. Bodies are bounded before they are
+//! read, prompts before any compute.
+
+use crate::book::{Books, Served};
+use crate::engine::{ChatParams, Engine, Model};
+use crate::wire::{
+    self, ChatDone, ChatEvent, EmbedResponse, SIGNATURE_HEADER, ServeBody, ServeRequest, SignedRequest,
+};
+use agora_core::session::{ServeReceipt, SessionId, Usage};
+use agora_core::{PublicKey, SecretKey, Signature};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most receipts one `receipts` call returns.
+pub const MAX_RECEIPTS_PAGE: u64 = 4096;
+
+/// What this provider serves in a session.
+pub struct Serving {
+    /// The key that signs the session's requests.
+    pub client: PublicKey,
+    /// When serving ends, unix ms.
+    pub until_ms: u64,
+    /// The warm model.
+    pub model: Model,
+}
+
+/// Where the server learns which sessions it serves (the node: from the chain).
+pub trait Directory: Send + Sync + 'static {
+    /// What this provider serves in `session`: `Ok(None)` when it does not serve it (unknown,
+    /// not a member); `Err` when that cannot be known now.
+    fn serving(&self, session: SessionId) -> impl Future<Output = Result<Option<Serving>, String>> + Send;
+}
+
+/// A provider's serving endpoints.
+pub struct Server<D> {
+    /// Chain id (bound into receipts and request signatures).
+    pub chain_id: String,
+    /// The provider's key (signs receipts).
+    pub key: SecretKey,
+    /// Which sessions it serves.
+    pub directory: D,
+    /// Its receipts.
+    pub books: Arc<Books>,
+    /// Its runs.
+    pub engine: Engine,
+}
+
+/// The serving routes.
+pub fn router<D: Directory>(server: Arc<Server<D>>) -> Router {
+    Router::new()
+        .route("/serve/v1/sessions/{id}/chat", post(chat::<D>))
+        .route("/serve/v1/sessions/{id}/embeddings", post(embeddings::<D>))
+        .route("/serve/v1/sessions/{id}/receipts", get(receipts::<D>))
+        .layer(DefaultBodyLimit::max(wire::MAX_REQUEST_BYTES))
+        .with_state(server)
+}
+
+/// An error answer: a status and a message naming the fix.
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(m: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, m.into())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A checked request: signed by the session's client key, for a session this provider
+/// serves, not ended, not served before.
+struct Admitted {
+    request: SignedRequest,
+    body: ServeBody,
+    model: Model,
+}
+
+impl<D: Directory> Server<D> {
+    async fn admit(&self, id: &str, headers: &HeaderMap, bytes: Bytes) -> Result<Admitted, Refusal> {
+        let id: SessionId = id.parse().map_err(|_| bad("session ids are integers"))?;
+        let signature: Signature = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                bad(format!("missing {SIGNATURE_HEADER}: sign the body with the session's client key"))
+            })?
+            .parse()
+            .map_err(|e| bad(format!("bad {SIGNATURE_HEADER}: {e}")))?;
+        let req: ServeRequest =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad request body: {e}")))?;
+        if req.session != id {
+            return Err(bad(format!("the body is for session {}, the path for {id}", req.session)));
+        }
+        req.body.check().map_err(bad)?;
+        let serving = self
+            .directory
+            .serving(id)
+            .await
+            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read session {id}: {e}")))?
+            .ok_or_else(|| {
+                Refusal(StatusCode::NOT_FOUND, format!("this provider does not serve session {id}"))
+            })?;
+        serving.client.verify(&wire::request_message(&self.chain_id, &bytes), &signature).map_err(|_| {
+            Refusal(StatusCode::UNAUTHORIZED, "the signature is not the session's client key's".into())
+        })?;
+        if now_ms() >= serving.until_ms {
+            return Err(Refusal(StatusCode::GONE, format!("session {id} has ended")));
+        }
+        let request = SignedRequest {
+            hash: wire::request_hash(&self.chain_id, &bytes),
+            bytes: bytes.to_vec(),
+            signature,
+        };
+        let book =
+            self.books.get(id).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if book.lock().expect("not poisoned").has(&request.hash) {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                "this request was already served: send a new nonce".into(),
+            ));
+        }
+        Ok(Admitted { request, body: req.body, model: serving.model })
+    }
+
+    /// Writes the receipt of a finished run (durably, off the async threads).
+    async fn receipt(
+        self: &Arc<Self>,
+        request: SignedRequest,
+        output: (Vec<u8>, agora_core::Hash),
+        usage: Usage,
+        fingerprints: Vec<crate::fingerprint::Fingerprint>,
+        times: (u64, u64),
+    ) -> Result<agora_core::session::SignedReceipt, String> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let session: ServeRequest = serde_json::from_slice(&request.bytes).map_err(|e| e.to_string())?;
+            let book = me.books.get(session.session).map_err(|e| e.to_string())?;
+            let served = Served { request: &request, output, usage, fingerprints: &fingerprints, times };
+            let signed = book.lock().expect("not poisoned").record(&me.chain_id, &me.key, served);
+            signed.map_err(|e| format!("cannot record the receipt: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+async fn chat<D: Directory>(
+    State(s): State<Arc<Server<D>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Refusal> {
+    let Admitted { request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let (Model::Chat(llm), ServeBody::Chat { prompt, max_tokens, temperature_milli, seed, stop }) =
+        (model, body)
+    else {
+        return Err(bad("this session does not serve chat: use its embeddings endpoint"));
+    };
+    // Refuse an over-long prompt before the stream starts (tokenizing is cheap).
+    llm.prompt_tokens(&prompt).map_err(|e| bad(e.to_string()))?;
+    let (events, rx) = tokio::sync::mpsc::channel::<ChatEvent>(64);
+    let (pieces, mut piece_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let forward = events.clone();
+    tokio::spawn(async move {
+        while let Some(text) = piece_rx.recv().await {
+            if forward.send(ChatEvent::Token { text }).await.is_err() {
+                break;
+            }
+        }
+    });
+    let params = ChatParams { prompt, max_tokens, temperature_milli, seed, stop };
+    tokio::spawn(async move {
+        let last = match s.engine.chat(llm, params, pieces).await {
+            Ok(None) => return, // the client left: nothing served, nothing receipted
+            Ok(Some(run)) => {
+                let g = run.generation;
+                let usage = Usage {
+                    prompt_tokens: run.prompt_tokens,
+                    completion_tokens: g.tokens.len() as u64,
+                    items: 0,
+                };
+                let output = (agora_core::Encode::encode(&g), wire::chat_output_hash(&g));
+                match s.receipt(request, output, usage, run.fingerprints.clone(), run.times).await {
+                    Ok(receipt) => ChatEvent::Done(Box::new(ChatDone {
+                        text: g.text,
+                        tokens: g.tokens,
+                        stop: wire::stop_name(g.stop).into(),
+                        fingerprints: run.fingerprints,
+                        receipt,
+                    })),
+                    Err(message) => ChatEvent::Error { message },
+                }
+            }
+            Err(e) => ChatEvent::Error { message: e.to_string() },
+        };
+        let _ = events.send(last).await;
+    });
+    let stream = tokio_stream(rx).map(|e| {
+        let name = match &e {
+            ChatEvent::Token { .. } => "token",
+            ChatEvent::Done(_) => "done",
+            ChatEvent::Error { .. } => "error",
+        };
+        Ok::<_, std::convert::Infallible>(
+            Event::default().event(name).data(serde_json::to_string(&e).expect("serializes")),
+        )
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
+}
+
+/// The receiver as a stream.
+fn tokio_stream<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn embeddings<D: Directory>(
+    State(s): State<Arc<Server<D>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Refusal> {
+    let Admitted { request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let (Model::Embed(embedder), ServeBody::Embed { inputs }) = (model, body) else {
+        return Err(bad("this session does not serve embeddings: use its chat endpoint"));
+    };
+    let items = inputs.len() as u64;
+    let start = now_ms();
+    let run = s.engine.embed(embedder, inputs).await.map_err(|e| bad(e.to_string()))?;
+    let usage = Usage { prompt_tokens: run.prompt_tokens, completion_tokens: 0, items };
+    let encoded: Vec<Vec<u8>> =
+        run.vectors.iter().map(|v| agora_runtime::items::vector::encode_vector(v)).collect();
+    let mut output = vec![];
+    agora_core::codec::encode_seq(encoded.iter(), &mut output);
+    let hash = wire::embed_output_hash(&run.vectors);
+    let receipt = s
+        .receipt(request, (output, hash), usage, vec![], (start, now_ms()))
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(axum::Json(EmbedResponse { embeddings: run.vectors, receipt }).into_response())
+}
+
+/// Query of the receipts endpoint.
+#[derive(serde::Deserialize)]
+struct Range {
+    from: u64,
+    count: u64,
+}
+
+async fn receipts<D: Directory>(
+    State(s): State<Arc<Server<D>>>,
+    Path(id): Path<String>,
+    Query(range): Query<Range>,
+) -> Result<axum::Json<Vec<ServeReceipt>>, Refusal> {
+    let id: SessionId = id.parse().map_err(|_| bad("session ids are integers"))?;
+    if range.count > MAX_RECEIPTS_PAGE {
+        return Err(bad(format!("at most {MAX_RECEIPTS_PAGE} receipts per call")));
+    }
+    if !s
+        .books
+        .sessions()
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .contains(&id)
+    {
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("no receipts for session {id}")));
+    }
+    let book = s.books.get(id).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let book = book.lock().expect("not poisoned");
+    let all = book.receipts();
+    let from = (range.from as usize).min(all.len());
+    let to = (range.from.saturating_add(range.count) as usize).min(all.len());
+    Ok(axum::Json(all[from..to].to_vec()))
+}

@@ -1,0 +1,211 @@
+//! A provider's serving endpoints over real HTTP on 127.0.0.1, with tiny generated models:
+//! streamed completions with checked receipts, embeddings, and every refusal.
+
+use agora_core::SecretKey;
+use agora_core::session::SessionId;
+use agora_ml::embed::Embedder;
+use agora_ml::fixtures::{GgmlDType, write_tiny_bert, write_tiny_llama};
+use agora_ml::generate::Llm;
+use agora_serve::book::Books;
+use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
+use agora_serve::engine::{Engine, Model};
+use agora_serve::server::{Directory, Server, Serving, router};
+use agora_serve::wire::{ChatEvent, ServeBody, ServeRequest, SignedRequest};
+use futures::StreamExt;
+use std::sync::Arc;
+
+const CHAIN: &str = "serve-test";
+
+struct Fixed {
+    client: agora_core::PublicKey,
+    chat: Model,
+    embed: Model,
+}
+
+impl Directory for Fixed {
+    async fn serving(&self, session: SessionId) -> Result<Option<Serving>, String> {
+        let far = u64::MAX;
+        Ok(match session {
+            7 => Some(Serving { client: self.client, until_ms: far, model: self.chat.clone() }),
+            8 => Some(Serving { client: self.client, until_ms: far, model: self.embed.clone() }),
+            9 => Some(Serving { client: self.client, until_ms: 1, model: self.chat.clone() }),
+            _ => None,
+        })
+    }
+}
+
+struct Provider {
+    base: String,
+    key: SecretKey,
+    books: Arc<Books>,
+    _dir: tempfile::TempDir,
+}
+
+async fn provider(client: &SecretKey) -> Provider {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(&dir.path().join("model.gguf"), 1, GgmlDType::Q8_0).unwrap();
+    write_tiny_bert(&dir.path().join("bert"), 1).unwrap();
+    let device = agora_ml::device();
+    let llm = Arc::new(Llm::load(&dir.path().join("model.gguf"), &device).unwrap());
+    let embedder = Arc::new(Embedder::load(&dir.path().join("bert"), &device).unwrap());
+    let key = SecretKey::from_seed([9; 32]);
+    let books = Arc::new(Books::new(&dir.path().join("books")).unwrap());
+    let server = Server {
+        chain_id: CHAIN.into(),
+        key: key.clone(),
+        directory: Fixed { client: client.public(), chat: Model::Chat(llm), embed: Model::Embed(embedder) },
+        books: books.clone(),
+        engine: Engine::new(2),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(Arc::new(server))).await.unwrap() });
+    Provider { base, key, books, _dir: dir }
+}
+
+fn chat_body(nonce: u64) -> ServeRequest {
+    ServeRequest {
+        session: 7,
+        nonce,
+        body: ServeBody::Chat {
+            prompt: "Tell me about the sea.".into(),
+            max_tokens: 24,
+            temperature_milli: 0,
+            seed: 1,
+            stop: vec![],
+        },
+    }
+}
+
+/// Streams a completion and returns the pieces and the final event.
+async fn stream(c: &ServeClient, base: &str, req: &SignedRequest) -> (Vec<String>, ChatEvent) {
+    let mut events = Box::pin(c.chat(base, 7, req).await.unwrap());
+    let mut pieces = vec![];
+    while let Some(e) = events.next().await {
+        match e.unwrap() {
+            ChatEvent::Token { text } => pieces.push(text),
+            last => return (pieces, last),
+        }
+    }
+    panic!("the stream ended without a last event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_completion_carries_a_receipt_the_client_checks() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let p = provider(&client_key).await;
+    let c = ServeClient::new();
+    let mut totals = vec![];
+    for nonce in 0..2 {
+        let req = SignedRequest::new(CHAIN, &chat_body(nonce), &client_key);
+        let (pieces, last) = stream(&c, &p.base, &req).await;
+        let ChatEvent::Done(done) = last else { panic!("expected done, got {last:?}") };
+        assert!(!pieces.is_empty(), "tokens arrive as pieces before the receipt");
+        let expect = Expect { chain_id: CHAIN, provider: &p.key.public(), request: &req, session: 7 };
+        check_chat(&done, &expect, &pieces.concat()).unwrap();
+        let r = &done.receipt.receipt;
+        assert_eq!(r.seq, nonce);
+        assert!(r.usage.prompt_tokens > 5, "the templated prompt is counted");
+        assert_eq!(r.usage.completion_tokens, done.tokens.len() as u64);
+        assert!(!done.fingerprints.is_empty());
+        totals.push(r.total);
+
+        // Tampering with anything the receipt covers is caught.
+        let mut forged = (*done).clone();
+        forged.text.push('!');
+        assert!(matches!(check_chat(&forged, &expect, &forged.text), Err(ClientError::Mismatch(_))));
+        assert!(check_chat(&done, &expect, "something else").is_err());
+        let other = SignedRequest::new(CHAIN, &chat_body(99), &client_key);
+        let wrong = Expect { request: &other, ..expect };
+        assert!(check_chat(&done, &wrong, &pieces.concat()).is_err());
+    }
+    assert_eq!(totals[1].since(&totals[0]).unwrap().completion_tokens > 0, true, "running totals grow");
+
+    // The receipts the provider serves are the ones the client holds, and its window commits
+    // to them.
+    let held = c.receipts(&p.base, 7, 0, 10).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let book = p.books.get(7).unwrap();
+    let w = book.lock().unwrap().window(0, 10).unwrap();
+    assert_eq!((w.receipts, w.total), (2, totals[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_refused_unless_signed_fresh_and_for_a_live_session_served_here() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let p = provider(&client_key).await;
+    let c = ServeClient::new();
+    let status = |e: ClientError| match e {
+        ClientError::Refused { status, .. } => status,
+        other => panic!("expected a refusal, got {other}"),
+    };
+    let req = SignedRequest::new(CHAIN, &chat_body(0), &client_key);
+    let (_, last) = stream(&c, &p.base, &req).await;
+    assert!(matches!(last, ChatEvent::Done(_)));
+    // The same request again: served once.
+    assert_eq!(status(c.chat(&p.base, 7, &req).await.err().unwrap()), 409);
+    // Someone else's key.
+    let stranger = SignedRequest::new(CHAIN, &chat_body(1), &SecretKey::from_seed([5; 32]));
+    assert_eq!(status(c.chat(&p.base, 7, &stranger).await.err().unwrap()), 401);
+    // Signed for another chain.
+    let elsewhere = SignedRequest::new("other-chain", &chat_body(2), &client_key);
+    assert_eq!(status(c.chat(&p.base, 7, &elsewhere).await.err().unwrap()), 401);
+    // A session this provider does not serve, and one that has ended.
+    let mut unknown = chat_body(3);
+    unknown.session = 5;
+    let unknown = SignedRequest::new(CHAIN, &unknown, &client_key);
+    assert_eq!(status(c.chat(&p.base, 5, &unknown).await.err().unwrap()), 404);
+    let mut ended = chat_body(4);
+    ended.session = 9;
+    let ended = SignedRequest::new(CHAIN, &ended, &client_key);
+    assert_eq!(status(c.chat(&p.base, 9, &ended).await.err().unwrap()), 410);
+    // Out-of-bounds bodies never reach the model.
+    let mut long = chat_body(5);
+    long.body = ServeBody::Chat {
+        prompt: "word ".repeat(5_000),
+        max_tokens: 8,
+        temperature_milli: 0,
+        seed: 0,
+        stop: vec![],
+    };
+    let long = SignedRequest::new(CHAIN, &long, &client_key);
+    let e = c.chat(&p.base, 7, &long).await.err().unwrap();
+    assert!(matches!(&e, ClientError::Refused { status: 400, message } if message.contains("prompt")), "{e}");
+    let mut huge = chat_body(6);
+    huge.body = ServeBody::Chat {
+        prompt: "x".repeat(2 << 20),
+        max_tokens: 8,
+        temperature_milli: 0,
+        seed: 0,
+        stop: vec![],
+    };
+    let huge = SignedRequest::new(CHAIN, &huge, &client_key);
+    assert_eq!(status(c.chat(&p.base, 7, &huge).await.err().unwrap()), 413);
+    // An embeddings request to a chat session.
+    let mut embed = chat_body(7);
+    embed.body = ServeBody::Embed { inputs: vec!["x".into()] };
+    let embed = SignedRequest::new(CHAIN, &embed, &client_key);
+    assert_eq!(status(c.embed(&p.base, 7, &embed).await.err().unwrap()), 400);
+    assert_eq!(p.books.get(7).unwrap().lock().unwrap().receipts().len(), 1, "only the one request served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_come_back_at_once_with_a_receipt() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let p = provider(&client_key).await;
+    let c = ServeClient::new();
+    let inputs = vec!["the sea".to_string(), "a much longer sentence about the sea".to_string()];
+    let req = SignedRequest::new(
+        CHAIN,
+        &ServeRequest { session: 8, nonce: 0, body: ServeBody::Embed { inputs: inputs.clone() } },
+        &client_key,
+    );
+    let resp = c.embed(&p.base, 8, &req).await.unwrap();
+    let expect = Expect { chain_id: CHAIN, provider: &p.key.public(), request: &req, session: 8 };
+    check_embed(&resp, &expect, inputs.len()).unwrap();
+    assert_eq!(resp.receipt.receipt.usage.items, 2);
+    assert!(resp.receipt.receipt.usage.prompt_tokens >= 6);
+    let mut forged = resp.clone();
+    forged.embeddings[1][0] += 0.5;
+    assert!(check_embed(&forged, &expect, 2).is_err());
+}

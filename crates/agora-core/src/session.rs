@@ -28,7 +28,7 @@ pub const MAX_SESSION_PROVIDERS: u8 = 8;
 pub const MAX_WINDOW_RECEIPTS: u32 = 1 << 20;
 
 /// What a session serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServeKind {
     /// Chat completions, priced per prompt and completion token.

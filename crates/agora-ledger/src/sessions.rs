@@ -102,6 +102,8 @@ pub struct Session {
     pub escrow: Amount,
     /// Of `escrow`, what unpaid windows hold.
     pub committed: Amount,
+    /// Paid to providers so far: what the session has cost.
+    pub paid: Amount,
     /// Providers, in the order they joined.
     pub members: Vec<Member>,
     /// Attempts to fill empty places so far (sets the back-off).
@@ -115,6 +117,7 @@ codec_struct!(Session {
     status,
     escrow,
     committed,
+    paid,
     members: vec(MAX_MEMBERS),
     match_attempts
 });
@@ -242,6 +245,7 @@ pub(crate) fn open(
         until_ms,
         status: SessionStatus::Open,
         committed: Amount::ZERO,
+        paid: Amount::ZERO,
         members: vec![],
         match_attempts: 0,
     };
@@ -414,6 +418,7 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, key: WindowKey) {
     let s = state.sessions.get_mut(&session).expect("windows belong to sessions");
     s.escrow = s.escrow.checked_sub(charge).expect("committed ⊆ escrow");
     s.committed = s.committed.checked_sub(charge).expect("held charge is committed");
+    s.paid = s.paid.checked_add(charge).expect("≤ escrow");
     let m = s.member_mut(&provider).expect("members commit");
     m.held -= 1;
     cx.emit(Event::WindowPaid { session, provider, first_seq, amount: charge });

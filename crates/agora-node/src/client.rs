@@ -214,6 +214,11 @@ impl NodeClient {
         self.get(&format!("/api/v1/leases/{id}")).await
     }
 
+    /// A serving session with its windows.
+    pub async fn session(&self, id: u64) -> Result<crate::api::types::SessionDetail, ClientError> {
+        self.get(&format!("/api/v1/sessions/{id}")).await
+    }
+
     /// An audit.
     pub async fn audit(&self, id: u64) -> Result<agora_ledger::audits::Audit, ClientError> {
         self.get(&format!("/api/v1/audits/{id}")).await

@@ -87,6 +87,61 @@ pub struct ProviderSection {
     /// can tell). Never set this on a real provider: it is a non-delivery.
     #[serde(default)]
     pub garble_outputs: bool,
+    /// Serving sessions: the least this provider accepts (absent: it serves none).
+    #[serde(default)]
+    pub serve: Option<ServeSection>,
+}
+
+/// `[provider.serve]`: the prices below which this provider does not serve sessions, and how
+/// many requests it runs at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeSection {
+    /// Least price per 1,000 prompt tokens.
+    #[serde(default)]
+    pub prompt_per_1k: Amount,
+    /// Least price per 1,000 completion tokens.
+    #[serde(default)]
+    pub completion_per_1k: Amount,
+    /// Least price per embedded item.
+    #[serde(default)]
+    pub per_item: Amount,
+    /// Requests run at once (the rest wait their turn, first come first served).
+    #[serde(default = "default_serve_parallel")]
+    pub parallel: usize,
+}
+
+fn default_serve_parallel() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl ServeSection {
+    /// A floor written `PROMPT,COMPLETION,ITEM` (base units), serving as many requests at once
+    /// as there are cores.
+    pub fn parse_floor(s: &str) -> anyhow::Result<Self> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let [prompt, completion, item] = parts.as_slice() else {
+            anyhow::bail!(
+                "a serving floor is PROMPT,COMPLETION,ITEM (per 1,000 prompt tokens, per 1,000 completion tokens, per item), got {s:?}"
+            );
+        };
+        let amount =
+            |x: &str| x.parse::<Amount>().map_err(|e| anyhow::anyhow!("{x:?} is not an amount: {e}"));
+        Ok(Self {
+            prompt_per_1k: amount(prompt)?,
+            completion_per_1k: amount(completion)?,
+            per_item: amount(item)?,
+            parallel: default_serve_parallel(),
+        })
+    }
+
+    /// The floor as the ledger states it.
+    pub fn rates(&self) -> agora_core::session::ServeRates {
+        agora_core::session::ServeRates {
+            prompt_per_1k: self.prompt_per_1k,
+            completion_per_1k: self.completion_per_1k,
+            per_item: self.per_item,
+        }
+    }
 }
 
 fn default_region() -> String {

@@ -8,8 +8,8 @@
 //! `agora node run --config <dir>/nodeN.toml` and catches up.
 
 use crate::config::{
-    ApiSection, GatewaySection, NodeConfig, Peer, ProviderSection, ValidatorSection, load_key, save_genesis,
-    write_key,
+    ApiSection, GatewaySection, NodeConfig, Peer, ProviderSection, ServeSection, ValidatorSection, load_key,
+    save_genesis, write_key,
 };
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
@@ -251,6 +251,12 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 cheat_bps: if cheats && !opts.cheat_blob { opts.cheat_bps } else { 0 },
                 cheat_every_lease: cheats && opts.cheat_every_lease,
                 garble_outputs: cheats && opts.cheat_blob,
+                serve: Some(ServeSection {
+                    prompt_per_1k: Amount(1),
+                    completion_per_1k: Amount(1),
+                    per_item: Amount(1),
+                    parallel: threads_per_node.max(1),
+                }),
             }),
             gateway: GatewaySection::default(),
             worker_threads: Some(threads_per_node),

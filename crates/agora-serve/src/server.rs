@@ -34,6 +34,8 @@ pub const MAX_RECEIPTS_PAGE: u64 = 4096;
 
 /// What this provider serves in a session.
 pub struct Serving {
+    /// The chain's id (bound into request signatures and receipts).
+    pub chain_id: String,
     /// The key that signs the session's requests.
     pub client: PublicKey,
     /// When serving ends, unix ms.
@@ -51,8 +53,6 @@ pub trait Directory: Send + Sync + 'static {
 
 /// A provider's serving endpoints.
 pub struct Server<D> {
-    /// Chain id (bound into receipts and request signatures).
-    pub chain_id: String,
     /// The provider's key (signs receipts).
     pub key: SecretKey,
     /// Which sessions it serves.
@@ -94,6 +94,8 @@ fn now_ms() -> u64 {
 /// A checked request: signed by the session's client key, for a session this provider
 /// serves, not ended, not served before.
 struct Admitted {
+    session: SessionId,
+    chain_id: String,
     request: SignedRequest,
     body: ServeBody,
     model: Model,
@@ -124,14 +126,14 @@ impl<D: Directory> Server<D> {
             .ok_or_else(|| {
                 Refusal(StatusCode::NOT_FOUND, format!("this provider does not serve session {id}"))
             })?;
-        serving.client.verify(&wire::request_message(&self.chain_id, &bytes), &signature).map_err(|_| {
-            Refusal(StatusCode::UNAUTHORIZED, "the signature is not the session's client key's".into())
-        })?;
+        serving.client.verify(&wire::request_message(&serving.chain_id, &bytes), &signature).map_err(
+            |_| Refusal(StatusCode::UNAUTHORIZED, "the signature is not the session's client key's".into()),
+        )?;
         if now_ms() >= serving.until_ms {
             return Err(Refusal(StatusCode::GONE, format!("session {id} has ended")));
         }
         let request = SignedRequest {
-            hash: wire::request_hash(&self.chain_id, &bytes),
+            hash: wire::request_hash(&serving.chain_id, &bytes),
             bytes: bytes.to_vec(),
             signature,
         };
@@ -143,13 +145,19 @@ impl<D: Directory> Server<D> {
                 "this request was already served: send a new nonce".into(),
             ));
         }
-        Ok(Admitted { request, body: req.body, model: serving.model })
+        Ok(Admitted {
+            session: id,
+            chain_id: serving.chain_id,
+            request,
+            body: req.body,
+            model: serving.model,
+        })
     }
 
     /// Writes the receipt of a finished run (durably, off the async threads).
     async fn receipt(
         self: &Arc<Self>,
-        request: SignedRequest,
+        (session, chain_id, request): (SessionId, String, SignedRequest),
         output: (Vec<u8>, agora_core::Hash),
         usage: Usage,
         fingerprints: Vec<crate::fingerprint::Fingerprint>,
@@ -157,10 +165,9 @@ impl<D: Directory> Server<D> {
     ) -> Result<agora_core::session::SignedReceipt, String> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let session: ServeRequest = serde_json::from_slice(&request.bytes).map_err(|e| e.to_string())?;
-            let book = me.books.get(session.session).map_err(|e| e.to_string())?;
+            let book = me.books.get(session).map_err(|e| e.to_string())?;
             let served = Served { request: &request, output, usage, fingerprints: &fingerprints, times };
-            let signed = book.lock().expect("not poisoned").record(&me.chain_id, &me.key, served);
+            let signed = book.lock().expect("not poisoned").record(&chain_id, &me.key, served);
             signed.map_err(|e| format!("cannot record the receipt: {e}"))
         })
         .await
@@ -174,7 +181,8 @@ async fn chat<D: Directory>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Refusal> {
-    let Admitted { request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let Admitted { session, chain_id, request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let who = (session, chain_id, request);
     let (Model::Chat(llm), ServeBody::Chat { prompt, max_tokens, temperature_milli, seed, stop }) =
         (model, body)
     else {
@@ -204,7 +212,7 @@ async fn chat<D: Directory>(
                     items: 0,
                 };
                 let output = (agora_core::Encode::encode(&g), wire::chat_output_hash(&g));
-                match s.receipt(request, output, usage, run.fingerprints.clone(), run.times).await {
+                match s.receipt(who, output, usage, run.fingerprints.clone(), run.times).await {
                     Ok(receipt) => ChatEvent::Done(Box::new(ChatDone {
                         text: g.text,
                         tokens: g.tokens,
@@ -243,7 +251,8 @@ async fn embeddings<D: Directory>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Refusal> {
-    let Admitted { request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let Admitted { session, chain_id, request, body, model } = s.admit(&id, &headers, bytes).await?;
+    let who = (session, chain_id, request);
     let (Model::Embed(embedder), ServeBody::Embed { inputs }) = (model, body) else {
         return Err(bad("this session does not serve embeddings: use its chat endpoint"));
     };
@@ -257,7 +266,7 @@ async fn embeddings<D: Directory>(
     agora_core::codec::encode_seq(encoded.iter(), &mut output);
     let hash = wire::embed_output_hash(&run.vectors);
     let receipt = s
-        .receipt(request, (output, hash), usage, vec![], (start, now_ms()))
+        .receipt(who, (output, hash), usage, vec![], (start, now_ms()))
         .await
         .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(axum::Json(EmbedResponse { embeddings: run.vectors, receipt }).into_response())
@@ -293,4 +302,10 @@ async fn receipts<D: Directory>(
     let from = (range.from as usize).min(all.len());
     let to = (range.from.saturating_add(range.count) as usize).min(all.len());
     Ok(axum::Json(all[from..to].to_vec()))
+}
+
+impl<D: Directory> Directory for Arc<D> {
+    fn serving(&self, session: SessionId) -> impl Future<Output = Result<Option<Serving>, String>> + Send {
+        (**self).serving(session)
+    }
 }

@@ -26,9 +26,24 @@ impl Directory for Fixed {
     async fn serving(&self, session: SessionId) -> Result<Option<Serving>, String> {
         let far = u64::MAX;
         Ok(match session {
-            7 => Some(Serving { client: self.client, until_ms: far, model: self.chat.clone() }),
-            8 => Some(Serving { client: self.client, until_ms: far, model: self.embed.clone() }),
-            9 => Some(Serving { client: self.client, until_ms: 1, model: self.chat.clone() }),
+            7 => Some(Serving {
+                chain_id: CHAIN.into(),
+                client: self.client,
+                until_ms: far,
+                model: self.chat.clone(),
+            }),
+            8 => Some(Serving {
+                chain_id: CHAIN.into(),
+                client: self.client,
+                until_ms: far,
+                model: self.embed.clone(),
+            }),
+            9 => Some(Serving {
+                chain_id: CHAIN.into(),
+                client: self.client,
+                until_ms: 1,
+                model: self.chat.clone(),
+            }),
             _ => None,
         })
     }
@@ -51,7 +66,6 @@ async fn provider(client: &SecretKey) -> Provider {
     let key = SecretKey::from_seed([9; 32]);
     let books = Arc::new(Books::new(&dir.path().join("books")).unwrap());
     let server = Server {
-        chain_id: CHAIN.into(),
         key: key.clone(),
         directory: Fixed { client: client.public(), chat: Model::Chat(llm), embed: Model::Embed(embedder) },
         books: books.clone(),

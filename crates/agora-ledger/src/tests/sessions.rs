@@ -183,6 +183,7 @@ fn a_session_is_matched_with_collateral_and_its_windows_are_paid_only_after_the_
     let s = c.state.session(session).unwrap();
     assert_eq!(s.status, SessionStatus::Closed);
     assert!(s.escrow.is_zero() && s.committed.is_zero());
+    assert_eq!(s.paid, Amount(160 + 80), "what the session cost");
     assert_eq!(c.state.balance(&id("u0")), u0.checked_add(Amount(100_000 - 160 - 80)).unwrap());
     // Collateral backs the receipts as long as they can be challenged, then it is free.
     assert_eq!(c.state.provider(&id(p)).unwrap().reserved, reserve);
@@ -585,6 +586,11 @@ proptest! {
         for (id, s) in c.state.sessions() {
             prop_assert_eq!(s.status, SessionStatus::Final, "session {} final", id);
             prop_assert!(s.escrow.is_zero());
+            let paid: u128 = c.history().iter().filter_map(|e| match e {
+                Event::WindowPaid { session, amount, .. } if session == id => Some(amount.0),
+                _ => None,
+            }).sum();
+            prop_assert_eq!(s.paid.0, paid, "a session's cost is what its windows were paid");
         }
         for (_, p) in c.state.providers() {
             prop_assert!(p.reserved.is_zero());

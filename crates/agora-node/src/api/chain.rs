@@ -15,6 +15,7 @@ use agora_ledger::leases::Lease;
 use agora_ledger::market::Order;
 use agora_ledger::params::{PARAM_TABLE, Params};
 use agora_ledger::registry::Provider;
+use agora_ledger::sessions::Session;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -285,6 +286,42 @@ pub async fn lease(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Ap
         .cloned()
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("lease {id} does not exist")))
+}
+
+/// `GET /api/v1/sessions`
+pub async fn sessions(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<SessionList>> {
+    let snap = chain_of(&s)?.snapshot();
+    let account = q.account()?;
+    Ok(Json(page(snap.state.sessions(), &q, |x: &Session| {
+        account.is_none_or(|a| x.requester == a || x.member(&a).is_some())
+    })?))
+}
+
+/// `GET /api/v1/sessions/{id}`
+pub async fn session(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionDetail>> {
+    let snap = chain_of(&s)?.snapshot();
+    let id = parse_id("session", &id)?;
+    let session = snap
+        .state
+        .session(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))?;
+    let mut windows = vec![];
+    for m in &session.members {
+        let newest: Vec<_> = snap.state.windows_of(id, m.provider).rev().take(MAX_SESSION_WINDOWS).collect();
+        windows.extend(newest.into_iter().rev().map(|((_, provider, first_seq), w)| WindowEntry {
+            provider: *provider,
+            first_seq: *first_seq,
+            window: w.clone(),
+        }));
+    }
+    Ok(Json(SessionDetail { id, session, windows }))
 }
 
 /// `GET /api/v1/audits`

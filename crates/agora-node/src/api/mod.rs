@@ -140,6 +140,16 @@ pub const ROUTES: &[RouteDoc] = &[
         path: "/api/v1/audits/{id}",
         summary: "One audit: sampled items, auditors, verdicts, outcome",
     },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/sessions",
+        summary: "Serving sessions (?account= as requester or provider, &limit=&order=)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/sessions/{id}",
+        summary: "One serving session: terms, providers, escrow, committed windows and challenges",
+    },
     RouteDoc { method: "get", path: "/api/v1/proposals", summary: "Governance proposals" },
     RouteDoc { method: "get", path: "/api/v1/params", summary: "Protocol parameters with their bounds" },
     RouteDoc {
@@ -160,7 +170,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
         path: "/api/v1/proofs/{kind}/{id}",
-        summary: "State proof of a ledger object (account, validator, provider, order, job, lease, audit, proposal)",
+        summary: "State proof of a ledger object (account, validator, provider, order, job, lease, audit, proposal, session)",
     },
     RouteDoc {
         method: "get",
@@ -261,6 +271,8 @@ pub fn router(state: Arc<ApiState>, store: agora_store::http::ServerConfig) -> R
         .route("/api/v1/leases/{id}", get(chain::lease))
         .route("/api/v1/audits", get(chain::audits))
         .route("/api/v1/audits/{id}", get(chain::audit))
+        .route("/api/v1/sessions", get(chain::sessions))
+        .route("/api/v1/sessions/{id}", get(chain::session))
         .route("/api/v1/proposals", get(chain::proposals))
         .route("/api/v1/params", get(chain::params))
         .route("/api/v1/market", get(chain::market))

@@ -116,6 +116,35 @@ pub type LeaseList = Vec<Entry<u64, Lease>>;
 pub type AuditList = Vec<Entry<u64, Audit>>;
 /// `GET /api/v1/proposals`.
 pub type ProposalList = Vec<Entry<u64, Proposal>>;
+/// `GET /api/v1/sessions`.
+pub type SessionList = Vec<Entry<u64, agora_ledger::sessions::Session>>;
+
+/// `GET /api/v1/sessions/{id}`: a serving session with its providers' windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionDetail {
+    /// Session id.
+    pub id: u64,
+    /// The session.
+    pub session: agora_ledger::sessions::Session,
+    /// Its providers' committed windows (the newest [`MAX_SESSION_WINDOWS`] per provider), by
+    /// provider then first receipt.
+    pub windows: Vec<WindowEntry>,
+}
+
+/// Most windows per provider `GET /api/v1/sessions/{id}` lists.
+pub const MAX_SESSION_WINDOWS: usize = 256;
+
+/// One committed window of a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowEntry {
+    /// Its provider.
+    pub provider: AccountId,
+    /// `seq` of its first receipt.
+    pub first_seq: u64,
+    /// The window.
+    #[serde(flatten)]
+    pub window: agora_ledger::sessions::Window,
+}
 
 /// `GET /api/v1/market`: per-class statistics.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,6 +38,10 @@ pub enum ProviderCommand {
         /// Address this provider's node will serve on (its registered endpoint).
         #[arg(long, default_value = "127.0.0.1:7710")]
         listen: SocketAddr,
+        /// Serve sessions, accepting at least these prices: per 1,000 prompt tokens, per 1,000
+        /// completion tokens, per embedded item (e.g. `1,2,1`). Without it, no sessions.
+        #[arg(long, value_name = "PROMPT,COMPLETION,ITEM")]
+        serve_floor: Option<String>,
         /// Where to write the node config (default: <data-dir>/provider.toml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -53,7 +57,7 @@ pub enum ProviderCommand {
 pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
     let client = g.client();
     match cmd {
-        ProviderCommand::Join { stake, price, region, carbon, capacity, listen, config } => {
+        ProviderCommand::Join { stake, price, region, carbon, capacity, listen, serve_floor, config } => {
             let key = g.signer()?;
             let section = ProviderSection {
                 upstream: Some(g.node.clone()),
@@ -65,6 +69,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 cheat_bps: 0,
                 cheat_every_lease: false,
                 garble_outputs: false,
+                serve: serve_floor.as_deref().map(crate::config::ServeSection::parse_floor).transpose()?,
             };
             let endpoint = format!("http://{listen}");
             if !g.json {

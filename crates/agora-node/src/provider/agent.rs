@@ -10,6 +10,7 @@
 use super::auditor::{Auditor, Isolation};
 use super::hardware;
 use super::runtimes::Runtimes;
+use super::sessions::{SessionDirectory, Windows};
 use super::state::{AgentState, LeaseRecord, Phase, StateDir};
 use super::vivaldi::Vivaldi;
 use super::work::Worker;
@@ -64,7 +65,7 @@ pub async fn build_profile(
         price_policy: pricing::parse(&p.price).map_err(|e| anyhow::anyhow!(e))?,
         coord,
         endpoint: endpoint.to_string(),
-        serve: None,
+        serve: p.serve.as_ref().map(crate::config::ServeSection::rates),
     })
 }
 
@@ -134,6 +135,8 @@ pub struct Agent {
     coord: Mutex<Vivaldi>,
     keeper: StoreKeeper,
     store_budget_bytes: u64,
+    /// Serving sessions, when the provider serves them.
+    serving: Option<(Arc<SessionDirectory>, Arc<Windows>)>,
 }
 
 impl Agent {
@@ -180,11 +183,20 @@ impl Agent {
             isolation: cfg.isolation,
         };
         let chain_for_keeper = chain.clone();
-        let routes = serve::router(Arc::new(serve::AuditServer {
+        let mut routes = serve::router(Arc::new(serve::AuditServer {
             me: cfg.key.public(),
             chain: chain.clone(),
             state: state_dir.clone(),
         }));
+        let serving = match cfg.provider.as_ref().and_then(|p| p.serve.as_ref()) {
+            Some(s) => {
+                let (directory, windows, server_routes) =
+                    serving(&cfg.key, &chain, &sender, worker.runtimes.clone(), &cfg.dir, s.parallel)?;
+                routes = routes.merge(server_routes);
+                Some((directory, windows))
+            }
+            None => None,
+        };
         let agent = Arc::new(Self {
             me: cfg.key.public(),
             chain,
@@ -201,6 +213,7 @@ impl Agent {
             coord: Mutex::new(Vivaldi::default()),
             keeper: StoreKeeper::new(cfg.store, chain_for_keeper),
             store_budget_bytes: cfg.store_budget_bytes,
+            serving,
         });
         Ok((agent, routes))
     }
@@ -331,6 +344,25 @@ impl Agent {
                 Event::AuditAssigned { audit, auditors, .. } if auditors.contains(&self.me) => {
                     self.enqueue(Task::Audit(*audit));
                 }
+                Event::SessionMatched { session, provider, .. } if *provider == self.me => {
+                    self.on_session(*session, true);
+                }
+                Event::SessionEnded { session, .. } | Event::SessionClosed { session, .. } => {
+                    self.on_session(*session, false);
+                }
+                Event::ServingFraud { session, provider, .. } if *provider == self.me => {
+                    self.on_session(*session, false);
+                }
+                Event::ReceiptChallenged { session, provider, seq, .. } if *provider == self.me => {
+                    if let Some((_, windows)) = &self.serving {
+                        let (windows, session, seq) = (windows.clone(), *session, *seq);
+                        tokio::spawn(async move {
+                            if let Err(e) = windows.answer(session, seq).await {
+                                warn!(session, seq, error = %format!("{e:#}"), "cannot answer a receipt challenge");
+                            }
+                        });
+                    }
+                }
                 Event::LeaseSettled { lease, .. } | Event::LeaseFailed { lease, .. } => {
                     if let Some(r) = self.state.lock().expect("not poisoned").leases.get_mut(lease) {
                         r.phase = Phase::Closed;
@@ -344,6 +376,21 @@ impl Agent {
             }
         }
         self.state.lock().expect("not poisoned").next_height = record.block.header.height + 1;
+    }
+
+    /// A session this provider serves changed: reads it again, and warms its model when the
+    /// provider was just matched (so the first request does not wait for the load).
+    fn on_session(&self, session: u64, warm: bool) {
+        let Some((directory, _)) = &self.serving else { return };
+        let directory = directory.clone();
+        tokio::spawn(async move {
+            if let Err(e) = directory.refresh(session).await {
+                warn!(session, error = %e, "cannot read a session");
+            }
+            if warm && let Err(e) = directory.warm(session).await {
+                warn!(session, error = %format!("{e:#}"), "cannot warm a session's model");
+            }
+        });
     }
 
     /// Follows finalized blocks forever, reconnecting after errors.
@@ -513,6 +560,9 @@ impl Agent {
         tokio::spawn(self.clone().work_leases());
         tokio::spawn(self.clone().follow());
         tokio::spawn(self.keeper.clone().collect_forever(self.store_budget_bytes));
+        if let Some((_, windows)) = &self.serving {
+            tokio::spawn(windows.clone().run());
+        }
         let Some(p) = self.provider.clone() else { return };
         // Registration waits for the chain to be reachable.
         loop {
@@ -542,4 +592,26 @@ impl Agent {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+}
+
+/// The serving side of a provider: its session directory, its window committer, and the
+/// routes of its serving endpoints (receipts kept under `dir/serving`).
+fn serving(
+    key: &SecretKey,
+    chain: &NodeClient,
+    sender: &Arc<TxSender>,
+    runtimes: Arc<Runtimes>,
+    dir: &std::path::Path,
+    parallel: usize,
+) -> anyhow::Result<(Arc<SessionDirectory>, Arc<Windows>, axum::Router)> {
+    let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
+    let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
+    let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone()));
+    let server = agora_serve::server::Server {
+        key: key.clone(),
+        directory: directory.clone(),
+        books,
+        engine: agora_serve::engine::Engine::new(parallel),
+    };
+    Ok((directory, windows, agora_serve::server::router(Arc::new(server))))
 }

@@ -1,5 +1,5 @@
 //! The provider agent: hardware detection and benchmarking, pricing, running leases, audits,
-//! and network coordinates.
+//! serving sessions, and network coordinates.
 
 pub mod agent;
 pub mod auditor;
@@ -8,6 +8,7 @@ pub mod isolate;
 pub mod pricing;
 pub mod runtimes;
 pub mod serve;
+pub mod sessions;
 pub mod state;
 pub mod vivaldi;
 pub mod work;

@@ -112,6 +112,22 @@ impl Runtimes {
         Ok(self.store.blob_path(model))
     }
 
+    /// Model bundle `model` for `kind`, fetched as [`Runtimes::model_file`] does and unpacked
+    /// (once): its directory.
+    pub async fn unpacked_model(
+        &self,
+        kind: JobKind,
+        model: &Hash,
+        sources: &[String],
+        reach: Reach,
+        pin: &Pin,
+    ) -> anyhow::Result<PathBuf> {
+        self.model_file(kind, model, sources, reach, pin).await?;
+        let bytes = self.store.get(model).with_context(|| format!("reading model {model}"))?;
+        let (dir, model) = (self.dir.clone(), *model);
+        tokio::task::spawn_blocking(move || unpack(&bytes, &dir, model)).await?
+    }
+
     /// The executor for `kind` running model `model`, fetched as [`Runtimes::model_file`] does
     /// and loaded once (later calls reuse it).
     pub async fn executor(
@@ -144,30 +160,34 @@ pub fn load_executor(
     models_dir: &Path,
     model: Hash,
 ) -> anyhow::Result<Arc<dyn Executor>> {
-    let dir = models_dir.join(model.to_string());
     Ok(match kind {
         JobKind::Wasm => Arc::new(agora_wasm::WasmExecutor::new(&bytes).context("loading the wasm module")?),
         JobKind::Train => Arc::new(agora_ml::TrainExecutor::default()),
-        JobKind::Embed | JobKind::Generate => {
-            if !dir.join(".unpacked").exists() {
-                let bundle = dir.with_extension("bundle");
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(&bundle, &bytes)?;
-                agora_runtime::provision::bundle::unpack_bundle(&bundle, &model, &dir)
-                    .context("unpacking the model bundle")?;
-                let _ = std::fs::remove_file(&bundle);
-                std::fs::write(dir.join(".unpacked"), b"")?;
-            }
-            if kind == JobKind::Embed {
-                Arc::new(agora_ml::EmbedExecutor::load(&dir).context("loading the embedding model")?)
-            } else {
-                Arc::new(
-                    agora_ml::GenerateExecutor::load(&dir.join("model.gguf"))
-                        .context("loading the language model")?,
-                )
-            }
-        }
+        JobKind::Embed => Arc::new(
+            agora_ml::EmbedExecutor::load(&unpack(&bytes, models_dir, model)?)
+                .context("loading the embedding model")?,
+        ),
+        JobKind::Generate => Arc::new(
+            agora_ml::GenerateExecutor::load(&unpack(&bytes, models_dir, model)?.join("model.gguf"))
+                .context("loading the language model")?,
+        ),
     })
+}
+
+/// Unpacks model bundle `model` (its blob's `bytes`) under `models_dir`, once (later calls
+/// reuse the unpacked files), and returns its directory. Blocking.
+pub fn unpack(bytes: &[u8], models_dir: &Path, model: Hash) -> anyhow::Result<PathBuf> {
+    let dir = models_dir.join(model.to_string());
+    if !dir.join(".unpacked").exists() {
+        let bundle = dir.with_extension("bundle");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&bundle, bytes)?;
+        agora_runtime::provision::bundle::unpack_bundle(&bundle, &model, &dir)
+            .context("unpacking the model bundle")?;
+        let _ = std::fs::remove_file(&bundle);
+        std::fs::write(dir.join(".unpacked"), b"")?;
+    }
+    Ok(dir)
 }
 
 /// Largest shard input blob a provider or auditor downloads (it is then read into memory).

@@ -1,0 +1,237 @@
+//! Serving sessions on a provider: the node side of `agora-serve`.
+//!
+//! * [`SessionDirectory`] tells the serving endpoints which sessions this provider serves (from
+//!   the chain, cached and kept fresh by the agent's events) and keeps their models warm: a
+//!   model is fetched and loaded when the provider is matched, once per model.
+//! * [`Windows`] commits the receipts served to the chain in windows, and answers receipt
+//!   challenges with inclusion proofs from the book.
+
+use super::runtimes::Runtimes;
+use crate::client::NodeClient;
+use crate::sender::TxSender;
+use agora_core::session::{MAX_WINDOW_RECEIPTS, ServeKind, SessionId};
+use agora_core::tx::TxPayload;
+use agora_core::{AccountId, Hash, JobKind, PublicKey};
+use agora_ml::embed::Embedder;
+use agora_ml::generate::Llm;
+use agora_serve::book::Books;
+use agora_serve::engine::Model;
+use agora_serve::server::{Directory, Serving};
+use agora_store::Pin;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Most receipts one window commits (a provider that served more commits several).
+pub const WINDOW_RECEIPTS: u32 = 4096;
+const _: () = assert!(WINDOW_RECEIPTS <= MAX_WINDOW_RECEIPTS);
+/// How often served receipts are committed.
+pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
+/// Longest a window commitment or a challenge answer may take to finalize.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the provider knows of a session it serves.
+#[derive(Clone)]
+struct Known {
+    client: PublicKey,
+    until_ms: u64,
+    kind: ServeKind,
+    model: Hash,
+    sources: Vec<String>,
+    member: bool,
+}
+
+/// The sessions this provider serves, and their warm models.
+pub struct SessionDirectory {
+    me: AccountId,
+    chain_id: tokio::sync::OnceCell<String>,
+    chain: NodeClient,
+    runtimes: Arc<Runtimes>,
+    known: Mutex<HashMap<SessionId, Known>>,
+    /// Loaded models; the async lock makes concurrent first requests wait for one load.
+    models: tokio::sync::Mutex<HashMap<(ServeKind, Hash), Model>>,
+}
+
+impl SessionDirectory {
+    /// A directory for provider `me`, loading models through `runtimes`.
+    pub fn new(me: AccountId, chain: NodeClient, runtimes: Arc<Runtimes>) -> Self {
+        Self {
+            me,
+            chain_id: Default::default(),
+            chain,
+            runtimes,
+            known: Mutex::default(),
+            models: Default::default(),
+        }
+    }
+
+    /// Reads session `id` from the chain again (after it changed: matched, ended, convicted).
+    pub async fn refresh(&self, id: SessionId) -> Result<Option<()>, String> {
+        let detail = match self.chain.session(id).await {
+            Ok(d) => d,
+            Err(crate::client::ClientError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let s = &detail.session;
+        let known = Known {
+            client: s.terms.client,
+            until_ms: s.until_ms,
+            kind: s.terms.kind,
+            model: s.terms.model,
+            sources: s.terms.sources.clone(),
+            member: s.serving().any(|m| m.provider == self.me),
+        };
+        self.known.lock().expect("not poisoned").insert(id, known);
+        Ok(Some(()))
+    }
+
+    async fn lookup(&self, id: SessionId) -> Result<Option<Known>, String> {
+        if let Some(k) = self.known.lock().expect("not poisoned").get(&id) {
+            return Ok(Some(k.clone()));
+        }
+        if self.refresh(id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.known.lock().expect("not poisoned").get(&id).cloned())
+    }
+
+    /// The warm model of session `id`, loading it (once per model) if needed.
+    pub async fn warm(&self, id: SessionId) -> anyhow::Result<Model> {
+        let k = self
+            .lookup(id)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("session {id} does not exist"))?;
+        let mut models = self.models.lock().await;
+        if let Some(m) = models.get(&(k.kind, k.model)) {
+            return Ok(m.clone());
+        }
+        let kind = match k.kind {
+            ServeKind::Chat => JobKind::Generate,
+            ServeKind::Embed => JobKind::Embed,
+        };
+        let reach = self.chain.reach().await?;
+        let pin = Pin::until(format!("session:{id}"), k.until_ms);
+        let dir = self.runtimes.unpacked_model(kind, &k.model, &k.sources, reach, &pin).await?;
+        let model = tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+            let device = agora_ml::device();
+            Ok(match kind {
+                JobKind::Generate => Model::Chat(Arc::new(Llm::load(&dir.join("model.gguf"), &device)?)),
+                _ => Model::Embed(Arc::new(Embedder::load(&dir, &device)?)),
+            })
+        })
+        .await??;
+        info!(session = id, model = %k.model, "model warm");
+        models.insert((k.kind, k.model), model.clone());
+        Ok(model)
+    }
+}
+
+impl Directory for SessionDirectory {
+    async fn serving(&self, session: SessionId) -> Result<Option<Serving>, String> {
+        let Some(k) = self.lookup(session).await? else { return Ok(None) };
+        if !k.member {
+            return Ok(None);
+        }
+        let model = self.warm(session).await.map_err(|e| format!("{e:#}"))?;
+        let chain_id = self
+            .chain_id
+            .get_or_try_init(|| async { self.chain.status().await.map(|s| s.chain_id) })
+            .await
+            .map_err(|e| e.to_string())?
+            .clone();
+        Ok(Some(Serving { chain_id, client: k.client, until_ms: k.until_ms, model }))
+    }
+}
+
+/// Commits served receipts in windows and answers challenges.
+pub struct Windows {
+    me: AccountId,
+    chain: NodeClient,
+    sender: Arc<TxSender>,
+    books: Arc<Books>,
+    /// Per session, receipts known to be committed (or that can no longer be).
+    committed: Mutex<HashMap<SessionId, u64>>,
+}
+
+impl Windows {
+    /// Commits `me`'s receipts from `books` through `sender`.
+    pub fn new(me: AccountId, chain: NodeClient, sender: Arc<TxSender>, books: Arc<Books>) -> Self {
+        Self { me, chain, sender, books, committed: Mutex::default() }
+    }
+
+    /// Commits every session's receipts served since its last window.
+    pub async fn commit_pending(&self) -> anyhow::Result<()> {
+        for id in self.books.sessions()? {
+            let served = self.books.get(id)?.lock().expect("not poisoned").receipts().len() as u64;
+            if self.committed.lock().expect("not poisoned").get(&id).is_some_and(|c| *c >= served) {
+                continue;
+            }
+            if let Err(e) = self.commit(id, served).await {
+                warn!(session = id, error = %format!("{e:#}"), "cannot commit a serving window");
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, id: SessionId, served: u64) -> anyhow::Result<()> {
+        let detail = self.chain.session(id).await?;
+        let params = self.chain.params().await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let Some(m) = detail.session.member(&self.me).filter(|m| !m.removed) else {
+            self.committed.lock().expect("not poisoned").insert(id, u64::MAX);
+            return Ok(());
+        };
+        if now > detail.session.commit_deadline_ms(&params) {
+            warn!(
+                session = id,
+                unsent = served.saturating_sub(m.next_seq),
+                "the session takes no more windows"
+            );
+            self.committed.lock().expect("not poisoned").insert(id, u64::MAX);
+            return Ok(());
+        }
+        let window = self.books.get(id)?.lock().expect("not poisoned").window(m.next_seq, WINDOW_RECEIPTS);
+        let Some(window) = window else {
+            self.committed.lock().expect("not poisoned").insert(id, m.next_seq);
+            return Ok(());
+        };
+        let end = window.first_seq + u64::from(window.receipts);
+        self.sender.send(TxPayload::CommitWindow { window }, SEND_TIMEOUT).await?;
+        self.committed.lock().expect("not poisoned").insert(id, end);
+        info!(session = id, receipts = end - m.next_seq, "committed a serving window");
+        Ok(())
+    }
+
+    /// Answers the challenge of receipt `seq` in session `id` with its inclusion proof.
+    pub async fn answer(&self, id: SessionId, seq: u64) -> anyhow::Result<()> {
+        let detail = self.chain.session(id).await?;
+        let w = detail
+            .windows
+            .iter()
+            .find(|w| w.provider == self.me && w.window.covers(seq))
+            .with_context(|| format!("no window of ours holds receipt {seq} of session {id}"))?;
+        let proof = self
+            .books
+            .get(id)?
+            .lock()
+            .expect("not poisoned")
+            .proof(w.first_seq, w.window.commitment.receipts, seq)
+            .with_context(|| format!("our book does not hold receipt {seq} of session {id}"))?;
+        self.sender.send(TxPayload::AnswerChallenge { session: id, seq, proof }, SEND_TIMEOUT).await?;
+        info!(session = id, seq, "answered a receipt challenge");
+        Ok(())
+    }
+
+    /// Commits every [`COMMIT_EVERY`] until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.commit_pending().await {
+                warn!(error = %format!("{e:#}"), "cannot commit serving windows");
+            }
+            tokio::time::sleep(COMMIT_EVERY).await;
+        }
+    }
+}

@@ -232,6 +232,47 @@ pub struct GatewaySection {
     /// How long a request may wait for its verified answer (`15m`).
     #[serde(default = "default_gateway_timeout")]
     pub timeout: String,
+    /// Serve requests from warm serving sessions on these terms (absent: every request is a
+    /// job). A request can still ask for job mode (`"agora": {"mode": "job"}` in its body).
+    #[serde(default)]
+    pub session: Option<GatewaySessionSection>,
+}
+
+/// `[gateway.session]`: the terms of the serving sessions the gateway opens, one per API key
+/// and kind of request, renewed before they end or run out of escrow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySessionSection {
+    /// Escrow locked per session (the key's budget is charged it until the session settles).
+    pub escrow: Amount,
+    /// How long a session serves (`1h`).
+    #[serde(default = "default_session_duration")]
+    pub duration: String,
+    /// Providers per session (capacity and failover).
+    #[serde(default = "default_session_providers")]
+    pub providers: u8,
+    /// Offered per 1,000 prompt tokens.
+    pub prompt_per_1k: Amount,
+    /// Offered per 1,000 completion tokens.
+    pub completion_per_1k: Amount,
+    /// Offered per embedded item.
+    pub per_item: Amount,
+    /// Target time to first token, ms (0: none).
+    #[serde(default)]
+    pub ttft_ms: u32,
+    /// How long to wait for a new session's first provider before answering in job mode
+    /// (`30s`).
+    #[serde(default = "default_session_match_timeout")]
+    pub match_timeout: String,
+}
+
+fn default_session_duration() -> String {
+    "1h".into()
+}
+fn default_session_providers() -> u8 {
+    2
+}
+fn default_session_match_timeout() -> String {
+    "30s".into()
 }
 
 fn default_gateway_price() -> Amount {
@@ -254,6 +295,7 @@ impl Default for GatewaySection {
             max_carbon: None,
             deadline: default_gateway_deadline(),
             timeout: default_gateway_timeout(),
+            session: None,
         }
     }
 }

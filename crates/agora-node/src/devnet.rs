@@ -8,8 +8,8 @@
 //! `agora node run --config <dir>/nodeN.toml` and catches up.
 
 use crate::config::{
-    ApiSection, GatewaySection, NodeConfig, Peer, ProviderSection, ServeSection, ValidatorSection, load_key,
-    save_genesis, write_key,
+    ApiSection, GatewaySection, GatewaySessionSection, NodeConfig, Peer, ProviderSection, ServeSection,
+    ValidatorSection, load_key, save_genesis, write_key,
 };
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
@@ -215,7 +215,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 network: crate::config::NetworkProfile::Local,
             }),
             provider: None,
-            gateway: GatewaySection::default(),
+            gateway: GatewaySection { session: Some(devnet_session_terms()), ..GatewaySection::default() },
             worker_threads: Some(threads_per_node),
         };
         let path = node_config_path(&opts.dir, i);
@@ -266,6 +266,21 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
         configs.push((path.clone(), NodeConfig::load(&path)?));
     }
     Ok(configs)
+}
+
+/// The serving sessions a devnet's gateways open: priced above the providers' floors, with
+/// escrow every provider's collateral deters many times over, matched within 30 s.
+fn devnet_session_terms() -> GatewaySessionSection {
+    GatewaySessionSection {
+        escrow: Amount(10_000_000),
+        duration: "30m".into(),
+        providers: 2,
+        prompt_per_1k: Amount(10),
+        completion_per_1k: Amount(20),
+        per_item: Amount(1),
+        ttft_ms: 100,
+        match_timeout: "30s".into(),
+    }
 }
 
 /// A running devnet: one child process per node.

@@ -12,6 +12,7 @@ pub mod models;
 pub mod output;
 pub mod provider;
 pub mod run_local;
+pub mod session;
 pub mod store;
 pub mod wallet;
 
@@ -121,6 +122,9 @@ pub enum Command {
     /// The OpenAI-compatible gateway: API keys.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
+    /// Serving sessions: show, close, verify a receipt.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// Provision models and data sets into the data directory.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -195,6 +199,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Provider(c) => provider::run(&g, c).await,
                     Command::Models(c) => models::run(&g, c).await,
                     Command::Gateway(c) => gateway::run(&g, c).await,
+                    Command::Session(c) => session::run(&g, c).await,
                     Command::Run(a) => run_local::run(&g, a).await,
                     Command::Node(_) | Command::Init | Command::Sandbox(_) => unreachable!("handled above"),
                 }

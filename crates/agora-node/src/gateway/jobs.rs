@@ -9,6 +9,7 @@ use super::keys::KeyEntry;
 use super::openai::{AgoraInfo, OpenAiError};
 use crate::requester::{self, follow, jobfile::JobFile, receipt, results};
 use agora_core::{Amount, JobKind};
+use agora_ledger::sessions::SessionStatus;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,7 +121,7 @@ async fn submit_and_settle(
     let detection = r.shards.iter().map(|s| s.detection_probability).fold(f64::INFINITY, f64::min);
     Ok(Verified {
         items: shards.into_iter().flatten().flatten().collect(),
-        info: AgoraInfo {
+        info: AgoraInfo::Job {
             job: record.job,
             paid: r.total_paid.to_string(),
             detection_probability: if detection.is_finite() { detection } else { 0.0 },
@@ -132,19 +133,26 @@ async fn submit_and_settle(
 /// How often open jobs are reconciled.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
-/// Settles every key's open jobs that have finished on chain at what they actually cost;
-/// returns how many it settled. Run every [`RECONCILE_EVERY`], so a job whose request ended
-/// early (a disconnect, a timeout, a restart) is counted at its maximum only until it settles.
+/// Settles every key's open jobs and serving sessions that have finished on chain at what
+/// they actually cost; returns how many it settled. Run every [`RECONCILE_EVERY`], so a job
+/// whose request ended early (a disconnect, a timeout, a restart) is counted at its maximum
+/// only until it settles, and a session at its escrow until its last window is paid.
 pub async fn reconcile(gw: &Gateway) -> anyhow::Result<usize> {
     let mut settled = 0;
     for entry in gw.keys.list()? {
-        for &job in gw.keys.spend(&entry.name)?.open.keys() {
-            let Ok(j) = gw.client.job(job).await else { continue };
-            if !j.finished {
-                continue;
-            }
-            let r = receipt::build(&gw.client, job, &j).await?;
-            gw.keys.settle_job(&entry.name, job, r.total_paid)?;
+        for &id in gw.keys.spend(&entry.name)?.open.keys() {
+            let cost = match gw.client.job(id).await {
+                Ok(j) if j.finished => receipt::build(&gw.client, id, &j).await?.total_paid,
+                Ok(_) => continue,
+                // Jobs and sessions share one id space: an id that is no job may be a session.
+                Err(_) => match gw.client.session(id).await {
+                    Ok(s) if s.session.status != SessionStatus::Open && s.session.escrow.is_zero() => {
+                        s.session.paid
+                    }
+                    _ => continue,
+                },
+            };
+            gw.keys.settle_job(&entry.name, id, cost)?;
             settled += 1;
         }
     }

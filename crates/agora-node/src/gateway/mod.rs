@@ -8,13 +8,16 @@
 pub mod jobs;
 pub mod keys;
 pub mod openai;
+pub mod sessions;
 
 use crate::client::NodeClient;
 use crate::config::GatewaySection;
 use crate::sender::TxSender;
+use agora_core::session::ServeKind;
 use agora_core::{Amount, JobKind};
 use agora_runtime::items::generation::{Generation, StopReason};
 use agora_runtime::items::vector::decode_vector;
+use agora_serve::wire::ServeBody;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,9 +30,11 @@ use futures::StreamExt as _;
 use jobs::{Reservation, Verified};
 use keys::{KeyEntry, KeyStore};
 use openai::{
-    AgoraInfo, ChatMessage, ChatRequest, EmbeddingRequest, OpenAiError, Usage, now_secs, parse_body,
+    AgoraInfo, AgoraOptions, ChatMessage, ChatRequest, EmbeddingRequest, OpenAiError, Usage, now_secs,
+    parse_body,
 };
 use serde_json::json;
+use sessions::{Open, Sessions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +55,8 @@ pub struct Gateway {
     pub market: toml::Table,
     /// How long a request may wait for its verified result.
     pub timeout: Duration,
+    /// Session mode, when `[gateway.session]` is configured.
+    pub sessions: Option<Sessions>,
     senders: tokio::sync::Mutex<HashMap<String, Arc<TxSender>>>,
     reserved: Arc<std::sync::Mutex<BTreeMap<String, Amount>>>,
 }
@@ -63,6 +70,7 @@ impl Gateway {
             data_dir,
             market: section.market_table(),
             timeout: Duration::from_millis(crate::requester::jobfile::parse_duration(&section.timeout)?),
+            sessions: section.session.as_ref().map(Sessions::new).transpose()?,
             senders: Default::default(),
             reserved: Default::default(),
         })
@@ -244,12 +252,36 @@ async fn embeddings(
     let req: EmbeddingRequest = parse_body(&body)?;
     let base64 = embedding_format(&req)?;
     let texts = embedding_inputs(req.input)?;
-    let items: Vec<Vec<u8>> = texts.into_iter().map(String::into_bytes).collect();
-    let Verified { items, info } =
-        jobs::run(gw.clone(), &entry, JobKind::Embed, &req.model, &items, toml::Table::new()).await?;
+    let (vectors, prompt_tokens, info) =
+        match session_for(&gw, &entry, &req.agora, ServeKind::Embed, &req.model).await? {
+            Some(open) => {
+                let sessions = gw.sessions.as_ref().expect("a session implies session mode");
+                let resp = sessions.embed(&gw, &open, &texts).await?;
+                let r = resp.receipt.receipt.clone();
+                let info = AgoraInfo::Session {
+                    session: open.id,
+                    provider: resp.receipt.provider,
+                    receipt: resp.receipt,
+                };
+                (resp.embeddings, r.usage.prompt_tokens, info)
+            }
+            None => {
+                let items: Vec<Vec<u8>> = texts.into_iter().map(String::into_bytes).collect();
+                let Verified { items, info } =
+                    jobs::run(gw.clone(), &entry, JobKind::Embed, &req.model, &items, toml::Table::new())
+                        .await?;
+                let vectors = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        decode_vector(item).map_err(|e| OpenAiError::internal(format!("output {i}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (vectors, 0, info)
+            }
+        };
     let mut data = vec![];
-    for (i, item) in items.iter().enumerate() {
-        let v = decode_vector(item).map_err(|e| OpenAiError::internal(format!("output {i}: {e}")))?;
+    for (i, v) in vectors.iter().enumerate() {
         let embedding = if base64 {
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             json!(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -258,9 +290,34 @@ async fn embeddings(
         };
         data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
     }
-    let usage = Usage { prompt_tokens: 0, completion_tokens: None, total_tokens: 0 };
+    let usage = Usage { prompt_tokens, completion_tokens: None, total_tokens: prompt_tokens };
     Ok(axum::Json(json!({"object": "list", "data": data, "model": req.model, "usage": usage, "agora": info}))
         .into_response())
+}
+
+/// The session to serve a request from, when the gateway runs sessions and the request does
+/// not ask for job mode. `None` means job mode: asked for, not configured, or no session could
+/// be opened now (the failure is logged and the job answers).
+async fn session_for(
+    gw: &Gateway,
+    entry: &KeyEntry,
+    opts: &Option<AgoraOptions>,
+    kind: ServeKind,
+    model: &str,
+) -> Result<Option<Arc<Open>>, OpenAiError> {
+    let Some(sessions) = &gw.sessions else { return Ok(None) };
+    if AgoraOptions::wants_job(opts)? {
+        return Ok(None);
+    }
+    match sessions.session(gw, entry, kind, model).await {
+        Ok(open) => Ok(Some(open)),
+        // The key's budget is the caller's to fix, in either mode.
+        Err(e) if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS => Err(e),
+        Err(e) => {
+            tracing::warn!(key = %entry.name, error = %e.message, "no serving session; answering in job mode");
+            Ok(None)
+        }
+    }
 }
 
 /// The text of a message's `content` (a string, or the text parts of a list).
@@ -396,6 +453,10 @@ async fn chat(
     let prompt = prompt_of(&req.messages)?;
     let params = chat_params(&req)?;
     let created = now_secs();
+    if let Some(open) = session_for(&gw, &entry, &req.agora, ServeKind::Chat, &req.model).await? {
+        let body = serve_body(&req, prompt)?;
+        return session_chat(gw, open, body, req.model, req.stream, created).await;
+    }
     if !req.stream {
         let (g, info) = complete(gw.clone(), &entry, &req, prompt, params).await?;
         let usage = Usage {
@@ -404,7 +465,7 @@ async fn chat(
             total_tokens: g.tokens.len() as u64,
         };
         return Ok(axum::Json(json!({
-            "id": format!("chatcmpl-agora-{}", info.job),
+            "id": completion_id(&info),
             "object": "chat.completion",
             "created": created,
             "model": req.model,
@@ -427,7 +488,7 @@ async fn chat(
         };
         match complete(gw.clone(), &entry, &req, prompt, params).await {
             Ok((g, info)) => {
-                let id = format!("chatcmpl-agora-{}", info.job);
+                let id = completion_id(&info);
                 let mut out = vec![chunk(&id, json!({"role": "assistant", "content": ""}), None)];
                 out.extend(pieces(&g.text).into_iter().map(|p| chunk(&id, json!({"content": p}), None)));
                 out.push(chunk(&id, json!({}), Some(finish_reason(g.stop))));
@@ -439,6 +500,104 @@ async fn chat(
     })
     .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
+}
+
+/// The id of a completion: the job's, or the session's and the receipt's.
+fn completion_id(info: &AgoraInfo) -> String {
+    match info {
+        AgoraInfo::Job { job, .. } => format!("chatcmpl-agora-{job}"),
+        AgoraInfo::Session { session, receipt, .. } => {
+            format!("chatcmpl-agora-s{session}-{}", receipt.receipt.seq)
+        }
+    }
+}
+
+/// A chat request as a session request. Without `max_tokens` a completion may take the job
+/// default of 64 tokens.
+fn serve_body(req: &ChatRequest, prompt: String) -> Result<ServeBody, OpenAiError> {
+    let temperature_milli = req.temperature.map_or(0, |t| (t * 1000.0).round() as u32);
+    let body = ServeBody::Chat {
+        prompt,
+        max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(64),
+        temperature_milli,
+        seed: req.seed.unwrap_or(0),
+        stop: req.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+    };
+    body.check().map_err(|e| OpenAiError::invalid(None, e))?;
+    Ok(body)
+}
+
+/// Serves a chat request from session `open`: streamed, each piece is sent as the provider
+/// generates it; the last chunk carries the usage and the receipt.
+async fn session_chat(
+    gw: Arc<Gateway>,
+    open: Arc<Open>,
+    body: ServeBody,
+    model: String,
+    stream: bool,
+    created: u64,
+) -> Result<Response, OpenAiError> {
+    let sessions = gw.sessions.as_ref().expect("a session implies session mode");
+    let finish = |stop: &str| agora_serve::wire::parse_stop(stop).map_or("stop", finish_reason);
+    let usage_of = |u: agora_core::session::Usage| Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: Some(u.completion_tokens),
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+    };
+    let info_of = |served: &sessions::ChatServed| AgoraInfo::Session {
+        session: served.session,
+        provider: served.done.receipt.provider,
+        receipt: served.done.receipt.clone(),
+    };
+    if !stream {
+        let served = sessions.chat(&gw, &open, &body, |_| {}).await?;
+        let info = info_of(&served);
+        return Ok(axum::Json(json!({
+            "id": completion_id(&info),
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": served.done.text}, "finish_reason": finish(&served.done.stop)}],
+            "usage": usage_of(served.done.usage()),
+            "agora": info,
+        }))
+        .into_response());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let id = format!("chatcmpl-agora-s{}-{}", open.id, now_ms());
+    tokio::spawn(async move {
+        let sessions = gw.sessions.as_ref().expect("a session implies session mode");
+        let chunk = |delta: serde_json::Value, finish: Option<&str>, extra: serde_json::Value| {
+            let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+                c.extend(extra.clone());
+            }
+            Event::default().data(c.to_string())
+        };
+        let _ = tx.send(chunk(json!({"role": "assistant", "content": ""}), None, json!({})));
+        let served = sessions
+            .chat(&gw, &open, &body, |p| {
+                let _ = tx.send(chunk(json!({"content": p}), None, json!({})));
+            })
+            .await;
+        match served {
+            Ok(served) => {
+                let extra = json!({"usage": usage_of(served.done.usage()), "agora": info_of(&served)});
+                let _ = tx.send(chunk(json!({}), Some(finish(&served.done.stop)), extra));
+                let _ = tx.send(Event::default().data("[DONE]"));
+            }
+            Err(e) => {
+                let _ = tx.send(Event::default().data(e.body().to_string()));
+            }
+        }
+    });
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -150,6 +150,9 @@ pub struct EmbeddingRequest {
     /// End-user id (accepted, unused).
     #[serde(default)]
     pub user: Option<String>,
+    /// Agora's options.
+    #[serde(default)]
+    pub agora: Option<AgoraOptions>,
 }
 
 /// One message of a chat.
@@ -193,6 +196,9 @@ pub struct ChatRequest {
     /// End-user id (accepted, unused).
     #[serde(default)]
     pub user: Option<String>,
+    /// Agora's options.
+    #[serde(default)]
+    pub agora: Option<AgoraOptions>,
 }
 
 /// Token counts, as OpenAI reports them.
@@ -207,17 +213,56 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// What Agora adds to each response: the job behind it and what verification it had.
+/// What Agora adds to each response (`agora`): which mode served it, and what backs it.
 #[derive(Debug, Clone, Serialize)]
-pub struct AgoraInfo {
-    /// The on-chain job.
-    pub job: u64,
-    /// What the key's account paid for the verified work, base units.
-    pub paid: String,
-    /// Chance that a provider cheating on 5% of items would have been caught.
-    pub detection_probability: f64,
-    /// Energy estimate, kWh.
-    pub energy_kwh: f64,
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum AgoraInfo {
+    /// A job: answered once verified and settled.
+    Job {
+        /// The on-chain job.
+        job: u64,
+        /// What the key's account paid for the verified work, base units.
+        paid: String,
+        /// Chance that a provider cheating on 5% of items would have been caught.
+        detection_probability: f64,
+        /// Energy estimate, kWh.
+        energy_kwh: f64,
+    },
+    /// A warm serving session: answered at once, with the provider's signed receipt (checked
+    /// by the gateway, verifiable offline with `agora session verify`); the provider commits it
+    /// on chain and is audited and paid after its window.
+    Session {
+        /// The on-chain session.
+        session: u64,
+        /// The provider that served it.
+        provider: agora_core::AccountId,
+        /// Its receipt.
+        receipt: agora_core::session::SignedReceipt,
+    },
+}
+
+/// Agora-specific request options (`"agora": {...}` in the body; the SDKs pass it as
+/// `extra_body`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AgoraOptions {
+    /// `job` to run the request as a verified job even when sessions are configured;
+    /// `session` (the default when configured) to serve it from a warm session.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl AgoraOptions {
+    /// Whether the request asks for job mode; an unknown mode is a 400.
+    pub fn wants_job(opts: &Option<Self>) -> Result<bool, OpenAiError> {
+        match opts.as_ref().and_then(|o| o.mode.as_deref()) {
+            None | Some("session") => Ok(false),
+            Some("job") => Ok(true),
+            Some(other) => Err(OpenAiError::invalid(
+                Some("agora"),
+                format!("agora.mode is job or session, not {other:?}"),
+            )),
+        }
+    }
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

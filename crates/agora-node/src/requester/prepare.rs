@@ -137,16 +137,7 @@ fn bundle_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 /// `signer`'s account (the requester's: nodes store only for accounts with a reason to).
 pub async fn upload(prepared: &Prepared, node: &str, signer: &agora_core::SecretKey) -> anyhow::Result<()> {
     let client = agora_store::http::Client::new(node)?.with_signer(signer.clone());
-    let model = prepared.manifest.model;
-    if client.stat(&model).await?.is_none() {
-        let info = client
-            .upload_file(&prepared.model_file, true, None, |_, _| {})
-            .await
-            .with_context(|| format!("uploading the model {}", prepared.model_file.display()))?;
-        if info.hash != model {
-            bail!("the node stored the model as {}, expected {model}", info.hash);
-        }
-    }
+    upload_model(&client, &prepared.model_file, prepared.manifest.model).await?;
     for (i, shard) in prepared.shards.iter().enumerate() {
         let info = client
             .upload_bytes(shard.blob.clone(), true)
@@ -154,6 +145,25 @@ pub async fn upload(prepared: &Prepared, node: &str, signer: &agora_core::Secret
             .with_context(|| format!("uploading shard {i}"))?;
         if info.hash != shard.hash {
             bail!("the node stored shard {i} as {}, expected {}", info.hash, shard.hash);
+        }
+    }
+    Ok(())
+}
+
+/// Uploads model file `file` (whose hash is `model`) through `client`, pinned, unless the node
+/// holds it already.
+pub async fn upload_model(
+    client: &agora_store::http::Client,
+    file: &Path,
+    model: agora_core::Hash,
+) -> anyhow::Result<()> {
+    if client.stat(&model).await?.is_none() {
+        let info = client
+            .upload_file(file, true, None, |_, _| {})
+            .await
+            .with_context(|| format!("uploading the model {}", file.display()))?;
+        if info.hash != model {
+            bail!("the node stored the model as {}, expected {model}", info.hash);
         }
     }
     Ok(())

@@ -1,0 +1,183 @@
+//! `agora session ...`: inspect and close serving sessions, and verify a receipt offline.
+
+use super::Global;
+use super::output::print;
+use crate::sender::TxSender;
+use agora_core::session::SignedReceipt;
+use agora_core::tx::TxPayload;
+use anyhow::Context;
+use clap::Subcommand;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `agora session ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// A serving session: terms, providers, escrow, committed windows and challenges.
+    Show {
+        /// Session id.
+        id: u64,
+    },
+    /// Stop serving a session of yours now; unspent escrow returns after the commit grace.
+    Close {
+        /// Session id.
+        id: u64,
+    },
+    /// Check a receipt: that its provider signed it for this chain, and (with a node to ask)
+    /// whether a window on chain commits it. Reads a receipt, or a gateway response or its
+    /// `agora` object, as JSON.
+    Verify {
+        /// The JSON file (`-` for stdin).
+        file: PathBuf,
+        /// The chain's id, to verify without asking a node (offline).
+        #[arg(long)]
+        chain_id: Option<String>,
+    },
+}
+
+/// What `agora session verify` found.
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    /// Whether the provider's signature over the receipt verifies for the chain.
+    pub valid: bool,
+    /// The chain id it was checked for.
+    pub chain_id: String,
+    /// The receipt.
+    pub receipt: SignedReceipt,
+    /// Whether a window on chain covers its `seq` (`None` when no node was asked).
+    pub committed: Option<bool>,
+}
+
+/// Finds the receipt in a receipt, a gateway response, or its `agora` object.
+pub fn find_receipt(v: &serde_json::Value) -> anyhow::Result<SignedReceipt> {
+    let candidate = [&v["agora"]["receipt"], &v["receipt"], v]
+        .into_iter()
+        .find(|c| c.get("signature").is_some() && c.get("receipt").is_some())
+        .context("no receipt in the JSON: give a receipt, a gateway response, or its `agora` object")?;
+    serde_json::from_value(candidate.clone()).context("the receipt does not parse")
+}
+
+/// Runs a session command.
+pub async fn run(g: &Global, cmd: SessionCommand) -> anyhow::Result<()> {
+    let client = g.client();
+    match cmd {
+        SessionCommand::Show { id } => {
+            let detail = client.session(id).await?;
+            print(g.json, &detail, |d| {
+                let s = &d.session;
+                let mut out = format!(
+                    "session {}: {:?} {:?} of {} in {}, escrow {} (committed {}, paid {}), until {}\n",
+                    d.id,
+                    s.status,
+                    s.terms.kind,
+                    s.terms.model,
+                    s.terms.class,
+                    s.escrow,
+                    s.committed,
+                    s.paid,
+                    s.until_ms
+                );
+                for m in &s.members {
+                    let state = if m.removed { "convicted" } else { "serving" };
+                    out += &format!(
+                        "  provider {} ({state}): {} receipts committed, charged {}, {} windows unpaid\n",
+                        m.provider, m.next_seq, m.charged, m.held
+                    );
+                }
+                for w in &d.windows {
+                    out += &format!(
+                        "  window {}..{} of {}: {:?}, {} ({} challenges)\n",
+                        w.first_seq,
+                        w.first_seq + u64::from(w.window.commitment.receipts),
+                        w.provider,
+                        w.window.status,
+                        w.window.charge,
+                        w.window.challenges.len()
+                    );
+                }
+                out.trim_end().to_string()
+            });
+        }
+        SessionCommand::Close { id } => {
+            let sender = TxSender::new(g.signer()?, client.clone());
+            sender.send(TxPayload::CloseSession { session: id }, Duration::from_secs(60)).await?;
+            print(g.json, &serde_json::json!({"closed": id}), |_| format!("session {id} stopped serving"));
+        }
+        SessionCommand::Verify { file, chain_id } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let receipt = find_receipt(&serde_json::from_str(&text).context("the file is not JSON")?)?;
+            let (chain_id, committed) = match chain_id {
+                Some(c) => (c, None),
+                None => {
+                    let chain_id = client.status().await?.chain_id;
+                    let detail = client.session(receipt.receipt.session).await?;
+                    let seq = receipt.receipt.seq;
+                    let committed =
+                        detail.windows.iter().any(|w| w.provider == receipt.provider && w.window.covers(seq));
+                    (chain_id, Some(committed))
+                }
+            };
+            let valid = receipt.verify(&chain_id).is_ok();
+            let verdict = Verdict { valid, chain_id, receipt, committed };
+            print(g.json, &verdict, |v| {
+                let r = &v.receipt.receipt;
+                format!(
+                    "{}: receipt {} of session {} by {} ({} prompt + {} completion tokens, {} items){}",
+                    if v.valid { "valid" } else { "INVALID" },
+                    r.seq,
+                    r.session,
+                    v.receipt.provider,
+                    r.usage.prompt_tokens,
+                    r.usage.completion_tokens,
+                    r.usage.items,
+                    match v.committed {
+                        Some(true) => ", committed on chain",
+                        Some(false) => ", not (yet) committed on chain",
+                        None => "",
+                    }
+                )
+            });
+            if !valid {
+                anyhow::bail!("the receipt's signature does not verify for chain {:?}", verdict.chain_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::session::{ServeReceipt, Usage};
+    use agora_core::{Hash, SecretKey};
+
+    #[test]
+    fn receipts_are_found_in_responses_and_checked_for_their_chain() {
+        let r = ServeReceipt {
+            session: 1,
+            seq: 0,
+            request: Hash::of(b"q"),
+            output: Hash::of(b"a"),
+            usage: Usage::default(),
+            total: Usage::default(),
+            fingerprints: Hash::ZERO,
+            first_token_ms: 0,
+            last_token_ms: 0,
+        }
+        .sign("c", &SecretKey::from_seed([1; 32]));
+        let bare = serde_json::to_value(&r).unwrap();
+        let response =
+            serde_json::json!({"choices": [], "agora": {"mode": "session", "receipt": bare.clone()}});
+        for v in [&bare, &response, &response["agora"]] {
+            let found = find_receipt(v).unwrap();
+            assert_eq!(found, r);
+            assert!(found.verify("c").is_ok() && found.verify("d").is_err());
+        }
+        assert!(find_receipt(&serde_json::json!({"agora": {"mode": "job"}})).is_err());
+    }
+}

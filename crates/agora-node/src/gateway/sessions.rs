@@ -1,0 +1,414 @@
+//! The gateway's session mode: with `[gateway.session]` configured, `/v1` requests are served
+//! by a warm serving session of the API key's account instead of a job per request.
+//!
+//! Per API key and kind of request the gateway keeps one session open (opening it on the first
+//! request, renewing it before it ends or once its providers' shares are spent). A request
+//! goes to the session's providers in turn; if one cannot be reached or breaks off, the next is
+//! asked, and a stream already under way continues where it stopped (decoding is
+//! deterministic, so the next provider's completion repeats what was sent). Every answer is
+//! checked against its receipt before it is passed on, and the receipt is kept under
+//! `gateway/receipts/<session>.jsonl` so an omission or alteration can be proven later.
+//!
+//! Money: opening a session locks its escrow from the key's account; the key's budget counts
+//! the escrow until the session settles, then what it actually paid (see `jobs::reconcile`).
+
+use super::Gateway;
+use super::keys::KeyEntry;
+use super::openai::OpenAiError;
+use crate::config::GatewaySessionSection;
+use agora_core::session::{ServeKind, ServeRates, SessionId, SessionTerms, SignedReceipt, Usage};
+use agora_core::tx::TxPayload;
+use agora_core::{AccountId, Amount, SecretKey};
+use agora_ledger::Event;
+use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
+use agora_serve::wire::{ChatDone, ChatEvent, EmbedResponse, ServeBody, ServeRequest, SignedRequest};
+use anyhow::Context;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A session is renewed when less than this is left of it.
+const RENEW_BEFORE: Duration = Duration::from_secs(60);
+/// A provider is no longer asked once it has charged this share of what it may (bps).
+const SHARE_SPENT_BPS: u64 = 9_000;
+
+/// The sessions the gateway keeps open.
+pub struct Sessions {
+    cfg: GatewaySessionSection,
+    duration_ms: u64,
+    match_timeout: Duration,
+    serve: ServeClient,
+    open: Mutex<HashMap<(String, ServeKind), Arc<tokio::sync::Mutex<Option<Arc<Open>>>>>>,
+}
+
+/// An open session of one API key.
+pub struct Open {
+    /// Session id.
+    pub id: SessionId,
+    /// When it stops serving, unix ms.
+    pub until_ms: u64,
+    key: SecretKey,
+    chain_id: String,
+    terms: SessionTerms,
+    nonce: AtomicU64,
+    turn: AtomicUsize,
+    /// Per provider, the running total of its last receipt.
+    totals: Mutex<HashMap<AccountId, Usage>>,
+}
+
+/// A provider of a session, and where it serves.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its account.
+    pub account: AccountId,
+    /// Its registered endpoint.
+    pub endpoint: String,
+}
+
+/// A receipt as the gateway keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    /// The provider that signed it.
+    pub provider: AccountId,
+    /// The receipt.
+    pub receipt: SignedReceipt,
+}
+
+/// A served chat completion.
+pub struct ChatServed {
+    /// The completion and its receipt.
+    pub done: ChatDone,
+    /// Its session.
+    pub session: SessionId,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn internal(e: impl std::fmt::Display) -> OpenAiError {
+    OpenAiError::internal(e.to_string())
+}
+
+impl Open {
+    /// The next request of this session, signed with its client key (a fresh nonce each).
+    fn request(&self, body: &ServeBody) -> SignedRequest {
+        let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+        SignedRequest::new(
+            &self.chain_id,
+            &ServeRequest { session: self.id, nonce, body: body.clone() },
+            &self.key,
+        )
+    }
+
+    /// Whether `provider` may still charge for more.
+    fn has_share(&self, provider: &AccountId) -> bool {
+        let total = self.totals.lock().expect("not poisoned").get(provider).copied().unwrap_or_default();
+        let charged = self.terms.rates.charge(&total).unwrap_or(Amount(u128::MAX));
+        charged < self.terms.value_per_provider().bps(SHARE_SPENT_BPS)
+    }
+}
+
+impl Sessions {
+    /// The session mode on `cfg`'s terms.
+    pub fn new(cfg: &GatewaySessionSection) -> anyhow::Result<Self> {
+        let duration_ms =
+            crate::requester::jobfile::parse_duration(&cfg.duration).context("[gateway.session] duration")?;
+        let match_timeout = crate::requester::jobfile::parse_duration(&cfg.match_timeout)
+            .context("[gateway.session] match_timeout")?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            duration_ms,
+            match_timeout: Duration::from_millis(match_timeout),
+            serve: ServeClient::new(),
+            open: Mutex::default(),
+        })
+    }
+
+    /// The open session of `entry` for `kind` requests on catalog model `model`: the one kept,
+    /// unless it ends within [`RENEW_BEFORE`] or its providers' shares are spent; then a new
+    /// one, opened and matched within the configured wait.
+    pub async fn session(
+        &self,
+        gw: &Gateway,
+        entry: &KeyEntry,
+        kind: ServeKind,
+        model: &str,
+    ) -> Result<Arc<Open>, OpenAiError> {
+        let slot =
+            self.open.lock().expect("not poisoned").entry((entry.name.clone(), kind)).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.as_ref() {
+            let fresh = open.until_ms > now_ms() + RENEW_BEFORE.as_millis() as u64;
+            if fresh && !self.members(gw, open).await?.is_empty() {
+                return Ok(open.clone());
+            }
+        }
+        let open = Arc::new(self.open_session(gw, entry, kind, model).await?);
+        *slot = Some(open.clone());
+        Ok(open)
+    }
+
+    async fn open_session(
+        &self,
+        gw: &Gateway,
+        entry: &KeyEntry,
+        kind: ServeKind,
+        model: &str,
+    ) -> Result<Open, OpenAiError> {
+        let key = gw.keys.account(entry).map_err(internal)?;
+        let (data_dir, name) = (gw.data_dir.clone(), model.to_string());
+        let provisioned =
+            tokio::task::spawn_blocking(move || crate::requester::prepare::provisioner(&data_dir).get(&name))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    OpenAiError::unavailable(format!(
+                        "model {model} is not provisioned on this node: run `agora models pull {model}`"
+                    ))
+                })?;
+        let store =
+            agora_store::http::Client::new(gw.client.url()).map_err(internal)?.with_signer(key.clone());
+        crate::requester::prepare::upload_model(&store, &provisioned.bundle_path, provisioned.hash())
+            .await
+            .map_err(|e| OpenAiError::unavailable(format!("{e:#}")))?;
+        let class = gw.market.get("class").and_then(|c| c.as_str()).unwrap_or("cpu.x86_64");
+        let terms = SessionTerms {
+            model: provisioned.hash(),
+            kind,
+            class: class.parse().map_err(|e| OpenAiError::internal(format!("[gateway] class: {e}")))?,
+            rates: ServeRates {
+                prompt_per_1k: self.cfg.prompt_per_1k,
+                completion_per_1k: self.cfg.completion_per_1k,
+                per_item: self.cfg.per_item,
+            },
+            escrow: self.cfg.escrow,
+            duration_ms: self.duration_ms,
+            providers: self.cfg.providers,
+            ttft_ms: self.cfg.ttft_ms,
+            client: key.public(),
+            sources: vec![gw.client.url().to_string()],
+        };
+        terms.validate().map_err(|e| OpenAiError::internal(format!("[gateway.session]: {e}")))?;
+        let (sender, reservation) = gw.reserve(entry, terms.escrow).await?;
+        let id = open_on_chain(gw, &sender, &terms).await?;
+        // Durable before the in-memory hold goes: the escrow is never uncounted.
+        gw.keys.open_job(&entry.name, id, terms.escrow).map_err(internal)?;
+        drop(reservation);
+        let chain_id =
+            gw.client.status().await.map_err(|e| OpenAiError::unavailable(e.to_string()))?.chain_id;
+        let open = Open {
+            id,
+            until_ms: now_ms() + terms.duration_ms,
+            key,
+            chain_id,
+            terms,
+            nonce: AtomicU64::new(0),
+            turn: AtomicUsize::new(0),
+            totals: Mutex::default(),
+        };
+        let start = std::time::Instant::now();
+        while self.members(gw, &open).await?.is_empty() {
+            if start.elapsed() > self.match_timeout {
+                return Err(OpenAiError::unavailable(format!(
+                    "session {id} found no provider within {:?}; its escrow returns when it ends",
+                    self.match_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tracing::info!(session = id, key = %entry.name, "opened a serving session");
+        Ok(open)
+    }
+
+    /// The providers of `open` serving now with share left and a reachable endpoint, starting
+    /// with the next in turn.
+    pub async fn members(&self, gw: &Gateway, open: &Open) -> Result<Vec<Member>, OpenAiError> {
+        let unavailable = |e: crate::client::ClientError| OpenAiError::unavailable(e.to_string());
+        let detail = gw.client.session(open.id).await.map_err(unavailable)?;
+        let reach = gw.client.reach().await.map_err(unavailable)?;
+        let mut out = vec![];
+        for m in detail.session.serving() {
+            if !open.has_share(&m.provider) {
+                continue;
+            }
+            let endpoint = gw.client.provider(&m.provider).await.map_err(unavailable)?.profile.endpoint;
+            if reach.check_url(&endpoint).is_ok() {
+                out.push(Member { account: m.provider, endpoint });
+            }
+        }
+        if !out.is_empty() {
+            let k = open.turn.fetch_add(1, Ordering::Relaxed) % out.len();
+            out.rotate_left(k);
+        }
+        Ok(out)
+    }
+
+    /// Keeps a checked receipt (durably) and notes its provider's running total.
+    fn keep(
+        &self,
+        gw: &Gateway,
+        open: &Open,
+        provider: AccountId,
+        receipt: &SignedReceipt,
+    ) -> Result<(), OpenAiError> {
+        open.totals.lock().expect("not poisoned").insert(provider, receipt.receipt.total);
+        let dir = gw.data_dir.join("gateway").join("receipts");
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let line = serde_json::to_string(&Kept { provider, receipt: receipt.clone() }).map_err(internal)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.jsonl", open.id)))
+            .map_err(internal)?;
+        writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(internal)
+    }
+
+    /// Runs a chat request on `open`, calling `piece` with each new piece of text as it
+    /// arrives. A provider that cannot be reached or breaks off is replaced by the next; the
+    /// text already passed on is never repeated.
+    pub async fn chat(
+        &self,
+        gw: &Gateway,
+        open: &Open,
+        body: &ServeBody,
+        mut piece: impl FnMut(&str),
+    ) -> Result<ChatServed, OpenAiError> {
+        let mut sent = String::new();
+        let mut failures = vec![];
+        for m in self.members(gw, open).await? {
+            let req = open.request(body);
+            match self.chat_on(&m, open, &req, &mut sent, &mut piece).await {
+                Ok(done) => {
+                    self.keep(gw, open, m.account, &done.receipt)?;
+                    return Ok(ChatServed { done, session: open.id });
+                }
+                Err(e @ ClientError::Mismatch(_)) if !sent.is_empty() => {
+                    return Err(OpenAiError::unavailable(format!("provider {}: {e}", m.account)));
+                }
+                Err(e) => failures.push(format!("provider {}: {e}", m.account)),
+            }
+        }
+        Err(no_provider(open.id, failures))
+    }
+
+    async fn chat_on(
+        &self,
+        m: &Member,
+        open: &Open,
+        req: &SignedRequest,
+        sent: &mut String,
+        piece: &mut impl FnMut(&str),
+    ) -> Result<ChatDone, ClientError> {
+        let mut events = Box::pin(self.serve.chat(&m.endpoint, open.id, req).await?);
+        let mut text = String::new();
+        while let Some(event) = events.next().await {
+            match event? {
+                ChatEvent::Token { text: t } => {
+                    text.push_str(&t);
+                    if text.len() > sent.len() && text.starts_with(sent.as_str()) {
+                        piece(&text[sent.len()..]);
+                        sent.clone_from(&text);
+                    } else if !sent.starts_with(text.as_str()) && !text.starts_with(sent.as_str()) {
+                        return Err(ClientError::Mismatch(
+                            "the next provider's completion differs from what was sent".into(),
+                        ));
+                    }
+                }
+                ChatEvent::Done(done) => {
+                    let expect = Expect {
+                        chain_id: &open.chain_id,
+                        provider: &m.account,
+                        request: req,
+                        session: open.id,
+                    };
+                    check_chat(&done, &expect, &text)?;
+                    if done.text.len() > sent.len() && done.text.starts_with(sent.as_str()) {
+                        piece(&done.text[sent.len()..]);
+                        sent.clone_from(&done.text);
+                    }
+                    return Ok(*done);
+                }
+                ChatEvent::Error { message } => return Err(ClientError::Refused { status: 500, message }),
+            }
+        }
+        Err(ClientError::Transport("the stream ended without a completion".into()))
+    }
+
+    /// Runs an embeddings request on `open`, trying its providers in turn.
+    pub async fn embed(
+        &self,
+        gw: &Gateway,
+        open: &Open,
+        inputs: &[String],
+    ) -> Result<EmbedResponse, OpenAiError> {
+        let body = ServeBody::Embed { inputs: inputs.to_vec() };
+        let mut failures = vec![];
+        for m in self.members(gw, open).await? {
+            let req = open.request(&body);
+            let answer = self.serve.embed(&m.endpoint, open.id, &req).await.and_then(|resp| {
+                let expect = Expect {
+                    chain_id: &open.chain_id,
+                    provider: &m.account,
+                    request: &req,
+                    session: open.id,
+                };
+                check_embed(&resp, &expect, inputs.len()).map(|()| resp)
+            });
+            match answer {
+                Ok(resp) => {
+                    self.keep(gw, open, m.account, &resp.receipt)?;
+                    return Ok(resp);
+                }
+                Err(e) => failures.push(format!("provider {}: {e}", m.account)),
+            }
+        }
+        Err(no_provider(open.id, failures))
+    }
+}
+
+fn no_provider(session: SessionId, failures: Vec<String>) -> OpenAiError {
+    if failures.is_empty() {
+        OpenAiError::unavailable(format!("session {session} has no provider serving now"))
+    } else {
+        OpenAiError::unavailable(format!(
+            "no provider of session {session} answered: {}",
+            failures.join("; ")
+        ))
+    }
+}
+
+/// Submits `terms` from `sender`'s account and returns the new session's id.
+async fn open_on_chain(
+    gw: &Gateway,
+    sender: &crate::sender::TxSender,
+    terms: &SessionTerms,
+) -> Result<SessionId, OpenAiError> {
+    let refused = |e: String| {
+        if e.contains("insufficient funds") { OpenAiError::quota(e) } else { OpenAiError::unavailable(e) }
+    };
+    let id = sender
+        .submit(TxPayload::OpenSession { terms: terms.clone() })
+        .await
+        .map_err(|e| refused(format!("{e:#}")))?;
+    let status = gw.client.wait_tx(&id, Duration::from_secs(60)).await.map_err(|e| refused(e.to_string()))?;
+    let agora_chain::TxStatus::Finalized { receipt, .. } = status else {
+        return Err(OpenAiError::unavailable("the session was not opened in time"));
+    };
+    if let Some(e) = receipt.error {
+        return Err(refused(format!("the ledger refused the session: {e}")));
+    }
+    receipt
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionOpened { session, .. } => Some(*session),
+            _ => None,
+        })
+        .ok_or_else(|| OpenAiError::internal("the receipt names no session"))
+}

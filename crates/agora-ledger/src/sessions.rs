@@ -10,8 +10,8 @@
 //! * **serve**: off chain, the provider answers requests and signs a receipt for each
 //!   ([`agora_core::session`]).
 //! * **commit** (`CommitWindow`): the provider posts the Merkle root of its next receipts and
-//!   its running usage total. The window's charge (the usage since its last window at the
-//!   session's rates) is held in the session's escrow. A provider can charge at most its share
+//!   its running usage total. The window's charge (the price of its running total at the
+//!   session's rates, less that of its last window's) is held in the session's escrow. A provider can charge at most its share
 //!   of the escrow: what its reservation deters.
 //! * **pay**: a window is paid `audit_window_blocks` after its commitment, unless a challenge
 //!   is pending.
@@ -360,9 +360,11 @@ pub(crate) fn commit(
             "{MAX_HELD_WINDOWS} windows are still unpaid; wait for one"
         )));
     }
-    let used =
-        w.total.since(&m.total).ok_or_else(|| TxError::Invalid("a running usage total went down".into()))?;
-    let charge = s.terms.rates.charge(&used).ok_or(TxError::Overflow("window charge"))?;
+    w.total.since(&m.total).ok_or_else(|| TxError::Invalid("a running usage total went down".into()))?;
+    // The charge is what the running total costs minus what the last one did, so rounding
+    // never accumulates: a provider's windows together charge exactly its total's price.
+    let price = |u: &Usage| s.terms.rates.charge(u).ok_or(TxError::Overflow("window charge"));
+    let charge = price(&w.total)?.checked_sub(price(&m.total)?).expect("monotone in every count");
     let charged = m.charged.checked_add(charge).ok_or(TxError::Overflow("provider charges"))?;
     let committed = s.committed.checked_add(charge).ok_or(TxError::Overflow("session charges"))?;
     if charged > s.terms.value_per_provider() || committed > s.escrow {

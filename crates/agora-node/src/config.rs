@@ -87,6 +87,11 @@ pub struct ProviderSection {
     /// can tell). Never set this on a real provider: it is a non-delivery.
     #[serde(default)]
     pub garble_outputs: bool,
+    /// Test hook for demos: serve sessions but never commit the receipts (nothing served can
+    /// then be audited). Never set this on a real provider: the omission is proven from the
+    /// clients' receipts and slashed.
+    #[serde(default)]
+    pub omit_receipts: bool,
     /// Serving sessions: the least this provider accepts (absent: it serves none).
     #[serde(default)]
     pub serve: Option<ServeSection>,

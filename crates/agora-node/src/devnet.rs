@@ -36,6 +36,10 @@ pub struct DevnetOptions {
     /// Cheaters garble their encrypted output blobs instead of corrupting items (see
     /// `ProviderSection::garble_outputs`).
     pub cheat_blob: bool,
+    /// Cheaters never commit the receipts they serve (see `ProviderSection::omit_receipts`).
+    pub cheat_serving: bool,
+    /// How long the gateways' serving sessions last (`30m`).
+    pub session_duration: String,
     /// Chain parameters to set in genesis, over [`devnet_params`].
     pub params: Vec<(String, u128)>,
     /// First port: validator i's API is `port_base + i`, its p2p port `port_base + 100 + i`;
@@ -87,6 +91,8 @@ pub fn devnet_params(validators: usize) -> Params {
         unbonding_blocks: 600,
         gov_voting_ms: 20_000,
         delivery_window_ms: 20_000,
+        session_min_ms: 10_000,
+        session_commit_grace_ms: 15_000,
         allow_private_endpoints: 1,
         ..Params::default()
     }
@@ -215,7 +221,10 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 network: crate::config::NetworkProfile::Local,
             }),
             provider: None,
-            gateway: GatewaySection { session: Some(devnet_session_terms()), ..GatewaySection::default() },
+            gateway: GatewaySection {
+                session: Some(devnet_session_terms(&opts.session_duration)),
+                ..GatewaySection::default()
+            },
             worker_threads: Some(threads_per_node),
         };
         let path = node_config_path(&opts.dir, i);
@@ -248,9 +257,10 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 region: region.into(),
                 carbon_g_per_kwh: carbon,
                 capacity: 3_600,
-                cheat_bps: if cheats && !opts.cheat_blob { opts.cheat_bps } else { 0 },
+                cheat_bps: if cheats && !opts.cheat_blob && !opts.cheat_serving { opts.cheat_bps } else { 0 },
                 cheat_every_lease: cheats && opts.cheat_every_lease,
                 garble_outputs: cheats && opts.cheat_blob,
+                omit_receipts: cheats && opts.cheat_serving,
                 serve: Some(ServeSection {
                     prompt_per_1k: Amount(1),
                     completion_per_1k: Amount(1),
@@ -270,10 +280,10 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
 
 /// The serving sessions a devnet's gateways open: priced above the providers' floors, with
 /// escrow every provider's collateral deters many times over, matched within 30 s.
-fn devnet_session_terms() -> GatewaySessionSection {
+fn devnet_session_terms(duration: &str) -> GatewaySessionSection {
     GatewaySessionSection {
         escrow: Amount(10_000_000),
-        duration: "30m".into(),
+        duration: duration.into(),
         providers: 2,
         prompt_per_1k: Amount(10),
         completion_per_1k: Amount(20),

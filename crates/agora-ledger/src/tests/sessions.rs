@@ -615,3 +615,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn small_windows_lose_nothing_to_rounding() {
+    // Before: each window was priced on its own usage, rounded down, so windows of a few
+    // tokens each charged nothing at all.
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let mut last: Option<ServeReceipt> = None;
+    for _ in 0..4 {
+        let mut r = receipts(session, last.as_ref(), 1);
+        // 30 prompt and 10 completion tokens: 0.6 and 0.4 at 20 and 40 per 1,000.
+        r[0].usage = Usage { prompt_tokens: 30, completion_tokens: 10, items: 0 };
+        r[0].total = last.as_ref().map_or(Usage::default(), |l| l.total).checked_add(&r[0].usage).unwrap();
+        c.ok(p, TxPayload::CommitWindow { window: window(&r) });
+        last = r.pop();
+    }
+    // 120 prompt and 40 completion tokens cost 2.4 + 1.6, rounded down once: 3.
+    assert_eq!(c.state.session(session).unwrap().member(&id(p)).unwrap().charged, Amount(3));
+}

@@ -239,6 +239,8 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
         // Every lease the cheater serves is wrong somewhere, so the demo always shows a catch.
         cheat_every_lease: true,
         cheat_blob: false,
+        cheat_serving: false,
+        session_duration: "30m".into(),
         // With cheaters, every lease is audited, so one run reliably shows a catch; otherwise
         // the chain's own deterrence rule sets the audit rate.
         params: if a.cheaters > 0 { vec![("audit_floor_ppm".into(), 1_000_000)] } else { vec![] },

@@ -26,6 +26,14 @@ pub struct DevnetArgs {
     /// the delivered outputs can tell, and its dispute makes it a non-delivery.
     #[arg(long, requires = "cheaters")]
     pub cheat_blob: bool,
+    /// Cheaters serve sessions but never commit their receipts (so nothing they served can be
+    /// audited), instead of corrupting items: the gateway proves the omission once no window
+    /// can hold them any more, and they are slashed.
+    #[arg(long, requires = "cheaters")]
+    pub cheat_serving: bool,
+    /// How long the serving sessions the devnet's gateways open last.
+    #[arg(long, default_value = "30m")]
+    pub session_duration: String,
     /// Set a chain parameter in the new devnet's genesis, e.g. `--param liveness_blocks=300`
     /// (repeatable; `agora gov params` lists them). Ignored when resuming a devnet.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -57,6 +65,8 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheat_bps: a.cheat_bps,
         cheat_every_lease: false,
         cheat_blob: a.cheat_blob,
+        cheat_serving: a.cheat_serving,
+        session_duration: a.session_duration.clone(),
         params: a.params.clone(),
         port_base: a.port_base,
     };

@@ -69,6 +69,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 cheat_bps: 0,
                 cheat_every_lease: false,
                 garble_outputs: false,
+                omit_receipts: false,
                 serve: serve_floor.as_deref().map(crate::config::ServeSection::parse_floor).transpose()?,
             };
             let endpoint = format!("http://{listen}");

@@ -89,6 +89,19 @@ impl Gateway {
                 tokio::time::sleep(jobs::RECONCILE_EVERY).await;
             }
         });
+        if gw.sessions.is_some() {
+            let watcher = gw.clone();
+            tokio::spawn(async move {
+                let sessions = watcher.sessions.as_ref().expect("checked");
+                let mut watched = sessions::Watched::default();
+                loop {
+                    if let Err(e) = sessions.watch(&watcher, &mut watched).await {
+                        tracing::warn!(error = %format!("{e:#}"), "checking the kept receipts");
+                    }
+                    tokio::time::sleep(sessions::WATCH_EVERY).await;
+                }
+            });
+        }
         Router::new()
             .route("/v1/models", get(models))
             .route("/v1/embeddings", post(embeddings))
@@ -120,17 +133,19 @@ impl Gateway {
         self.keys.with_lock(&entry.name, || self.hold(entry, max_cost))?;
         let reservation =
             Reservation { gw_reserved: self.reserved.clone(), name: entry.name.clone(), amount: max_cost };
+        Ok((self.sender(entry).await?, reservation))
+    }
+
+    /// The transaction sender of `entry`'s account (one per account, so nonces never collide).
+    async fn sender(&self, entry: &KeyEntry) -> Result<Arc<TxSender>, OpenAiError> {
         let mut senders = self.senders.lock().await;
-        let sender = match senders.get(&entry.name) {
-            Some(s) => s.clone(),
-            None => {
-                let key = self.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
-                let s = Arc::new(TxSender::new(key, self.client.clone()));
-                senders.insert(entry.name.clone(), s.clone());
-                s
-            }
-        };
-        Ok((sender, reservation))
+        if let Some(s) = senders.get(&entry.name) {
+            return Ok(s.clone());
+        }
+        let key = self.keys.account(entry).map_err(|e| OpenAiError::internal(format!("{e:#}")))?;
+        let s = Arc::new(TxSender::new(key, self.client.clone()));
+        senders.insert(entry.name.clone(), s.clone());
+        Ok(s)
     }
 
     /// Adds `max_cost` to `entry`'s in-memory hold if its spend, holds and `max_cost` fit its
@@ -261,7 +276,7 @@ async fn embeddings(
                 let info = AgoraInfo::Session {
                     session: open.id,
                     provider: resp.receipt.provider,
-                    receipt: resp.receipt,
+                    receipt: Box::new(resp.receipt),
                 };
                 (resp.embeddings, r.usage.prompt_tokens, info)
             }
@@ -547,10 +562,10 @@ async fn session_chat(
     let info_of = |served: &sessions::ChatServed| AgoraInfo::Session {
         session: served.session,
         provider: served.done.receipt.provider,
-        receipt: served.done.receipt.clone(),
+        receipt: Box::new(served.done.receipt.clone()),
     };
     if !stream {
-        let served = sessions.chat(&gw, &open, &body, |_| {}).await?;
+        let served = sessions.chat(&gw, &open, &body, |_| true).await?;
         let info = info_of(&served);
         return Ok(axum::Json(json!({
             "id": completion_id(&info),
@@ -577,9 +592,7 @@ async fn session_chat(
         };
         let _ = tx.send(chunk(json!({"role": "assistant", "content": ""}), None, json!({})));
         let served = sessions
-            .chat(&gw, &open, &body, |p| {
-                let _ = tx.send(chunk(json!({"content": p}), None, json!({})));
-            })
+            .chat(&gw, &open, &body, |p| tx.send(chunk(json!({"content": p}), None, json!({}))).is_ok())
             .await;
         match served {
             Ok(served) => {

@@ -237,7 +237,7 @@ pub enum AgoraInfo {
         /// The provider that served it.
         provider: agora_core::AccountId,
         /// Its receipt.
-        receipt: agora_core::session::SignedReceipt,
+        receipt: Box<agora_core::session::SignedReceipt>,
     },
 }
 

@@ -31,8 +31,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A session is renewed when less than this is left of it.
+/// A session is renewed when less than this (or a quarter of its duration) is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
+/// How long the providers read from the chain are used before they are read again (a
+/// failure reads them again at once).
+const MEMBERS_TTL: Duration = Duration::from_secs(5);
 /// A provider is no longer asked once it has charged this share of what it may (bps).
 const SHARE_SPENT_BPS: u64 = 9_000;
 
@@ -42,8 +45,12 @@ pub struct Sessions {
     duration_ms: u64,
     match_timeout: Duration,
     serve: ServeClient,
-    open: Mutex<HashMap<(String, ServeKind), Arc<tokio::sync::Mutex<Option<Arc<Open>>>>>>,
+    open: Mutex<HashMap<(String, ServeKind), Slot>>,
 }
+
+/// Where the open session of one API key and kind is kept; its lock makes concurrent first
+/// requests wait for one session rather than open several.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Open>>>>;
 
 /// An open session of one API key.
 pub struct Open {
@@ -58,6 +65,8 @@ pub struct Open {
     turn: AtomicUsize,
     /// Per provider, the running total of its last receipt.
     totals: Mutex<HashMap<AccountId, Usage>>,
+    /// The providers last read from the chain, and when.
+    members: Mutex<Option<(std::time::Instant, Vec<Member>)>>,
 }
 
 /// A provider of a session, and where it serves.
@@ -143,7 +152,8 @@ impl Sessions {
             self.open.lock().expect("not poisoned").entry((entry.name.clone(), kind)).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(open) = slot.as_ref() {
-            let fresh = open.until_ms > now_ms() + RENEW_BEFORE.as_millis() as u64;
+            let margin = (RENEW_BEFORE.as_millis() as u64).min(self.duration_ms / 4);
+            let fresh = open.until_ms > now_ms() + margin;
             if fresh && !self.members(gw, open).await?.is_empty() {
                 return Ok(open.clone());
             }
@@ -211,6 +221,7 @@ impl Sessions {
             nonce: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
             totals: Mutex::default(),
+            members: Mutex::default(),
         };
         let start = std::time::Instant::now();
         while self.members(gw, &open).await?.is_empty() {
@@ -226,27 +237,48 @@ impl Sessions {
         Ok(open)
     }
 
-    /// The providers of `open` serving now with share left and a reachable endpoint, starting
-    /// with the next in turn.
+    /// The providers of `open` serving now with share left and a reachable endpoint, as read
+    /// from the chain at most [`MEMBERS_TTL`] ago.
     pub async fn members(&self, gw: &Gateway, open: &Open) -> Result<Vec<Member>, OpenAiError> {
-        let unavailable = |e: crate::client::ClientError| OpenAiError::unavailable(e.to_string());
-        let detail = gw.client.session(open.id).await.map_err(unavailable)?;
-        let reach = gw.client.reach().await.map_err(unavailable)?;
-        let mut out = vec![];
-        for m in detail.session.serving() {
-            if !open.has_share(&m.provider) {
-                continue;
+        let cached = open.members.lock().expect("not poisoned").clone();
+        let members = match cached {
+            Some((at, m)) if at.elapsed() < MEMBERS_TTL => m,
+            _ => {
+                let m = self.read_members(gw, open).await?;
+                *open.members.lock().expect("not poisoned") = Some((std::time::Instant::now(), m.clone()));
+                m
             }
-            let endpoint = gw.client.provider(&m.provider).await.map_err(unavailable)?.profile.endpoint;
-            if reach.check_url(&endpoint).is_ok() {
-                out.push(Member { account: m.provider, endpoint });
-            }
-        }
+        };
+        Ok(members.into_iter().filter(|m| open.has_share(&m.account)).collect())
+    }
+
+    /// [`Sessions::members`] starting with the next in turn, for one request.
+    async fn in_turn(&self, gw: &Gateway, open: &Open) -> Result<Vec<Member>, OpenAiError> {
+        let mut out = self.members(gw, open).await?;
         if !out.is_empty() {
             let k = open.turn.fetch_add(1, Ordering::Relaxed) % out.len();
             out.rotate_left(k);
         }
         Ok(out)
+    }
+
+    async fn read_members(&self, gw: &Gateway, open: &Open) -> Result<Vec<Member>, OpenAiError> {
+        let unavailable = |e: crate::client::ClientError| OpenAiError::unavailable(e.to_string());
+        let detail = gw.client.session(open.id).await.map_err(unavailable)?;
+        let reach = gw.client.reach().await.map_err(unavailable)?;
+        let mut out = vec![];
+        for m in detail.session.serving() {
+            let endpoint = gw.client.provider(&m.provider).await.map_err(unavailable)?.profile.endpoint;
+            if reach.check_url(&endpoint).is_ok() {
+                out.push(Member { account: m.provider, endpoint });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the providers read from the chain (after a failure).
+    fn reread(&self, open: &Open) {
+        *open.members.lock().expect("not poisoned") = None;
     }
 
     /// Keeps a checked receipt (durably) and notes its provider's running total.
@@ -270,23 +302,32 @@ impl Sessions {
     }
 
     /// Runs a chat request on `open`, calling `piece` with each new piece of text as it
-    /// arrives. A provider that cannot be reached or breaks off is replaced by the next; the
-    /// text already passed on is never repeated.
+    /// arrives (it returns false once the caller has left: the run stops, and the provider,
+    /// seeing the stream close, stops too). A provider that cannot be reached or breaks off is
+    /// replaced by the next; the text already passed on is never repeated.
     pub async fn chat(
         &self,
         gw: &Gateway,
         open: &Open,
         body: &ServeBody,
-        mut piece: impl FnMut(&str),
+        mut piece: impl FnMut(&str) -> bool,
     ) -> Result<ChatServed, OpenAiError> {
         let mut sent = String::new();
         let mut failures = vec![];
-        for m in self.members(gw, open).await? {
+        let mut left = false;
+        let mut pass = |p: &str| {
+            left = left || !piece(p);
+            !left
+        };
+        for m in self.in_turn(gw, open).await? {
             let req = open.request(body);
-            match self.chat_on(&m, open, &req, &mut sent, &mut piece).await {
+            match self.chat_on(&m, open, &req, &mut sent, &mut pass).await {
                 Ok(done) => {
                     self.keep(gw, open, m.account, &done.receipt)?;
                     return Ok(ChatServed { done, session: open.id });
+                }
+                Err(ClientError::Transport(e)) if e == CALLER_LEFT => {
+                    return Err(OpenAiError::unavailable(e));
                 }
                 Err(e @ ClientError::Mismatch(_)) if !sent.is_empty() => {
                     return Err(OpenAiError::unavailable(format!("provider {}: {e}", m.account)));
@@ -294,6 +335,7 @@ impl Sessions {
                 Err(e) => failures.push(format!("provider {}: {e}", m.account)),
             }
         }
+        self.reread(open);
         Err(no_provider(open.id, failures))
     }
 
@@ -303,7 +345,7 @@ impl Sessions {
         open: &Open,
         req: &SignedRequest,
         sent: &mut String,
-        piece: &mut impl FnMut(&str),
+        piece: &mut impl FnMut(&str) -> bool,
     ) -> Result<ChatDone, ClientError> {
         let mut events = Box::pin(self.serve.chat(&m.endpoint, open.id, req).await?);
         let mut text = String::new();
@@ -312,7 +354,9 @@ impl Sessions {
                 ChatEvent::Token { text: t } => {
                     text.push_str(&t);
                     if text.len() > sent.len() && text.starts_with(sent.as_str()) {
-                        piece(&text[sent.len()..]);
+                        if !piece(&text[sent.len()..]) {
+                            return Err(ClientError::Transport(CALLER_LEFT.into()));
+                        }
                         sent.clone_from(&text);
                     } else if !sent.starts_with(text.as_str()) && !text.starts_with(sent.as_str()) {
                         return Err(ClientError::Mismatch(
@@ -349,7 +393,7 @@ impl Sessions {
     ) -> Result<EmbedResponse, OpenAiError> {
         let body = ServeBody::Embed { inputs: inputs.to_vec() };
         let mut failures = vec![];
-        for m in self.members(gw, open).await? {
+        for m in self.in_turn(gw, open).await? {
             let req = open.request(&body);
             let answer = self.serve.embed(&m.endpoint, open.id, &req).await.and_then(|resp| {
                 let expect = Expect {
@@ -368,9 +412,13 @@ impl Sessions {
                 Err(e) => failures.push(format!("provider {}: {e}", m.account)),
             }
         }
+        self.reread(open);
         Err(no_provider(open.id, failures))
     }
 }
+
+/// Why a run stopped when its caller went away.
+const CALLER_LEFT: &str = "the caller left";
 
 fn no_provider(session: SessionId, failures: Vec<String>) -> OpenAiError {
     if failures.is_empty() {
@@ -411,4 +459,165 @@ async fn open_on_chain(
             _ => None,
         })
         .ok_or_else(|| OpenAiError::internal("the receipt names no session"))
+}
+
+/// How often the kept receipts are checked against the chain.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// What the watcher has done, so each receipt is challenged once.
+#[derive(Default)]
+pub struct Watched {
+    challenged: std::collections::HashSet<(SessionId, AccountId, u64)>,
+    finished: std::collections::HashSet<SessionId>,
+}
+
+/// The receipts kept for `session`, per provider, by `seq`.
+fn kept(
+    gw: &Gateway,
+    session: SessionId,
+) -> anyhow::Result<HashMap<AccountId, std::collections::BTreeMap<u64, SignedReceipt>>> {
+    let path = gw.data_dir.join("gateway").join("receipts").join(format!("{session}.jsonl"));
+    let mut out: HashMap<AccountId, std::collections::BTreeMap<u64, SignedReceipt>> = HashMap::new();
+    for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.trim().is_empty()) {
+        // A torn last line (a crash while appending) is skipped.
+        let Ok(k) = serde_json::from_str::<Kept>(line) else { continue };
+        out.entry(k.provider).or_default().insert(k.receipt.receipt.seq, k.receipt);
+    }
+    Ok(out)
+}
+
+impl Sessions {
+    /// Checks every session whose receipts the gateway keeps against the chain, and proves
+    /// what a provider left out or altered; returns the challenges sent.
+    ///
+    /// * Once a session takes no more windows, a kept receipt beyond its provider's committed
+    ///   windows proves an omission at once.
+    /// * A committed window that the kept receipts do not reproduce (its root differs, or some
+    ///   of its receipts are not kept) is compared with the provider's own receipts for the
+    ///   range; a kept receipt that differs from them is challenged, and the provider, which
+    ///   cannot show it in its tree, is convicted when its answer time runs out.
+    pub async fn watch(&self, gw: &Gateway, watched: &mut Watched) -> anyhow::Result<usize> {
+        let dir = gw.data_dir.join("gateway").join("receipts");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
+        let mut sent = 0;
+        for entry in entries {
+            let name = entry?.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")).and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            if watched.finished.contains(&id) {
+                continue;
+            }
+            match self.watch_session(gw, id, watched).await {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    tracing::warn!(session = id, error = %format!("{e:#}"), "cannot check a session's receipts")
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn watch_session(
+        &self,
+        gw: &Gateway,
+        id: SessionId,
+        watched: &mut Watched,
+    ) -> anyhow::Result<usize> {
+        let detail = gw.client.session(id).await?;
+        let s = &detail.session;
+        let params = gw.client.params().await?;
+        let now = now_ms();
+        if now > s.challenge_deadline_ms(&params) {
+            watched.finished.insert(id);
+            return Ok(0);
+        }
+        let mut challenges: Vec<SignedReceipt> = vec![];
+        for (provider, held) in kept(gw, id)? {
+            let Some(m) = s.member(&provider).filter(|m| !m.removed) else { continue };
+            let closed = now > s.commit_deadline_ms(&params);
+            if closed && let Some((_, r)) = held.range(m.next_seq..).next() {
+                challenges.push(r.clone());
+                continue;
+            }
+            for w in detail.windows.iter().filter(|w| w.provider == provider) {
+                let c = &w.window.commitment;
+                let range: Vec<&SignedReceipt> =
+                    held.range(c.first_seq..c.first_seq + u64::from(c.receipts)).map(|(_, r)| r).collect();
+                if range.is_empty() {
+                    continue;
+                }
+                let leaves: Vec<_> = range.iter().map(|r| r.receipt.leaf()).collect();
+                if range.len() == c.receipts as usize
+                    && agora_core::merkle::MerkleTree::new(leaves).root() == c.root
+                {
+                    continue;
+                }
+                if let Some(r) = self.differing(gw, id, &provider, c, &range).await {
+                    challenges.push(r);
+                }
+            }
+        }
+        let mut n = 0;
+        for r in challenges {
+            let key = (id, r.provider, r.receipt.seq);
+            if !watched.challenged.insert(key) {
+                continue;
+            }
+            let entry = self.requester_entry(gw, &s.requester)?;
+            let sender = gw.sender(&entry).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            match sender
+                .send(TxPayload::ChallengeReceipt { receipt: r.clone() }, Duration::from_secs(60))
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(session = id, provider = %r.provider, seq = r.receipt.seq, "challenged a receipt the provider left out or altered");
+                    n += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(session = id, error = %format!("{e:#}"), "cannot challenge a receipt")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// A kept receipt of window `c` that the provider's own receipts for its range show
+    /// differently (when those reproduce the window's root), or, when the provider does not
+    /// publish receipts that do, the first kept one: it cannot show a receipt its tree lacks.
+    async fn differing(
+        &self,
+        gw: &Gateway,
+        session: SessionId,
+        provider: &AccountId,
+        c: &agora_core::session::WindowCommitment,
+        range: &[&SignedReceipt],
+    ) -> Option<SignedReceipt> {
+        let endpoint = gw.client.provider(provider).await.ok()?.profile.endpoint;
+        let theirs = self
+            .serve
+            .receipts(&endpoint, session, c.first_seq, u64::from(c.receipts))
+            .await
+            .unwrap_or_default();
+        let tree = agora_core::merkle::MerkleTree::new(theirs.iter().map(|r| r.leaf()).collect());
+        if theirs.len() == c.receipts as usize && tree.root() == c.root {
+            range
+                .iter()
+                .find(|r| theirs.get((r.receipt.seq - c.first_seq) as usize) != Some(&r.receipt))
+                .map(|r| (*r).clone())
+        } else {
+            range.first().map(|r| (*r).clone())
+        }
+    }
+
+    /// The key entry whose account is `requester`.
+    fn requester_entry(&self, gw: &Gateway, requester: &AccountId) -> anyhow::Result<KeyEntry> {
+        for entry in gw.keys.list()? {
+            if gw.keys.account(&entry).is_ok_and(|k| k.public() == *requester) {
+                return Ok(entry);
+            }
+        }
+        anyhow::bail!("no API key of this gateway pays from {requester}")
+    }
 }

@@ -190,8 +190,15 @@ impl Agent {
         }));
         let serving = match cfg.provider.as_ref().and_then(|p| p.serve.as_ref()) {
             Some(s) => {
-                let (directory, windows, server_routes) =
-                    serving(&cfg.key, &chain, &sender, worker.runtimes.clone(), &cfg.dir, s.parallel)?;
+                let omit = cfg.provider.as_ref().is_some_and(|p| p.omit_receipts);
+                let (directory, windows, server_routes) = serving(
+                    &cfg.key,
+                    &chain,
+                    &sender,
+                    worker.runtimes.clone(),
+                    &cfg.dir,
+                    (s.parallel, omit),
+                )?;
                 routes = routes.merge(server_routes);
                 Some((directory, windows))
             }
@@ -602,11 +609,11 @@ fn serving(
     sender: &Arc<TxSender>,
     runtimes: Arc<Runtimes>,
     dir: &std::path::Path,
-    parallel: usize,
+    (parallel, omit): (usize, bool),
 ) -> anyhow::Result<(Arc<SessionDirectory>, Arc<Windows>, axum::Router)> {
     let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
     let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
-    let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone()));
+    let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), omit));
     let server = agora_serve::server::Server {
         key: key.clone(),
         directory: directory.clone(),

@@ -216,6 +216,8 @@ pub(crate) async fn with_validators<T>(
         cheat_bps: 0,
         cheat_every_lease: false,
         cheat_blob: false,
+        cheat_serving: false,
+        session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(validators, 0)?,
     };
@@ -282,6 +284,8 @@ async fn with_devnet<T>(
         cheat_bps,
         cheat_every_lease: false,
         cheat_blob: false,
+        cheat_serving: false,
+        session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(validators, providers)?,
     };

@@ -1,0 +1,156 @@
+//! Serving sessions on a devnet of real node processes, through the gateway's `/v1`: answers
+//! come from a warm session with a receipt, a stream whose provider is killed mid-way
+//! completes on the session's other provider, and a provider that leaves its receipts out of
+//! its windows is proven to have done so from the gateway's receipts and slashed.
+//!
+//! Needs the real models (`AGORA_MODELS_DIR`, see the README); without them it says what is
+//! missing and passes, unless `AGORA_REQUIRE_MODELS=1` (as in CI).
+
+mod common;
+
+use common::{Net, agora, pid_of, signal, wait_for};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CHAT: &str = "smollm2-135m-instruct";
+
+fn request(prompt: &str, max_tokens: u32, stream: bool) -> Value {
+    json!({"model": CHAT, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "stream": stream})
+}
+
+async fn complete(v: &str, key: &str, body: &Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{v}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {answer}");
+    answer
+}
+
+/// Streams a completion; calls `first` when the first piece of text arrives. Returns the text
+/// and the last chunk (which carries the usage and the receipt).
+async fn stream(v: &str, key: &str, body: &Value, first: impl FnOnce()) -> (String, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{v}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let mut bytes = resp.bytes_stream();
+    let (mut buf, mut text, mut last, mut first) = (String::new(), String::new(), Value::Null, Some(first));
+    while let Some(chunk) = bytes.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(nl) = buf.find('\n') {
+            let line: String = buf.drain(..=nl).collect();
+            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                return (text, last);
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            assert!(v.get("error").is_none(), "the stream failed: {v}");
+            if let Some(piece) = v["choices"][0]["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
+                text.push_str(piece);
+                if let Some(f) = first.take() {
+                    f();
+                }
+            }
+            last = v;
+        }
+    }
+    panic!("the stream ended without [DONE]; text so far: {text:?}")
+}
+
+fn session_of(v: &str, id: u64) -> Value {
+    agora(v, &["session", "show", &id.to_string()])
+}
+
+#[test]
+fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
+    if std::env::var_os("AGORA_MODELS_DIR").is_none() {
+        let why = "set AGORA_MODELS_DIR to a provisioned models directory (`agora models pull …`)";
+        assert!(std::env::var("AGORA_REQUIRE_MODELS").as_deref() != Ok("1"), "cannot run: {why}");
+        println!("skipped: {why}");
+        return;
+    }
+    // provider1 cheats: it serves, but never commits its receipts.
+    let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-serving", "--session-duration", "45s"]);
+    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
+    let v = net.validators[0].clone();
+    let (honest, cheater) = (net.provider_account(0), net.provider_account(1));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Answers come from the session's providers in turn, each with a receipt of its own.
+    let prompt = "Write three sentences about the sea.";
+    let mut served_by = vec![];
+    let mut reference = String::new();
+    let mut session = 0;
+    // Until both have served, and the cheater served last (so the honest one is next).
+    while served_by.len() < 3 || served_by.last() != Some(&cheater) {
+        assert!(served_by.len() < 8, "turns do not alternate: {served_by:?}");
+        let a = rt.block_on(complete(&v, &key, &request(prompt, 40, false)));
+        assert_eq!(a["agora"]["mode"], "session", "{a}");
+        session = a["agora"]["session"].as_u64().unwrap();
+        served_by.push(a["agora"]["provider"].as_str().unwrap().to_string());
+        let text = a["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        assert!(reference.is_empty() || text == reference, "greedy decoding is the same on both providers");
+        reference = text;
+        assert!(a["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{a}");
+    }
+    assert!(served_by.contains(&honest) && served_by.contains(&cheater), "{served_by:?}");
+
+    // The honest provider commits its receipts; the cheater commits none.
+    let honest_served = served_by.iter().filter(|p| **p == honest).count() as u64;
+    wait_for("the honest provider's windows", Duration::from_secs(60), || {
+        let s = session_of(&v, session);
+        s["session"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["provider"] == honest && m["next_seq"] == honest_served)
+    });
+
+    // The next request goes to the honest provider, which is killed once the stream is under
+    // way: the answer completes on the other provider, without repeating or losing text.
+    assert_eq!(served_by.last(), Some(&cheater), "turns alternate: the next is the honest provider's");
+    let pid = pid_of(&net.provider_config(0)).expect("provider0 runs");
+    let (text, last) = rt.block_on(stream(&v, &key, &request(prompt, 40, true), || {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }));
+    assert_eq!(text, reference, "the stream completed exactly once");
+    assert_eq!(last["agora"]["provider"], cheater.as_str(), "{last}");
+    assert!(last["choices"][0]["finish_reason"].is_string(), "{last}");
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
+
+    // The receipt checks out offline.
+    let receipt = net.dir.join("receipt.json");
+    std::fs::write(&receipt, last.to_string()).unwrap();
+    let verdict = agora(&v, &["session", "verify", receipt.to_str().unwrap(), "--chain-id", "agora-devnet"]);
+    assert_eq!(verdict["valid"], true, "{verdict}");
+
+    // Once no window can hold the cheater's receipts, the gateway proves the omission.
+    wait_for("the omission to be proven", Duration::from_secs(180), || {
+        let s = session_of(&v, session);
+        s["session"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["provider"] == cheater && m["removed"] == true)
+    });
+    let p = agora(&v, &["provider", "status", &cheater]);
+    assert!(p["provider"]["ejected_until"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["provider"]["trust"]["frauds"].as_u64().unwrap() >= 1, "{p}");
+    let s = session_of(&v, session);
+    let honest_member =
+        s["session"]["members"].as_array().unwrap().iter().find(|m| m["provider"] == honest).cloned();
+    assert_eq!(honest_member.unwrap()["removed"], false, "the honest provider committed everything: {s}");
+}

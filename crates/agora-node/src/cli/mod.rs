@@ -189,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Bench(bench::BenchCommand::Chain(a)) => bench::chain(&g, a).await,
                     Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
                     Command::Bench(bench::BenchCommand::Flood(a)) => bench::flood::flood(&g, a).await,
+                    Command::Bench(bench::BenchCommand::Serve(a)) => bench::serve::serve(&g, a).await,
                     Command::Bench(bench::BenchCommand::Adversary(a)) => {
                         bench::adversary::adversary(&g, a).await
                     }

@@ -9,6 +9,7 @@ pub mod adversary;
 pub mod detection;
 pub mod flood;
 pub mod market;
+pub mod serve;
 
 use super::Global;
 use super::output::print;
@@ -43,6 +44,10 @@ pub enum BenchCommand {
     /// Finality and block rate of a local devnet idle and while every validator's API is
     /// flooded with reads and junk-signature batches.
     Flood(flood::FloodBenchArgs),
+    /// Serving sessions through `/v1` on a local devnet: time to first token, streaming
+    /// throughput against the same model locally, one-text embeddings, concurrent clients
+    /// (needs the smollm2-135m-instruct and all-minilm-l6-v2 models).
+    Serve(serve::ServeBenchArgs),
 }
 
 /// `agora bench chain` options.

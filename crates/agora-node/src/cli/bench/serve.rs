@@ -1,0 +1,293 @@
+//! `agora bench serve`: serving sessions through the gateway's `/v1`, on a local devnet of
+//! real node processes (4 validators and 2 providers by default), with the OpenAI wire format.
+//!
+//! * **Time to first token**: streamed chat requests one after another on a warm session,
+//!   from sending the request to the first piece of text; p50 and p95.
+//! * **Streaming throughput**: tokens per second between a completion's first and last piece,
+//!   against the same model generating the same completion in this process, measured in the
+//!   same run (the ratio the issue asks for).
+//! * **Embeddings**: single-text requests one after another; p50 and p95.
+//! * **Concurrency**: many streamed chat clients at once; each must get its tokens streamed and
+//!   its completion; reported are the slowest first token and the slowest completion.
+
+use super::{percentile, tempfile_dir};
+use crate::devnet::{Devnet, DevnetOptions, free_port_base, gateway_api_key_path};
+use agora_runtime::provision::catalog::{MINILM, SMOLLM2};
+use clap::Args;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// `agora bench serve` options.
+#[derive(Debug, Args)]
+pub struct ServeBenchArgs {
+    /// Validators in the devnet.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Providers in the devnet.
+    #[arg(long, default_value_t = 2)]
+    pub providers: usize,
+    /// Streamed chat requests timed one after another.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    /// Tokens each timed completion generates.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Single-text embedding requests timed.
+    #[arg(long, default_value_t = 40)]
+    pub embeds: usize,
+    /// Concurrent chat clients in the concurrency run.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+}
+
+/// What `agora bench serve` measured.
+#[derive(Debug, Serialize)]
+pub struct ServeBenchReport {
+    /// Validators.
+    pub validators: usize,
+    /// Providers.
+    pub providers: usize,
+    /// Time to first token, p50, ms.
+    pub ttft_p50_ms: f64,
+    /// Time to first token, p95, ms.
+    pub ttft_p95_ms: f64,
+    /// Streamed tokens per second through `/v1`, median.
+    pub stream_tokens_per_s: f64,
+    /// The same model generating in this process, tokens per second.
+    pub local_tokens_per_s: f64,
+    /// Streamed over local.
+    pub stream_over_local: f64,
+    /// One-text embeddings request, p50, ms.
+    pub embed_p50_ms: f64,
+    /// One-text embeddings request, p95, ms.
+    pub embed_p95_ms: f64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Of them, those that got their tokens streamed and their completion.
+    pub clients_served: usize,
+    /// The slowest first token among them, ms.
+    pub concurrent_ttft_max_ms: f64,
+    /// The slowest completion among them, ms.
+    pub concurrent_total_max_ms: f64,
+}
+
+const PROMPT: &str = "Write a short story about a lighthouse keeper and a storm.";
+
+/// One streamed completion's timing.
+struct Streamed {
+    ttft: Duration,
+    /// First to last piece.
+    span: Duration,
+    tokens: u64,
+    pieces: usize,
+}
+
+/// Streams one chat completion from `base` and times it.
+async fn stream_chat(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    max_tokens: u32,
+) -> anyhow::Result<Streamed> {
+    let start = Instant::now();
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": SMOLLM2, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens, "stream": true}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "the gateway answered {}", resp.status());
+    let mut bytes = resp.bytes_stream();
+    let (mut buf, mut first, mut last, mut pieces, mut tokens) = (String::new(), None, None, 0, 0);
+    while let Some(chunk) = bytes.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(nl) = buf.find('\n') {
+            let line: String = buf.drain(..=nl).collect();
+            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                let (Some(first), Some(last)) = (first, last) else { anyhow::bail!("no text streamed") };
+                return Ok(Streamed { ttft: first, span: last - first, tokens, pieces });
+            }
+            let v: Value = serde_json::from_str(data)?;
+            anyhow::ensure!(v.get("error").is_none(), "the stream failed: {v}");
+            if v["choices"][0]["delta"]["content"].as_str().is_some_and(|p| !p.is_empty()) {
+                let now = start.elapsed();
+                first.get_or_insert(now);
+                last = Some(now);
+                pieces += 1;
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = n;
+            }
+        }
+    }
+    anyhow::bail!("the stream ended without [DONE]")
+}
+
+/// Tokens per second of `s` between its first and last piece (the first token's time is the
+/// prefill's, counted in the time to first token).
+fn rate(s: &Streamed) -> f64 {
+    s.tokens.saturating_sub(1) as f64 / s.span.as_secs_f64().max(1e-9)
+}
+
+/// The same model generating the same completion in this process: tokens per second between
+/// its first and last token.
+fn local_rate(data_dir: &std::path::Path, max_tokens: u32) -> anyhow::Result<f64> {
+    let p = crate::requester::prepare::provisioner(data_dir)
+        .ensure(SMOLLM2)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let llm = agora_ml::generate::Llm::load(&p.dir.join("model.gguf"), &agora_ml::device())?;
+    let req = agora_ml::generate::model::Request {
+        prompt: PROMPT,
+        max_new_tokens: max_tokens as usize,
+        stop: &[],
+        sampler: agora_ml::generate::sampler::Sampler::Greedy,
+        seed: 0,
+        follow: None,
+    };
+    let mut rates = vec![];
+    for _ in 0..3 {
+        let (mut first, mut last, mut n) = (None, None, 0u64);
+        let mut observe = |_: agora_ml::generate::model::Step<'_>| {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+            n += 1;
+            std::ops::ControlFlow::Continue(())
+        };
+        llm.generate_observed(&req, Some(&mut observe))?;
+        let span = last.zip(first).map_or(Duration::ZERO, |(l, f)| l - f);
+        rates.push(n.saturating_sub(1) as f64 / span.as_secs_f64().max(1e-9));
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[1])
+}
+
+/// Runs `agora bench serve`.
+pub async fn serve(g: &super::Global, a: ServeBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let opts = DevnetOptions {
+        dir: dir.join("network"),
+        validators: a.validators,
+        providers: a.providers,
+        cheaters: 0,
+        cheat_bps: 0,
+        cheat_every_lease: false,
+        cheat_blob: false,
+        cheat_serving: false,
+        session_duration: "30m".into(),
+        params: vec![],
+        port_base: free_port_base(a.validators, a.providers)?,
+    };
+    let mut net = Devnet::start(&opts).await?;
+    let result = async {
+        net.wait_ready(Duration::from_secs(120)).await?;
+        net.wait_providers(Duration::from_secs(300)).await?;
+        measure(g, &a, &net).await
+    }
+    .await;
+    net.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = result?;
+    super::print(g.json, &r, |r| {
+        format!(
+            "serving on a {}-validator, {}-provider devnet, through /v1:\n\
+             time to first token  p50 {:.0} ms, p95 {:.0} ms (target p50 ≤ 100 ms)\n\
+             streaming            {:.1} tokens/s, local {:.1} tokens/s: {:.2}× (target ≥ 0.9×)\n\
+             embeddings (1 text)  p50 {:.1} ms, p95 {:.1} ms (target p50 ≤ 30 ms)\n\
+             {} concurrent clients: {} served, slowest first token {:.0} ms, slowest completion {:.0} ms",
+            r.validators,
+            r.providers,
+            r.ttft_p50_ms,
+            r.ttft_p95_ms,
+            r.stream_tokens_per_s,
+            r.local_tokens_per_s,
+            r.stream_over_local,
+            r.embed_p50_ms,
+            r.embed_p95_ms,
+            r.clients,
+            r.clients_served,
+            r.concurrent_ttft_max_ms,
+            r.concurrent_total_max_ms
+        )
+    });
+    Ok(())
+}
+
+async fn measure(g: &super::Global, a: &ServeBenchArgs, net: &Devnet) -> anyhow::Result<ServeBenchReport> {
+    let base = net.validator_urls()[0].clone();
+    let key = std::fs::read_to_string(gateway_api_key_path(&net.dir))?.trim().to_string();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let bar = if g.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
+    bar.set_message("opening the sessions (first requests)");
+    stream_chat(&http, &base, &key, 8).await?;
+    embed(&http, &base, &key).await?;
+
+    bar.set_message("time to first token and streaming");
+    let mut ttft = vec![];
+    let mut rates = vec![];
+    for _ in 0..a.requests {
+        let s = stream_chat(&http, &base, &key, a.max_tokens).await?;
+        anyhow::ensure!(s.pieces > 1, "the completion came in one piece");
+        ttft.push(s.ttft.as_secs_f64() * 1e3);
+        rates.push(rate(&s));
+        bar.tick();
+    }
+    bar.set_message("embeddings");
+    let mut embeds = vec![];
+    for _ in 0..a.embeds {
+        embeds.push(embed(&http, &base, &key).await?.as_secs_f64() * 1e3);
+        bar.tick();
+    }
+    bar.set_message(format!("{} concurrent clients", a.clients));
+    let runs = futures::future::join_all((0..a.clients).map(|_| {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        async move {
+            let start = Instant::now();
+            let s = stream_chat(&http, &base, &key, 16).await;
+            s.map(|s| (s.ttft, start.elapsed()))
+        }
+    }))
+    .await;
+    let served: Vec<_> = runs.into_iter().filter_map(Result::ok).collect();
+    bar.set_message("the same model locally");
+    let (max_tokens, data_dir) = (a.max_tokens, g.data_dir.clone());
+    let local = tokio::task::spawn_blocking(move || local_rate(&data_dir, max_tokens)).await??;
+    bar.finish_and_clear();
+    for v in [&mut ttft, &mut rates, &mut embeds] {
+        v.sort_by(f64::total_cmp);
+    }
+    let stream = percentile(&rates, 0.5);
+    Ok(ServeBenchReport {
+        validators: a.validators,
+        providers: a.providers,
+        ttft_p50_ms: percentile(&ttft, 0.5),
+        ttft_p95_ms: percentile(&ttft, 0.95),
+        stream_tokens_per_s: stream,
+        local_tokens_per_s: local,
+        stream_over_local: stream / local,
+        embed_p50_ms: percentile(&embeds, 0.5),
+        embed_p95_ms: percentile(&embeds, 0.95),
+        clients: a.clients,
+        clients_served: served.len(),
+        concurrent_ttft_max_ms: served.iter().map(|s| s.0.as_secs_f64() * 1e3).fold(0.0, f64::max),
+        concurrent_total_max_ms: served.iter().map(|s| s.1.as_secs_f64() * 1e3).fold(0.0, f64::max),
+    })
+}
+
+/// Times one single-text embeddings request.
+async fn embed(http: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let resp = http
+        .post(format!("{base}/v1/embeddings"))
+        .bearer_auth(key)
+        .json(&json!({"model": MINILM, "input": "A lighthouse keeper watches the storm."}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "the gateway answered {}", resp.status());
+    let v: Value = resp.json().await?;
+    anyhow::ensure!(v["agora"]["mode"] == "session", "not served from a session: {}", v["agora"]);
+    Ok(start.elapsed())
+}

@@ -291,13 +291,33 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
             };
             TxPayload::ChallengeReceipt { receipt: receipt.sign("arbitrary", &SecretKey::from_seed(seed)) }
         }),
-        (any::<[u64; 4]>(), prop::collection::vec(hash(), 0..6)).prop_map(|(n, siblings)| {
-            TxPayload::AnswerChallenge {
-                session: n[0],
-                seq: n[1],
-                proof: crate::merkle::MerkleProof { index: n[2], count: n[3], siblings },
+        (any::<[u64; 4]>(), prop::collection::vec(hash(), 0..6), any::<bool>()).prop_map(
+            |(n, siblings, signed)| {
+                let receipt = ServeReceipt {
+                    session: n[0],
+                    seq: n[1],
+                    request: Hash([3; 32]),
+                    output: Hash([4; 32]),
+                    usage: Usage::default(),
+                    total: Usage::default(),
+                    fingerprints: Hash::ZERO,
+                    first_token_ms: n[2],
+                    last_token_ms: n[3],
+                };
+                TxPayload::AnswerChallenge {
+                    session: n[0],
+                    seq: n[1],
+                    proof: crate::merkle::MerkleProof { index: n[2], count: n[3], siblings },
+                    request: signed.then(|| crate::session::RequestProof {
+                        client_signature: SecretKey::from_seed([n[2] as u8; 32])
+                            .sign(&crate::session::client_message(&receipt.request)),
+                        receipt,
+                    }),
+                }
             }
-        }),
+        ),
+        (any::<u64>(), account(), any::<u64>())
+            .prop_map(|(session, provider, seq)| TxPayload::ChallengeRequest { session, provider, seq }),
     ]
 }
 

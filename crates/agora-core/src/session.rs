@@ -176,6 +176,13 @@ impl SessionTerms {
 
 const RECEIPT_DOMAIN: &str = "agora/serve-receipt/v1";
 
+/// The bytes a session's client key signs for a request whose hash (as receipts name it) is
+/// `request`: anyone holding the hash can check the signature, so a provider proves on chain
+/// that a receipted request was its client's.
+pub fn client_message(request: &Hash) -> Vec<u8> {
+    [b"agora/serve-request/v1".as_slice(), &request.0].concat()
+}
+
 /// What a provider signs for one response it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServeReceipt {
@@ -249,6 +256,17 @@ impl SignedReceipt {
         self.provider.verify(&self.receipt.signing_message(chain_id), &self.signature)
     }
 }
+
+/// A provider's proof that a receipt it committed answers a request its session's client
+/// signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestProof {
+    /// The committed receipt.
+    pub receipt: ServeReceipt,
+    /// The client key's signature over [`client_message`] of its request.
+    pub client_signature: Signature,
+}
+codec_struct!(RequestProof { receipt, client_signature });
 
 /// A provider's commitment to a window of its receipts in a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::crypto::{AccountId, PublicKey, SecretKey, Signature, SignatureError};
 use crate::hash::Hash;
 use crate::manifest::{JobKind, JobManifest};
 use crate::merkle::MerkleProof;
-use crate::session::{ServeRates, SessionId, SessionTerms, SignedReceipt, WindowCommitment};
+use crate::session::{RequestProof, ServeRates, SessionId, SessionTerms, SignedReceipt, WindowCommitment};
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded signed transaction accepted anywhere.
@@ -370,7 +370,19 @@ pub enum TxPayload {
         /// The receipt, signed by the provider.
         receipt: SignedReceipt,
     },
-    /// A provider refutes a receipt challenge with the receipt's inclusion proof.
+    /// The requester of a session claims that receipt `seq` its provider committed answers no
+    /// request of the session's client (the provider made it up to charge for it). Locks a
+    /// deposit of one audit fee of the window, the provider's if the claim is refuted.
+    ChallengeRequest {
+        /// The session.
+        session: SessionId,
+        /// The provider.
+        provider: AccountId,
+        /// The receipt's `seq`.
+        seq: u64,
+    },
+    /// A provider refutes a challenge: with the challenged receipt's inclusion proof, and for
+    /// a request challenge also its receipt and the client's signature over its request.
     AnswerChallenge {
         /// The session.
         session: SessionId,
@@ -378,6 +390,8 @@ pub enum TxPayload {
         seq: u64,
         /// Proof of its leaf in the window's root.
         proof: MerkleProof,
+        /// For a request challenge: the receipt and the client's signature.
+        request: Option<RequestProof>,
     },
 }
 
@@ -410,6 +424,7 @@ impl TxPayload {
             TxPayload::CommitWindow { .. } => 22,
             TxPayload::ChallengeReceipt { .. } => 23,
             TxPayload::AnswerChallenge { .. } => 24,
+            TxPayload::ChallengeRequest { .. } => 25,
         }
     }
 
@@ -441,6 +456,7 @@ impl TxPayload {
             TxPayload::CommitWindow { .. } => "commit_window",
             TxPayload::ChallengeReceipt { .. } => "challenge_receipt",
             TxPayload::AnswerChallenge { .. } => "answer_challenge",
+            TxPayload::ChallengeRequest { .. } => "challenge_request",
         }
     }
 }
@@ -508,10 +524,16 @@ impl Encode for TxPayload {
             TxPayload::CloseSession { session } => session.encode_to(out),
             TxPayload::CommitWindow { window } => window.encode_to(out),
             TxPayload::ChallengeReceipt { receipt } => receipt.encode_to(out),
-            TxPayload::AnswerChallenge { session, seq, proof } => {
+            TxPayload::AnswerChallenge { session, seq, proof, request } => {
                 session.encode_to(out);
                 seq.encode_to(out);
                 proof.encode_to(out);
+                request.encode_to(out);
+            }
+            TxPayload::ChallengeRequest { session, provider, seq } => {
+                session.encode_to(out);
+                provider.encode_to(out);
+                seq.encode_to(out);
             }
         }
     }
@@ -578,6 +600,12 @@ impl Decode for TxPayload {
                 session: u64::decode_from(r)?,
                 seq: u64::decode_from(r)?,
                 proof: MerkleProof::decode_from(r)?,
+                request: Option::decode_from(r)?,
+            },
+            25 => TxPayload::ChallengeRequest {
+                session: u64::decode_from(r)?,
+                provider: PublicKey::decode_from(r)?,
+                seq: u64::decode_from(r)?,
             },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));

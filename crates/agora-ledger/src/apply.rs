@@ -298,8 +298,11 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
         TxPayload::CloseSession { session } => sessions::close(state, cx, who, session),
         TxPayload::CommitWindow { window } => sessions::commit(state, cx, who, window),
         TxPayload::ChallengeReceipt { receipt } => sessions::challenge(state, cx, who, receipt),
-        TxPayload::AnswerChallenge { session, seq, proof } => {
-            sessions::answer(state, cx, who, session, seq, proof)
+        TxPayload::AnswerChallenge { session, seq, proof, request } => {
+            sessions::answer(state, cx, who, session, seq, (proof, request))
+        }
+        TxPayload::ChallengeRequest { session, provider, seq } => {
+            sessions::challenge_request(state, cx, who, session, provider, seq)
         }
     }
 }

@@ -23,6 +23,10 @@
 //!   Proven, the provider is slashed as for fraud, its unpaid windows are refunded, it
 //!   leaves the session and its place is matched again; refuted, the challenger's deposit pays
 //!   the provider.
+//! * **request challenge** (`ChallengeRequest`): the requester names a committed receipt it
+//!   holds no request for (a provider charging for requests it made up); the provider must
+//!   show that receipt in its window with the client key's signature over its request, or be
+//!   convicted the same way.
 //! * **close**: at `until_ms` serving stops (sooner by `CloseSession`); `session_commit_grace_ms`
 //!   later no more windows are taken and the unspent escrow returns to the requester; one more
 //!   grace later receipts can no longer be challenged, and each provider's reservation is
@@ -38,7 +42,8 @@ use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::manifest::JobKind;
 use agora_core::merkle::MerkleProof;
 use agora_core::session::{
-    MAX_WINDOW_RECEIPTS, ServeKind, SessionId, SessionTerms, SignedReceipt, Usage, WindowCommitment,
+    MAX_WINDOW_RECEIPTS, RequestProof, ServeKind, SessionId, SessionTerms, SignedReceipt, Usage,
+    WindowCommitment, client_message,
 };
 use agora_core::{AccountId, Amount, Hash, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
@@ -168,8 +173,9 @@ codec_unit_enum!(WindowStatus { Held, Paid, Refunded });
 pub struct Challenge {
     /// The receipt's `seq`.
     pub seq: u64,
-    /// The leaf the receipt must have in the window's tree.
-    pub leaf: Hash,
+    /// The leaf the receipt must have in the window's tree; `None` for a request challenge,
+    /// answered with the provider's own receipt and the client's signature of its request.
+    pub leaf: Option<Hash>,
     /// Who challenged.
     pub by: AccountId,
     /// Its deposit, held in escrow.
@@ -521,8 +527,24 @@ pub(crate) fn challenge(
         convict(state, cx, r.session, provider, r.seq, &[who]);
         return Ok(());
     }
-    if w.challenges.iter().any(|c| c.seq == r.seq) {
-        return Err(TxError::InvalidState(format!("receipt {} is already challenged", r.seq)));
+    open_challenge(state, cx, who, key, r.seq, Some(r.leaf()))
+}
+
+/// Opens a challenge of receipt `seq` in window `key` by `who`, locking its deposit (one
+/// audit fee of the window, at least the minimum fee); the provider must answer within
+/// `challenge_blocks`.
+fn open_challenge(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    key: WindowKey,
+    seq: u64,
+    leaf: Option<Hash>,
+) -> Result<(), TxError> {
+    let params = state.params().clone();
+    let w = state.windows.get(&key).expect("the caller found it");
+    if w.challenges.iter().any(|c| c.seq == seq) {
+        return Err(TxError::InvalidState(format!("receipt {seq} is already challenged")));
     }
     if w.challenges.len() >= MAX_CHALLENGES {
         return Err(TxError::InvalidState("this window has as many challenges pending as it may".into()));
@@ -530,17 +552,45 @@ pub(crate) fn challenge(
     let deposit = w.charge.bps(Params::u64(params.audit_fee_bps)).max(Amount(params.min_fee));
     state.lock(&who, Bucket::Escrow, deposit)?;
     let deadline = cx.height + Params::u64(params.challenge_blocks);
-    let leaf = r.leaf();
     state.windows.get_mut(&key).expect("found").challenges.push(Challenge {
-        seq: r.seq,
+        seq,
         leaf,
         by: who,
         deposit,
         deadline,
     });
     state.schedule(deadline, Timer::ChallengeDeadline(key));
-    cx.emit(Event::ReceiptChallenged { session: r.session, provider, seq: r.seq, deposit });
+    let (session, provider, _) = key;
+    cx.emit(Event::ReceiptChallenged { session, provider, seq, deposit });
     Ok(())
+}
+
+/// The requester claims that committed receipt `seq` of `provider` answers no request its
+/// client signed: the provider must show the receipt and the client's signature.
+pub(crate) fn challenge_request(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: SessionId,
+    provider: AccountId,
+    seq: u64,
+) -> Result<(), TxError> {
+    let params = state.params().clone();
+    let s = state.sessions.get(&id).ok_or_else(|| TxError::not_found("session", id))?;
+    if s.requester != who {
+        return Err(TxError::Unauthorized(
+            "only the session's requester knows which requests it sent".into(),
+        ));
+    }
+    if s.member(&provider).is_none_or(|m| m.removed) {
+        return Err(TxError::InvalidState(format!("{provider} serves session {id} no more")));
+    }
+    if cx.time_ms > s.challenge_deadline_ms(&params) {
+        return Err(TxError::InvalidState(format!("session {id}'s challenge period is over")));
+    }
+    let (key, _) = window_of(state, id, provider, seq)
+        .ok_or_else(|| TxError::not_found("committed receipt", format!("{id}/{seq}")))?;
+    open_challenge(state, cx, who, key, seq, None)
 }
 
 /// The provider refutes a challenge with the receipt's inclusion proof: the challenger's
@@ -551,7 +601,7 @@ pub(crate) fn answer(
     who: AccountId,
     id: SessionId,
     seq: u64,
-    proof: MerkleProof,
+    (proof, request): (MerkleProof, Option<RequestProof>),
 ) -> Result<(), TxError> {
     let (key, w) = window_of(state, id, who, seq)
         .ok_or_else(|| TxError::not_found("window with receipt", format!("{id}/{seq}")))?;
@@ -560,10 +610,31 @@ pub(crate) fn answer(
         .iter()
         .find(|c| c.seq == seq)
         .ok_or_else(|| TxError::InvalidState(format!("receipt {seq} is not challenged")))?;
+    let leaf = match (c.leaf, &request) {
+        (Some(leaf), _) => leaf,
+        (None, Some(r)) => {
+            let client = state.sessions.get(&id).expect("windows belong to sessions").terms.client;
+            let r_ = &r.receipt;
+            if r_.session != id
+                || r_.seq != seq
+                || client.verify(&client_message(&r_.request), &r.client_signature).is_err()
+            {
+                return Err(TxError::Invalid(
+                    "the receipt's request is not signed by the session's client key".into(),
+                ));
+            }
+            r_.leaf()
+        }
+        (None, None) => {
+            return Err(TxError::Invalid(
+                "a request challenge is answered with the receipt and the client's signature".into(),
+            ));
+        }
+    };
     let c_ = &w.commitment;
     if proof.index != seq - c_.first_seq
         || proof.count != u64::from(c_.receipts)
-        || !proof.verify(&c_.root, c.leaf)
+        || !proof.verify(&c_.root, leaf)
     {
         return Err(TxError::Invalid("the proof does not show the receipt in the window".into()));
     }

@@ -126,9 +126,15 @@ impl<D: Directory> Server<D> {
             .ok_or_else(|| {
                 Refusal(StatusCode::NOT_FOUND, format!("this provider does not serve session {id}"))
             })?;
-        serving.client.verify(&wire::request_message(&serving.chain_id, &bytes), &signature).map_err(
-            |_| Refusal(StatusCode::UNAUTHORIZED, "the signature is not the session's client key's".into()),
-        )?;
+        serving
+            .client
+            .verify(
+                &agora_core::session::client_message(&wire::request_hash(&serving.chain_id, &bytes)),
+                &signature,
+            )
+            .map_err(|_| {
+                Refusal(StatusCode::UNAUTHORIZED, "the signature is not the session's client key's".into())
+            })?;
         if now_ms() >= serving.until_ms {
             return Err(Refusal(StatusCode::GONE, format!("session {id} has ended")));
         }

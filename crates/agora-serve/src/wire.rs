@@ -1,14 +1,15 @@
 //! What travels between a session's client and its provider.
 //!
-//! A request is a JSON [`ServeRequest`] whose exact bytes the session's client key signs
-//! ([`request_message`]); the signature travels in the [`SIGNATURE_HEADER`]. The provider
+//! A request is a JSON [`ServeRequest`]; the session's client key signs the hash of its exact
+//! bytes ([`request_hash`], [`client_message`]), so a provider can show on chain that a
+//! receipted request was the client's. The signature travels in the [`SIGNATURE_HEADER`]. The provider
 //! serves only requests that verify, each at most once, and answers with a receipt over the
 //! request's hash ([`request_hash`]) and the output's ([`chat_output_hash`],
 //! [`embed_output_hash`]): the client checks both before it trusts the answer.
 
 use crate::fingerprint::Fingerprint;
 use agora_core::codec::Encode;
-use agora_core::session::{SessionId, SignedReceipt, Usage};
+use agora_core::session::{SessionId, SignedReceipt, Usage, client_message};
 use agora_core::{Hash, SecretKey, Signature};
 use agora_runtime::items::generation::{Generation, StopReason};
 use agora_runtime::items::vector::encode_vector;
@@ -100,14 +101,6 @@ impl ServeBody {
     }
 }
 
-/// The bytes a client signs for a request body `bytes` on `chain_id`.
-pub fn request_message(chain_id: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut msg = b"agora/serve-request/v1".to_vec();
-    chain_id.encode_to(&mut msg);
-    msg.extend_from_slice(bytes);
-    msg
-}
-
 /// The hash a receipt names for a request body `bytes` on `chain_id`.
 pub fn request_hash(chain_id: &str, bytes: &[u8]) -> Hash {
     Hash::tagged("agora/serve-request", &[chain_id.as_bytes(), bytes])
@@ -118,7 +111,7 @@ pub fn request_hash(chain_id: &str, bytes: &[u8]) -> Hash {
 pub struct SignedRequest {
     /// The JSON body.
     pub bytes: Vec<u8>,
-    /// The client key's signature over [`request_message`].
+    /// The client key's signature over [`client_message`] of the hash.
     pub signature: Signature,
     /// [`request_hash`] of the body.
     pub hash: Hash,
@@ -128,8 +121,8 @@ impl SignedRequest {
     /// Encodes and signs `request` with the session's client `key`.
     pub fn new(chain_id: &str, request: &ServeRequest, key: &SecretKey) -> Self {
         let bytes = serde_json::to_vec(request).expect("requests serialize");
-        let signature = key.sign(&request_message(chain_id, &bytes));
-        Self { hash: request_hash(chain_id, &bytes), bytes, signature }
+        let hash = request_hash(chain_id, &bytes);
+        Self { signature: key.sign(&client_message(&hash)), hash, bytes }
     }
 }
 
@@ -257,8 +250,8 @@ mod tests {
     fn a_signed_request_is_bound_to_its_bytes_and_chain() {
         let key = SecretKey::from_seed([4; 32]);
         let r = SignedRequest::new("c", &ServeRequest { session: 1, nonce: 2, body: chat(3) }, &key);
-        assert!(key.public().verify(&request_message("c", &r.bytes), &r.signature).is_ok());
-        assert!(key.public().verify(&request_message("d", &r.bytes), &r.signature).is_err());
+        assert!(key.public().verify(&client_message(&request_hash("c", &r.bytes)), &r.signature).is_ok());
+        assert!(key.public().verify(&client_message(&request_hash("d", &r.bytes)), &r.signature).is_err());
         assert_eq!(r.hash, request_hash("c", &r.bytes));
         assert_ne!(r.hash, request_hash("d", &r.bytes));
         let back: ServeRequest = serde_json::from_slice(&r.bytes).unwrap();

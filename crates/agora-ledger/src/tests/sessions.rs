@@ -294,7 +294,7 @@ fn an_altered_receipt_convicts_when_unanswered_and_an_included_one_is_refuted() 
     c.ok("u0", challenge(&rs[0], p));
     let proof = tree(&committed).proof(0).unwrap();
     let p_balance = c.state.balance(&id(p));
-    c.ok(p, TxPayload::AnswerChallenge { session, seq: 0, proof });
+    c.ok(p, TxPayload::AnswerChallenge { session, seq: 0, proof, request: None });
     assert!(c.last_events().iter().any(|e| matches!(e, Event::ChallengeRefuted { seq: 0, .. })));
     assert!(
         c.state.balance(&id(p)) > p_balance.checked_sub(Amount(10)).unwrap(),
@@ -305,7 +305,8 @@ fn an_altered_receipt_convicts_when_unanswered_and_an_included_one_is_refuted() 
     c.ok("u0", challenge(&rs[1], p));
     let wrong = tree(&committed).proof(1).unwrap();
     assert!(
-        c.fails(p, TxPayload::AnswerChallenge { session, seq: 1, proof: wrong }).contains("does not show")
+        c.fails(p, TxPayload::AnswerChallenge { session, seq: 1, proof: wrong, request: None })
+            .contains("does not show")
     );
     let key = (session, id(p), 0);
     c.advance(3);
@@ -381,6 +382,11 @@ struct Model {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// The requester claims a committed receipt answers no request of its client.
+    ChallengeRequest {
+        pick: usize,
+        at: usize,
+    },
     Open {
         who: u8,
         escrow: u128,
@@ -416,6 +422,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, omit, alter, inflate)| Op::Commit { pick, omit, alter, inflate }),
         2 => (any::<usize>(), any::<usize>()).prop_map(|(pick, receipt)| Op::Challenge { pick, receipt }),
         1 => any::<usize>().prop_map(|pick| Op::Close { pick }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, at)| Op::ChallengeRequest { pick, at }),
         2 => (1u64..8).prop_map(Op::Quiet),
     ]
 }
@@ -434,12 +441,20 @@ fn answers(c: &TestChain, model: &Model) -> Vec<agora_core::SignedTx> {
         let Some(w) = c.state.window(key) else { continue };
         for ch in &w.challenges {
             let i = (ch.seq - key.2) as usize;
-            if leaves.get(i).map(ServeReceipt::leaf) == Some(ch.leaf) {
+            let Some(leaf) = leaves.get(i) else { continue };
+            // Every request in this model is the client's (u0's key signs the sessions'
+            // requests): an honest provider can always show the signature.
+            let request = ch.leaf.is_none().then(|| agora_core::session::RequestProof {
+                receipt: leaf.clone(),
+                client_signature: super::harness::key("u0")
+                    .sign(&agora_core::session::client_message(&leaf.request)),
+            });
+            if ch.leaf.is_none() || ch.leaf == Some(leaf.leaf()) {
                 let proof = tree(leaves).proof(i).unwrap();
                 let n = pending.entry(key.1).or_default();
                 txs.push(c.tx_n(
                     name(&key.1),
-                    TxPayload::AnswerChallenge { session: key.0, seq: ch.seq, proof },
+                    TxPayload::AnswerChallenge { session: key.0, seq: ch.seq, proof, request },
                     *n,
                 ));
                 *n += 1;
@@ -504,6 +519,17 @@ fn step(c: &mut TestChain, model: &mut Model, op: Op) {
             let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
             Some(c.tx(&who, challenge(r, name(&p))))
         }),
+        Op::ChallengeRequest { pick: i, at } => {
+            let committed: Vec<_> =
+                model.trees.keys().filter(|k| c.state.window(k).is_some()).copied().collect();
+            (!committed.is_empty()).then(|| committed[i % committed.len()]).and_then(|(session, p, first)| {
+                let w = c.state.window(&(session, p, first))?;
+                let seq = first + (at as u64 % u64::from(w.commitment.receipts));
+                let requester = c.state.session(session)?.requester;
+                let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+                Some(c.tx(&who, TxPayload::ChallengeRequest { session, provider: p, seq }))
+            })
+        }
         Op::Close { pick: i } => pick(i).and_then(|(session, _)| {
             let requester = c.state.session(session)?.requester;
             let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
@@ -634,4 +660,77 @@ fn small_windows_lose_nothing_to_rounding() {
     }
     // 120 prompt and 40 completion tokens cost 2.4 + 1.6, rounded down once: 3.
     assert_eq!(c.state.session(session).unwrap().member(&id(p)).unwrap().charged, Amount(3));
+}
+
+/// `receipts`, with the client's signature over each request (as `agora-serve` signs them).
+fn signed_requests(rs: &[ServeReceipt]) -> Vec<agora_core::Signature> {
+    rs.iter().map(|r| key("u0").sign(&agora_core::session::client_message(&r.request))).collect()
+}
+
+#[test]
+fn a_receipt_for_a_request_the_client_never_signed_convicts_its_provider() {
+    // Before: a provider could commit receipts for requests it made up and be paid for them;
+    // nothing on chain asked for the client's signature.
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 3);
+    let sigs = signed_requests(&rs);
+    // Receipts 0 and 1 answer the client's requests; 2 was made up.
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs) });
+    let tree = tree(&rs);
+    // Only the requester knows which requests it sent.
+    let e = c.fails("u1", TxPayload::ChallengeRequest { session, provider: id(p), seq: 1 });
+    assert!(e.contains("only the session's requester"), "{e}");
+    assert!(
+        c.fails("u0", TxPayload::ChallengeRequest { session, provider: id(p), seq: 7 })
+            .contains("does not exist")
+    );
+
+    // A real request: the provider shows the receipt and the client's signature.
+    c.ok("u0", TxPayload::ChallengeRequest { session, provider: id(p), seq: 1 });
+    let bare = TxPayload::AnswerChallenge { session, seq: 1, proof: tree.proof(1).unwrap(), request: None };
+    assert!(c.fails(p, bare).contains("client's signature"));
+    let forged =
+        agora_core::session::RequestProof { receipt: rs[1].clone(), client_signature: key(p).sign(&[0]) };
+    let e = c.fails(
+        p,
+        TxPayload::AnswerChallenge { session, seq: 1, proof: tree.proof(1).unwrap(), request: Some(forged) },
+    );
+    assert!(e.contains("not signed by the session's client key"), "{e}");
+    let shown = agora_core::session::RequestProof { receipt: rs[1].clone(), client_signature: sigs[1] };
+    c.ok(
+        p,
+        TxPayload::AnswerChallenge { session, seq: 1, proof: tree.proof(1).unwrap(), request: Some(shown) },
+    );
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::ChallengeRefuted { seq: 1, .. })));
+
+    // The made-up one: no signature to show, so the provider is convicted when time runs out.
+    c.ok("u0", TxPayload::ChallengeRequest { session, provider: id(p), seq: 2 });
+    let unsigned = agora_core::session::RequestProof {
+        receipt: rs[2].clone(),
+        client_signature: key(p).sign(&rs[2].request.0),
+    };
+    assert!(
+        c.fails(
+            p,
+            TxPayload::AnswerChallenge {
+                session,
+                seq: 2,
+                proof: tree.proof(2).unwrap(),
+                request: Some(unsigned)
+            }
+        )
+        .contains("not signed")
+    );
+    c.advance(CHALLENGE_BLOCKS + 1);
+    // (The window was paid once its audit window closed; the conviction reaches the
+    // provider's collateral all the same.)
+    let slashed = c.history().iter().find_map(|e| match e {
+        Event::ServingFraud { seq: 2, slashed, .. } => Some(*slashed),
+        _ => None,
+    });
+    assert_eq!(slashed, Some(Amount(1_000_000)));
+    assert!(c.state.session(session).unwrap().member(&id(p)).unwrap().removed);
+    conserved(&c);
 }

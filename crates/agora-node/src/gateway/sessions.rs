@@ -463,6 +463,22 @@ async fn open_on_chain(
 
 /// How often the kept receipts are checked against the chain.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// Blocks after a window's commitment before its receipts the gateway holds no answer for are
+/// challenged as requests it never sent.
+const REQUEST_CHECK_AFTER_BLOCKS: u64 = 5;
+
+/// A challenge the watcher sends.
+enum Challenge {
+    /// A kept receipt the provider left out or altered.
+    Receipt(Box<SignedReceipt>),
+    /// A committed receipt the gateway holds no answer for.
+    Request {
+        /// The provider.
+        provider: AccountId,
+        /// The receipt's `seq`.
+        seq: u64,
+    },
+}
 
 /// What the watcher has done, so each receipt is challenged once.
 #[derive(Default)]
@@ -496,6 +512,8 @@ impl Sessions {
     ///   of its receipts are not kept) is compared with the provider's own receipts for the
     ///   range; a kept receipt that differs from them is challenged, and the provider, which
     ///   cannot show it in its tree, is convicted when its answer time runs out.
+    /// * A committed receipt the gateway holds no answer for is challenged as a request it
+    ///   never sent: the provider must show the client's signature over the request.
     pub async fn watch(&self, gw: &Gateway, watched: &mut Watched) -> anyhow::Result<usize> {
         let dir = gw.data_dir.join("gateway").join("receipts");
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
@@ -526,25 +544,73 @@ impl Sessions {
         watched: &mut Watched,
     ) -> anyhow::Result<usize> {
         let detail = gw.client.session(id).await?;
-        let s = &detail.session;
         let params = gw.client.params().await?;
-        let now = now_ms();
-        if now > s.challenge_deadline_ms(&params) {
+        if now_ms() > detail.session.challenge_deadline_ms(&params) {
             watched.finished.insert(id);
             return Ok(0);
         }
-        let mut challenges: Vec<SignedReceipt> = vec![];
-        for (provider, held) in kept(gw, id)? {
-            let Some(m) = s.member(&provider).filter(|m| !m.removed) else { continue };
-            let closed = now > s.commit_deadline_ms(&params);
+        let height = gw.client.status().await?.height;
+        let challenges = self.challenges(gw, &detail, &params, height).await?;
+        let mut n = 0;
+        for c in challenges {
+            let (provider, seq, payload) = match c {
+                Challenge::Receipt(r) => {
+                    (r.provider, r.receipt.seq, TxPayload::ChallengeReceipt { receipt: *r })
+                }
+                Challenge::Request { provider, seq } => {
+                    (provider, seq, TxPayload::ChallengeRequest { session: id, provider, seq })
+                }
+            };
+            if !watched.challenged.insert((id, provider, seq)) {
+                continue;
+            }
+            let entry = self.requester_entry(gw, &detail.session.requester)?;
+            let sender = gw.sender(&entry).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            let kind = payload.name();
+            match sender.send(payload, Duration::from_secs(60)).await {
+                Ok(_) => {
+                    tracing::warn!(session = id, provider = %provider, seq, kind, "challenged a receipt");
+                    n += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(session = id, error = %format!("{e:#}"), "cannot challenge a receipt")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// What the kept receipts of a session prove against its providers now (see
+    /// [`Sessions::watch`]).
+    async fn challenges(
+        &self,
+        gw: &Gateway,
+        detail: &crate::api::types::SessionDetail,
+        params: &agora_ledger::Params,
+        height: u64,
+    ) -> anyhow::Result<Vec<Challenge>> {
+        let (id, s) = (detail.id, &detail.session);
+        let mut held_by = kept(gw, id)?;
+        let closed = now_ms() > s.commit_deadline_ms(params);
+        let mut out = vec![];
+        for m in s.members.iter().filter(|m| !m.removed) {
+            let provider = m.provider;
+            let held = held_by.remove(&provider).unwrap_or_default();
             if closed && let Some((_, r)) = held.range(m.next_seq..).next() {
-                challenges.push(r.clone());
+                out.push(Challenge::Receipt(Box::new(r.clone())));
                 continue;
             }
             for w in detail.windows.iter().filter(|w| w.provider == provider) {
                 let c = &w.window.commitment;
-                let range: Vec<&SignedReceipt> =
-                    held.range(c.first_seq..c.first_seq + u64::from(c.receipts)).map(|(_, r)| r).collect();
+                let seqs = c.first_seq..c.first_seq + u64::from(c.receipts);
+                // A receipt committed for a request the gateway never got an answer to: the
+                // provider must show the client's signature (only in windows a few blocks old,
+                // so an answer still on its way is not taken for one).
+                let old = w.window.committed_height + REQUEST_CHECK_AFTER_BLOCKS <= height;
+                if old && let Some(seq) = seqs.clone().find(|q| !held.contains_key(q)) {
+                    out.push(Challenge::Request { provider, seq });
+                }
+                let range: Vec<&SignedReceipt> = held.range(seqs).map(|(_, r)| r).collect();
                 if range.is_empty() {
                     continue;
                 }
@@ -555,32 +621,11 @@ impl Sessions {
                     continue;
                 }
                 if let Some(r) = self.differing(gw, id, &provider, c, &range).await {
-                    challenges.push(r);
+                    out.push(Challenge::Receipt(Box::new(r)));
                 }
             }
         }
-        let mut n = 0;
-        for r in challenges {
-            let key = (id, r.provider, r.receipt.seq);
-            if !watched.challenged.insert(key) {
-                continue;
-            }
-            let entry = self.requester_entry(gw, &s.requester)?;
-            let sender = gw.sender(&entry).await.map_err(|e| anyhow::anyhow!(e.message))?;
-            match sender
-                .send(TxPayload::ChallengeReceipt { receipt: r.clone() }, Duration::from_secs(60))
-                .await
-            {
-                Ok(_) => {
-                    tracing::warn!(session = id, provider = %r.provider, seq = r.receipt.seq, "challenged a receipt the provider left out or altered");
-                    n += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(session = id, error = %format!("{e:#}"), "cannot challenge a receipt")
-                }
-            }
-        }
-        Ok(n)
+        Ok(out)
     }
 
     /// A kept receipt of window `c` that the provider's own receipts for its range show

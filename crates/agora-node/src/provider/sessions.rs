@@ -9,7 +9,7 @@
 use super::runtimes::Runtimes;
 use crate::client::NodeClient;
 use crate::sender::TxSender;
-use agora_core::session::{MAX_WINDOW_RECEIPTS, ServeKind, SessionId};
+use agora_core::session::{MAX_WINDOW_RECEIPTS, RequestProof, ServeKind, SessionId};
 use agora_core::tx::TxPayload;
 use agora_core::{AccountId, Hash, JobKind, PublicKey};
 use agora_ml::embed::Embedder;
@@ -225,14 +225,29 @@ impl Windows {
             .iter()
             .find(|w| w.provider == self.me && w.window.covers(seq))
             .with_context(|| format!("no window of ours holds receipt {seq} of session {id}"))?;
-        let proof = self
-            .books
-            .get(id)?
-            .lock()
-            .expect("not poisoned")
-            .proof(w.first_seq, w.window.commitment.receipts, seq)
-            .with_context(|| format!("our book does not hold receipt {seq} of session {id}"))?;
-        self.sender.send(TxPayload::AnswerChallenge { session: id, seq, proof }, SEND_TIMEOUT).await?;
+        let book = self.books.get(id)?;
+        let (proof, request) = {
+            let mut book = book.lock().expect("not poisoned");
+            let proof = book
+                .proof(w.first_seq, w.window.commitment.receipts, seq)
+                .with_context(|| format!("our book does not hold receipt {seq} of session {id}"))?;
+            // A request challenge (no leaf named) is answered with the receipt and the client's
+            // signature over its request.
+            let asks_request = w.window.challenges.iter().any(|c| c.seq == seq && c.leaf.is_none());
+            let request = if asks_request {
+                let record = book.record_at(seq)?;
+                Some(RequestProof {
+                    receipt: record.receipt.receipt,
+                    client_signature: record.client_signature,
+                })
+            } else {
+                None
+            };
+            (proof, request)
+        };
+        self.sender
+            .send(TxPayload::AnswerChallenge { session: id, seq, proof, request }, SEND_TIMEOUT)
+            .await?;
         info!(session = id, seq, "answered a receipt challenge");
         Ok(())
     }

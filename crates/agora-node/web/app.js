@@ -1,6 +1,6 @@
 // Entry point: finds the chain, starts the live stream, and renders the view named by the
-// URL hash (#/, #/market, #/jobs, #/job/12, #/governance, #/block/5, #/tx/…, #/account/…,
-// #/lease/3), re-rendering when the stream says its objects changed.
+// URL hash (#/, #/market, #/jobs, #/job/12, #/sessions, #/session/4, #/governance, #/block/5,
+// #/tx/…, #/account/…, #/lease/3), re-rendering when the stream says its objects changed.
 
 import { chainOrigin, connect, get } from './api.js';
 import { h } from './dom.js';
@@ -12,9 +12,10 @@ import * as job from './view-job.js';
 import * as jobs from './view-jobs.js';
 import * as market from './view-market.js';
 import * as overview from './view-overview.js';
+import * as sessions from './view-sessions.js';
 
 const VIEWS = {
-  '': overview, market, jobs, job, governance,
+  '': overview, market, jobs, job, governance, sessions: sessions.list, session: sessions.one,
   block: blockView, tx: txView, account: accountView, lease: leaseView,
 };
 

@@ -35,6 +35,7 @@ pub const ASSETS: &[(&str, &[u8])] = assets![
     "view-job.js",
     "view-governance.js",
     "view-explorer.js",
+    "view-sessions.js",
 ];
 
 /// Scripts and styles only from this node; data may come from another node's API (the

@@ -272,7 +272,8 @@ async function checkExplorer(page, o, dir) {
   await shot(page, dir, '09-explorer-tx');
 
   // The other pages render without errors.
-  for (const [route, heading, name] of [['#/market', 'h2', '10-market'], ['#/governance', 'h2', '11-governance']]) {
+  const others = [['#/market', 'h2', '10-market'], ['#/governance', 'h2', '11-governance'], ['#/sessions', 'h2', '12-sessions']];
+  for (const [route, heading, name] of others) {
     await go(page, route);
     await until(page, (r) => location.hash === r && !document.querySelector('#main > p.empty'), route,
       `${route} stayed on "Loading…"`);

@@ -149,8 +149,8 @@ impl SessionTerms {
                 self.providers
             ));
         }
-        if self.escrow.is_zero() {
-            return Err("a session needs escrow to pay its providers".into());
+        if self.escrow.0 < u128::from(self.providers) {
+            return Err("a session needs escrow to pay its providers: at least one unit each".into());
         }
         let priced = match self.kind {
             ServeKind::Chat => {
@@ -167,10 +167,11 @@ impl SessionTerms {
         crate::manifest::check_sources(&self.sources)
     }
 
-    /// The most one provider of the session can be paid: its share of the escrow, rounded up
-    /// (the value its collateral must deter cheating on).
+    /// The most one provider of the session can be paid: its share of the escrow, rounded
+    /// down so the shares never add up to more than the escrow (the value its collateral must
+    /// deter cheating on).
     pub fn value_per_provider(&self) -> Amount {
-        Amount(self.escrow.0.div_ceil(u128::from(self.providers.max(1))))
+        Amount(self.escrow.0 / u128::from(self.providers.max(1)))
     }
 }
 
@@ -320,7 +321,8 @@ mod tests {
         assert!(SessionTerms { kind: ServeKind::Embed, ..terms() }.validate().unwrap_err().contains("price"));
         assert!(SessionTerms { sources: vec!["file:///etc".into()], ..terms() }.validate().is_err());
         assert_eq!(terms().value_per_provider(), Amount(500));
-        assert_eq!(SessionTerms { escrow: Amount(1_001), ..terms() }.value_per_provider(), Amount(501));
+        assert_eq!(SessionTerms { escrow: Amount(1_001), ..terms() }.value_per_provider(), Amount(500));
+        assert!(SessionTerms { escrow: Amount(1), ..terms() }.validate().is_err(), "less than a unit each");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //!   same block and, while places are empty, in later blocks (backing off): each serves the
 //!   class and kind, accepts the session's rates (its profile's `serve` floor), is independent
 //!   of the requester, and reserves `slash_multiple` × its share of the escrow from its free
-//!   collateral, as a lease reserves for its value.
+//!   collateral, as a lease reserves for its value (its *cap*: the share, less what
+//!   convicted predecessors were paid, so caps never exceed the escrow).
 //! * **serve**: off chain, the provider answers requests and signs a receipt for each
 //!   ([`agora_core::session`]).
 //! * **commit** (`CommitWindow`): the provider posts the Merkle root of its next receipts and
 //!   its running usage total. The window's charge (the price of its running total at the
-//!   session's rates, less that of its last window's) is held in the session's escrow. A provider can charge at most its share
-//!   of the escrow: what its reservation deters.
+//!   session's rates, less that of its last window's) is held in the session's escrow. A
+//!   provider can charge at most its cap: what its reservation deters.
 //! * **pay**: a window is paid `audit_window_blocks` after its commitment, unless a challenge
 //!   is pending.
 //! * **challenge** (`ChallengeReceipt`): whoever holds a receipt signed by the provider can
@@ -83,12 +84,17 @@ pub struct Member {
     pub total: Usage,
     /// Everything its windows charged (held or paid).
     pub charged: Amount,
+    /// The most its windows may charge: its share of the escrow, less what providers convicted
+    /// before it were paid (so the caps of a session never add up to more than its escrow,
+    /// and an honest provider can always commit what it served within its cap). A convicted
+    /// provider's cap shrinks to what it was paid.
+    pub cap: Amount,
     /// Its windows not yet paid or refunded.
     pub held: u32,
     /// Whether it left the session (convicted of fraud).
     pub removed: bool,
 }
-codec_struct!(Member { provider, reserved, next_seq, total, charged, held, removed });
+codec_struct!(Member { provider, reserved, next_seq, total, charged, cap, held, removed });
 
 /// A requester's serving session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,8 +287,18 @@ pub(crate) fn close(state: &mut State, cx: &mut Ctx, who: AccountId, id: Session
 }
 
 /// The collateral a provider reserves to serve a session: `slash_multiple` × its share.
-pub fn reservation(params: &Params, terms: &SessionTerms) -> Option<Amount> {
-    terms.value_per_provider().checked_mul(params.slash_multiple)
+pub fn reservation(params: &Params, cap: Amount) -> Option<Amount> {
+    cap.checked_mul(params.slash_multiple)
+}
+
+impl Session {
+    /// What the escrow can still back for a new provider: the escrow less the caps of the
+    /// providers serving and what convicted ones were paid.
+    fn uncapped(&self) -> Amount {
+        let held = self.members.iter().map(|m| if m.removed { m.charged } else { m.cap });
+        let held = held.fold(Amount::ZERO, |a, b| a.checked_add(b).expect("≤ escrow"));
+        self.terms.escrow.saturating_sub(held)
+    }
 }
 
 /// Fills a session's empty places (timer). Candidates are ordered by a draw from the block
@@ -294,7 +310,11 @@ pub(crate) fn fill(state: &mut State, cx: &mut Ctx, id: SessionId) {
     }
     let wanted = usize::from(s.terms.providers).saturating_sub(s.serving().count());
     let room = MAX_MEMBERS - s.members.len();
-    let Some(reserve) = reservation(state.params(), &s.terms) else { return };
+    let cap = s.terms.value_per_provider().min(s.uncapped());
+    if cap.is_zero() {
+        return;
+    }
+    let Some(reserve) = reservation(state.params(), cap) else { return };
     let mut candidates: Vec<(Hash, AccountId)> = state
         .providers
         .iter()
@@ -310,7 +330,10 @@ pub(crate) fn fill(state: &mut State, cx: &mut Ctx, id: SessionId) {
         .map(|(who, _)| (Hash::tagged("agora/session/match", &[&cx.seed.0, &id.to_le_bytes(), &who.0]), *who))
         .collect();
     candidates.sort_unstable();
-    let joined: Vec<AccountId> = candidates.into_iter().take(wanted.min(room)).map(|(_, who)| who).collect();
+    // Every joiner takes a whole cap, so at most what the escrow still backs.
+    let affordable = (s.uncapped().0 / cap.0) as usize;
+    let joined: Vec<AccountId> =
+        candidates.into_iter().take(wanted.min(room).min(affordable)).map(|(_, who)| who).collect();
     for provider in &joined {
         let p = state.providers.get_mut(provider).expect("candidate");
         p.reserved = p.reserved.checked_add(reserve).expect("≤ free collateral");
@@ -323,6 +346,7 @@ pub(crate) fn fill(state: &mut State, cx: &mut Ctx, id: SessionId) {
         next_seq: 0,
         total: Usage::default(),
         charged: Amount::ZERO,
+        cap,
         held: 0,
         removed: false,
     }));
@@ -373,7 +397,7 @@ pub(crate) fn commit(
     let charge = price(&w.total)?.checked_sub(price(&m.total)?).expect("monotone in every count");
     let charged = m.charged.checked_add(charge).ok_or(TxError::Overflow("provider charges"))?;
     let committed = s.committed.checked_add(charge).ok_or(TxError::Overflow("session charges"))?;
-    if charged > s.terms.value_per_provider() || committed > s.escrow {
+    if charged > m.cap || committed > s.escrow {
         return Err(TxError::InvalidState(format!(
             "the window's charge {charge} exceeds what the session has left for this provider"
         )));
@@ -671,7 +695,7 @@ fn convict(
 ) {
     let params = state.params().clone();
     let s = state.sessions.get(&id).expect("exists");
-    let value = s.terms.value_per_provider();
+    let value = s.member(&provider).expect("convicted members serve").cap;
     let held: Vec<WindowKey> =
         state.windows.range((id, provider, 0)..=(id, provider, u64::MAX)).map(|(k, _)| *k).collect();
     let mut refunded = Amount::ZERO;
@@ -690,6 +714,9 @@ fn convict(
     s.committed = s.committed.checked_sub(refunded).expect("refunded windows were committed");
     let m = s.member_mut(&provider).expect("convicted members serve");
     (m.removed, m.held) = (true, 0);
+    // What it keeps is what it was paid: the rest of its cap backs its replacement.
+    m.charged = m.charged.checked_sub(refunded).expect("its refunded windows were charged");
+    m.cap = m.charged;
     // A closed session already returned what was unspent: its refunded windows go straight
     // back to the requester.
     if s.status != SessionStatus::Open {

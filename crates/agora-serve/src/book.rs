@@ -180,6 +180,11 @@ impl Book {
         Ok(signed)
     }
 
+    /// The running usage total of the last receipt.
+    pub fn total(&self) -> Usage {
+        self.total
+    }
+
     /// Every receipt, in `seq` order.
     pub fn receipts(&self) -> &[ServeReceipt] {
         &self.receipts

@@ -34,6 +34,11 @@ pub const MAX_RECEIPTS_PAGE: u64 = 4096;
 
 /// What this provider serves in a session.
 pub struct Serving {
+    /// The session's prices.
+    pub rates: agora_core::session::ServeRates,
+    /// The most this provider's windows may charge in it (its cap on chain): requests that
+    /// could take its receipts beyond are refused, so it never serves what it cannot commit.
+    pub cap: agora_core::Amount,
     /// The chain's id (bound into request signatures and receipts).
     pub chain_id: String,
     /// The key that signs the session's requests.
@@ -53,14 +58,38 @@ pub trait Directory: Send + Sync + 'static {
 
 /// A provider's serving endpoints.
 pub struct Server<D> {
-    /// The provider's key (signs receipts).
-    pub key: SecretKey,
-    /// Which sessions it serves.
-    pub directory: D,
-    /// Its receipts.
-    pub books: Arc<Books>,
-    /// Its runs.
-    pub engine: Engine,
+    key: SecretKey,
+    directory: D,
+    books: Arc<Books>,
+    engine: Engine,
+    /// Per session, the most the requests in flight may still use.
+    in_flight: InFlight,
+}
+
+type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<SessionId, Usage>>>;
+
+impl<D> Server<D> {
+    /// Endpoints of the provider holding `key`, serving what `directory` says, receipting into
+    /// `books`, running on `engine`.
+    pub fn new(key: SecretKey, directory: D, books: Arc<Books>, engine: Engine) -> Self {
+        Self { key, directory, books, engine, in_flight: InFlight::default() }
+    }
+}
+
+/// Usage held for a request in flight against its session's cap; released when dropped.
+pub struct Held {
+    in_flight: InFlight,
+    session: SessionId,
+    bound: Usage,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.lock().expect("not poisoned");
+        if let Some(u) = map.get_mut(&self.session) {
+            *u = u.since(&self.bound).unwrap_or_default();
+        }
+    }
 }
 
 /// The serving routes.
@@ -95,6 +124,8 @@ fn now_ms() -> u64 {
 /// serves, not ended, not served before.
 struct Admitted {
     session: SessionId,
+    rates: agora_core::session::ServeRates,
+    cap: agora_core::Amount,
     chain_id: String,
     request: SignedRequest,
     body: ServeBody,
@@ -153,11 +184,35 @@ impl<D: Directory> Server<D> {
         }
         Ok(Admitted {
             session: id,
+            rates: serving.rates,
+            cap: serving.cap,
             chain_id: serving.chain_id,
             request,
             body: req.body,
             model: serving.model,
         })
+    }
+
+    /// Holds `bound` (the most a request may use) against the provider's cap in its session:
+    /// refused (402) when its receipts, the requests in flight and this one could cost more
+    /// than the cap at the session's rates.
+    fn hold(&self, a: &Admitted, bound: Usage) -> Result<Held, Refusal> {
+        let book = self
+            .books
+            .get(a.session)
+            .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let total = book.lock().expect("not poisoned").total();
+        let mut map = self.in_flight.lock().expect("not poisoned");
+        let flying = map.entry(a.session).or_default();
+        let worst = total.checked_add(flying).and_then(|u| u.checked_add(&bound));
+        if worst.and_then(|u| a.rates.charge(&u)).is_none_or(|c| c > a.cap) {
+            return Err(Refusal(
+                StatusCode::PAYMENT_REQUIRED,
+                format!("this provider's share of session {} is spent: open a new session", a.session),
+            ));
+        }
+        *flying = flying.checked_add(&bound).expect("checked above");
+        Ok(Held { in_flight: self.in_flight.clone(), session: a.session, bound })
     }
 
     /// Writes the receipt of a finished run (durably, off the async threads).
@@ -187,15 +242,17 @@ async fn chat<D: Directory>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Refusal> {
-    let Admitted { session, chain_id, request, body, model } = s.admit(&id, &headers, bytes).await?;
-    let who = (session, chain_id, request);
+    let a = s.admit(&id, &headers, bytes).await?;
     let (Model::Chat(llm), ServeBody::Chat { prompt, max_tokens, temperature_milli, seed, stop }) =
-        (model, body)
+        (a.model.clone(), a.body.clone())
     else {
         return Err(bad("this session does not serve chat: use its embeddings endpoint"));
     };
-    // Refuse an over-long prompt before the stream starts (tokenizing is cheap).
-    llm.prompt_tokens(&prompt).map_err(|e| bad(e.to_string()))?;
+    // Refuse an over-long prompt before the stream starts (tokenizing is cheap), and a request
+    // that could cost more than this provider may still charge.
+    let prompt_tokens = llm.prompt_tokens(&prompt).map_err(|e| bad(e.to_string()))?.len() as u64;
+    let held = s.hold(&a, Usage { prompt_tokens, completion_tokens: u64::from(max_tokens), items: 0 })?;
+    let who = (a.session, a.chain_id, a.request);
     let (events, rx) = tokio::sync::mpsc::channel::<ChatEvent>(64);
     let (pieces, mut piece_rx) = tokio::sync::mpsc::channel::<String>(64);
     let forward = events.clone();
@@ -208,6 +265,7 @@ async fn chat<D: Directory>(
     });
     let params = ChatParams { prompt, max_tokens, temperature_milli, seed, stop };
     tokio::spawn(async move {
+        let _held = held; // until the receipt is written
         let last = match s.engine.chat(llm, params, pieces).await {
             Ok(None) => return, // the client left: nothing served, nothing receipted
             Ok(Some(run)) => {
@@ -257,12 +315,19 @@ async fn embeddings<D: Directory>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Refusal> {
-    let Admitted { session, chain_id, request, body, model } = s.admit(&id, &headers, bytes).await?;
-    let who = (session, chain_id, request);
-    let (Model::Embed(embedder), ServeBody::Embed { inputs }) = (model, body) else {
+    let a = s.admit(&id, &headers, bytes).await?;
+    let (Model::Embed(embedder), ServeBody::Embed { inputs }) = (a.model.clone(), a.body.clone()) else {
         return Err(bad("this session does not serve embeddings: use its chat endpoint"));
     };
     let items = inputs.len() as u64;
+    // The encoder reads at most its truncation length of each text.
+    let bound = Usage {
+        prompt_tokens: items * agora_ml::embed::model::MAX_TOKENS as u64,
+        completion_tokens: 0,
+        items,
+    };
+    let _held = s.hold(&a, bound)?;
+    let who = (a.session, a.chain_id, a.request);
     let start = now_ms();
     let run = s.engine.embed(embedder, inputs).await.map_err(|e| bad(e.to_string()))?;
     let usage = Usage { prompt_tokens: run.prompt_tokens, completion_tokens: 0, items };

@@ -18,6 +18,7 @@ const CHAIN: &str = "serve-test";
 
 struct Fixed {
     client: agora_core::PublicKey,
+    cap: agora_core::Amount,
     chat: Model,
     embed: Model,
 }
@@ -27,18 +28,24 @@ impl Directory for Fixed {
         let far = u64::MAX;
         Ok(match session {
             7 => Some(Serving {
+                rates: rates(),
+                cap: self.cap,
                 chain_id: CHAIN.into(),
                 client: self.client,
                 until_ms: far,
                 model: self.chat.clone(),
             }),
             8 => Some(Serving {
+                rates: rates(),
+                cap: self.cap,
                 chain_id: CHAIN.into(),
                 client: self.client,
                 until_ms: far,
                 model: self.embed.clone(),
             }),
             9 => Some(Serving {
+                rates: rates(),
+                cap: self.cap,
                 chain_id: CHAIN.into(),
                 client: self.client,
                 until_ms: 1,
@@ -56,7 +63,21 @@ struct Provider {
     _dir: tempfile::TempDir,
 }
 
+/// Prices of the fixed sessions: 1,000 per 1,000 tokens of either kind, 1 per item.
+fn rates() -> agora_core::session::ServeRates {
+    agora_core::session::ServeRates {
+        prompt_per_1k: agora_core::Amount(1_000),
+        completion_per_1k: agora_core::Amount(1_000),
+        per_item: agora_core::Amount(1),
+    }
+}
+
 async fn provider(client: &SecretKey) -> Provider {
+    provider_capped(client, agora_core::Amount(1_000_000)).await
+}
+
+/// A provider whose windows may charge at most `cap` in each session.
+async fn provider_capped(client: &SecretKey, cap: agora_core::Amount) -> Provider {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_llama(&dir.path().join("model.gguf"), 1, GgmlDType::Q8_0).unwrap();
     write_tiny_bert(&dir.path().join("bert"), 1).unwrap();
@@ -65,12 +86,9 @@ async fn provider(client: &SecretKey) -> Provider {
     let embedder = Arc::new(Embedder::load(&dir.path().join("bert"), &device).unwrap());
     let key = SecretKey::from_seed([9; 32]);
     let books = Arc::new(Books::new(&dir.path().join("books")).unwrap());
-    let server = Server {
-        key: key.clone(),
-        directory: Fixed { client: client.public(), chat: Model::Chat(llm), embed: Model::Embed(embedder) },
-        books: books.clone(),
-        engine: Engine::new(2),
-    };
+    let directory =
+        Fixed { client: client.public(), cap, chat: Model::Chat(llm), embed: Model::Embed(embedder) };
+    let server = Server::new(key.clone(), directory, books.clone(), Engine::new(2));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(server))).await.unwrap() });
@@ -222,4 +240,24 @@ async fn embeddings_come_back_at_once_with_a_receipt() {
     let mut forged = resp.clone();
     forged.embeddings[1][0] += 0.5;
     assert!(check_embed(&forged, &expect, 2).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_never_serves_more_than_its_cap_lets_it_commit() {
+    // Before: a provider served whatever it was sent, so once its share of the escrow was
+    // spent it held receipts no window could take, and was convicted of leaving them out.
+    let client_key = SecretKey::from_seed([1; 32]);
+    // 60 units: at 1 per token, one request of ~20 prompt and 24 completion tokens fits, two
+    // do not.
+    let p = provider_capped(&client_key, agora_core::Amount(60)).await;
+    let c = ServeClient::new();
+    let first = SignedRequest::new(CHAIN, &chat_body(0), &client_key);
+    let (_, last) = stream(&c, &p.base, &first).await;
+    assert!(matches!(last, ChatEvent::Done(_)), "{last:?}");
+    let second = SignedRequest::new(CHAIN, &chat_body(1), &client_key);
+    match c.chat(&p.base, 7, &second).await.err().unwrap() {
+        ClientError::Refused { status: 402, message } => assert!(message.contains("share"), "{message}"),
+        other => panic!("expected 402, got {other}"),
+    }
+    assert_eq!(p.books.get(7).unwrap().lock().unwrap().receipts().len(), 1);
 }

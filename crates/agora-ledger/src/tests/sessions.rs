@@ -213,7 +213,7 @@ fn only_providers_that_accept_the_rates_and_can_back_them_are_matched() {
     assert_eq!(
         members(&c, session),
         vec![id("p3")],
-        "p0 serves nothing, p1 is dearer, p2 cannot back 333,340"
+        "p0 serves nothing, p1 is dearer, p2 cannot back 333,330"
     );
     // The empty places are looked for again, backing off, never twice for the same provider.
     c.ok("p2", TxPayload::AddCollateral { amount: Amount(1_000_000) });
@@ -577,8 +577,13 @@ fn check(c: &TestChain) {
             assert_eq!(s.escrow, s.committed, "a closed session holds only unpaid windows");
         }
         for m in &s.members {
-            assert!(m.charged <= s.terms.value_per_provider(), "no provider charges beyond its share");
+            assert!(
+                m.charged <= m.cap && m.cap <= s.terms.value_per_provider(),
+                "no provider charges beyond its cap"
+            );
         }
+        let caps = s.members.iter().map(|m| m.cap.0).sum::<u128>();
+        assert!(caps <= s.terms.escrow.0, "the caps of a session never exceed its escrow");
     }
     // No window is paid before its audit window closes.
     for e in c.last_events() {

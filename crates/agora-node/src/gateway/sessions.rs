@@ -74,6 +74,8 @@ pub struct Open {
 pub struct Member {
     /// Its account.
     pub account: AccountId,
+    /// The most its windows may charge in the session.
+    pub cap: Amount,
     /// Its registered endpoint.
     pub endpoint: String,
 }
@@ -114,11 +116,11 @@ impl Open {
         )
     }
 
-    /// Whether `provider` may still charge for more.
-    fn has_share(&self, provider: &AccountId) -> bool {
-        let total = self.totals.lock().expect("not poisoned").get(provider).copied().unwrap_or_default();
+    /// Whether provider `m` may still charge for more.
+    fn has_share(&self, m: &Member) -> bool {
+        let total = self.totals.lock().expect("not poisoned").get(&m.account).copied().unwrap_or_default();
         let charged = self.terms.rates.charge(&total).unwrap_or(Amount(u128::MAX));
-        charged < self.terms.value_per_provider().bps(SHARE_SPENT_BPS)
+        charged < m.cap.bps(SHARE_SPENT_BPS)
     }
 }
 
@@ -249,7 +251,7 @@ impl Sessions {
                 m
             }
         };
-        Ok(members.into_iter().filter(|m| open.has_share(&m.account)).collect())
+        Ok(members.into_iter().filter(|m| open.has_share(m)).collect())
     }
 
     /// [`Sessions::members`] starting with the next in turn, for one request.
@@ -270,7 +272,7 @@ impl Sessions {
         for m in detail.session.serving() {
             let endpoint = gw.client.provider(&m.provider).await.map_err(unavailable)?.profile.endpoint;
             if reach.check_url(&endpoint).is_ok() {
-                out.push(Member { account: m.provider, endpoint });
+                out.push(Member { account: m.provider, cap: m.cap, endpoint });
             }
         }
         Ok(out)

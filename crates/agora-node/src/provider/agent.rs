@@ -614,11 +614,11 @@ fn serving(
     let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
     let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
     let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), omit));
-    let server = agora_serve::server::Server {
-        key: key.clone(),
-        directory: directory.clone(),
+    let server = agora_serve::server::Server::new(
+        key.clone(),
+        directory.clone(),
         books,
-        engine: agora_serve::engine::Engine::new(parallel),
-    };
+        agora_serve::engine::Engine::new(parallel),
+    );
     Ok((directory, windows, agora_serve::server::router(Arc::new(server))))
 }

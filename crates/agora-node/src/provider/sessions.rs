@@ -36,6 +36,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 struct Known {
     client: PublicKey,
+    rates: agora_core::session::ServeRates,
+    /// This provider's cap in the session (zero when it does not serve it).
+    cap: agora_core::Amount,
     until_ms: u64,
     kind: ServeKind,
     model: Hash,
@@ -75,13 +78,16 @@ impl SessionDirectory {
             Err(e) => return Err(e.to_string()),
         };
         let s = &detail.session;
+        let me = s.member(&self.me).filter(|m| !m.removed);
         let known = Known {
             client: s.terms.client,
+            rates: s.terms.rates,
+            cap: me.map_or(agora_core::Amount::ZERO, |m| m.cap),
             until_ms: s.until_ms,
             kind: s.terms.kind,
             model: s.terms.model,
             sources: s.terms.sources.clone(),
-            member: s.serving().any(|m| m.provider == self.me),
+            member: me.is_some(),
         };
         self.known.lock().expect("not poisoned").insert(id, known);
         Ok(Some(()))
@@ -142,7 +148,14 @@ impl Directory for SessionDirectory {
             .await
             .map_err(|e| e.to_string())?
             .clone();
-        Ok(Some(Serving { chain_id, client: k.client, until_ms: k.until_ms, model }))
+        Ok(Some(Serving {
+            rates: k.rates,
+            cap: k.cap,
+            chain_id,
+            client: k.client,
+            until_ms: k.until_ms,
+            model,
+        }))
     }
 }
 

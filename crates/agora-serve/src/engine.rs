@@ -39,6 +39,18 @@ pub struct ChatParams {
     pub stop: Vec<String>,
 }
 
+impl ChatParams {
+    /// The parameters of a chat request, or `None` for another kind of request.
+    pub fn of(body: &crate::wire::ServeBody) -> Option<Self> {
+        match body.clone() {
+            crate::wire::ServeBody::Chat { prompt, max_tokens, temperature_milli, seed, stop } => {
+                Some(ChatParams { prompt, max_tokens, temperature_milli, seed, stop })
+            }
+            crate::wire::ServeBody::Embed { .. } => None,
+        }
+    }
+}
+
 /// A finished chat run.
 pub struct ChatRun {
     /// The completion.

@@ -8,6 +8,7 @@
 //! receipts and windows), [`engine`] (warm models, streaming runs), [`server`] (the provider's
 //! endpoints), [`client`] (requests and receipt checks).
 
+pub mod audit;
 pub mod book;
 pub mod client;
 pub mod engine;

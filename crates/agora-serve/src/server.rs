@@ -243,15 +243,14 @@ async fn chat<D: Directory>(
     bytes: Bytes,
 ) -> Result<Response, Refusal> {
     let a = s.admit(&id, &headers, bytes).await?;
-    let (Model::Chat(llm), ServeBody::Chat { prompt, max_tokens, temperature_milli, seed, stop }) =
-        (a.model.clone(), a.body.clone())
-    else {
+    let (Model::Chat(llm), Some(params)) = (a.model.clone(), ChatParams::of(&a.body)) else {
         return Err(bad("this session does not serve chat: use its embeddings endpoint"));
     };
     // Refuse an over-long prompt before the stream starts (tokenizing is cheap), and a request
     // that could cost more than this provider may still charge.
-    let prompt_tokens = llm.prompt_tokens(&prompt).map_err(|e| bad(e.to_string()))?.len() as u64;
-    let held = s.hold(&a, Usage { prompt_tokens, completion_tokens: u64::from(max_tokens), items: 0 })?;
+    let prompt_tokens = llm.prompt_tokens(&params.prompt).map_err(|e| bad(e.to_string()))?.len() as u64;
+    let completion_tokens = u64::from(params.max_tokens);
+    let held = s.hold(&a, Usage { prompt_tokens, completion_tokens, items: 0 })?;
     let who = (a.session, a.chain_id, a.request);
     let (events, rx) = tokio::sync::mpsc::channel::<ChatEvent>(64);
     let (pieces, mut piece_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -263,7 +262,6 @@ async fn chat<D: Directory>(
             }
         }
     });
-    let params = ChatParams { prompt, max_tokens, temperature_milli, seed, stop };
     tokio::spawn(async move {
         let _held = held; // until the receipt is written
         let last = match s.engine.chat(llm, params, pieces).await {

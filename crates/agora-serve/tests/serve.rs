@@ -6,11 +6,13 @@ use agora_core::session::SessionId;
 use agora_ml::embed::Embedder;
 use agora_ml::fixtures::{GgmlDType, write_tiny_bert, write_tiny_llama};
 use agora_ml::generate::Llm;
+use agora_serve::audit::recheck_chat;
 use agora_serve::book::Books;
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
-use agora_serve::engine::{Engine, Model};
+use agora_serve::engine::{ChatParams, Engine, Model};
+use agora_serve::fingerprint::{FINGERPRINT_EVERY, Fingerprint};
 use agora_serve::server::{Directory, Server, Serving, router};
-use agora_serve::wire::{ChatEvent, ServeBody, ServeRequest, SignedRequest};
+use agora_serve::wire::{ChatDone, ChatEvent, ServeBody, ServeRequest, SignedRequest};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -78,8 +80,13 @@ async fn provider(client: &SecretKey) -> Provider {
 
 /// A provider whose windows may charge at most `cap` in each session.
 async fn provider_capped(client: &SecretKey, cap: agora_core::Amount) -> Provider {
+    provider_with(client, cap, 1).await
+}
+
+/// A provider serving the tiny llama made from `model_seed` (1 is the session's model).
+async fn provider_with(client: &SecretKey, cap: agora_core::Amount, model_seed: u64) -> Provider {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_llama(&dir.path().join("model.gguf"), 1, GgmlDType::Q8_0).unwrap();
+    write_tiny_llama(&dir.path().join("model.gguf"), model_seed, GgmlDType::Q8_0).unwrap();
     write_tiny_bert(&dir.path().join("bert"), 1).unwrap();
     let device = agora_ml::device();
     let llm = Arc::new(Llm::load(&dir.path().join("model.gguf"), &device).unwrap());
@@ -96,13 +103,18 @@ async fn provider_capped(client: &SecretKey, cap: agora_core::Amount) -> Provide
 }
 
 fn chat_body(nonce: u64) -> ServeRequest {
+    chat_at(nonce, 0)
+}
+
+/// A chat request at temperature `temperature_milli` / 1000 (0: greedy).
+fn chat_at(nonce: u64, temperature_milli: u32) -> ServeRequest {
     ServeRequest {
         session: 7,
         nonce,
         body: ServeBody::Chat {
             prompt: "Tell me about the sea.".into(),
             max_tokens: 24,
-            temperature_milli: 0,
+            temperature_milli,
             seed: 1,
             stop: vec![],
         },
@@ -260,4 +272,83 @@ async fn a_provider_never_serves_more_than_its_cap_lets_it_commit() {
         other => panic!("expected 402, got {other}"),
     }
     assert_eq!(p.books.get(7).unwrap().lock().unwrap().receipts().len(), 1);
+}
+
+/// Streams `body` from `base` and returns its completion.
+async fn completion(c: &ServeClient, base: &str, client: &SecretKey, body: &ServeRequest) -> ChatDone {
+    let (_, last) = stream(c, base, &SignedRequest::new(CHAIN, body, client)).await;
+    let ChatEvent::Done(done) = last else { panic!("expected done, got {last:?}") };
+    *done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_rechecks_against_the_sessions_model_only_if_the_provider_computed_it() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let honest = provider(&client_key).await;
+    let other_model = provider_with(&client_key, agora_core::Amount(1_000_000), 2).await;
+    let llm = Llm::load(&honest._dir.path().join("model.gguf"), &agora_ml::device()).unwrap();
+    let c = ServeClient::new();
+    for temperature_milli in [0, 800] {
+        let body = chat_at(temperature_milli.into(), temperature_milli);
+        let params = ChatParams::of(&body.body).unwrap();
+        let done = completion(&c, &honest.base, &client_key, &body).await;
+        assert!(done.tokens.len() > FINGERPRINT_EVERY, "several fingerprints are checked");
+        let v = recheck_chat(&llm, &params, &done).unwrap();
+        assert!(v.matches, "an honest completion at temperature {temperature_milli}: {}", v.detail);
+
+        // A token the model would not have chosen.
+        let mut altered = done.clone();
+        let (at, eos) = (5, llm.eos());
+        altered.tokens[at] = (0..).find(|t| *t != done.tokens[at] && !eos.contains(t)).unwrap();
+        let v = recheck_chat(&llm, &params, &altered).unwrap();
+        assert!(!v.matches, "an altered token");
+
+        // Made-up fingerprints, even with a receipt naming them.
+        let mut made_up = done.clone();
+        made_up.fingerprints[1].top[0].1 = (f32::from_bits(made_up.fingerprints[1].top[0].1) + 1.0).to_bits();
+        let v = recheck_chat(&llm, &params, &made_up).unwrap();
+        assert!(v.detail.contains("not the ones the receipt names"), "{}", v.detail);
+        made_up.receipt.receipt.fingerprints = agora_serve::fingerprint::hash(&made_up.fingerprints);
+        let v = recheck_chat(&llm, &params, &made_up).unwrap();
+        assert!(!v.matches && v.detail.contains(&format!("step {FINGERPRINT_EVERY}")), "{}", v.detail);
+        made_up.fingerprints.pop();
+        made_up.receipt.receipt.fingerprints = agora_serve::fingerprint::hash(&made_up.fingerprints);
+        assert!(!recheck_chat(&llm, &params, &made_up).unwrap().matches, "a fingerprint left out");
+    }
+
+    // A provider answering from another model fails, and so does one that ran the session's
+    // model over the other model's tokens to get genuine fingerprints for them.
+    let body = chat_body(0);
+    let params = ChatParams::of(&body.body).unwrap();
+    let cheap = completion(&c, &other_model.base, &client_key, &body).await;
+    let v = recheck_chat(&llm, &params, &cheap).unwrap();
+    assert!(!v.matches, "another model's answer: {}", v.detail);
+    let mut dressed = cheap.clone();
+    dressed.fingerprints = fingerprints_along(&llm, &params, &cheap.tokens);
+    dressed.receipt.receipt.fingerprints = agora_serve::fingerprint::hash(&dressed.fingerprints);
+    let v = recheck_chat(&llm, &params, &dressed).unwrap();
+    assert!(!v.matches && v.detail.contains("claimed token"), "{}", v.detail);
+}
+
+/// The session model's own fingerprints along `tokens` (what a provider gets by running the
+/// model teacher-forced over tokens it did not compute with it).
+fn fingerprints_along(llm: &Llm, params: &ChatParams, tokens: &[u32]) -> Vec<Fingerprint> {
+    let req = agora_ml::generate::model::Request {
+        prompt: &params.prompt,
+        max_new_tokens: params.max_tokens as usize,
+        stop: &params.stop,
+        sampler: agora_ml::generate::sampler::Sampler::from_milli(params.temperature_milli),
+        seed: params.seed,
+        follow: Some(tokens),
+    };
+    let mut out = vec![];
+    llm.generate_observed(
+        &req,
+        Some(&mut |s: agora_ml::generate::model::Step<'_>| {
+            out.extend(Fingerprint::at(s.index, s.logits));
+            std::ops::ControlFlow::Continue(())
+        }),
+    )
+    .unwrap();
+    out
 }

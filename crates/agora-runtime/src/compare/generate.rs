@@ -50,6 +50,12 @@ pub fn compare(claimed: &[u8], recomputed: &[u8]) -> Verdict {
         Ok(c) => c,
         Err(e) => return Verdict::fail(format!("replay record is malformed: {e}")),
     };
+    compare_replay(&claimed, &check)
+}
+
+/// [`compare`] on decoded records: accepts `claimed` if `check`, its replay, reproduces its
+/// tokens, stop reason and text with near-tie divergences only.
+pub fn compare_replay(claimed: &Generation, check: &GenerationCheck) -> Verdict {
     let replay = &check.replay;
     if replay.tokens != claimed.tokens {
         let at = replay.tokens.iter().zip(&claimed.tokens).position(|(a, b)| a != b);

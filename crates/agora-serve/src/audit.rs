@@ -46,8 +46,8 @@ pub fn check_fingerprint(claimed: &Fingerprint, logits: &[f32]) -> Result<(), St
         let Some(&actual) = logits.get(token as usize) else {
             return Err(format!("step {step}: token {token} is outside the vocabulary"));
         };
-        // NaN-safe: a listed NaN or a NaN logit fails.
-        if !((actual - value).abs() <= FINGERPRINT_TOLERANCE) {
+        let gap = (actual - value).abs();
+        if gap.is_nan() || gap > FINGERPRINT_TOLERANCE {
             return Err(format!(
                 "step {step}: token {token} has logit {actual}, the fingerprint says {value}"
             ));

@@ -1,7 +1,8 @@
 //! Serving sessions on a devnet of real node processes, through the gateway's `/v1`: answers
 //! come from a warm session with a receipt, a stream whose provider is killed mid-way
 //! completes on the session's other provider, and a provider that leaves its receipts out of
-//! its windows is proven to have done so from the gateway's receipts and slashed.
+//! its windows is proven to have done so from the gateway's receipts and slashed; every
+//! completion the gateway kept rechecks on the session's model.
 //!
 //! Needs the real models (`AGORA_MODELS_DIR`, see the README); without them it says what is
 //! missing and passes, unless `AGORA_REQUIRE_MODELS=1` (as in CI).
@@ -136,6 +137,15 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
     std::fs::write(&receipt, last.to_string()).unwrap();
     let verdict = agora(&v, &["session", "verify", receipt.to_str().unwrap(), "--chain-id", "agora-devnet"]);
     assert_eq!(verdict["valid"], true, "{verdict}");
+
+    // Every completion the gateway (on node0) was served replays exactly on the session's
+    // model: the cheater leaves receipts out, but computes honestly.
+    let gateway_dir = net.dir.join("node0");
+    let args = ["--data-dir", gateway_dir.to_str().unwrap(), "session", "recheck", &session.to_string()];
+    let rechecked = agora(&v, &args);
+    let all = rechecked.as_array().unwrap();
+    assert!(all.len() > served_by.len(), "every completion is rechecked: {rechecked}");
+    assert!(all.iter().all(|r| r["passed"] == true), "{rechecked}");
 
     // Once no window can hold the cheater's receipts, the gateway proves the omission.
     wait_for("the omission to be proven", Duration::from_secs(180), || {

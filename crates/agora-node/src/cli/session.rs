@@ -1,14 +1,23 @@
-//! `agora session ...`: inspect and close serving sessions, and verify a receipt offline.
+//! `agora session ...`: inspect and close serving sessions, verify a receipt offline, and
+//! recheck the completions a session served on its model.
 
 use super::Global;
 use super::output::print;
+use crate::gateway::sessions::kept_records;
 use crate::sender::TxSender;
 use agora_core::session::SignedReceipt;
 use agora_core::tx::TxPayload;
-use anyhow::Context;
+use agora_core::{AccountId, Hash};
+use agora_ml::generate::Llm;
+use agora_runtime::provision::Provisioned;
+use agora_serve::audit::recheck_chat;
+use agora_serve::engine::ChatParams;
+use agora_serve::wire::ChatDone;
+use anyhow::{Context, bail};
 use clap::Subcommand;
+use indicatif::ProgressBar;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `agora session ...`
@@ -34,6 +43,74 @@ pub enum SessionCommand {
         #[arg(long)]
         chain_id: Option<String>,
     },
+    /// Recheck the chat completions this node's gateway was served in a session: replay each
+    /// on the session's model, teacher-forced along its tokens, and check that every token is
+    /// the model's own choice and every fingerprint its receipt names matches. Exits non-zero
+    /// if any fails.
+    Recheck {
+        /// Session id.
+        id: u64,
+        /// The catalog model to replay with (default: the provisioned model whose hash the
+        /// session names).
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// One completion's recheck.
+#[derive(Debug, Serialize)]
+pub struct Rechecked {
+    /// The provider that served it.
+    pub provider: AccountId,
+    /// Its receipt's position among the provider's receipts.
+    pub seq: u64,
+    /// Whether the replay reproduced it.
+    pub passed: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The provisioned model `name` (or, without one, the one whose hash is `expected`), which
+/// must be the session's model.
+fn session_model(data_dir: &Path, name: Option<&str>, expected: Hash) -> anyhow::Result<Provisioned> {
+    let p = crate::requester::prepare::provisioner(data_dir);
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => {
+            p.list()?.models.into_iter().find(|(_, e)| e.bundle == expected).map(|(n, _)| n).with_context(
+                || format!("no provisioned model has the session's hash {expected}: name it with --model"),
+            )?
+        }
+    };
+    let model = p
+        .get(&name)?
+        .with_context(|| format!("model {name} is not provisioned: run `agora models pull {name}`"))?;
+    if model.hash() != expected {
+        bail!("model {name} ({}) is not the session's model ({expected})", model.hash());
+    }
+    Ok(model)
+}
+
+/// Rechecks `chats` on the generation model in `dir`, counting each on `pb`.
+fn recheck_all(
+    dir: &Path,
+    chats: &[(AccountId, ChatParams, ChatDone)],
+    pb: &ProgressBar,
+) -> anyhow::Result<Vec<Rechecked>> {
+    let llm = Llm::load(&dir.join("model.gguf"), &agora_ml::device())?;
+    chats
+        .iter()
+        .map(|(provider, params, done)| {
+            let v = recheck_chat(&llm, params, done)?;
+            pb.inc(1);
+            Ok(Rechecked {
+                provider: *provider,
+                seq: done.receipt.receipt.seq,
+                passed: v.matches,
+                detail: v.detail,
+            })
+        })
+        .collect()
 }
 
 /// What `agora session verify` found.
@@ -103,6 +180,49 @@ pub async fn run(g: &Global, cmd: SessionCommand) -> anyhow::Result<()> {
             let sender = TxSender::new(g.signer()?, client.clone());
             sender.send(TxPayload::CloseSession { session: id }, Duration::from_secs(60)).await?;
             print(g.json, &serde_json::json!({"closed": id}), |_| format!("session {id} stopped serving"));
+        }
+        SessionCommand::Recheck { id, model } => {
+            let chats: Vec<_> = kept_records(&g.data_dir, id)?
+                .into_iter()
+                .filter_map(|k| k.completion().map(|(params, done)| (k.provider, params, done)))
+                .collect();
+            if chats.is_empty() {
+                bail!(
+                    "this node's gateway kept no chat completion of session {id}: run this where it was served"
+                );
+            }
+            let expected = client.session(id).await?.session.terms.model;
+            let dir = g.data_dir.clone();
+            let model = tokio::task::spawn_blocking(move || session_model(&dir, model.as_deref(), expected))
+                .await??;
+            let pb = if g.json { ProgressBar::hidden() } else { ProgressBar::new(chats.len() as u64) };
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            pb.set_message(format!("rechecking on {}", model.name));
+            let bar = pb.clone();
+            let results =
+                tokio::task::spawn_blocking(move || recheck_all(&model.dir, &chats, &bar)).await??;
+            pb.finish_and_clear();
+            let failed = results.iter().filter(|r| !r.passed).count();
+            print(g.json, &results, |rs| {
+                rs.iter()
+                    .map(|r| {
+                        let verdict = if r.passed { "ok" } else { "FAILED" };
+                        format!("{verdict}: receipt {} of {}: {}", r.seq, r.provider, r.detail)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            if failed > 0 {
+                bail!(
+                    "{failed} of {} completions were not computed by the session's model: keep the receipts, \
+                     they are signed evidence against their providers",
+                    results.len()
+                );
+            }
         }
         SessionCommand::Verify { file, chain_id } => {
             let text = if file.as_os_str() == "-" {

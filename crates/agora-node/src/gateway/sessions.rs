@@ -21,6 +21,8 @@ use agora_core::tx::TxPayload;
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::Event;
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
+use agora_serve::engine::ChatParams;
+use agora_serve::fingerprint::Fingerprint;
 use agora_serve::wire::{ChatDone, ChatEvent, EmbedResponse, ServeBody, ServeRequest, SignedRequest};
 use anyhow::Context;
 use futures::StreamExt as _;
@@ -87,6 +89,54 @@ pub struct Kept {
     pub provider: AccountId,
     /// The receipt.
     pub receipt: SignedReceipt,
+    /// For a chat completion, what a recheck needs: the request and the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<KeptChat>,
+}
+
+/// A chat completion as the gateway keeps it, beside its receipt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptChat {
+    /// The request's body (prompt and decoding parameters).
+    pub body: ServeBody,
+    /// The text.
+    pub text: String,
+    /// The token ids.
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub stop: String,
+    /// The fingerprints the receipt names.
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+impl Kept {
+    /// The chat request and completion this receipt answers, as [`recheck_chat`] takes them.
+    ///
+    /// [`recheck_chat`]: agora_serve::audit::recheck_chat
+    pub fn completion(&self) -> Option<(ChatParams, ChatDone)> {
+        let c = self.chat.as_ref()?;
+        let done = ChatDone {
+            text: c.text.clone(),
+            tokens: c.tokens.clone(),
+            stop: c.stop.clone(),
+            fingerprints: c.fingerprints.clone(),
+            receipt: self.receipt.clone(),
+        };
+        Some((ChatParams::of(&c.body)?, done))
+    }
+}
+
+/// Where the gateway under `data_dir` keeps receipts: `<session>.jsonl`, one [`Kept`] a line.
+fn receipts_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("gateway").join("receipts")
+}
+
+/// Every receipt the gateway under `data_dir` keeps for `session`, in the order kept (a torn
+/// last line, from a crash while appending, is skipped).
+pub fn kept_records(data_dir: &std::path::Path, session: SessionId) -> anyhow::Result<Vec<Kept>> {
+    let path = receipts_dir(data_dir).join(format!("{session}.jsonl"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 /// A served chat completion.
@@ -290,11 +340,13 @@ impl Sessions {
         open: &Open,
         provider: AccountId,
         receipt: &SignedReceipt,
+        chat: Option<KeptChat>,
     ) -> Result<(), OpenAiError> {
         open.totals.lock().expect("not poisoned").insert(provider, receipt.receipt.total);
-        let dir = gw.data_dir.join("gateway").join("receipts");
+        let dir = receipts_dir(&gw.data_dir);
         std::fs::create_dir_all(&dir).map_err(internal)?;
-        let line = serde_json::to_string(&Kept { provider, receipt: receipt.clone() }).map_err(internal)?;
+        let line =
+            serde_json::to_string(&Kept { provider, receipt: receipt.clone(), chat }).map_err(internal)?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -325,7 +377,14 @@ impl Sessions {
             let req = open.request(body);
             match self.chat_on(&m, open, &req, &mut sent, &mut pass).await {
                 Ok(done) => {
-                    self.keep(gw, open, m.account, &done.receipt)?;
+                    let chat = KeptChat {
+                        body: body.clone(),
+                        text: done.text.clone(),
+                        tokens: done.tokens.clone(),
+                        stop: done.stop.clone(),
+                        fingerprints: done.fingerprints.clone(),
+                    };
+                    self.keep(gw, open, m.account, &done.receipt, Some(chat))?;
                     return Ok(ChatServed { done, session: open.id });
                 }
                 Err(ClientError::Transport(e)) if e == CALLER_LEFT => {
@@ -408,7 +467,7 @@ impl Sessions {
             });
             match answer {
                 Ok(resp) => {
-                    self.keep(gw, open, m.account, &resp.receipt)?;
+                    self.keep(gw, open, m.account, &resp.receipt, None)?;
                     return Ok(resp);
                 }
                 Err(e) => failures.push(format!("provider {}: {e}", m.account)),
@@ -494,11 +553,8 @@ fn kept(
     gw: &Gateway,
     session: SessionId,
 ) -> anyhow::Result<HashMap<AccountId, std::collections::BTreeMap<u64, SignedReceipt>>> {
-    let path = gw.data_dir.join("gateway").join("receipts").join(format!("{session}.jsonl"));
     let mut out: HashMap<AccountId, std::collections::BTreeMap<u64, SignedReceipt>> = HashMap::new();
-    for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.trim().is_empty()) {
-        // A torn last line (a crash while appending) is skipped.
-        let Ok(k) = serde_json::from_str::<Kept>(line) else { continue };
+    for k in kept_records(&gw.data_dir, session)? {
         out.entry(k.provider).or_default().insert(k.receipt.receipt.seq, k.receipt);
     }
     Ok(out)
@@ -517,7 +573,7 @@ impl Sessions {
     /// * A committed receipt the gateway holds no answer for is challenged as a request it
     ///   never sent: the provider must show the client's signature over the request.
     pub async fn watch(&self, gw: &Gateway, watched: &mut Watched) -> anyhow::Result<usize> {
-        let dir = gw.data_dir.join("gateway").join("receipts");
+        let dir = receipts_dir(&gw.data_dir);
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
         let mut sent = 0;
         for entry in entries {

@@ -247,6 +247,7 @@ fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
         Timer::MatchSession(session) => sessions::fill(state, cx, session),
         Timer::CloseSession(session) => sessions::close_due(state, cx, session),
         Timer::SettleWindow(window) => sessions::settle(state, cx, window),
+        Timer::DrawWindowAudit(window) => crate::audits::draw_window(state, cx, window),
         Timer::ChallengeDeadline(window) => sessions::challenge_deadline(state, cx, window),
         Timer::FinalizeSession(session) => sessions::finalize(state, session),
     }

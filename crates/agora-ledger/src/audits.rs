@@ -23,10 +23,12 @@ use crate::error::TxError;
 use crate::events::{AuditOutcome, Event, LeaseFailure};
 use crate::leases::{self, LeaseStatus};
 use crate::params::Params;
+use crate::sessions::WindowKey;
 use crate::state::{Bucket, Ctx, State, Timer};
+use agora_core::codec::{Decode, DecodeError, DecodeErrorKind, Encode, Reader};
 use agora_core::manifest::{JobKind, VerificationPolicy};
 use agora_core::tx::{AuditEvidence, AuditId, LeaseId};
-use agora_core::{AccountId, Amount, Hash, codec_struct, codec_unit_enum};
+use agora_core::{AccountId, Amount, Hash, ResourceClass as Class, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -71,22 +73,72 @@ pub enum AuditSubject {
     /// encrypted lease's outputs its requester disputed, which decrypts the blob with the key
     /// the requester disclosed and checks its items' root and count too.
     Availability,
+    /// A serving window's sampled receipts (items are offsets from its first receipt): a pass
+    /// means each answer was replayed on the session's model and matched its receipt (tokens
+    /// and fingerprints, or embeddings); a failure names those that did not, or recomputed
+    /// nothing because the provider did not hand them over with proof they are in the window.
+    Serving,
 }
 
-codec_unit_enum!(AuditSubject { Outputs, Inputs, Availability });
+codec_unit_enum!(AuditSubject { Outputs, Inputs, Availability, Serving });
 
-/// An audit of one lease.
+/// What an audit is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditTarget {
+    /// A lease.
+    Lease(LeaseId),
+    /// A serving window: session, provider, `seq` of its first receipt.
+    Window(WindowKey),
+}
+
+impl AuditTarget {
+    /// The lease, for a lease audit.
+    pub fn lease(self) -> Option<LeaseId> {
+        match self {
+            AuditTarget::Lease(id) => Some(id),
+            AuditTarget::Window(_) => None,
+        }
+    }
+}
+
+impl Encode for AuditTarget {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            AuditTarget::Lease(id) => {
+                out.push(0);
+                id.encode_to(out);
+            }
+            AuditTarget::Window(key) => {
+                out.push(1);
+                key.encode_to(out);
+            }
+        }
+    }
+}
+
+impl Decode for AuditTarget {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("AuditTarget")? {
+            0 => Ok(AuditTarget::Lease(LeaseId::decode_from(r)?)),
+            1 => Ok(AuditTarget::Window(WindowKey::decode_from(r)?)),
+            t => Err(DecodeError::new("AuditTarget", DecodeErrorKind::UnknownTag(t))),
+        }
+    }
+}
+
+/// An audit of one lease or serving window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Audit {
-    /// Lease audited.
-    pub lease: LeaseId,
+    /// What is audited.
+    pub target: AuditTarget,
     /// What it checks.
     pub subject: AuditSubject,
     /// Provider audited.
     pub provider: AccountId,
-    /// Job kind (auditors must run it).
+    /// Job kind (auditors must run it; a serving window's is its session's runtime).
     pub kind: JobKind,
-    /// Output item indices to re-compute.
+    /// Output item indices to re-compute (a serving window's: receipt offsets).
     pub items: Vec<u32>,
     /// Auditors, in assignment order.
     pub assignments: Vec<Assignment>,
@@ -100,7 +152,7 @@ pub struct Audit {
     pub outcome: Option<AuditOutcome>,
 }
 codec_struct!(Audit {
-    lease,
+    target,
     subject,
     provider,
     kind,
@@ -220,11 +272,11 @@ pub fn probability_for(
 fn auditor_pool(
     state: &State,
     kind: JobKind,
-    lease: &crate::leases::Lease,
+    parties: &Parties,
     exclude: &BTreeSet<AccountId>,
     height: u64,
 ) -> Vec<(AccountId, Amount)> {
-    let class = &lease.class;
+    let class = &parties.class;
     let mut pool: std::collections::BTreeMap<AccountId, Amount> = state
         .providers
         .iter()
@@ -239,19 +291,45 @@ fn auditor_pool(
         *w = w.checked_add(stake).unwrap_or(Amount(u128::MAX));
     }
     pool.into_iter()
-        .filter(|(a, w)| !exclude.contains(a) && !w.is_zero() && independent(state, a, lease))
+        .filter(|(a, w)| !exclude.contains(a) && !w.is_zero() && independent(state, a, parties))
         .collect()
 }
 
-/// Whether `auditor` is neither the lease's provider, requester or key agent (which answers
-/// for the requester) nor related to the provider or requester by funding: it created one of
-/// them, one of them created it, or the same sender created both in one block
-/// ([`crate::accounts::related`]).
-fn independent(state: &State, auditor: &AccountId, lease: &crate::leases::Lease) -> bool {
-    let agent = state.jobs.get(&lease.job).and_then(|j| j.manifest.key_agent);
-    agent != Some(*auditor)
-        && !crate::accounts::related(state, auditor, &lease.provider)
-        && !crate::accounts::related(state, auditor, &lease.requester)
+/// Who an audit's auditors must be independent of, and the class they must sell.
+struct Parties {
+    provider: AccountId,
+    requester: AccountId,
+    /// A lease's key agent, which answers for its requester.
+    key_agent: Option<AccountId>,
+    class: Class,
+}
+
+/// The parties of what `target` names (which exists while it is audited).
+fn parties(state: &State, target: AuditTarget) -> Parties {
+    match target {
+        AuditTarget::Lease(id) => {
+            let lease = state.leases.get(&id).expect("audited leases exist");
+            Parties {
+                provider: lease.provider,
+                requester: lease.requester,
+                key_agent: state.jobs.get(&lease.job).and_then(|j| j.manifest.key_agent),
+                class: lease.class.clone(),
+            }
+        }
+        AuditTarget::Window((session, provider, _)) => {
+            let s = state.sessions.get(&session).expect("audited windows belong to sessions");
+            Parties { provider, requester: s.requester, key_agent: None, class: s.terms.class.clone() }
+        }
+    }
+}
+
+/// Whether `auditor` is neither the provider, the requester nor its key agent, nor related to
+/// the provider or requester by funding: it created one of them, one of them created it, or
+/// the same sender created both in one block ([`crate::accounts::related`]).
+fn independent(state: &State, auditor: &AccountId, parties: &Parties) -> bool {
+    parties.key_agent != Some(*auditor)
+        && !crate::accounts::related(state, auditor, &parties.provider)
+        && !crate::accounts::related(state, auditor, &parties.requester)
 }
 
 /// Draws `n` distinct members of `pool` (fewer if the pool is smaller), each draw with
@@ -337,6 +415,48 @@ pub(crate) fn draw(state: &mut State, cx: &mut Ctx, id: LeaseId) {
     state.leases.get_mut(&id).expect("exists").status = LeaseStatus::Auditing;
 }
 
+/// Runs from the `DrawWindowAudit` timer, one block after a serving window is committed (so
+/// its provider could not know the draw when it committed): whether the window is audited, by
+/// the lease rule ([`probability_for`]) for the window's charge against the collateral the
+/// provider's place in the session reserves; which receipts, as many as a lease of that many
+/// items would sample ([`sample_size`]); and by whom, from the providers that sell the
+/// session's class and run its runtime and the committee, as for a lease. The window is paid
+/// only once its audit resolves; an unaudited one when its audit window closes.
+pub(crate) fn draw_window(state: &mut State, cx: &mut Ctx, key: WindowKey) {
+    let (session, provider, first_seq) = key;
+    let Some(w) = state.windows.get(&key) else { return };
+    if w.status != crate::sessions::WindowStatus::Held {
+        return;
+    }
+    let (n, charge) = (w.commitment.receipts, w.charge);
+    let s = state.sessions.get(&session).expect("windows belong to sessions");
+    let kind = crate::sessions::runtime_of(s.terms.kind);
+    let answerable = s.member(&provider).map_or(Amount::ZERO, |m| m.reserved);
+    let p = state.providers.get(&provider).map_or(PPM as u32, |prov| {
+        probability_for(state.params(), &prov.trust, answerable, charge, VerificationPolicy::Standard)
+    });
+    let salt =
+        Hash::tagged("agora/window-audit", &[&session.to_le_bytes(), &provider.0, &first_seq.to_le_bytes()])
+            .to_u64();
+    if u128::from(cx.draw("window-audit", salt) % 1_000_000) >= u128::from(p) {
+        return;
+    }
+    let pool =
+        auditor_pool(state, kind, &parties(state, AuditTarget::Window(key)), &BTreeSet::new(), cx.height);
+    let auditors = pick(cx, "window-auditor", salt, pool, stage_one_size(state, cx, salt));
+    if auditors.is_empty() {
+        return;
+    }
+    if let Some(prov) = state.providers.get_mut(&provider) {
+        prov.trust.forced_audits = prov.trust.forced_audits.saturating_sub(1);
+    }
+    let k = sample_size(state.params(), kind, VerificationPolicy::Standard, n);
+    let items = sample_items(cx, salt, n, k);
+    let id =
+        open(state, cx, AuditTarget::Window(key), provider, kind, AuditSubject::Serving, items, auditors);
+    state.windows.get_mut(&key).expect("exists").audit = Some(id);
+}
+
 /// How many stage-one auditors a standard audit gets: one, or two with probability
 /// `audit_second_opinion_ppm`. A second opinion, now and then, is what catches an auditor
 /// that passes without recomputing: two stage-one auditors that disagree escalate, and the
@@ -358,7 +478,8 @@ fn draw_auditors(
     n: usize,
 ) -> Vec<AccountId> {
     let kind = state.jobs.get(&lease.job).expect("leases belong to jobs").manifest.kind();
-    pick(cx, purpose, id, auditor_pool(state, kind, lease, &BTreeSet::new(), cx.height), n)
+    let parties = parties(state, AuditTarget::Lease(id));
+    pick(cx, purpose, id, auditor_pool(state, kind, &parties, &BTreeSet::new(), cx.height), n)
 }
 
 /// A lease the draw did not audit is still not paid on the provider's word that its outputs
@@ -403,7 +524,7 @@ fn draw_input_check(state: &mut State, cx: &mut Ctx, id: LeaseId, lease: &crate:
     open_audit(state, cx, lease, id, AuditSubject::Inputs, items, auditors);
 }
 
-/// Records a new audit of `lease` by `auditors` and starts its report deadline.
+/// Records a new audit of lease `id` by `auditors` and starts its report deadline.
 fn open_audit(
     state: &mut State,
     cx: &mut Ctx,
@@ -414,6 +535,23 @@ fn open_audit(
     auditors: Vec<AccountId>,
 ) {
     let kind = state.jobs.get(&lease.job).expect("exists").manifest.kind();
+    let audit_id = open(state, cx, AuditTarget::Lease(id), lease.provider, kind, subject, items, auditors);
+    state.leases.get_mut(&id).expect("exists").audit = Some(audit_id);
+}
+
+/// Records a new audit of `target` (whose provider is `provider`) by `auditors`, starts its
+/// report deadline, and returns its id.
+#[allow(clippy::too_many_arguments)]
+fn open(
+    state: &mut State,
+    cx: &mut Ctx,
+    target: AuditTarget,
+    provider: AccountId,
+    kind: JobKind,
+    subject: AuditSubject,
+    items: Vec<u32>,
+    auditors: Vec<AccountId>,
+) -> AuditId {
     let audit_id = state.next_id();
     let deadline_height = cx.height + Params::u64(state.params().audit_report_blocks);
     let assignments = auditors
@@ -423,9 +561,9 @@ fn open_audit(
     state.audits.insert(
         audit_id,
         Audit {
-            lease: id,
+            target,
             subject,
-            provider: lease.provider,
+            provider,
             kind,
             items: items.clone(),
             assignments,
@@ -436,8 +574,8 @@ fn open_audit(
         },
     );
     state.schedule(deadline_height, Timer::AuditDeadline(audit_id));
-    state.leases.get_mut(&id).expect("exists").audit = Some(audit_id);
-    cx.emit(Event::AuditAssigned { audit: audit_id, lease: id, auditors, items, deadline_height });
+    cx.emit(Event::AuditAssigned { audit: audit_id, target, auditors, items, deadline_height });
+    audit_id
 }
 
 /// Records an assigned auditor's verdict, and resolves or escalates once every active
@@ -478,7 +616,7 @@ pub(crate) fn report(
 /// match, each once, in ascending order.
 fn check_evidence(audit: &Audit, passed: bool, evidence: &AuditEvidence) -> Result<(), TxError> {
     let invalid = |why: &str| Err(TxError::Invalid(format!("audit evidence: {why}")));
-    if audit.subject != AuditSubject::Outputs {
+    if !matches!(audit.subject, AuditSubject::Outputs | AuditSubject::Serving) {
         // Either verdict states what the auditor found (the root it computed, or a hash of
         // why it could not): no item recomputation to dispute.
         if evidence.recomputed_root == Hash::ZERO || !evidence.disputed.is_empty() {
@@ -573,21 +711,21 @@ fn recount_outcome(state: &State, audit: &Audit) -> AuditOutcome {
 }
 
 /// Committee validators eligible for a recount, weighted by bonded stake; never one related
-/// to the lease's parties by funding.
+/// to the audit's parties by funding.
 fn committee_pool(state: &State, audit: &Audit) -> Vec<(AccountId, Amount)> {
-    let lease = state.leases.get(&audit.lease).expect("exists");
+    let parties = parties(state, audit.target);
     let exclude = assigned(audit);
     state
         .meta
         .committee
         .iter()
-        .filter(|v| !exclude.contains(v) && independent(state, v, lease))
+        .filter(|v| !exclude.contains(v) && independent(state, v, &parties))
         .map(|v| (*v, state.validators.get(v).map_or(Amount::ZERO, |x| x.stake)))
         .filter(|(_, w)| !w.is_zero())
         .collect()
 }
 
-/// Everyone ever assigned to `audit` (the lease's parties are kept out by [`independent`]).
+/// Everyone ever assigned to `audit` (its parties are kept out by [`independent`]).
 fn assigned(audit: &Audit) -> BTreeSet<AccountId> {
     audit.assignments.iter().map(|a| a.auditor).collect()
 }
@@ -604,10 +742,10 @@ fn assign(state: &mut State, cx: &mut Ctx, id: AuditId, new: Vec<AccountId>, rec
         replaced: false,
         recount,
     }));
-    let (lease, items) = (a.lease, a.items.clone());
+    let (target, items) = (a.target, a.items.clone());
     state.unschedule(old_deadline, Timer::AuditDeadline(id));
     state.schedule(deadline_height, Timer::AuditDeadline(id));
-    cx.emit(Event::AuditAssigned { audit: id, lease, auditors: new, items, deadline_height });
+    cx.emit(Event::AuditAssigned { audit: id, target, auditors: new, items, deadline_height });
 }
 
 /// After a failure, convenes the recount: up to [`MAX_RECOUNT`] committee validators drawn by
@@ -636,12 +774,11 @@ fn replace_silent(state: &mut State, cx: &mut Ctx, id: AuditId) -> bool {
         .map(|(i, _)| i)
         .collect();
     let room = MAX_AUDITORS.saturating_sub(audit.assignments.len()).min(silent.len());
-    let lease = state.leases.get(&audit.lease).expect("exists");
     // A recount's silent members are replaced from the committee, stage one's from the pool.
     let pool = if audit.escalated {
         committee_pool(state, &audit)
     } else {
-        auditor_pool(state, audit.kind, lease, &assigned(&audit), cx.height)
+        auditor_pool(state, audit.kind, &parties(state, audit.target), &assigned(&audit), cx.height)
     };
     let new = pick(cx, "replace", id.wrapping_add(u64::from(audit.replacements) << 32), pool, room);
     if new.is_empty() {
@@ -664,19 +801,63 @@ pub(crate) fn deadline(state: &mut State, cx: &mut Ctx, id: AuditId) {
     }
 }
 
-/// Applies an audit's outcome to the provider's record, the lease and the money.
+/// Applies an audit's outcome to the provider's record, the lease or window and the money.
 fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) {
     let audit = state.audits.get(&id).expect("exists").clone();
     let deadline = audit.deadline_height;
     state.unschedule(deadline, Timer::AuditDeadline(id));
     state.audits.get_mut(&id).expect("exists").outcome = Some(outcome);
-    cx.emit(Event::AuditResolved { audit: id, lease: audit.lease, outcome });
+    cx.emit(Event::AuditResolved { audit: id, target: audit.target, outcome });
+    slash_refuted_auditors(state, cx, id, &audit, outcome);
+    let accusers: Vec<AccountId> =
+        audit.active().filter(|a| a.verdict == Some(false)).map(|a| a.auditor).collect();
+    match audit.target {
+        AuditTarget::Lease(lease) => resolve_lease(state, cx, &audit, lease, outcome, &accusers),
+        AuditTarget::Window(key) => {
+            if outcome != AuditOutcome::Fraud {
+                record_trust(state, &audit.provider, outcome);
+            }
+            crate::sessions::audited(state, cx, key, outcome, &accusers);
+        }
+    }
+}
+
+/// Notes a recomputation's outcome short of fraud in the provider's trust record (fraud is
+/// noted by [`punish_fraud`]).
+fn record_trust(state: &mut State, provider: &AccountId, outcome: AuditOutcome) {
+    let forced = Params::u64(state.params().forced_audits_after_inconclusive);
+    let Some(p) = state.providers.get_mut(provider) else { return };
+    match outcome {
+        AuditOutcome::Clean => {
+            p.trust.clean_streak += 1;
+            p.trust.audits_passed += 1;
+        }
+        AuditOutcome::Inconclusive => {
+            p.trust.clean_streak = 0;
+            p.trust.audits_inconclusive += 1;
+            p.trust.forced_audits = forced;
+        }
+        AuditOutcome::Unverified => {
+            p.trust.clean_streak = 0;
+            p.trust.forced_audits = forced;
+        }
+        AuditOutcome::Fraud => {}
+    }
+}
+
+/// [`resolve`] for a lease audit.
+fn resolve_lease(
+    state: &mut State,
+    cx: &mut Ctx,
+    audit: &Audit,
+    lease: LeaseId,
+    outcome: AuditOutcome,
+    accusers: &[AccountId],
+) {
     let reporters: Vec<AccountId> =
         audit.active().filter(|a| a.verdict.is_some()).map(|a| a.auditor).collect();
-    let forced = Params::u64(state.params().forced_audits_after_inconclusive);
-    slash_refuted_auditors(state, cx, id, &audit, outcome);
     // What an escalated audit's recount measured bounds the device time paid for.
-    let recounted_ms = if audit.escalated { measured_ms(state, &audit) } else { None };
+    let recounted_ms = if audit.escalated { measured_ms(state, audit) } else { None };
     if audit.subject == AuditSubject::Inputs {
         // Upheld: the requester's inputs are at fault. Refuted: the provider walked away from
         // computable work. Undecided: re-matched, no penalty.
@@ -685,7 +866,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
             AuditOutcome::Fraud => LeaseFailure::FalseInputClaim,
             AuditOutcome::Inconclusive | AuditOutcome::Unverified => LeaseFailure::Unverified,
         };
-        return leases::fail(state, cx, audit.lease, reason);
+        return leases::fail(state, cx, lease, reason);
     }
     if audit.subject == AuditSubject::Availability {
         // Available: paid (no trust gained: nothing was recomputed). Confirmed unavailable: a
@@ -693,40 +874,21 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
         // reported: not paid on silence, re-matched without penalty.
         return match outcome {
             AuditOutcome::Clean | AuditOutcome::Inconclusive => {
-                delivery::release(state, cx, audit.lease, &reporters, None)
+                delivery::release(state, cx, lease, &reporters, None)
             }
-            AuditOutcome::Fraud => leases::fail(state, cx, audit.lease, LeaseFailure::OutputUnavailable),
-            AuditOutcome::Unverified => leases::fail(state, cx, audit.lease, LeaseFailure::Unverified),
+            AuditOutcome::Fraud => leases::fail(state, cx, lease, LeaseFailure::OutputUnavailable),
+            AuditOutcome::Unverified => leases::fail(state, cx, lease, LeaseFailure::Unverified),
         };
     }
+    record_trust(state, &audit.provider, outcome);
     match outcome {
-        AuditOutcome::Clean => {
-            if let Some(p) = state.providers.get_mut(&audit.provider) {
-                p.trust.clean_streak += 1;
-                p.trust.audits_passed += 1;
-            }
-            delivery::release(state, cx, audit.lease, &reporters, recounted_ms);
+        AuditOutcome::Clean | AuditOutcome::Inconclusive => {
+            delivery::release(state, cx, lease, &reporters, recounted_ms)
         }
-        AuditOutcome::Inconclusive => {
-            if let Some(p) = state.providers.get_mut(&audit.provider) {
-                p.trust.clean_streak = 0;
-                p.trust.audits_inconclusive += 1;
-                p.trust.forced_audits = forced;
-            }
-            delivery::release(state, cx, audit.lease, &reporters, recounted_ms);
-        }
-        AuditOutcome::Unverified => {
-            if let Some(p) = state.providers.get_mut(&audit.provider) {
-                p.trust.clean_streak = 0;
-                p.trust.forced_audits = forced;
-            }
-            leases::fail(state, cx, audit.lease, LeaseFailure::Unverified);
-        }
+        AuditOutcome::Unverified => leases::fail(state, cx, lease, LeaseFailure::Unverified),
         AuditOutcome::Fraud => {
-            let accusers: Vec<AccountId> =
-                audit.active().filter(|a| a.verdict == Some(false)).map(|a| a.auditor).collect();
-            slash(state, cx, &audit, &accusers);
-            leases::fail(state, cx, audit.lease, LeaseFailure::Fraud);
+            slash(state, cx, audit, lease, accusers);
+            leases::fail(state, cx, lease, LeaseFailure::Fraud);
         }
     }
 }
@@ -742,8 +904,8 @@ pub fn insurance_pool() -> AccountId {
 /// λ·ΔĈ/p − R))`, counting collateral that is still unlocking; `slash_pool_share` goes to the
 /// insurance pool and the rest is burned. Each accuser is paid `accuser_reward` of the lease
 /// value from the pool while it lasts. The provider is ejected and its asks close.
-fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, accusers: &[AccountId]) {
-    let lease = state.leases.get(&audit.lease).expect("exists").clone();
+fn slash(state: &mut State, cx: &mut Ctx, audit: &Audit, lease: LeaseId, accusers: &[AccountId]) {
+    let lease = state.leases.get(&lease).expect("exists").clone();
     let params = state.params().clone();
     let value = lease.value();
     let p = u128::from(lease.verification.audit_ppm.max(1));
@@ -797,7 +959,8 @@ pub(crate) fn punish_fraud(
 /// Whether the lease's metered device time exceeds what the audit's measurements allow
 /// ([`leases::metering_bound`]).
 fn over_claimed(state: &State, audit: &Audit) -> bool {
-    let claimed = state.leases.get(&audit.lease).map_or(0, leases::Lease::claimed_ms);
+    let Some(lease) = audit.target.lease().and_then(|id| state.leases.get(&id)) else { return false };
+    let claimed = lease.claimed_ms();
     measured_ms(state, audit).is_some_and(|m| claimed > leases::metering_bound(state.params(), m))
 }
 
@@ -809,7 +972,7 @@ fn over_claimed(state: &State, audit: &Audit) -> bool {
 /// score cannot stretch it without limit; validators without a provider record count as the
 /// provider's equal); the median of those. `None` when no passing auditor measured anything.
 fn measured_ms(state: &State, audit: &Audit) -> Option<u64> {
-    let lease = state.leases.get(&audit.lease)?;
+    let lease = state.leases.get(&audit.target.lease()?)?;
     let items = u128::from(lease.commitment.as_ref()?.item_count);
     let sampled = audit.items.len().max(1) as u128;
     let score =
@@ -856,8 +1019,8 @@ fn refuted(audit: &Audit, outcome: AuditOutcome) -> Vec<AccountId> {
     audit.active().filter(|a| wrong.is_some() && a.verdict == wrong).map(|a| a.auditor).collect()
 }
 
-/// Slashes each auditor whose verdict the outcome refutes by `auditor_slash` of the lease
-/// value, from its provider collateral first, then its validator stake; burned. A false pass
+/// Slashes each auditor whose verdict the outcome refutes by `auditor_slash` of the value of
+/// what was audited (the lease's, or the window's charge), from its provider collateral first, then its validator stake; burned. A false pass
 /// costs as much as a false accusation, so reporting without recomputing does not pay.
 fn slash_refuted_auditors(
     state: &mut State,
@@ -866,7 +1029,10 @@ fn slash_refuted_auditors(
     audit: &Audit,
     outcome: AuditOutcome,
 ) {
-    let value = state.leases.get(&audit.lease).map_or(Amount::ZERO, leases::Lease::value);
+    let value = match audit.target {
+        AuditTarget::Lease(id) => state.leases.get(&id).map_or(Amount::ZERO, leases::Lease::value),
+        AuditTarget::Window(key) => state.windows.get(&key).map_or(Amount::ZERO, |w| w.charge),
+    };
     let due = value.bps(Params::u64(state.params().auditor_slash_bps));
     for auditor in refuted(audit, outcome) {
         let mut left = due;

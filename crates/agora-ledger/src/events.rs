@@ -255,8 +255,8 @@ pub enum Event {
     AuditAssigned {
         /// Audit id.
         audit: AuditId,
-        /// Lease.
-        lease: LeaseId,
+        /// What is audited.
+        target: crate::audits::AuditTarget,
         /// Newly assigned auditors.
         auditors: Vec<AccountId>,
         /// Sampled item indices.
@@ -277,8 +277,8 @@ pub enum Event {
     AuditResolved {
         /// Audit id.
         audit: AuditId,
-        /// Lease.
-        lease: LeaseId,
+        /// What was audited.
+        target: crate::audits::AuditTarget,
         /// Result.
         outcome: AuditOutcome,
     },

@@ -37,7 +37,7 @@
 //! when a provider goes silent mid-session.
 
 use crate::error::TxError;
-use crate::events::Event;
+use crate::events::{AuditOutcome, Event};
 use crate::params::Params;
 use crate::state::{Bucket, Ctx, State, Timer};
 use agora_core::manifest::JobKind;
@@ -46,6 +46,7 @@ use agora_core::session::{
     MAX_WINDOW_RECEIPTS, RequestProof, ServeKind, SessionId, SessionTerms, SignedReceipt, Usage,
     WindowCommitment, client_message,
 };
+use agora_core::tx::AuditId;
 use agora_core::{AccountId, Amount, Hash, codec_struct, codec_unit_enum};
 use serde::{Deserialize, Serialize};
 
@@ -204,8 +205,17 @@ pub struct Window {
     pub status: WindowStatus,
     /// Challenges waiting for the provider's answer.
     pub challenges: Vec<Challenge>,
+    /// Its audit, if the draw chose it: it is paid only once the audit resolves.
+    pub audit: Option<AuditId>,
 }
-codec_struct!(Window { commitment, charge, committed_height, status, challenges: vec(MAX_CHALLENGES) });
+codec_struct!(Window {
+    commitment,
+    charge,
+    committed_height,
+    status,
+    challenges: vec(MAX_CHALLENGES),
+    audit
+});
 
 impl Window {
     /// Whether `seq` is one of its receipts.
@@ -423,17 +433,21 @@ pub(crate) fn commit(
             committed_height: cx.height,
             status: WindowStatus::Held,
             challenges: vec![],
+            audit: None,
         },
     );
+    state.schedule(cx.height + 1, Timer::DrawWindowAudit(key));
     state.schedule(cx.height + Params::u64(params.audit_window_blocks), Timer::SettleWindow(key));
     Ok(())
 }
 
-/// Pays a held window whose audit window has closed and that no challenge holds back (timer).
+/// Pays a held window whose audit window has closed and that no challenge or unresolved audit
+/// holds back (timer, and when its audit resolves).
 pub(crate) fn settle(state: &mut State, cx: &mut Ctx, key: WindowKey) {
     let due = state.windows.get(&key).is_some_and(|w| {
         w.status == WindowStatus::Held
             && w.challenges.is_empty()
+            && w.audit.is_none_or(|a| state.audits.get(&a).is_some_and(|a| a.outcome.is_some()))
             && cx.height >= w.committed_height + Params::u64(state.params().audit_window_blocks)
     });
     if !due {
@@ -679,6 +693,28 @@ pub(crate) fn challenge_deadline(state: &mut State, cx: &mut Ctx, key: WindowKey
     let (session, provider, _) = key;
     let (seq, by) = (c.seq, c.by);
     convict(state, cx, session, provider, seq, &[by]);
+}
+
+/// Applies a window audit's outcome: fraud convicts the provider (unless a challenge already
+/// did), refunding this and its other unpaid windows; any other outcome lets the window be paid
+/// once its audit window has closed. An audit nobody reported on does not withhold pay: the
+/// auditors' silence is not the provider's fault, and a provider that withholds its receipts
+/// from auditors is failed by them, not left unverified.
+pub(crate) fn audited(
+    state: &mut State,
+    cx: &mut Ctx,
+    key: WindowKey,
+    outcome: AuditOutcome,
+    accusers: &[AccountId],
+) {
+    let (session, provider, first_seq) = key;
+    if outcome != AuditOutcome::Fraud {
+        return settle(state, cx, key);
+    }
+    let serving = state.sessions.get(&session).and_then(|s| s.member(&provider)).is_some_and(|m| !m.removed);
+    if serving {
+        convict(state, cx, session, provider, first_seq, accusers);
+    }
 }
 
 /// A provider proven to have left out or altered a receipt: slashed as for fraud, its unpaid

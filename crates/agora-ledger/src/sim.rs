@@ -332,11 +332,14 @@ pub fn commitment(root: Hash, items: u32, device_ms: u64) -> ResultCommitment {
 /// found either way.
 pub fn report(state: &State, audit: AuditId, passed: bool) -> TxPayload {
     let a = state.audit(audit).expect("an open audit");
-    let lease = state.lease(a.lease).expect("audits belong to leases");
-    let items = lease.commitment.as_ref().map_or(1, |c| c.item_count.max(1));
-    let measured_ms = lease.claimed_ms() * a.items.len() as u64 / u64::from(items);
+    // A serving window's replay measures nothing the ledger pays by.
+    let measured_ms = a.target.lease().and_then(|l| state.lease(l)).map_or(0, |lease| {
+        let items = lease.commitment.as_ref().map_or(1, |c| c.item_count.max(1));
+        lease.claimed_ms() * a.items.len() as u64 / u64::from(items)
+    });
     let recomputed_root = Hash::tagged("test/recomputed", &[&audit.to_le_bytes()]);
-    let evidence = if a.subject != crate::audits::AuditSubject::Outputs {
+    use crate::audits::AuditSubject::{Outputs, Serving};
+    let evidence = if !matches!(a.subject, Outputs | Serving) {
         AuditEvidence::finding(recomputed_root)
     } else if passed {
         AuditEvidence { recomputed_root, disputed: vec![], measured_ms }
@@ -354,9 +357,9 @@ pub fn awaiting(state: &State, audit: AuditId) -> Vec<AccountId> {
 }
 
 /// Reports on `audit` until it resolves: every assignee (by name, among
-/// `p1`..`p3` and `v0`..`v3`) says `passed`.
+/// `p0`..`p3` and `v0`..`v3`) says `passed`.
 pub fn settle_audit(c: &mut TestChain, audit: u64, passed: bool) {
-    const NAMES: [&str; 7] = ["p1", "p2", "p3", "v0", "v1", "v2", "v3"];
+    const NAMES: [&str; 8] = ["p0", "p1", "p2", "p3", "v0", "v1", "v2", "v3"];
     while c.state.audit(audit).unwrap().outcome.is_none() {
         let name = |a: &AccountId| NAMES.into_iter().find(|n| id(n) == *a).expect("a known auditor");
         let pending: Vec<&str> = awaiting(&c.state, audit).iter().map(name).collect();

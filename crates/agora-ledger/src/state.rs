@@ -118,6 +118,8 @@ pub enum Timer {
     ChallengeDeadline(WindowKey),
     /// At a time: a session's receipts can no longer be challenged.
     FinalizeSession(SessionId),
+    /// At a height: draw whether a committed serving window is audited.
+    DrawWindowAudit(WindowKey),
 }
 
 impl Timer {
@@ -138,6 +140,7 @@ impl Timer {
             Timer::SettleWindow(_) => 12,
             Timer::ChallengeDeadline(_) => 13,
             Timer::FinalizeSession(_) => 14,
+            Timer::DrawWindowAudit(_) => 15,
         }
     }
 
@@ -172,7 +175,9 @@ impl Encode for Timer {
             | Timer::MatchSession(id)
             | Timer::CloseSession(id)
             | Timer::FinalizeSession(id) => id.encode_to(out),
-            Timer::SettleWindow(key) | Timer::ChallengeDeadline(key) => key.encode_to(out),
+            Timer::SettleWindow(key) | Timer::ChallengeDeadline(key) | Timer::DrawWindowAudit(key) => {
+                key.encode_to(out)
+            }
         }
     }
 }
@@ -196,6 +201,7 @@ impl Decode for Timer {
             12 => Timer::SettleWindow(WindowKey::decode_from(r)?),
             13 => Timer::ChallengeDeadline(WindowKey::decode_from(r)?),
             14 => Timer::FinalizeSession(u64::decode_from(r)?),
+            15 => Timer::DrawWindowAudit(WindowKey::decode_from(r)?),
             t => return Err(DecodeError::new("Timer", agora_core::codec::DecodeErrorKind::UnknownTag(t))),
         })
     }

@@ -25,7 +25,7 @@ const TOPICS = [
   [/^(ask_|bid_|order_|cleared)/, 'market'],
   [/^(job_|lease_|shard_|bid_|result_|audit_|key_)/, 'jobs'],
   [/^(proposal_|vote)/, 'governance'],
-  [/^(session_|window_|receipt_|challenge_|serving_)/, 'sessions'],
+  [/^(session_|window_|receipt_|challenge_|serving_|audit_)/, 'sessions'],
   [/^(bonded|unlocking|released|committee_|validator_)/, 'validators'],
   [/slashed$/, 'slashes'],
 ];

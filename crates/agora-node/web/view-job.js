@@ -62,7 +62,7 @@ function leaseRows({ leases }) {
 }
 
 function auditRows({ audits }) {
-  return [...audits.values()].map((a) => [String(a.id), link(`lease/${a.lease}`, `lease ${a.lease}`), `${a.items.length} items`,
+  return [...audits.values()].map((a) => [String(a.id), link(`lease/${a.target.lease}`, `lease ${a.target.lease}`), `${a.items.length} items`,
     h('span', {}, a.assignments.map((x) => h('span', { class: 'auditor' }, account(x.auditor), ' ',
       x.replaced ? chip('replaced', 'off') : x.verdict === null ? chip('waiting', 'off') : chip(x.verdict ? 'pass' : 'fail', x.verdict ? 'settled' : 'fraud')))),
     a.escalated ? 'escalated to 3' : '—', a.outcome ? chip(a.outcome, a.outcome) : chip('open', 'audit')]);

@@ -18,16 +18,23 @@
 //! than prefilling the completion in one pass (the cheaper prefill check needs a forward pass
 //! that returns every position's logits).
 
-use crate::engine::ChatParams;
+use crate::book::Record;
+use crate::engine::{ChatParams, Model};
 use crate::fingerprint::{FINGERPRINT_EVERY, FINGERPRINT_TOP, Fingerprint};
-use crate::wire::ChatDone;
+use crate::wire::{ChatDone, ServeBody, ServeRequest, chat_output_hash, embed_output_hash, stop_name};
+use agora_core::codec::Reader;
+use agora_core::merkle::MerkleProof;
+use agora_core::session::{WindowCommitment, client_message};
+use agora_core::{PublicKey, codec_struct};
 use agora_ml::generate::Llm;
 use agora_ml::generate::model::{Request, Step};
 use agora_ml::generate::sampler::Sampler;
 use agora_runtime::ExecError;
 use agora_runtime::compare::Verdict;
 use agora_runtime::compare::generate::{GREEDY_MAX_LOGIT_MARGIN, compare_replay};
-use agora_runtime::items::generation::{Decoding, GenerationCheck};
+use agora_runtime::items::generation::{Decoding, Generation, GenerationCheck};
+use agora_runtime::items::vector::{decode_vector, encode_vector};
+use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
 /// Largest difference between a fingerprint's logit and the replay's. Provider and auditor
@@ -121,6 +128,154 @@ pub fn recheck_chat(llm: &Llm, params: &ChatParams, done: &ChatDone) -> Result<V
             verdict.detail
         )),
     })
+}
+
+/// A sampled receipt's record as its provider hands it to an auditor, with the proof that the
+/// receipt is a leaf of the committed window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenRecord {
+    /// Everything the provider kept about the response.
+    pub record: Record,
+    /// The receipt's path to the window's root.
+    pub proof: MerkleProof,
+}
+codec_struct!(ProvenRecord { record, proof });
+
+/// A served answer to replay: the request's body and what the provider answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    /// The request.
+    pub body: ServeBody,
+    /// The answer.
+    pub answer: Answered,
+}
+
+/// What a provider answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answered {
+    /// A completion, with its receipt.
+    Chat(Box<ChatDone>),
+    /// One vector per input.
+    Embed(Vec<Vec<f32>>),
+}
+
+/// What a sampled receipt must be, from the chain: the session's chain, provider and client
+/// key, its window's commitment, and its `seq`.
+pub struct Sampled<'a> {
+    /// The chain's id.
+    pub chain_id: &'a str,
+    /// The audited provider.
+    pub provider: &'a PublicKey,
+    /// The session's client key (it signs every request).
+    pub client: &'a PublicKey,
+    /// The committed window.
+    pub window: &'a WindowCommitment,
+    /// The sampled receipt's `seq`.
+    pub seq: u64,
+}
+
+/// Checks everything about a record but the computation, and returns the claim to replay: the
+/// receipt is the provider's, the sampled one, and a leaf of the committed window; the request
+/// is the one it receipts, signed by the session's client, for this session; the output is the
+/// one it receipts. An `Err` says which check failed: the provider's fault.
+pub fn claim_of(p: &ProvenRecord, want: &Sampled<'_>) -> Result<Claim, String> {
+    let (r, signed) = (&p.record, &p.record.receipt);
+    let receipt = &signed.receipt;
+    if signed.provider != *want.provider || signed.verify(want.chain_id).is_err() {
+        return Err(format!("receipt {} is not signed by the provider", want.seq));
+    }
+    let index = want.seq.checked_sub(want.window.first_seq);
+    if receipt.seq != want.seq
+        || receipt.session != want.window.session
+        || index != Some(p.proof.index)
+        || !p.proof.verify(&want.window.root, receipt.leaf())
+    {
+        return Err(format!("receipt {} is not in the committed window", want.seq));
+    }
+    let request = crate::wire::request_hash(want.chain_id, &r.request);
+    if request != receipt.request
+        || want.client.verify(&client_message(&request), &r.client_signature).is_err()
+    {
+        return Err(format!("receipt {}: the request is not the one its client signed", want.seq));
+    }
+    let req: ServeRequest = serde_json::from_slice(&r.request)
+        .map_err(|e| format!("receipt {}: the request does not parse: {e}", want.seq))?;
+    if req.session != want.window.session {
+        return Err(format!("receipt {}: the request is for another session", want.seq));
+    }
+    let answer = match &req.body {
+        ServeBody::Chat { .. } => {
+            let g = Generation::from_item(&r.output)
+                .map_err(|e| format!("receipt {}: the completion does not parse: {e}", want.seq))?;
+            if chat_output_hash(&g) != receipt.output {
+                return Err(format!("receipt {}: the completion is not the one receipted", want.seq));
+            }
+            let fingerprints = r
+                .fingerprints()
+                .map_err(|e| format!("receipt {}: the fingerprints do not parse: {e}", want.seq))?;
+            Answered::Chat(Box::new(ChatDone {
+                text: g.text,
+                tokens: g.tokens,
+                stop: stop_name(g.stop).to_string(),
+                fingerprints,
+                receipt: signed.clone(),
+            }))
+        }
+        ServeBody::Embed { .. } => {
+            let vectors = decode_vectors(&r.output)
+                .map_err(|e| format!("receipt {}: the embeddings do not parse: {e}", want.seq))?;
+            if embed_output_hash(&vectors) != receipt.output {
+                return Err(format!("receipt {}: the embeddings are not the ones receipted", want.seq));
+            }
+            Answered::Embed(vectors)
+        }
+    };
+    Ok(Claim { body: req.body, answer })
+}
+
+/// Decodes an embeddings answer's output: its vectors' item encodings, as a sequence of at
+/// most as many as one request may ask for.
+fn decode_vectors(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
+    let mut r = Reader::new(bytes);
+    let n = r.length(crate::wire::MAX_EMBED_TEXTS, 4, "embeddings").map_err(|e| e.to_string())?;
+    let vectors = (0..n)
+        .map(|_| {
+            let item = r.bytes(bytes.len(), "embedding").map_err(|e| e.to_string())?;
+            decode_vector(&item).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    r.finish("embeddings").map_err(|e| e.to_string())?;
+    Ok(vectors)
+}
+
+/// Replays `claim` on `model` (the session's): a completion as [`recheck_chat`] does, embeddings
+/// by embedding the inputs again, in the provider's batches, and comparing each vector within
+/// the tolerance lease audits use. A claim of the wrong kind for the model fails.
+pub fn recheck(model: &Model, claim: &Claim) -> Result<Verdict, ExecError> {
+    match (model, &claim.answer) {
+        (Model::Chat(llm), Answered::Chat(done)) => match ChatParams::of(&claim.body) {
+            Some(params) => recheck_chat(llm, &params, done),
+            None => Ok(Verdict::fail("a completion answering an embeddings request")),
+        },
+        (Model::Embed(embedder), Answered::Embed(claimed)) => {
+            let ServeBody::Embed { inputs } = &claim.body else {
+                return Ok(Verdict::fail("embeddings answering a chat request"));
+            };
+            if claimed.len() != inputs.len() {
+                return Ok(Verdict::fail(format!("{} inputs, {} vectors", inputs.len(), claimed.len())));
+            }
+            let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let replayed = embedder.embed(&texts, crate::engine::EMBED_BATCH)?;
+            for (i, (a, b)) in claimed.iter().zip(&replayed).enumerate() {
+                let v = agora_runtime::compare::embed::compare(&encode_vector(a), &encode_vector(b));
+                if !v.matches {
+                    return Ok(Verdict::fail(format!("vector {i}: {}", v.detail)));
+                }
+            }
+            Ok(Verdict::pass(format!("{} vectors reproduced", claimed.len())))
+        }
+        _ => Ok(Verdict::fail("the answer is not of the session's kind")),
+    }
 }
 
 #[cfg(test)]

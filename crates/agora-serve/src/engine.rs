@@ -78,7 +78,7 @@ pub struct Engine {
 }
 
 /// Batch size for embedding requests (the batching plan sentence-transformers uses).
-const EMBED_BATCH: usize = 32;
+pub const EMBED_BATCH: usize = 32;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

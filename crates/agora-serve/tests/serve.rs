@@ -3,10 +3,12 @@
 
 use agora_core::SecretKey;
 use agora_core::session::SessionId;
+use agora_core::session::WindowCommitment;
+use agora_core::{Decode, Encode};
 use agora_ml::embed::Embedder;
 use agora_ml::fixtures::{GgmlDType, write_tiny_bert, write_tiny_llama};
 use agora_ml::generate::Llm;
-use agora_serve::audit::recheck_chat;
+use agora_serve::audit::{ProvenRecord, Sampled, claim_of, recheck, recheck_chat};
 use agora_serve::book::Books;
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
 use agora_serve::engine::{ChatParams, Engine, Model};
@@ -351,4 +353,66 @@ fn fingerprints_along(llm: &Llm, params: &ChatParams, tokens: &[u32]) -> Vec<Fin
     )
     .unwrap();
     out
+}
+
+/// The records of receipts `seqs` of `session` in `p`'s book, proven against the window over
+/// all of its receipts, and that window.
+fn proven(p: &Provider, session: u64, seqs: &[u64]) -> (WindowCommitment, Vec<ProvenRecord>) {
+    let book = p.books.get(session).unwrap();
+    let mut book = book.lock().unwrap();
+    let w = book.window(0, 100).unwrap();
+    let records = seqs
+        .iter()
+        .map(|s| ProvenRecord {
+            record: book.record_at(*s).unwrap(),
+            proof: book.proof(0, w.receipts, *s).unwrap(),
+        })
+        .collect();
+    (w, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_replays_sampled_records_only_if_they_are_the_windows_and_the_clients() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let p = provider(&client_key).await;
+    let c = ServeClient::new();
+    for nonce in 0..3 {
+        completion(&c, &p.base, &client_key, &chat_at(nonce, if nonce == 1 { 700 } else { 0 })).await;
+    }
+    let inputs = vec!["the sea".to_string(), "a much longer sentence about the sea".to_string()];
+    let embed = ServeRequest { session: 8, nonce: 0, body: ServeBody::Embed { inputs } };
+    c.embed(&p.base, 8, &SignedRequest::new(CHAIN, &embed, &client_key)).await.unwrap();
+    let device = agora_ml::device();
+    let chat = Model::Chat(Arc::new(Llm::load(&p._dir.path().join("model.gguf"), &device).unwrap()));
+    let embedder = Model::Embed(Arc::new(Embedder::load(&p._dir.path().join("bert"), &device).unwrap()));
+    let (provider, client) = (p.key.public(), client_key.public());
+
+    let (w, records) = proven(&p, 7, &[0, 1, 2]);
+    let want = |seq| Sampled { chain_id: CHAIN, provider: &provider, client: &client, window: &w, seq };
+    for (seq, r) in records.iter().enumerate() {
+        let r = ProvenRecord::decode(&r.encode()).unwrap();
+        let claim = claim_of(&r, &want(seq as u64)).unwrap();
+        let v = recheck(&chat, &claim).unwrap();
+        assert!(v.matches, "receipt {seq}: {}", v.detail);
+        assert!(!recheck(&embedder, &claim).unwrap().matches, "another kind of model");
+    }
+    let (ew, er) = proven(&p, 8, &[0]);
+    let claim = claim_of(&er[0], &Sampled { window: &ew, ..want(0) }).unwrap();
+    assert!(recheck(&embedder, &claim).unwrap().matches);
+
+    // What the provider hands over must be the sampled, committed, client-signed, receipted one.
+    assert!(claim_of(&records[0], &want(1)).unwrap_err().contains("not in the committed window"));
+    let other = SecretKey::from_seed([5; 32]).public();
+    let err = claim_of(&records[0], &Sampled { client: &other, ..want(0) }).unwrap_err();
+    assert!(err.contains("its client signed"), "{err}");
+    assert!(
+        claim_of(&records[0], &Sampled { provider: &other, ..want(0) }).unwrap_err().contains("not signed")
+    );
+    let mut swapped = records[0].clone();
+    swapped.record.output = records[1].record.output.clone(); // sampled: another answer
+    let err = claim_of(&swapped, &want(0)).unwrap_err();
+    assert!(err.contains("not the one receipted"), "{err}");
+    let mut easier = records[0].clone();
+    easier.record.request = records[2].record.request.clone();
+    assert!(claim_of(&easier, &want(0)).unwrap_err().contains("the request is not"));
 }

@@ -421,7 +421,12 @@ fn react(
             {
                 r.stated_ppm_sum += u64::from(*probability_ppm);
             }
-            Event::AuditAssigned { audit, lease, auditors, .. } => {
+            Event::AuditAssigned {
+                audit,
+                target: crate::audits::AuditTarget::Lease(lease),
+                auditors,
+                ..
+            } => {
                 let Some(f) = leases.get(lease) else { continue };
                 // Nobody here withholds output blobs: every availability check passes.
                 let probe = c

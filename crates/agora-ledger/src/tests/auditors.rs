@@ -127,7 +127,7 @@ fn a_recount_too_few_report_on_pays_nothing() {
     c.advance(3 * 61);
     let a = c.state.audit(audit).unwrap();
     assert_eq!(a.outcome, Some(AuditOutcome::Unverified), "{a:?}");
-    let lease = a.lease;
+    let lease = a.target.lease().unwrap();
     assert_eq!(
         c.state.lease(lease).unwrap().status,
         crate::leases::LeaseStatus::Failed(crate::events::LeaseFailure::Unverified)
@@ -301,7 +301,7 @@ fn one_auditors_low_measurement_cannot_cut_an_honest_providers_pay() {
     // measurements allow the claim, and the lease is paid as claimed.
     let mut c = TestChain::new();
     let audit = committed(&mut c, Hash::ZERO);
-    let lease = c.state.audit(audit).unwrap().lease;
+    let lease = c.state.audit(audit).unwrap().target.lease().unwrap();
     let griefer = name_of(&c.state.audit(audit).unwrap().assignments[0].auditor);
     let low = AuditEvidence { recomputed_root: Hash::of(b"recomputed"), disputed: vec![], measured_ms: 1 };
     c.ok(griefer, TxPayload::ReportAudit { audit, passed: true, evidence: low });

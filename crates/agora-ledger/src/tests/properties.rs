@@ -117,7 +117,7 @@ fn agent_txs(c: &TestChain) -> Vec<agora_core::SignedTx> {
         if audit.outcome.is_some() {
             continue;
         }
-        let lease = c.state.lease(audit.lease).expect("lease");
+        let lease = c.state.lease(audit.target.lease().expect("a lease audit")).expect("lease");
         let honest =
             lease.commitment.as_ref().expect("committed").root == honest_root(lease.job, lease.shard);
         for a in audit.assignments.iter().filter(|a| !a.replaced && a.verdict.is_none()) {

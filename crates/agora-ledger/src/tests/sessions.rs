@@ -2,7 +2,8 @@
 //! and receipts as fraud proofs against a provider that leaves them out or alters them.
 
 use super::harness::*;
-use crate::events::Event;
+use crate::audits::{AuditSubject, AuditTarget};
+use crate::events::{AuditOutcome, Event};
 use crate::params::Params;
 use crate::sessions::{SessionStatus, WindowStatus};
 use agora_core::merkle::MerkleTree;
@@ -143,6 +144,11 @@ fn advance_past_grace(c: &mut TestChain, session: u64) {
     advance_past(c, deadline);
 }
 
+/// The audit the draw opened on `provider`'s window from `first_seq`, if any.
+fn window_audit(c: &TestChain, session: u64, provider: &str, first_seq: u64) -> Option<u64> {
+    c.state.window(&(session, id(provider), first_seq)).and_then(|w| w.audit)
+}
+
 fn conserved(c: &TestChain) {
     let s = c.state.meta().supply.clone();
     assert!(s.is_conserved());
@@ -166,18 +172,26 @@ fn a_session_is_matched_with_collateral_and_its_windows_are_paid_only_after_the_
     // 4,000 prompt tokens at 20 per 1k, 2,000 completion tokens at 40 per 1k.
     let charge = Amount(80 + 80);
     assert_eq!(c.state.session(session).unwrap().committed, charge);
-    c.advance(2);
-    assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap(), "not paid yet (fee only)");
+    // A provider with no clean audits yet has every window audited, and is paid only once
+    // the audit has passed and the audit window has closed.
     c.advance(1);
-    assert!(
-        c.last_events().iter().any(|e| matches!(e, Event::WindowPaid { amount, .. } if *amount == charge))
-    );
+    let audit = window_audit(&c, session, p, 0).expect("a new provider's window is audited");
+    assert_eq!(c.state.audit(audit).unwrap().items, vec![0, 1, 2, 3], "all of a small window");
+    c.advance(1);
+    assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap(), "not paid yet (fee only)");
+    settle_audit(&mut c, audit, true);
+    c.advance(1);
+    assert!(c.history().iter().any(|e| matches!(e, Event::WindowPaid { amount, .. } if *amount == charge)));
     assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap().checked_add(charge).unwrap());
+    assert_eq!(c.state.provider(&id(p)).unwrap().trust.audits_passed, 1);
     conserved(&c);
 
     // The next window continues the running total; at the end the rest returns to u0.
     let more = receipts(session, rs.last(), 2);
     c.ok(p, TxPayload::CommitWindow { window: window(&more) });
+    c.advance(1);
+    let audit = window_audit(&c, session, p, 4).unwrap();
+    settle_audit(&mut c, audit, true);
     let u0 = c.state.balance(&id("u0"));
     advance_past_grace(&mut c, session);
     let s = c.state.session(session).unwrap();
@@ -432,11 +446,36 @@ fn pairs(c: &TestChain) -> Vec<(u64, AccountId)> {
     c.state.sessions().flat_map(|(id, s)| s.serving().map(move |m| (*id, m.provider))).collect()
 }
 
-/// Honest providers answer every challenge they can prove, in the same block as their other
-/// transactions would go.
+/// The provider whose answers are wrong: its receipts and windows are in order, but auditors
+/// replaying its answers find them wrong.
+const MISCOMPUTES: &str = "p3";
+
+/// The name of a provider or validator.
+fn party(who: &AccountId) -> String {
+    ["p0", "p1", "p2", "p3", "v0", "v1", "v2", "v3"]
+        .into_iter()
+        .find(|n| id(n) == *who)
+        .expect("a provider or validator")
+        .to_string()
+}
+
+/// Honest providers answer every challenge they can prove, and honest auditors report on every
+/// window audit assigned to them (failing [`MISCOMPUTES`]'s windows), in the same block as
+/// their other transactions would go.
 fn answers(c: &TestChain, model: &Model) -> Vec<agora_core::SignedTx> {
     let mut txs = vec![];
     let mut pending: BTreeMap<AccountId, u64> = BTreeMap::new();
+    for (audit, a) in c.state.audits() {
+        if a.outcome.is_some() || a.target.lease().is_some() {
+            continue;
+        }
+        for auditor in awaiting(&c.state, *audit) {
+            let n = pending.entry(auditor).or_default();
+            let passed = a.provider != id(MISCOMPUTES);
+            txs.push(c.tx_n(&party(&auditor), report(&c.state, *audit, passed), *n));
+            *n += 1;
+        }
+    }
     for (key, leaves) in &model.trees {
         let Some(w) = c.state.window(key) else { continue };
         for ch in &w.challenges {
@@ -453,7 +492,7 @@ fn answers(c: &TestChain, model: &Model) -> Vec<agora_core::SignedTx> {
                 let proof = tree(leaves).proof(i).unwrap();
                 let n = pending.entry(key.1).or_default();
                 txs.push(c.tx_n(
-                    name(&key.1),
+                    &party(&key.1),
                     TxPayload::AnswerChallenge { session: key.0, seq: ch.seq, proof, request },
                     *n,
                 ));
@@ -626,9 +665,17 @@ proptest! {
         for (_, p) in c.state.providers() {
             prop_assert!(p.reserved.is_zero());
         }
-        // Convictions only ever follow a commitment that differs from what was signed.
+        // Convictions only ever follow a commitment that differs from what was signed, or
+        // answers the auditors found wrong; every audit of those answers convicts.
         for e in c.history() {
+            if let Event::AuditResolved { target: crate::audits::AuditTarget::Window(key), outcome, .. } = e {
+                let wrong = key.1 == id(MISCOMPUTES);
+                prop_assert_eq!(outcome == crate::events::AuditOutcome::Fraud, wrong, "audit of {:?}", key);
+            }
             if let Event::ServingFraud { session, provider, seq, .. } = e {
+                if provider == id(MISCOMPUTES) {
+                    continue;
+                }
                 let signed = &model.served[&(session, provider)];
                 let honest = model
                     .trees
@@ -645,6 +692,62 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_window_audit_that_finds_wrong_answers_convicts_and_refunds_the_window() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 3);
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs) });
+    c.advance(1);
+    let audit = window_audit(&c, session, p, 0).expect("a new provider's window is audited");
+    let a = c.state.audit(audit).unwrap();
+    assert_eq!(a.subject, AuditSubject::Serving);
+    assert_eq!(a.target, AuditTarget::Window((session, id(p), 0)));
+    assert!(!a.is_assigned(&id(p)) && !a.is_assigned(&id("u0")), "never a party of the session");
+    let collateral = c.state.provider(&id(p)).unwrap().collateral;
+    // Stage one fails the window; the recount confirms it.
+    settle_audit(&mut c, audit, false);
+    assert_eq!(c.state.audit(audit).unwrap().outcome, Some(AuditOutcome::Fraud));
+    let w = c.state.window(&(session, id(p), 0)).unwrap();
+    assert_eq!(w.status, WindowStatus::Refunded, "the window is not paid");
+    let s = c.state.session(session).unwrap();
+    assert!(s.member(&id(p)).unwrap().removed && s.committed.is_zero(), "{s:?}");
+    assert!(c.state.provider(&id(p)).unwrap().collateral < collateral, "slashed");
+    assert!(
+        c.history().iter().any(|e| matches!(e, Event::ServingFraud { provider, .. } if *provider == id(p)))
+    );
+    c.advance(2);
+    assert_eq!(members(&c, session).len(), 1, "its place is matched again");
+    assert_ne!(members(&c, session)[0], id(p));
+    conserved(&c);
+}
+
+#[test]
+fn a_window_audit_nobody_reports_on_does_not_withhold_pay() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 1));
+    let p = name(&members(&c, session)[0]);
+    let rs = receipts(session, None, 2);
+    let before = c.state.balance(&id(p));
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs) });
+    c.advance(1);
+    let audit = window_audit(&c, session, p, 0).unwrap();
+    c.advance(10);
+    assert_eq!(
+        c.state.window(&(session, id(p), 0)).unwrap().status,
+        WindowStatus::Held,
+        "held while audited"
+    );
+    while c.state.audit(audit).unwrap().outcome.is_none() {
+        c.advance(20);
+    }
+    assert_eq!(c.state.audit(audit).unwrap().outcome, Some(AuditOutcome::Unverified));
+    assert_eq!(c.state.window(&(session, id(p), 0)).unwrap().status, WindowStatus::Paid);
+    assert!(c.state.balance(&id(p)) > before);
+    conserved(&c);
 }
 
 #[test]

@@ -183,15 +183,10 @@ impl Agent {
             isolation: cfg.isolation,
         };
         let chain_for_keeper = chain.clone();
-        let mut routes = serve::router(Arc::new(serve::AuditServer {
-            me: cfg.key.public(),
-            chain: chain.clone(),
-            state: state_dir.clone(),
-        }));
-        let serving = match cfg.provider.as_ref().and_then(|p| p.serve.as_ref()) {
+        let (serving, books, server_routes) = match cfg.provider.as_ref().and_then(|p| p.serve.as_ref()) {
             Some(s) => {
                 let omit = cfg.provider.as_ref().is_some_and(|p| p.omit_receipts);
-                let (directory, windows, server_routes) = serving(
+                let side = serving(
                     &cfg.key,
                     &chain,
                     &sender,
@@ -199,11 +194,19 @@ impl Agent {
                     &cfg.dir,
                     (s.parallel, omit),
                 )?;
-                routes = routes.merge(server_routes);
-                Some((directory, windows))
+                (Some((side.directory, side.windows)), Some(side.books), Some(side.routes))
             }
-            None => None,
+            None => (None, None, None),
         };
+        let mut routes = serve::router(Arc::new(serve::AuditServer {
+            me: cfg.key.public(),
+            chain: chain.clone(),
+            state: state_dir.clone(),
+            books,
+        }));
+        if let Some(server_routes) = server_routes {
+            routes = routes.merge(server_routes);
+        }
         let agent = Arc::new(Self {
             me: cfg.key.public(),
             chain,
@@ -601,8 +604,19 @@ impl Agent {
     }
 }
 
-/// The serving side of a provider: its session directory, its window committer, and the
-/// routes of its serving endpoints (receipts kept under `dir/serving`).
+/// The serving side of a provider.
+struct ServingSide {
+    /// Its sessions, and their warm models.
+    directory: Arc<SessionDirectory>,
+    /// Its window committer.
+    windows: Arc<Windows>,
+    /// Its receipts (kept under `dir/serving`).
+    books: Arc<agora_serve::book::Books>,
+    /// The routes of its serving endpoints.
+    routes: axum::Router,
+}
+
+/// Assembles a provider's [`ServingSide`].
 fn serving(
     key: &SecretKey,
     chain: &NodeClient,
@@ -610,15 +624,15 @@ fn serving(
     runtimes: Arc<Runtimes>,
     dir: &std::path::Path,
     (parallel, omit): (usize, bool),
-) -> anyhow::Result<(Arc<SessionDirectory>, Arc<Windows>, axum::Router)> {
+) -> anyhow::Result<ServingSide> {
     let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
     let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
     let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), omit));
     let server = agora_serve::server::Server::new(
         key.clone(),
         directory.clone(),
-        books,
+        books.clone(),
         agora_serve::engine::Engine::new(parallel),
     );
-    Ok((directory, windows, agora_serve::server::router(Arc::new(server))))
+    Ok(ServingSide { directory, windows, books, routes: agora_serve::server::router(Arc::new(server)) })
 }

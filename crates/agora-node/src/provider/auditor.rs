@@ -11,7 +11,7 @@ use crate::sender::TxSender;
 use crate::store_keeper::audit_owner;
 use agora_core::SecretKey;
 use agora_core::tx::{AuditEvidence, AuditId, LeaseId, TxPayload};
-use agora_ledger::audits::AuditSubject;
+use agora_ledger::audits::{AuditSubject, AuditTarget};
 use agora_ledger::leases::Lease;
 use agora_runtime::executor::AuditRequest;
 use agora_store::Pin;
@@ -89,7 +89,7 @@ pub struct Unable(pub String);
 /// Whether an audit error is this node's own failure rather than the provider's: [`Unable`],
 /// or a transport error (no route, refused connection, timeout) reaching the provider. A
 /// provider that answers, but with an error or with items that do not verify, is at fault.
-fn own_failure(e: &anyhow::Error) -> bool {
+pub(super) fn own_failure(e: &anyhow::Error) -> bool {
     e.is::<Unable>() || e.chain().any(|c| c.is::<reqwest::Error>())
 }
 
@@ -97,7 +97,7 @@ fn own_failure(e: &anyhow::Error) -> bool {
 /// The provider checks the request against its own view of the chain, which can trail ours by a
 /// few blocks: an auditor added by an escalation asks as soon as it sees its assignment, and
 /// may hear "not assigned" or "no such audit" first.
-const FETCH_PATIENCE: Duration = Duration::from_secs(10);
+pub(super) const FETCH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Largest answer read from a provider's audit endpoint: the sampled items (hex) with proofs.
 pub const MAX_AUDIT_RESPONSE: usize = 256 << 20;
@@ -114,8 +114,21 @@ impl Auditor {
     }
 
     async fn fetch_items(&self, endpoint: &str, audit: AuditId, reach: Reach) -> anyhow::Result<AuditItems> {
+        let body = self.fetch_signed(endpoint, &format!("/agent/audit/{audit}"), audit, reach).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// GETs `path` of the provider's agent at `endpoint`, as the assigned auditor of `audit`
+    /// (signed); the body, at most [`MAX_AUDIT_RESPONSE`] bytes, of a successful answer.
+    pub(super) async fn fetch_signed(
+        &self,
+        endpoint: &str,
+        path: &str,
+        audit: AuditId,
+        reach: Reach,
+    ) -> anyhow::Result<Vec<u8>> {
         let sig = self.key.sign(&protocol::audit_request_message(audit));
-        let url = format!("{}/agent/audit/{audit}", endpoint.trim_end_matches('/'));
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
         // Not reachable from here is this auditor's problem to report as nothing, like a DNS
         // name that resolves only inside the network (a transport error).
         reach.check_url(&url).map_err(|e| Unable(e.to_string()))?;
@@ -133,20 +146,24 @@ impl Auditor {
             let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             anyhow::bail!("provider answered {status}: {text}");
         }
-        Ok(serde_json::from_slice(&body)?)
+        Ok(body)
     }
 
     /// Audits and reports. Returns the verdict reported.
     pub async fn run(&self, audit_id: AuditId) -> anyhow::Result<bool> {
         let audit = self.chain.audit(audit_id).await?;
-        let lease = self.chain.lease(audit.lease).await?;
+        let lease_id = match audit.target {
+            AuditTarget::Lease(id) => id,
+            AuditTarget::Window(key) => return self.run_window(audit_id, &audit, key).await,
+        };
+        let lease = self.chain.lease(lease_id).await?;
         let job = self.chain.job(lease.job).await?;
         let m = &job.manifest;
         let shard = m.shards.get(lease.shard as usize).context("lease names a missing shard")?;
         let (reach, pin) = (self.chain.reach().await?, Pin::held_by(audit_owner(audit_id)));
         if audit.subject == AuditSubject::Inputs {
             let (passed, detail, evidence) =
-                self.check_inputs(m, shard, (audit.lease, &lease), reach, &pin).await?;
+                self.check_inputs(m, shard, (lease_id, &lease), reach, &pin).await?;
             return self.report(audit_id, passed, &detail, evidence).await;
         }
         let commitment = lease.commitment.clone().context("an audited lease has a commitment")?;
@@ -154,7 +171,7 @@ impl Auditor {
         // Every audit, and the availability check of a lease the draw did not audit, first
         // fetches the committed output blob: payment needs outputs the requester can get.
         let endpoint = &provider.profile.endpoint;
-        let binding = Binding::of(m, audit.lease, &lease)?;
+        let binding = Binding::of(m, lease_id, &lease)?;
         let available =
             with_patience(FETCH_PATIENCE, || check_output(endpoint, reach, &commitment, &binding)).await;
         if let Err(e) = &available
@@ -200,7 +217,7 @@ impl Auditor {
     }
 
     /// Sends a verdict with its evidence.
-    async fn report(
+    pub(super) async fn report(
         &self,
         audit: AuditId,
         passed: bool,

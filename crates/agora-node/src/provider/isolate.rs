@@ -13,14 +13,19 @@
 //!
 //! Protocol: the parent writes one request to the child's stdin (a length-prefixed JSON header,
 //! then the fetched input and claimed items, each as index, length and bytes) and reads one
-//! JSON [`Answer`] from its stdout, of at most [`MAX_ANSWER`] bytes.
+//! JSON [`Answer`] from its stdout, of at most [`MAX_ANSWER`] bytes. A serving window's audit
+//! ([`run_serving`]) sends the answers to replay as claimed items (JSON [`Claim`]s, indexed by
+//! receipt offset) and no inputs.
 
 use super::auditor::Unable;
-use super::runtimes::load_executor;
+use super::runtimes::{load_executor, unpack};
+use super::sessions::open_model;
 use agora_core::{Hash, JobKind};
 use agora_runtime::ExecError;
 use agora_runtime::audit::AuditOutcome;
 use agora_runtime::executor::{AuditRequest, Executor, TaskContext};
+use agora_serve::audit::{Claim, recheck};
+use agora_serve::engine::Model;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -56,10 +61,14 @@ struct Header {
     model_file: PathBuf,
     /// Where unpacked models live.
     models_dir: PathBuf,
-    ctx: TaskContext,
+    /// The lease's task (none for a serving window's replay).
+    ctx: Option<TaskContext>,
     /// Check the inputs ([`check_inputs`]) instead of recomputing the sample.
     #[serde(default)]
     check_inputs: bool,
+    /// Replay a serving window's answers ([`replay`]) instead of recomputing a lease's sample.
+    #[serde(default)]
+    serving: bool,
     indices: Vec<u32>,
     inputs: u32,
     claimed: u32,
@@ -78,6 +87,32 @@ pub enum Answer {
     Usable,
     /// Checking inputs: this one is not (why).
     Unusable(String),
+    /// A serving window's answers replayed: a verdict per receipt offset.
+    Replayed(Vec<Replayed>),
+}
+
+/// The verdict on one replayed answer of a serving window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayed {
+    /// The receipt's offset in its window.
+    pub index: u32,
+    /// Whether the replay reproduced it.
+    pub matches: bool,
+    /// What was measured.
+    pub detail: String,
+}
+
+/// Replays a serving window's sampled answers on the session's `model`, here: a replay that
+/// cannot run is this node's failure, never the provider's.
+pub fn replay(model: &Model, claims: &[(u32, Claim)]) -> Answer {
+    let mut out = Vec::with_capacity(claims.len());
+    for (index, claim) in claims {
+        match recheck(model, claim) {
+            Ok(v) => out.push(Replayed { index: *index, matches: v.matches, detail: v.detail }),
+            Err(e) => return Answer::Failed(format!("replaying receipt {index}: {e}")),
+        }
+    }
+    Answer::Replayed(out)
 }
 
 /// Recomputes an audit's sample with `executor`, here: claims that cannot even be replayed are
@@ -128,14 +163,64 @@ pub async fn run(exe: &std::path::Path, audit: Audit<'_>, limits: Limits) -> any
         model: audit.model,
         model_file: audit.model_file,
         models_dir: audit.models_dir,
-        ctx: audit.ctx.clone(),
+        ctx: Some(audit.ctx.clone()),
         check_inputs: audit.check_inputs,
+        serving: false,
         indices: audit.request.indices.clone(),
         inputs: audit.request.inputs.len() as u32,
         claimed: audit.request.claimed.len() as u32,
     };
     let mut request = Vec::new();
     write_request(&mut request, &header, audit.request)?;
+    exchange(exe, &request, limits).await
+}
+
+/// A serving window's replay to run in a child.
+pub struct ServingAudit<'a> {
+    /// The session's runtime.
+    pub kind: JobKind,
+    /// The model's hash.
+    pub model: Hash,
+    /// The model blob's file.
+    pub model_file: PathBuf,
+    /// Where unpacked models live.
+    pub models_dir: PathBuf,
+    /// The answers to replay, by receipt offset.
+    pub claims: &'a [(u32, Claim)],
+}
+
+/// Runs a serving window's replay ([`replay`]) in a child process of `exe` under `limits`, as
+/// [`run`] does a lease's recomputation.
+pub async fn run_serving(
+    exe: &std::path::Path,
+    audit: ServingAudit<'_>,
+    limits: Limits,
+) -> anyhow::Result<Answer> {
+    let claimed = audit
+        .claims
+        .iter()
+        .map(|(i, c)| Ok((*i, serde_json::to_vec(c)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let header = Header {
+        kind: audit.kind,
+        model: audit.model,
+        model_file: audit.model_file,
+        models_dir: audit.models_dir,
+        ctx: None,
+        check_inputs: false,
+        serving: true,
+        indices: audit.claims.iter().map(|(i, _)| *i).collect(),
+        inputs: 0,
+        claimed: claimed.len() as u32,
+    };
+    let request = AuditRequest { indices: header.indices.clone(), inputs: vec![], claimed };
+    let mut bytes = Vec::new();
+    write_request(&mut bytes, &header, &request)?;
+    exchange(exe, &bytes, limits).await
+}
+
+/// Starts `exe sandbox audit` under `limits`, writes `request` to it and reads its [`Answer`].
+async fn exchange(exe: &std::path::Path, request: &[u8], limits: Limits) -> anyhow::Result<Answer> {
     let mut child = tokio::process::Command::new(exe)
         .args(["sandbox", "audit", "--memory-bytes", &limits.memory_bytes.to_string()])
         .args(["--cpu-seconds", &limits.cpu_seconds.to_string()])
@@ -155,7 +240,7 @@ pub async fn run(exe: &std::path::Path, audit: Audit<'_>, limits: Limits) -> any
     let exchange = async {
         let write = async {
             // A child that dies early closes its stdin: its exit status says why.
-            let _ = stdin.write_all(&request).await;
+            let _ = stdin.write_all(request).await;
             drop(stdin);
         };
         let mut answer = Vec::new();
@@ -259,13 +344,31 @@ pub fn serve(input: &mut impl Read, output: &mut impl Write) -> anyhow::Result<(
         inputs: read_items(input, header.inputs)?,
         claimed: read_items(input, header.claimed)?,
     };
-    let answer = match std::fs::read(&header.model_file)
-        .with_context(|| format!("reading model {}", header.model))
-        .and_then(|bytes| load_executor(header.kind, bytes, &header.models_dir, header.model))
-    {
-        Err(e) => Answer::Failed(format!("loading the runtime: {e:#}")),
-        Ok(executor) if header.check_inputs => check_inputs(executor.as_ref(), &header.ctx, &request),
-        Ok(executor) => recompute(executor.as_ref(), &header.ctx, &request),
+    let bytes = std::fs::read(&header.model_file).with_context(|| format!("reading model {}", header.model));
+    let answer = match (header.serving, header.ctx) {
+        (true, _) => match bytes
+            .and_then(|b| unpack(&b, &header.models_dir, header.model))
+            .and_then(|dir| open_model(header.kind, &dir))
+        {
+            Err(e) => Answer::Failed(format!("loading the model: {e:#}")),
+            Ok(model) => match request
+                .claimed
+                .iter()
+                .map(|(i, c)| Ok((*i, serde_json::from_slice(c)?)))
+                .collect::<anyhow::Result<Vec<(u32, Claim)>>>()
+            {
+                Ok(claims) => replay(&model, &claims),
+                Err(e) => Answer::Failed(format!("reading the answers to replay: {e:#}")),
+            },
+        },
+        (false, None) => Answer::Failed("a lease's recomputation needs its task".into()),
+        (false, Some(ctx)) => {
+            match bytes.and_then(|b| load_executor(header.kind, b, &header.models_dir, header.model)) {
+                Err(e) => Answer::Failed(format!("loading the runtime: {e:#}")),
+                Ok(executor) if header.check_inputs => check_inputs(executor.as_ref(), &ctx, &request),
+                Ok(executor) => recompute(executor.as_ref(), &ctx, &request),
+            }
+        }
     };
     serde_json::to_writer(&mut *output, &answer)?;
     output.flush()?;

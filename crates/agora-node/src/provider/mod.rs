@@ -11,4 +11,5 @@ pub mod serve;
 pub mod sessions;
 pub mod state;
 pub mod vivaldi;
+pub mod window_audit;
 pub mod work;

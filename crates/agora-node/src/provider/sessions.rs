@@ -114,25 +114,26 @@ impl SessionDirectory {
         if let Some(m) = models.get(&(k.kind, k.model)) {
             return Ok(m.clone());
         }
-        let kind = match k.kind {
-            ServeKind::Chat => JobKind::Generate,
-            ServeKind::Embed => JobKind::Embed,
-        };
+        let kind = agora_ledger::sessions::runtime_of(k.kind);
         let reach = self.chain.reach().await?;
         let pin = Pin::until(format!("session:{id}"), k.until_ms);
         let dir = self.runtimes.unpacked_model(kind, &k.model, &k.sources, reach, &pin).await?;
-        let model = tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
-            let device = agora_ml::device();
-            Ok(match kind {
-                JobKind::Generate => Model::Chat(Arc::new(Llm::load(&dir.join("model.gguf"), &device)?)),
-                _ => Model::Embed(Arc::new(Embedder::load(&dir, &device)?)),
-            })
-        })
-        .await??;
+        let model = tokio::task::spawn_blocking(move || open_model(kind, &dir)).await??;
         info!(session = id, model = %k.model, "model warm");
         models.insert((k.kind, k.model), model.clone());
         Ok(model)
     }
+}
+
+/// Loads the serving model of runtime `kind` (generation or embeddings) from its unpacked
+/// directory `dir`.
+pub fn open_model(kind: JobKind, dir: &std::path::Path) -> anyhow::Result<Model> {
+    let device = agora_ml::device();
+    Ok(match kind {
+        JobKind::Generate => Model::Chat(Arc::new(Llm::load(&dir.join("model.gguf"), &device)?)),
+        JobKind::Embed => Model::Embed(Arc::new(Embedder::load(dir, &device)?)),
+        other => anyhow::bail!("no session serves {other:?} models"),
+    })
 }
 
 impl Directory for SessionDirectory {

@@ -20,19 +20,27 @@ fn request(prompt: &str, max_tokens: u32, stream: bool) -> Value {
     json!({"model": CHAT, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "stream": stream})
 }
 
+/// A chat completion; a 503 ("retry": a busy machine, while the devnet's audits replay
+/// answers on the same two cores) is retried, as the gateway tells clients to.
 async fn complete(v: &str, key: &str, body: &Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{v}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {answer}");
-    answer
+    for attempt in 0.. {
+        let resp = reqwest::Client::new()
+            .post(format!("{v}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && attempt < 2 {
+            continue;
+        }
+        assert!(status.is_success(), "{status}: {answer}");
+        return answer;
+    }
+    unreachable!()
 }
 
 /// Streams a completion; calls `first` when the first piece of text arrives. Returns the text
@@ -119,6 +127,17 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
             .iter()
             .any(|m| m["provider"] == honest && m["next_seq"] == honest_served)
     });
+
+    // Its first windows are audited (it has no trust record yet): the auditors fetch the
+    // sampled records, replay each answer on the session's model, and pass them.
+    wait_for("a clean audit of the honest provider's window", Duration::from_secs(120), || {
+        let p = agora(&v, &["provider", "status", &honest]);
+        p["provider"]["trust"]["audits_passed"].as_u64().unwrap_or(0) >= 1
+    });
+    let s = session_of(&v, session);
+    let audited =
+        s["windows"].as_array().unwrap().iter().filter(|w| w["provider"] == honest && !w["audit"].is_null());
+    assert!(audited.count() >= 1, "{s}");
 
     // The next request goes to the honest provider, which is killed once the stream is under
     // way: the answer completes on the other provider, without repeating or losing text.

@@ -131,6 +131,20 @@ pub struct SessionDetail {
     pub windows: Vec<WindowEntry>,
 }
 
+impl SessionDetail {
+    /// The commitment of `provider`'s window starting at receipt `first_seq`, if listed.
+    pub fn window(
+        &self,
+        provider: &AccountId,
+        first_seq: u64,
+    ) -> Option<&agora_core::session::WindowCommitment> {
+        self.windows
+            .iter()
+            .find(|w| w.provider == *provider && w.first_seq == first_seq)
+            .map(|w| &w.window.commitment)
+    }
+}
+
 /// Most windows per provider `GET /api/v1/sessions/{id}` lists.
 pub const MAX_SESSION_WINDOWS: usize = 256;
 

@@ -5,14 +5,12 @@ use super::Global;
 use super::output::print;
 use crate::gateway::sessions::kept_records;
 use crate::sender::TxSender;
+use agora_core::JobKind;
 use agora_core::session::SignedReceipt;
 use agora_core::tx::TxPayload;
 use agora_core::{AccountId, Hash};
-use agora_ml::generate::Llm;
 use agora_runtime::provision::Provisioned;
-use agora_serve::audit::recheck_chat;
-use agora_serve::engine::ChatParams;
-use agora_serve::wire::ChatDone;
+use agora_serve::audit::{Claim, recheck};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use indicatif::ProgressBar;
@@ -91,24 +89,19 @@ fn session_model(data_dir: &Path, name: Option<&str>, expected: Hash) -> anyhow:
     Ok(model)
 }
 
-/// Rechecks `chats` on the generation model in `dir`, counting each on `pb`.
+/// Replays `kept` completions on the generation model in `dir` as an auditor does, counting
+/// each on `pb`.
 fn recheck_all(
     dir: &Path,
-    chats: &[(AccountId, ChatParams, ChatDone)],
+    kept: &[(AccountId, u64, Claim)],
     pb: &ProgressBar,
 ) -> anyhow::Result<Vec<Rechecked>> {
-    let llm = Llm::load(&dir.join("model.gguf"), &agora_ml::device())?;
-    chats
-        .iter()
-        .map(|(provider, params, done)| {
-            let v = recheck_chat(&llm, params, done)?;
+    let model = crate::provider::sessions::open_model(JobKind::Generate, dir)?;
+    kept.iter()
+        .map(|(provider, seq, claim)| {
+            let v = recheck(&model, claim)?;
             pb.inc(1);
-            Ok(Rechecked {
-                provider: *provider,
-                seq: done.receipt.receipt.seq,
-                passed: v.matches,
-                detail: v.detail,
-            })
+            Ok(Rechecked { provider: *provider, seq: *seq, passed: v.matches, detail: v.detail })
         })
         .collect()
 }
@@ -184,7 +177,7 @@ pub async fn run(g: &Global, cmd: SessionCommand) -> anyhow::Result<()> {
         SessionCommand::Recheck { id, model } => {
             let chats: Vec<_> = kept_records(&g.data_dir, id)?
                 .into_iter()
-                .filter_map(|k| k.completion().map(|(params, done)| (k.provider, params, done)))
+                .filter_map(|k| k.claim().map(|c| (k.provider, k.receipt.receipt.seq, c)))
                 .collect();
             if chats.is_empty() {
                 bail!(

@@ -20,8 +20,8 @@ use agora_core::session::{ServeKind, ServeRates, SessionId, SessionTerms, Signed
 use agora_core::tx::TxPayload;
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::Event;
+use agora_serve::audit::{Answered, Claim};
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
-use agora_serve::engine::ChatParams;
 use agora_serve::fingerprint::Fingerprint;
 use agora_serve::wire::{ChatDone, ChatEvent, EmbedResponse, ServeBody, ServeRequest, SignedRequest};
 use anyhow::Context;
@@ -110,10 +110,9 @@ pub struct KeptChat {
 }
 
 impl Kept {
-    /// The chat request and completion this receipt answers, as [`recheck_chat`] takes them.
-    ///
-    /// [`recheck_chat`]: agora_serve::audit::recheck_chat
-    pub fn completion(&self) -> Option<(ChatParams, ChatDone)> {
+    /// The chat request and completion this receipt answers, as an auditor replays them
+    /// ([`agora_serve::audit::recheck`]).
+    pub fn claim(&self) -> Option<Claim> {
         let c = self.chat.as_ref()?;
         let done = ChatDone {
             text: c.text.clone(),
@@ -122,7 +121,7 @@ impl Kept {
             fingerprints: c.fingerprints.clone(),
             receipt: self.receipt.clone(),
         };
-        Some((ChatParams::of(&c.body)?, done))
+        Some(Claim { body: c.body.clone(), answer: Answered::Chat(Box::new(done)) })
     }
 }
 

@@ -130,14 +130,10 @@ async fn audit_records(
     let books = s.books.clone().ok_or_else(|| ApiError::not_found("this node serves no sessions"))?;
     let detail = s.chain.session(session).await.map_err(unavailable)?;
     let window = detail
-        .windows
-        .iter()
-        .find(|w| w.provider == s.me && w.first_seq == first_seq)
+        .window(&s.me, first_seq)
         .ok_or_else(|| {
             ApiError::not_found(format!("no window of ours from receipt {first_seq} of session {session}"))
         })?
-        .window
-        .commitment
         .clone();
     let items = audit.items.clone();
     tokio::task::spawn_blocking(move || {

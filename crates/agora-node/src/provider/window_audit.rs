@@ -32,14 +32,8 @@ impl Auditor {
     ) -> anyhow::Result<bool> {
         let (session, provider, first_seq) = key;
         let detail = self.chain.session(session).await?;
-        let window = detail
-            .windows
-            .iter()
-            .find(|w| w.provider == provider && w.first_seq == first_seq)
-            .context("the audited window is not on chain")?
-            .window
-            .commitment
-            .clone();
+        let window =
+            detail.window(&provider, first_seq).context("the audited window is not on chain")?.clone();
         let terms = detail.session.terms.clone();
         let chain_id = self.chain.status().await?.chain_id;
         let endpoint = self.chain.provider(&provider).await?.profile.endpoint;

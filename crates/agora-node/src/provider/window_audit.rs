@@ -172,3 +172,43 @@ fn evidence(
     };
     (passed, detail, AuditEvidence { recomputed_root: root, disputed, measured_ms })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::manifest::JobKind;
+    use agora_ledger::audits::{AuditSubject, AuditTarget};
+
+    #[test]
+    fn a_records_answer_that_is_garbage_or_short_fails_the_provider() {
+        let provider = agora_core::SecretKey::from_seed([3; 32]).public();
+        let audit = Audit {
+            target: AuditTarget::Window((7, provider, 0)),
+            subject: AuditSubject::Serving,
+            provider,
+            kind: JobKind::Generate,
+            items: vec![0, 2],
+            assignments: vec![],
+            escalated: false,
+            deadline_height: 10,
+            replacements: 0,
+            outcome: None,
+        };
+        let window = WindowCommitment {
+            session: 7,
+            first_seq: 0,
+            receipts: 3,
+            root: Hash::of(b"root"),
+            total: Default::default(),
+        };
+        let sampled =
+            Sampled { chain_id: "test", provider: &provider, client: &provider, window: &window, seq: 0 };
+        let err = claims(&[0xff; 9], &audit, &sampled).unwrap_err();
+        assert!(err.contains("do not decode"), "{err}");
+        // A length prefix promising more records than the body holds is refused before allocating.
+        assert!(claims(&u32::MAX.to_le_bytes(), &audit, &sampled).unwrap_err().contains("do not decode"));
+        let mut none = vec![];
+        agora_core::codec::encode_seq(Vec::<ProvenRecord>::new().iter(), &mut none);
+        assert!(claims(&none, &audit, &sampled).unwrap_err().contains("0 records for 2 sampled"));
+    }
+}

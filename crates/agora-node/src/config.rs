@@ -92,6 +92,11 @@ pub struct ProviderSection {
     /// clients' receipts and slashed.
     #[serde(default)]
     pub omit_receipts: bool,
+    /// Test hook for demos and benchmarks: alter this share (bps) of the chat answers served in
+    /// sessions, receipting them as if honest (see `agora_serve::server::Server::altering`).
+    /// Never set this on a real provider: window audits replay the answers, and convict it.
+    #[serde(default)]
+    pub alter_answers_bps: u32,
     /// Serving sessions: the least this provider accepts (absent: it serves none).
     #[serde(default)]
     pub serve: Option<ServeSection>,

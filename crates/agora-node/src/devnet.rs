@@ -38,6 +38,9 @@ pub struct DevnetOptions {
     pub cheat_blob: bool,
     /// Cheaters never commit the receipts they serve (see `ProviderSection::omit_receipts`).
     pub cheat_serving: bool,
+    /// Cheaters alter `cheat_bps` of the chat answers they serve (see
+    /// `ProviderSection::alter_answers_bps`).
+    pub cheat_answers: bool,
     /// How long the gateways' serving sessions last (`30m`).
     pub session_duration: String,
     /// Chain parameters to set in genesis, over [`devnet_params`].
@@ -45,6 +48,13 @@ pub struct DevnetOptions {
     /// First port: validator i's API is `port_base + i`, its p2p port `port_base + 100 + i`;
     /// provider i's API is `port_base + 50 + i`.
     pub port_base: u16,
+}
+
+impl DevnetOptions {
+    /// Whether cheaters corrupt lease output items (no other way of cheating was chosen).
+    fn corrupts_items(&self) -> bool {
+        !(self.cheat_blob || self.cheat_serving || self.cheat_answers)
+    }
 }
 
 /// Most validators, and most providers, a devnet's port layout has room for.
@@ -257,10 +267,11 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 region: region.into(),
                 carbon_g_per_kwh: carbon,
                 capacity: 3_600,
-                cheat_bps: if cheats && !opts.cheat_blob && !opts.cheat_serving { opts.cheat_bps } else { 0 },
+                cheat_bps: if cheats && opts.corrupts_items() { opts.cheat_bps } else { 0 },
                 cheat_every_lease: cheats && opts.cheat_every_lease,
                 garble_outputs: cheats && opts.cheat_blob,
                 omit_receipts: cheats && opts.cheat_serving,
+                alter_answers_bps: if cheats && opts.cheat_answers { opts.cheat_bps } else { 0 },
                 serve: Some(ServeSection {
                     prompt_per_1k: Amount(1),
                     completion_per_1k: Amount(1),

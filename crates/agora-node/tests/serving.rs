@@ -2,7 +2,8 @@
 //! come from a warm session with a receipt, a stream whose provider is killed mid-way
 //! completes on the session's other provider, and a provider that leaves its receipts out of
 //! its windows is proven to have done so from the gateway's receipts and slashed; every
-//! completion the gateway kept rechecks on the session's model.
+//! completion the gateway kept rechecks on the session's model; and a provider that alters its
+//! answers is convicted by the window audit that replays them, its windows refunded.
 //!
 //! Needs the real models (`AGORA_MODELS_DIR`, see the README); without them it says what is
 //! missing and passes, unless `AGORA_REQUIRE_MODELS=1` (as in CI).
@@ -83,12 +84,27 @@ fn session_of(v: &str, id: u64) -> Value {
     agora(v, &["session", "show", &id.to_string()])
 }
 
+/// Whether the real models are provisioned (if not, the test says so and passes, unless CI
+/// requires them).
+fn models_provisioned() -> bool {
+    if std::env::var_os("AGORA_MODELS_DIR").is_some() {
+        return true;
+    }
+    let why = "set AGORA_MODELS_DIR to a provisioned models directory (`agora models pull …`)";
+    assert!(std::env::var("AGORA_REQUIRE_MODELS").as_deref() != Ok("1"), "cannot run: {why}");
+    println!("skipped: {why}");
+    false
+}
+
+/// The session's member entry for `provider`.
+fn member(session: &Value, provider: &str) -> Value {
+    let members = session["session"]["members"].as_array().unwrap();
+    members.iter().find(|m| m["provider"] == provider).cloned().unwrap_or(Value::Null)
+}
+
 #[test]
 fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
-    if std::env::var_os("AGORA_MODELS_DIR").is_none() {
-        let why = "set AGORA_MODELS_DIR to a provisioned models directory (`agora models pull …`)";
-        assert!(std::env::var("AGORA_REQUIRE_MODELS").as_deref() != Ok("1"), "cannot run: {why}");
-        println!("skipped: {why}");
+    if !models_provisioned() {
         return;
     }
     // provider1 cheats: it serves, but never commits its receipts.
@@ -120,12 +136,7 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
     // The honest provider commits its receipts; the cheater commits none.
     let honest_served = served_by.iter().filter(|p| **p == honest).count() as u64;
     wait_for("the honest provider's windows", Duration::from_secs(60), || {
-        let s = session_of(&v, session);
-        s["session"]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["provider"] == honest && m["next_seq"] == honest_served)
+        member(&session_of(&v, session), &honest)["next_seq"] == honest_served
     });
 
     // Its first windows are audited (it has no trust record yet): the auditors fetch the
@@ -168,18 +179,70 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
 
     // Once no window can hold the cheater's receipts, the gateway proves the omission.
     wait_for("the omission to be proven", Duration::from_secs(180), || {
-        let s = session_of(&v, session);
-        s["session"]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["provider"] == cheater && m["removed"] == true)
+        member(&session_of(&v, session), &cheater)["removed"] == true
     });
     let p = agora(&v, &["provider", "status", &cheater]);
     assert!(p["provider"]["ejected_until"].as_u64().unwrap() > 0, "{p}");
     assert!(p["provider"]["trust"]["frauds"].as_u64().unwrap() >= 1, "{p}");
     let s = session_of(&v, session);
-    let honest_member =
-        s["session"]["members"].as_array().unwrap().iter().find(|m| m["provider"] == honest).cloned();
-    assert_eq!(honest_member.unwrap()["removed"], false, "the honest provider committed everything: {s}");
+    assert_eq!(member(&s, &honest)["removed"], false, "the honest provider committed everything: {s}");
+}
+
+#[test]
+fn a_provider_that_alters_answers_is_convicted_by_a_window_audit_and_its_windows_refunded() {
+    if !models_provisioned() {
+        return;
+    }
+    // provider1 alters every chat answer it serves (a draw at a high temperature), and
+    // receipts and commits it as if honest: only a replay on the model can tell.
+    let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-answers", "--cheat-bps", "10000"]);
+    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
+    let v = net.validators[0].clone();
+    let (honest, cheater) = (net.provider_account(0), net.provider_account(1));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Both providers serve, in turn; greedy answers differ only where the cheater altered them.
+    let prompt = "Write three sentences about the sea.";
+    let (mut answers, mut session) = (vec![], 0);
+    while !(answers.iter().any(|(p, _)| *p == honest) && answers.iter().any(|(p, _)| *p == cheater)) {
+        assert!(answers.len() < 6, "turns do not alternate: {answers:?}");
+        let a = rt.block_on(complete(&v, &key, &request(prompt, 32, false)));
+        assert_eq!(a["agora"]["mode"], "session", "{a}");
+        session = a["agora"]["session"].as_u64().unwrap();
+        let text = a["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        answers.push((a["agora"]["provider"].as_str().unwrap().to_string(), text));
+    }
+    let text_of = |who: &str| answers.iter().find(|(p, _)| p == who).map(|(_, t)| t.clone()).unwrap();
+    assert_ne!(text_of(&honest), text_of(&cheater), "the cheater's answer is not the greedy one");
+
+    // The gateway's own recheck already tells them apart, and exits non-zero.
+    let gateway_dir = net.dir.join("node0");
+    let args = ["--data-dir", gateway_dir.to_str().unwrap(), "session", "recheck", &session.to_string()];
+    let out =
+        std::process::Command::new(common::BIN).args(["--node", &v, "--json"]).args(args).output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rechecked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rechecked.as_array().unwrap().len(), answers.len(), "{rechecked}");
+    for r in rechecked.as_array().unwrap() {
+        assert_eq!(r["passed"], r["provider"] == honest.as_str(), "{r}");
+    }
+
+    // The cheater's window is audited (it has no trust record): the auditors replay its
+    // answer, report fraud, and the chain convicts it, refunds its windows and slashes it.
+    wait_for("the window audit to convict the cheater", Duration::from_secs(240), || {
+        member(&session_of(&v, session), &cheater)["removed"] == true
+    });
+    let s = session_of(&v, session);
+    let windows = s["windows"].as_array().unwrap();
+    let of = |who: &str| windows.iter().filter(|w| w["provider"] == who).collect::<Vec<_>>();
+    let (cheats, honest_windows) = (of(&cheater), of(&honest));
+    assert!(!cheats.is_empty(), "{s}");
+    assert!(cheats.iter().all(|w| w["status"] == "refunded"), "the cheater is paid nothing: {s}");
+    assert!(cheats.iter().any(|w| !w["audit"].is_null()), "an audit convicted it, not a challenge: {s}");
+    assert!(honest_windows.iter().all(|w| w["status"] != "refunded"), "{s}");
+    assert_eq!(member(&s, &cheater)["cap"], member(&s, &cheater)["charged"], "{s}");
+    let p = agora(&v, &["provider", "status", &cheater]);
+    assert!(p["provider"]["ejected_until"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["provider"]["trust"]["frauds"].as_u64().unwrap() >= 1, "{p}");
+    assert_eq!(member(&s, &honest)["removed"], false, "{s}");
 }

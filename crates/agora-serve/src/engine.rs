@@ -49,6 +49,14 @@ impl ChatParams {
             crate::wire::ServeBody::Embed { .. } => None,
         }
     }
+
+    /// What a provider that alters answers serves instead of these parameters (a test hook's
+    /// cheat, see [`crate::server::Server::altering`]): a draw at temperature 1.5 from another
+    /// seed. Its tokens are not the ones the request asked for, but its fingerprints are the
+    /// model's own, so only a replay of the tokens can tell.
+    pub fn altered(self) -> Self {
+        ChatParams { temperature_milli: 1_500, seed: !self.seed, ..self }
+    }
 }
 
 /// A finished chat run.

@@ -64,6 +64,8 @@ pub struct Server<D> {
     engine: Engine,
     /// Per session, the most the requests in flight may still use.
     in_flight: InFlight,
+    /// Test hook: the share of chat answers altered, bps (see [`Server::altering`]).
+    alter_bps: u32,
 }
 
 type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<SessionId, Usage>>>;
@@ -72,8 +74,24 @@ impl<D> Server<D> {
     /// Endpoints of the provider holding `key`, serving what `directory` says, receipting into
     /// `books`, running on `engine`.
     pub fn new(key: SecretKey, directory: D, books: Arc<Books>, engine: Engine) -> Self {
-        Self { key, directory, books, engine, in_flight: InFlight::default() }
+        Self { key, directory, books, engine, in_flight: InFlight::default(), alter_bps: 0 }
     }
+
+    /// Test hook for demos and benchmarks of audits: alter the chat answers of the requests
+    /// [`alters`] picks at `bps` / 10,000 (see [`ChatParams::altered`]), receipting them as
+    /// if they were honest. Never set this on a real provider: the window audits that replay
+    /// an altered answer convict and slash it.
+    pub fn altering(self, bps: u32) -> Self {
+        Self { alter_bps: bps.min(10_000), ..self }
+    }
+}
+
+/// Whether a provider altering `bps` / 10,000 of its answers alters the one to `request`: a
+/// fixed rule on the request's hash, so a benchmark can count the altered answers in a window
+/// from its receipts.
+pub fn alters(request: &agora_core::Hash, bps: u32) -> bool {
+    let b = request.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 10_000 < bps
 }
 
 /// Usage held for a request in flight against its session's cap; released when dropped.
@@ -251,6 +269,7 @@ async fn chat<D: Directory>(
     let prompt_tokens = llm.prompt_tokens(&params.prompt).map_err(|e| bad(e.to_string()))?.len() as u64;
     let completion_tokens = u64::from(params.max_tokens);
     let held = s.hold(&a, Usage { prompt_tokens, completion_tokens, items: 0 })?;
+    let params = if alters(&a.request.hash, s.alter_bps) { params.altered() } else { params };
     let who = (a.session, a.chain_id, a.request);
     let (events, rx) = tokio::sync::mpsc::channel::<ChatEvent>(64);
     let (pieces, mut piece_rx) = tokio::sync::mpsc::channel::<String>(64);

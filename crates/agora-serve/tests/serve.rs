@@ -13,7 +13,7 @@ use agora_serve::book::Books;
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
 use agora_serve::engine::{ChatParams, Engine, Model};
 use agora_serve::fingerprint::{FINGERPRINT_EVERY, Fingerprint};
-use agora_serve::server::{Directory, Server, Serving, router};
+use agora_serve::server::{Directory, Server, Serving, alters, router};
 use agora_serve::wire::{ChatDone, ChatEvent, ServeBody, ServeRequest, SignedRequest};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -87,6 +87,16 @@ async fn provider_capped(client: &SecretKey, cap: agora_core::Amount) -> Provide
 
 /// A provider serving the tiny llama made from `model_seed` (1 is the session's model).
 async fn provider_with(client: &SecretKey, cap: agora_core::Amount, model_seed: u64) -> Provider {
+    provider_altering(client, cap, model_seed, 0).await
+}
+
+/// A provider that alters `alter_bps` / 10,000 of its chat answers ([`Server::altering`]).
+async fn provider_altering(
+    client: &SecretKey,
+    cap: agora_core::Amount,
+    model_seed: u64,
+    alter_bps: u32,
+) -> Provider {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_llama(&dir.path().join("model.gguf"), model_seed, GgmlDType::Q8_0).unwrap();
     write_tiny_bert(&dir.path().join("bert"), 1).unwrap();
@@ -97,7 +107,7 @@ async fn provider_with(client: &SecretKey, cap: agora_core::Amount, model_seed: 
     let books = Arc::new(Books::new(&dir.path().join("books")).unwrap());
     let directory =
         Fixed { client: client.public(), cap, chat: Model::Chat(llm), embed: Model::Embed(embedder) };
-    let server = Server::new(key.clone(), directory, books.clone(), Engine::new(2));
+    let server = Server::new(key.clone(), directory, books.clone(), Engine::new(2)).altering(alter_bps);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(server))).await.unwrap() });
@@ -330,6 +340,29 @@ async fn a_completion_rechecks_against_the_sessions_model_only_if_the_provider_c
     dressed.receipt.receipt.fingerprints = agora_serve::fingerprint::hash(&dressed.fingerprints);
     let v = recheck_chat(&llm, &params, &dressed).unwrap();
     assert!(!v.matches && v.detail.contains("claimed token"), "{}", v.detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_answer_carries_a_valid_receipt_and_only_a_replay_refutes_it() {
+    let client_key = SecretKey::from_seed([1; 32]);
+    let cheater = provider_altering(&client_key, agora_core::Amount(1_000_000), 1, 10_000).await;
+    let llm = Llm::load(&cheater._dir.path().join("model.gguf"), &agora_ml::device()).unwrap();
+    let c = ServeClient::new();
+    for temperature_milli in [0, 800] {
+        let body = chat_at(temperature_milli.into(), temperature_milli);
+        let req = SignedRequest::new(CHAIN, &body, &client_key);
+        let (pieces, last) = stream(&c, &cheater.base, &req).await;
+        let ChatEvent::Done(done) = last else { panic!("expected done, got {last:?}") };
+        // The client cannot tell: the receipt is signed, and covers what was streamed.
+        let expect = Expect { chain_id: CHAIN, provider: &cheater.key.public(), request: &req, session: 7 };
+        check_chat(&done, &expect, &pieces.concat()).unwrap();
+        let v = recheck_chat(&llm, &ChatParams::of(&body.body).unwrap(), &done).unwrap();
+        assert!(!v.matches && v.detail.contains("token"), "temperature {temperature_milli}: {}", v.detail);
+    }
+    // The rule picks the share of requests it is given.
+    let picked = (0..10_000u32).filter(|i| alters(&agora_core::Hash::of(&i.to_le_bytes()), 500)).count();
+    assert!((400..600).contains(&picked), "{picked} of 10,000 at 5%");
+    assert!(!alters(&agora_core::Hash::of(b"x"), 0) && alters(&agora_core::Hash::of(b"x"), 10_000));
 }
 
 /// The session model's own fingerprints along `tokens` (what a provider gets by running the

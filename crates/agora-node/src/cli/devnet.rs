@@ -29,8 +29,13 @@ pub struct DevnetArgs {
     /// Cheaters serve sessions but never commit their receipts (so nothing they served can be
     /// audited), instead of corrupting items: the gateway proves the omission once no window
     /// can hold them any more, and they are slashed.
-    #[arg(long, requires = "cheaters")]
+    #[arg(long, requires = "cheaters", conflicts_with = "cheat_blob")]
     pub cheat_serving: bool,
+    /// Cheaters alter --cheat-bps of the chat answers they serve in sessions (a draw at a high
+    /// temperature, receipted as if honest), instead of corrupting items: the window audits
+    /// that replay an altered answer convict them, and their unpaid windows are refunded.
+    #[arg(long, requires = "cheaters", conflicts_with_all = ["cheat_blob", "cheat_serving"])]
+    pub cheat_answers: bool,
     /// How long the serving sessions the devnet's gateways open last.
     #[arg(long, default_value = "30m")]
     pub session_duration: String,
@@ -66,6 +71,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheat_every_lease: false,
         cheat_blob: a.cheat_blob,
         cheat_serving: a.cheat_serving,
+        cheat_answers: a.cheat_answers,
         session_duration: a.session_duration.clone(),
         params: a.params.clone(),
         port_base: a.port_base,

@@ -70,6 +70,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                 cheat_every_lease: false,
                 garble_outputs: false,
                 omit_receipts: false,
+                alter_answers_bps: 0,
                 serve: serve_floor.as_deref().map(crate::config::ServeSection::parse_floor).transpose()?,
             };
             let endpoint = format!("http://{listen}");

@@ -183,17 +183,10 @@ impl Agent {
             isolation: cfg.isolation,
         };
         let chain_for_keeper = chain.clone();
-        let (serving, books, server_routes) = match cfg.provider.as_ref().and_then(|p| p.serve.as_ref()) {
-            Some(s) => {
-                let omit = cfg.provider.as_ref().is_some_and(|p| p.omit_receipts);
-                let side = serving(
-                    &cfg.key,
-                    &chain,
-                    &sender,
-                    worker.runtimes.clone(),
-                    &cfg.dir,
-                    (s.parallel, omit),
-                )?;
+        let serves = cfg.provider.as_ref().and_then(|p| Some((p, p.serve.as_ref()?)));
+        let (serving, books, server_routes) = match serves {
+            Some((p, s)) => {
+                let side = serving(&cfg.key, &chain, &sender, worker.runtimes.clone(), &cfg.dir, (p, s))?;
                 (Some((side.directory, side.windows)), Some(side.books), Some(side.routes))
             }
             None => (None, None, None),
@@ -623,16 +616,18 @@ fn serving(
     sender: &Arc<TxSender>,
     runtimes: Arc<Runtimes>,
     dir: &std::path::Path,
-    (parallel, omit): (usize, bool),
+    (provider, serve): (&ProviderSection, &crate::config::ServeSection),
 ) -> anyhow::Result<ServingSide> {
     let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
     let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
+    let omit = provider.omit_receipts;
     let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), omit));
     let server = agora_serve::server::Server::new(
         key.clone(),
         directory.clone(),
         books.clone(),
-        agora_serve::engine::Engine::new(parallel),
-    );
+        agora_serve::engine::Engine::new(serve.parallel),
+    )
+    .altering(provider.alter_answers_bps);
     Ok(ServingSide { directory, windows, books, routes: agora_serve::server::router(Arc::new(server)) })
 }

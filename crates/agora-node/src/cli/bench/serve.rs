@@ -183,6 +183,7 @@ pub async fn serve(g: &super::Global, a: ServeBenchArgs) -> anyhow::Result<()> {
         cheat_every_lease: false,
         cheat_blob: false,
         cheat_serving: false,
+        cheat_answers: false,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(a.validators, a.providers)?,

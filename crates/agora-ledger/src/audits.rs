@@ -435,6 +435,7 @@ pub(crate) fn draw_window(state: &mut State, cx: &mut Ctx, key: WindowKey) {
     let p = state.providers.get(&provider).map_or(PPM as u32, |prov| {
         probability_for(state.params(), &prov.trust, answerable, charge, VerificationPolicy::Standard)
     });
+    state.windows.get_mut(&key).expect("exists").audit_ppm = p;
     let salt =
         Hash::tagged("agora/window-audit", &[&session.to_le_bytes(), &provider.0, &first_seq.to_le_bytes()])
             .to_u64();
@@ -815,7 +816,7 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
         AuditTarget::Lease(lease) => resolve_lease(state, cx, &audit, lease, outcome, &accusers),
         AuditTarget::Window(key) => {
             if outcome != AuditOutcome::Fraud {
-                record_trust(state, &audit.provider, outcome);
+                record_trust(state, &audit, outcome);
             }
             crate::sessions::audited(state, cx, key, outcome, &accusers);
         }
@@ -824,21 +825,19 @@ fn resolve(state: &mut State, cx: &mut Ctx, id: AuditId, outcome: AuditOutcome) 
 
 /// Notes a recomputation's outcome short of fraud in the provider's trust record (fraud is
 /// noted by [`punish_fraud`]).
-fn record_trust(state: &mut State, provider: &AccountId, outcome: AuditOutcome) {
+fn record_trust(state: &mut State, audit: &Audit, outcome: AuditOutcome) {
     let forced = Params::u64(state.params().forced_audits_after_inconclusive);
-    let Some(p) = state.providers.get_mut(provider) else { return };
+    let full = sample_size(state.params(), audit.kind, VerificationPolicy::Standard, u32::MAX);
+    let Some(p) = state.providers.get_mut(&audit.provider) else { return };
     match outcome {
-        AuditOutcome::Clean => {
-            p.trust.clean_streak += 1;
-            p.trust.audits_passed += 1;
-        }
+        AuditOutcome::Clean => p.trust.passed(audit.items.len() as u64, u64::from(full)),
         AuditOutcome::Inconclusive => {
-            p.trust.clean_streak = 0;
+            p.trust.reset_streak();
             p.trust.audits_inconclusive += 1;
             p.trust.forced_audits = forced;
         }
         AuditOutcome::Unverified => {
-            p.trust.clean_streak = 0;
+            p.trust.reset_streak();
             p.trust.forced_audits = forced;
         }
         AuditOutcome::Fraud => {}
@@ -880,7 +879,7 @@ fn resolve_lease(
             AuditOutcome::Unverified => leases::fail(state, cx, lease, LeaseFailure::Unverified),
         };
     }
-    record_trust(state, &audit.provider, outcome);
+    record_trust(state, audit, outcome);
     match outcome {
         AuditOutcome::Clean | AuditOutcome::Inconclusive => {
             delivery::release(state, cx, lease, &reporters, recounted_ms)
@@ -937,7 +936,7 @@ pub(crate) fn punish_fraud(
     // started after the commitment must not carry the slash away).
     let amount = prov.take_collateral(due);
     prov.ejected_until = prov.ejected_until.max(ejected_until);
-    prov.trust.clean_streak = 0;
+    prov.trust.reset_streak();
     prov.trust.frauds += 1;
     prov.trust.leases_failed += 1;
     let pool = insurance_pool();

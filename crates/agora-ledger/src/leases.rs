@@ -616,7 +616,7 @@ fn cap_metering(state: &mut State, cx: &mut Ctx, lease: &Lease, id: LeaseId, mea
     let due = deterrent.max(excess.checked_mul(p.slash_multiple).unwrap_or(Amount(u128::MAX)));
     let forced = Params::u64(p.forced_audits_after_inconclusive);
     let fine = state.providers.get_mut(&lease.provider).map_or(Amount::ZERO, |prov| {
-        prov.trust.clean_streak = 0;
+        prov.trust.reset_streak();
         prov.trust.forced_audits = prov.trust.forced_audits.max(forced);
         prov.take_collateral(due)
     });
@@ -645,7 +645,7 @@ pub(crate) fn fail(state: &mut State, cx: &mut Ctx, id: LeaseId, reason: LeaseFa
             if let Some(p) = state.providers.get_mut(&lease.provider) {
                 penalty = value.bps(bps).min(p.collateral);
                 p.collateral = p.collateral.checked_sub(penalty).expect("min");
-                p.trust.clean_streak = 0;
+                p.trust.reset_streak();
                 p.trust.leases_failed += 1;
             }
             state.burn(Bucket::Collateral, penalty);

@@ -16,8 +16,11 @@ pub const MAX_RUNNING_LEASES: usize = 256;
 /// A provider's audit record, which sets how often it is audited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trust {
-    /// Consecutive clean audits (BOINC's CV counter); reset by any failure.
+    /// Consecutive clean audits of full strength (BOINC's CV counter); reset by any failure.
+    /// An audit counts in proportion to its sample against a full one ([`Trust::passed`]).
     pub clean_streak: u64,
+    /// Part of the next streak step earned by smaller clean audits, ppm of a full audit.
+    pub clean_credit_ppm: u64,
     /// Leases settled and paid.
     pub leases_settled: u64,
     /// Leases failed (deadline, vanished, fraud).
@@ -33,6 +36,7 @@ pub struct Trust {
 }
 codec_struct!(Trust {
     clean_streak,
+    clean_credit_ppm,
     leases_settled,
     leases_failed,
     audits_passed,
@@ -40,6 +44,27 @@ codec_struct!(Trust {
     frauds,
     forced_audits
 });
+
+impl Trust {
+    /// Notes a clean audit that sampled `sampled` items (or receipts) where a full audit samples
+    /// `full`: it adds `sampled / full` of a step to the streak (at most one). A streak step is
+    /// then worth what a full audit's detection is worth: ten clean one-receipt windows do not
+    /// buy the reduced audit rate that ten clean 90-item samples do, so a provider that alters
+    /// a few answers cannot earn trust on many tiny windows.
+    pub fn passed(&mut self, sampled: u64, full: u64) {
+        const STEP: u64 = 1_000_000;
+        let credit = sampled.saturating_mul(STEP).div_ceil(full.max(1)).min(STEP);
+        self.clean_credit_ppm += credit;
+        self.clean_streak += self.clean_credit_ppm / STEP;
+        self.clean_credit_ppm %= STEP;
+        self.audits_passed += 1;
+    }
+
+    /// Ends the clean streak (a failure, or an audit without a verdict).
+    pub fn reset_streak(&mut self) {
+        (self.clean_streak, self.clean_credit_ppm) = (0, 0);
+    }
+}
 
 /// A registered provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,5 +298,30 @@ pub(crate) fn check_liveness(state: &mut State, cx: &mut Ctx, who: AccountId) {
     crate::market::close_asks_of(state, cx, who);
     for lease in running {
         crate::leases::fail(state, cx, lease, LeaseFailure::ProviderVanished);
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::Trust;
+
+    #[test]
+    fn a_streak_step_takes_a_full_audits_worth_of_clean_samples() {
+        let mut t = Trust::default();
+        for _ in 0..89 {
+            t.passed(1, 90);
+        }
+        assert_eq!((t.clean_streak, t.audits_passed), (0, 89), "89 one-receipt windows");
+        t.passed(1, 90);
+        assert_eq!(t.clean_streak, 1, "the 90th completes a step");
+        assert!(t.clean_credit_ppm < 1_000_000 / 90, "rounding leaves less than a receipt's share");
+        t.passed(90, 90);
+        t.passed(4_000, 90);
+        assert_eq!(t.clean_streak, 3, "a full audit is one step, and a larger one no more");
+        t.passed(45, 90);
+        t.reset_streak();
+        assert_eq!((t.clean_streak, t.clean_credit_ppm), (0, 0));
+        t.passed(1, 0);
+        assert_eq!(t.clean_streak, 1, "a kind without a sample size counts each audit whole");
     }
 }

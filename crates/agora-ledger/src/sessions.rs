@@ -207,6 +207,9 @@ pub struct Window {
     pub challenges: Vec<Challenge>,
     /// Its audit, if the draw chose it: it is paid only once the audit resolves.
     pub audit: Option<AuditId>,
+    /// The chance of an audit the draw gave it, ppm (0 until drawn): what a requester, or a
+    /// benchmark, compares the audits it sees with.
+    pub audit_ppm: u32,
 }
 codec_struct!(Window {
     commitment,
@@ -214,7 +217,8 @@ codec_struct!(Window {
     committed_height,
     status,
     challenges: vec(MAX_CHALLENGES),
-    audit
+    audit,
+    audit_ppm
 });
 
 impl Window {
@@ -434,6 +438,7 @@ pub(crate) fn commit(
             status: WindowStatus::Held,
             challenges: vec![],
             audit: None,
+            audit_ppm: 0,
         },
     );
     state.schedule(cx.height + 1, Timer::DrawWindowAudit(key));

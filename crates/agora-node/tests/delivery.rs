@@ -340,9 +340,12 @@ fn an_encrypted_blob_nobody_can_open_is_disputed_by_the_key_agent_and_never_paid
 
 #[test]
 fn a_lease_the_draw_passes_over_is_paid_only_once_its_outputs_are_fetched() {
-    // One clean audit is trust enough and there is no audit floor, so from the third lease on
-    // the draw starts passing leases over (1/2, then 1/3, ...).
-    let net = Net::start(4, 1, &["--param", "trust_threshold=1", "--param", "audit_floor_ppm=0"]);
+    // Audits sample one item, which is then a full audit's worth (trust counts the samples a
+    // provider passed, not its audits), one clean audit is trust enough and there is no audit
+    // floor, so from the third lease on the draw starts passing leases over (1/2, then 1/3, ...).
+    let params = ["trust_threshold=1", "audit_floor_ppm=0", "detect_target_ppm=0", "audit_sample_min=1"];
+    let args: Vec<&str> = params.iter().flat_map(|p| ["--param", p]).collect();
+    let net = Net::start(4, 1, &args);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let requester = Requester::new(&net);
     let chain = &requester.chain;

@@ -27,7 +27,7 @@ use agora_core::merkle::MerkleProof;
 use agora_core::session::{WindowCommitment, client_message};
 use agora_core::{PublicKey, codec_struct};
 use agora_ml::generate::Llm;
-use agora_ml::generate::model::{Request, Step};
+use agora_ml::generate::model::Step;
 use agora_ml::generate::sampler::Sampler;
 use agora_runtime::ExecError;
 use agora_runtime::compare::Verdict;
@@ -92,15 +92,7 @@ pub fn recheck_chat(llm: &Llm, params: &ChatParams, done: &ChatDone) -> Result<V
             claimed.tokens.len()
         )));
     }
-    let sampler = Sampler::from_milli(params.temperature_milli);
-    let req = Request {
-        prompt: &params.prompt,
-        max_new_tokens: params.max_tokens as usize,
-        stop: &params.stop,
-        sampler,
-        seed: params.seed,
-        follow: Some(&claimed.tokens),
-    };
+    let req = params.request(Some(&claimed.tokens));
     // The first fingerprint that does not match; the replay goes on, so that a token the model
     // would not have chosen (which moves every later fingerprint) is named as the cause.
     let mut mismatch = None;
@@ -117,7 +109,7 @@ pub fn recheck_chat(llm: &Llm, params: &ChatParams, done: &ChatDone) -> Result<V
         }),
     )?;
     let outcome = outcome.expect("the observer never stops the replay");
-    let decoding = if sampler == Sampler::Greedy { Decoding::Greedy } else { Decoding::Sampled };
+    let decoding = if req.sampler == Sampler::Greedy { Decoding::Greedy } else { Decoding::Sampled };
     let check = GenerationCheck { decoding, replay: outcome.generation, divergences: outcome.divergences };
     let verdict = compare_replay(&claimed, &check);
     Ok(match mismatch {

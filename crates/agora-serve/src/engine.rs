@@ -57,6 +57,19 @@ impl ChatParams {
     pub fn altered(self) -> Self {
         ChatParams { temperature_milli: 1_500, seed: !self.seed, ..self }
     }
+
+    /// The model's request for these parameters: generated afresh, or (with `follow`) replayed
+    /// teacher-forced along those tokens.
+    pub fn request<'a>(&'a self, follow: Option<&'a [u32]>) -> Request<'a> {
+        Request {
+            prompt: &self.prompt,
+            max_new_tokens: self.max_tokens as usize,
+            stop: &self.stop,
+            sampler: Sampler::from_milli(self.temperature_milli),
+            seed: self.seed,
+            follow,
+        }
+    }
 }
 
 /// A finished chat run.
@@ -132,14 +145,7 @@ fn chat_blocking(
     pieces: &mpsc::Sender<String>,
 ) -> Result<Option<ChatRun>, ExecError> {
     let prompt_tokens = llm.prompt_tokens(&p.prompt)?.len() as u64;
-    let req = Request {
-        prompt: &p.prompt,
-        max_new_tokens: p.max_tokens as usize,
-        stop: &p.stop,
-        sampler: Sampler::from_milli(p.temperature_milli),
-        seed: p.seed,
-        follow: None,
-    };
+    let req = p.request(None);
     let mut fingerprints = vec![];
     let mut first = None;
     let mut streamer = Streamer::new(&p.stop);

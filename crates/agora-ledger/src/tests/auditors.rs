@@ -228,8 +228,8 @@ fn a_verdict_must_carry_evidence_that_can_back_it() {
 
 #[test]
 fn a_provider_that_claims_more_device_time_than_it_used_is_cut_and_fined() {
-    // The provider's first two leases claim honestly (building trust, so audits become rarer);
-    // after that it claims the whole 60 device-seconds each time. Its auditors measure the 20-item sample at 1.5 s. Before, an
+    // The provider, already trusted (so audits are rarer), claims its first two leases
+    // honestly; after that it claims the whole 60 device-seconds each time. Its auditors measure the 20-item sample at 1.5 s. Before, an
     // audited lease paid whatever the commitment claimed.
     let mut c = TestChain::with_params(Params { trust_threshold: 1, ..Params::default() });
     let measured =
@@ -237,6 +237,7 @@ fn a_provider_that_claims_more_device_time_than_it_used_is_cut_and_fined() {
     for p in ["p0", "p1", "p2", "p3"] {
         register(&mut c, p, "local", 100);
     }
+    c.state.providers.get_mut(&id("p0")).unwrap().trust.clean_streak = 2;
     c.ok("p0", ask(&c, 2, 3600));
     for round in 0..40 {
         c.ok("u0", TxPayload::SubmitJob { manifest: manifest(&c, 1, 20, 60, 10) });

@@ -304,7 +304,9 @@ fn honest_commitment_is_audited_then_paid() {
     assert_eq!(c.state.balance(&id("p0")), Amount(provider_before.0 + 60));
     assert_eq!(c.state.balance(&id("u0")), Amount(requester_before.0 + 60));
     assert_eq!(c.state.balance(&auditor), Amount(auditor_before.0 - 10));
-    assert_eq!(c.state.provider(&id("p0")).unwrap().trust.clean_streak, 1);
+    // A 20-item sample earns 20/90 of a streak step: trust counts detection, not audits.
+    let t = &c.state.provider(&id("p0")).unwrap().trust;
+    assert_eq!((t.clean_streak, t.clean_credit_ppm, t.audits_passed), (0, full_step_share(&c, 20), 1));
     assert!(matches!(c.state.job(job).unwrap().shards[0].status, ShardStatus::Done(_)));
     assert!(c.state.job(job).unwrap().finished);
     assert_eq!(c.state.meta().supply.escrow, Amount::ZERO);
@@ -392,7 +394,11 @@ fn a_failure_the_recount_refutes_clears_the_provider_and_a_split_recount_is_inco
         } else {
             // The recount cleared it: an honest provider keeps its record.
             assert_eq!(c.state.audit(audit_id).unwrap().outcome, Some(AuditOutcome::Clean));
-            assert_eq!((p0.trust.forced_audits, p0.trust.clean_streak), (0, 1));
+            let t = &p0.trust;
+            assert_eq!(
+                (t.forced_audits, t.clean_credit_ppm, t.audits_passed),
+                (0, full_step_share(&c, 20), 1)
+            );
         }
     }
 }
@@ -887,4 +893,15 @@ fn a_private_endpoint_is_refused_unless_the_chain_allows_it() {
     devnet.ok("p0", register(&p));
     p.endpoint = "http://provider.example:7700/agent/audit".into();
     assert!(devnet.fails("p1", register(&p)).contains("path"));
+}
+
+/// The part of a streak step (ppm) a clean audit of `items` WebAssembly items earns.
+fn full_step_share(c: &TestChain, items: u64) -> u64 {
+    let full = crate::audits::sample_size(
+        c.state.params(),
+        agora_core::JobKind::Wasm,
+        agora_core::manifest::VerificationPolicy::Standard,
+        u32::MAX,
+    );
+    (items * 1_000_000).div_ceil(u64::from(full))
 }

@@ -177,13 +177,20 @@ fn a_session_is_matched_with_collateral_and_its_windows_are_paid_only_after_the_
     c.advance(1);
     let audit = window_audit(&c, session, p, 0).expect("a new provider's window is audited");
     assert_eq!(c.state.audit(audit).unwrap().items, vec![0, 1, 2, 3], "all of a small window");
+    let drawn = c.state.window(&(session, id(p), 0)).unwrap().audit_ppm;
+    assert_eq!(drawn, 1_000_000, "the window records the chance the draw gave it");
     c.advance(1);
     assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap(), "not paid yet (fee only)");
     settle_audit(&mut c, audit, true);
     c.advance(1);
     assert!(c.history().iter().any(|e| matches!(e, Event::WindowPaid { amount, .. } if *amount == charge)));
     assert_eq!(c.state.balance(&id(p)), before.checked_sub(Amount(10)).unwrap().checked_add(charge).unwrap());
-    assert_eq!(c.state.provider(&id(p)).unwrap().trust.audits_passed, 1);
+    // Four sampled receipts earn 4/90 of a streak step: tiny windows do not buy trust fast.
+    let t = &c.state.provider(&id(p)).unwrap().trust;
+    assert_eq!(
+        (t.audits_passed, t.clean_streak, t.clean_credit_ppm),
+        (1, 0, (4 * 1_000_000u64).div_ceil(90))
+    );
     conserved(&c);
 
     // The next window continues the running total; at the end the rest returns to u0.

@@ -190,6 +190,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Bench(bench::BenchCommand::Market(a)) => bench::market::market(&g, a).await,
                     Command::Bench(bench::BenchCommand::Flood(a)) => bench::flood::flood(&g, a).await,
                     Command::Bench(bench::BenchCommand::Serve(a)) => bench::serve::serve(&g, a).await,
+                    Command::Bench(bench::BenchCommand::ServeAudits(a)) => {
+                        bench::serve_audits::serve_audits(&g, a).await
+                    }
                     Command::Bench(bench::BenchCommand::Adversary(a)) => {
                         bench::adversary::adversary(&g, a).await
                     }

@@ -10,6 +10,7 @@ pub mod detection;
 pub mod flood;
 pub mod market;
 pub mod serve;
+pub mod serve_audits;
 
 use super::Global;
 use super::output::print;
@@ -48,6 +49,11 @@ pub enum BenchCommand {
     /// throughput against the same model locally, one-text embeddings, concurrent clients
     /// (needs the smollm2-135m-instruct and all-minilm-l6-v2 models).
     Serve(serve::ServeBenchArgs),
+    /// Window audits of serving sessions on a local devnet whose providers but one alter a
+    /// share of their chat answers: the altered answers paid for, cheaters convicted, the
+    /// honest provider never, and the auditors' replays against the serving compute (needs the
+    /// smollm2-135m-instruct model).
+    ServeAudits(serve_audits::ServeAuditsBenchArgs),
 }
 
 /// `agora bench chain` options.

@@ -84,6 +84,10 @@ fn session_of(v: &str, id: u64) -> Value {
     agora(v, &["session", "show", &id.to_string()])
 }
 
+/// Held by each test for its whole run: two devnets of real models at once on a 2-core
+/// machine starve each other's answers past the gateway's timeouts.
+static ONE_DEVNET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether the real models are provisioned (if not, the test says so and passes, unless CI
 /// requires them).
 fn models_provisioned() -> bool {
@@ -94,6 +98,11 @@ fn models_provisioned() -> bool {
     assert!(std::env::var("AGORA_REQUIRE_MODELS").as_deref() != Ok("1"), "cannot run: {why}");
     println!("skipped: {why}");
     false
+}
+
+/// Takes the devnet turn (a test that failed while holding it does not block the other).
+fn devnet_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DEVNET_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The session's member entry for `provider`.
@@ -107,6 +116,7 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
     if !models_provisioned() {
         return;
     }
+    let _turn = devnet_turn();
     // provider1 cheats: it serves, but never commits its receipts.
     let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-serving", "--session-duration", "45s"]);
     let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
@@ -193,6 +203,7 @@ fn a_provider_that_alters_answers_is_convicted_by_a_window_audit_and_its_windows
     if !models_provisioned() {
         return;
     }
+    let _turn = devnet_turn();
     // provider1 alters every chat answer it serves (a draw at a high temperature), and
     // receipts and commits it as if honest: only a replay on the model can tell.
     let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-answers", "--cheat-bps", "10000"]);

@@ -17,6 +17,7 @@
 //!   answer, both measured in this process on the gateway's kept answers.
 
 use super::tempfile_dir;
+use crate::api::types::MAX_SESSION_WINDOWS;
 use crate::client::NodeClient;
 use crate::devnet::{Devnet, DevnetOptions, free_port_base, gateway_api_key_path};
 use crate::gateway::sessions::{Kept, kept_records};
@@ -46,8 +47,9 @@ pub struct ServeAuditsBenchArgs {
     /// Providers; all but provider 0 alter answers.
     #[arg(long, default_value_t = 3)]
     pub providers: usize,
-    /// Chat requests served.
-    #[arg(long, default_value_t = 160)]
+    /// Chat requests served (every window of an untrusted provider is replayed: on 2 cores,
+    /// 120 take about 25 minutes).
+    #[arg(long, default_value_t = 120)]
     pub requests: usize,
     /// Most tokens each answer generates.
     #[arg(long, default_value_t = 24)]
@@ -329,6 +331,13 @@ async fn tally(
         r.answers += records.len();
         cheaters.extend(records.iter().map(|k| k.provider).filter(|p| *p != honest));
         let detail = client.session(*id).await?;
+        let listed = |p: &AccountId| detail.windows.iter().filter(|w| w.provider == *p).count();
+        if let Some(m) = detail.session.members.iter().find(|m| listed(&m.provider) >= MAX_SESSION_WINDOWS) {
+            anyhow::bail!(
+                "{} committed more windows than the session API lists ({MAX_SESSION_WINDOWS}): run fewer --requests",
+                m.provider
+            );
+        }
         convicted.extend(detail.session.members.iter().filter(|m| m.removed).map(|m| m.provider));
         for w in &detail.windows {
             let (first, n) = (w.first_seq, w.window.commitment.receipts);

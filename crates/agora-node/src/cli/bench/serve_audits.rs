@@ -48,7 +48,7 @@ pub struct ServeAuditsBenchArgs {
     #[arg(long, default_value_t = 3)]
     pub providers: usize,
     /// Chat requests served (every window of an untrusted provider is replayed: on 2 cores,
-    /// 120 take about 25 minutes).
+    /// 120 take more than 25 minutes).
     #[arg(long, default_value_t = 120)]
     pub requests: usize,
     /// Most tokens each answer generates.

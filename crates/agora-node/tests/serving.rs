@@ -13,6 +13,7 @@ mod common;
 use common::{Net, agora, pid_of, signal, wait_for};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 const CHAT: &str = "smollm2-135m-instruct";
@@ -100,9 +101,21 @@ fn models_provisioned() -> bool {
     false
 }
 
-/// Takes the devnet turn (a test that failed while holding it does not block the other).
-fn devnet_turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_DEVNET_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The devnet turn, a 3-validator, 2-provider devnet whose provider1 cheats as `cheat` asks,
+/// the gateway's API key and node (validator 0), and the honest and cheating providers'
+/// accounts; `None` when the real models are not provisioned. Bind the turn first, so that it
+/// is released last, after the devnet has stopped.
+fn serving_devnet(cheat: &[&str]) -> Option<(MutexGuard<'static, ()>, Net, String, String, String, String)> {
+    if !models_provisioned() {
+        return None;
+    }
+    // A test that failed while holding the turn does not block the other.
+    let turn = ONE_DEVNET_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let net = Net::start(3, 2, cheat);
+    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
+    let v = net.validators[0].clone();
+    let (honest, cheater) = (net.provider_account(0), net.provider_account(1));
+    Some((turn, net, key, v, honest, cheater))
 }
 
 /// The session's member entry for `provider`.
@@ -113,15 +126,9 @@ fn member(session: &Value, provider: &str) -> Value {
 
 #[test]
 fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
-    if !models_provisioned() {
-        return;
-    }
-    let _turn = devnet_turn();
     // provider1 cheats: it serves, but never commits its receipts.
-    let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-serving", "--session-duration", "45s"]);
-    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
-    let v = net.validators[0].clone();
-    let (honest, cheater) = (net.provider_account(0), net.provider_account(1));
+    let cheat = ["--cheaters", "1", "--cheat-serving", "--session-duration", "45s"];
+    let Some((_turn, net, key, v, honest, cheater)) = serving_devnet(&cheat) else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Answers come from the session's providers in turn, each with a receipt of its own.
@@ -200,16 +207,10 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
 
 #[test]
 fn a_provider_that_alters_answers_is_convicted_by_a_window_audit_and_its_windows_refunded() {
-    if !models_provisioned() {
-        return;
-    }
-    let _turn = devnet_turn();
     // provider1 alters every chat answer it serves (a draw at a high temperature), and
     // receipts and commits it as if honest: only a replay on the model can tell.
-    let net = Net::start(3, 2, &["--cheaters", "1", "--cheat-answers", "--cheat-bps", "10000"]);
-    let key = std::fs::read_to_string(net.dir.join("gateway-api.key")).unwrap().trim().to_string();
-    let v = net.validators[0].clone();
-    let (honest, cheater) = (net.provider_account(0), net.provider_account(1));
+    let cheat = ["--cheaters", "1", "--cheat-answers", "--cheat-bps", "10000"];
+    let Some((_turn, net, key, v, honest, cheater)) = serving_devnet(&cheat) else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Both providers serve, in turn; greedy answers differ only where the cheater altered them.

@@ -69,10 +69,14 @@ pub async fn detection(g: &crate::cli::Global, a: DetectionBenchArgs) -> anyhow:
     if a.providers < 2 {
         anyhow::bail!("--providers must be at least 2: provider 0 is honest, the others cheat");
     }
-    let r = super::with_devnet(a.validators, a.providers, a.providers - 1, a.cheat_bps, async |net, dir| {
-        run(g, &a, net, dir).await
-    })
-    .await?;
+    let d = super::BenchDevnet {
+        validators: a.validators,
+        providers: a.providers,
+        cheaters: a.providers - 1,
+        cheat_bps: a.cheat_bps,
+        cheat_answers: false,
+    };
+    let r = super::with_devnet(d, |_| false, async |net, dir| run(g, &a, net, dir).await).await?;
     crate::cli::output::print(g.json, &r, |r| {
         format!(
             "cheating leases       {} ({} bps of items corrupted)\n\

@@ -99,8 +99,8 @@ pub struct OverheadReport {
 
 /// Runs `agora bench market`.
 pub async fn market(g: &crate::cli::Global, a: MarketBenchArgs) -> anyhow::Result<()> {
-    let r = super::with_devnet(a.validators, a.providers, 0, 0, async |net, dir| run(g, &a, net, dir).await)
-        .await?;
+    let d = super::BenchDevnet { validators: a.validators, providers: a.providers, ..Default::default() };
+    let r = super::with_devnet(d, |_| false, async |net, dir| run(g, &a, net, dir).await).await?;
     crate::cli::output::print(g.json, &r, |r| {
         let mut s = format!(
             "devnet                {} validators, {} providers; block every {:.0} ms; audit window {} blocks\n\

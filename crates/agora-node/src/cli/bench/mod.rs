@@ -278,29 +278,43 @@ async fn funded_requester(net: &Devnet) -> anyhow::Result<(NodeClient, crate::se
     Ok((client.clone(), crate::sender::TxSender::new(requester, client)))
 }
 
-/// Starts a devnet with providers in a fresh temporary directory, waits until every provider
-/// has asks on the book, runs `f` on it, and stops it and removes it whatever `f` returned.
+/// The devnet a benchmark runs on: its size, and which of its providers cheat, and how.
+#[derive(Default)]
+pub(crate) struct BenchDevnet {
+    /// Validators.
+    pub validators: usize,
+    /// Providers.
+    pub providers: usize,
+    /// How many of the providers (the last ones) cheat.
+    pub cheaters: usize,
+    /// Share of items (or, with `cheat_answers`, of chat answers) a cheater corrupts, bps.
+    pub cheat_bps: u32,
+    /// Cheaters alter chat answers instead of lease output items.
+    pub cheat_answers: bool,
+}
+
+/// Starts the devnet `d` in a fresh temporary directory, waits until every provider has asks
+/// on the book, runs `f` on it, and stops it whatever `f` returned. The directory is removed,
+/// unless `keep` says the result needs the devnet's logs (then it says where they are).
 async fn with_devnet<T>(
-    validators: usize,
-    providers: usize,
-    cheaters: usize,
-    cheat_bps: u32,
+    d: BenchDevnet,
+    keep: impl FnOnce(&T) -> bool,
     f: impl AsyncFnOnce(&Devnet, &std::path::Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let dir = tempfile_dir()?;
     let opts = DevnetOptions {
         dir: dir.join("network"),
-        validators,
-        providers,
-        cheaters,
-        cheat_bps,
+        validators: d.validators,
+        providers: d.providers,
+        cheaters: d.cheaters,
+        cheat_bps: d.cheat_bps,
         cheat_every_lease: false,
         cheat_blob: false,
         cheat_serving: false,
-        cheat_answers: false,
+        cheat_answers: d.cheat_answers,
         session_duration: "30m".into(),
         params: vec![],
-        port_base: free_port_base(validators, providers)?,
+        port_base: free_port_base(d.validators, d.providers)?,
     };
     let mut net = Devnet::start(&opts).await?;
     let result = async {
@@ -310,7 +324,11 @@ async fn with_devnet<T>(
     }
     .await;
     net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if result.as_ref().is_ok_and(keep) {
+        eprintln!("the devnet's logs are kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
 

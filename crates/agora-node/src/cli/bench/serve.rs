@@ -10,8 +10,8 @@
 //! * **Concurrency**: many streamed chat clients at once; each must get its tokens streamed and
 //!   its completion; reported are the slowest first token and the slowest completion.
 
-use super::{percentile, tempfile_dir};
-use crate::devnet::{Devnet, DevnetOptions, free_port_base, gateway_api_key_path};
+use super::percentile;
+use crate::devnet::{Devnet, gateway_api_key_path};
 use agora_runtime::provision::catalog::{MINILM, SMOLLM2};
 use clap::Args;
 use futures::StreamExt;
@@ -173,31 +173,8 @@ fn local_rate(data_dir: &std::path::Path, max_tokens: u32) -> anyhow::Result<(f6
 
 /// Runs `agora bench serve`.
 pub async fn serve(g: &super::Global, a: ServeBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let opts = DevnetOptions {
-        dir: dir.join("network"),
-        validators: a.validators,
-        providers: a.providers,
-        cheaters: 0,
-        cheat_bps: 0,
-        cheat_every_lease: false,
-        cheat_blob: false,
-        cheat_serving: false,
-        cheat_answers: false,
-        session_duration: "30m".into(),
-        params: vec![],
-        port_base: free_port_base(a.validators, a.providers)?,
-    };
-    let mut net = Devnet::start(&opts).await?;
-    let result = async {
-        net.wait_ready(Duration::from_secs(120)).await?;
-        net.wait_providers(Duration::from_secs(300)).await?;
-        measure(g, &a, &net).await
-    }
-    .await;
-    net.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let r = result?;
+    let d = super::BenchDevnet { validators: a.validators, providers: a.providers, ..Default::default() };
+    let r = super::with_devnet(d, |_| false, async |net, _| measure(g, &a, net).await).await?;
     super::print(g.json, &r, |r| {
         format!(
             "serving on a {}-validator, {}-provider devnet, through /v1:\n\

@@ -10,6 +10,7 @@
 //! then forgives only near ties.
 
 pub mod header;
+pub mod llama;
 pub mod model;
 pub mod requant;
 pub mod sampler;

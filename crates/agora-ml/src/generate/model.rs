@@ -1,12 +1,18 @@
 //! A quantized llama-architecture model loaded from one GGUF file, and its decode loop.
+//!
+//! A replay that follows claimed tokens (an audit) feeds the prompt and the claimed completion
+//! in one teacher-forced pass, which costs a prefill rather than a generation, and reads each
+//! step's logits from that pass. [`super::llama`] makes those logits the same bits the
+//! generating run saw token by token, so the replay is exact, not merely close.
 
+use super::llama::{Cache, Weights};
 use super::sampler::Sampler;
 use super::tokenizer::{GgufTokenizer, tokenizer_from_gguf};
 use agora_runtime::ExecError;
 use agora_runtime::items::generation::{Divergence, Generation, StopReason};
 use agora_runtime::rng::Rng;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -48,7 +54,7 @@ pub struct Outcome {
 
 /// A loaded GGUF model with its tokenizer.
 pub struct Llm {
-    weights: ModelWeights,
+    weights: Weights,
     tok: GgufTokenizer,
     vocab: usize,
     device: Device,
@@ -72,8 +78,8 @@ impl Llm {
         let content = super::header::read(reader)?;
         let tok = tokenizer_from_gguf(&content).map_err(|e| model_err("rebuilding the tokenizer", e))?;
         let vocab = tok.tokenizer.get_vocab_size(true);
-        let weights = ModelWeights::from_gguf(content, reader, device)
-            .map_err(|e| model_err("loading the weights", e))?;
+        let weights =
+            Weights::from_gguf(&content, reader, device).map_err(|e| model_err("loading the weights", e))?;
         Ok(Llm { weights, tok, vocab, device: device.clone() })
     }
 
@@ -97,21 +103,18 @@ impl Llm {
     }
 
     /// The logits after the chat-templated `prompt`, prefilled in one forward pass or one
-    /// token at a time. The two differ only by float rounding (other matmul shapes), which
-    /// is how the audit thresholds are calibrated against kernel drift.
+    /// token at a time. [`super::llama`] makes the two the same bits; the calibration example
+    /// shows it on real models.
     pub fn prompt_logits(&self, prompt: &str, one_pass: bool) -> Result<Vec<f32>, ExecError> {
         let ids = self.encode(&chatml(prompt))?;
-        let mut weights = self.weights.clone();
+        let mut cache = self.weights.cache();
         let mut run = || -> candle_core::Result<Vec<f32>> {
             let chunks: Vec<&[u32]> = if one_pass { vec![&ids] } else { ids.chunks(1).collect() };
-            let mut pos = 0;
-            let mut logits = None;
+            let mut hidden = None;
             for chunk in chunks {
-                let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
-                logits = Some(weights.forward(&input, pos)?);
-                pos += chunk.len();
+                hidden = Some(self.weights.forward(chunk, &mut cache)?);
             }
-            logits.expect("a non-empty prompt").squeeze(0)?.to_vec1::<f32>()
+            self.weights.last_logits(&hidden.expect("a non-empty prompt"))
         };
         run().map_err(|e| model_err("running the model", e))
     }
@@ -143,16 +146,12 @@ impl Llm {
         mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
-        let mut weights = self.weights.clone();
+        let follow = req.follow.map_or(&[][..], |f| &f[..f.len().min(req.max_new_tokens)]);
+        // Every claimed token but the last is fed with the prompt, in one pass.
+        let fed = [&prompt[..], &follow[..follow.len().saturating_sub(1)]].concat();
+        let mut source = Logits::new(&self.weights, &fed, prompt.len() - 1)?;
         let mut rng = Rng::new(req.seed);
-        let forward = |weights: &mut ModelWeights, ids: &[u32], pos: usize| -> Result<Vec<f32>, ExecError> {
-            let mut run = || -> candle_core::Result<Vec<f32>> {
-                let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-                weights.forward(&input, pos)?.squeeze(0)?.to_vec1::<f32>()
-            };
-            run().map_err(|e| model_err("running the model", e))
-        };
-        let mut logits = forward(&mut weights, &prompt, 0)?;
+        let mut logits = source.next(None)?;
         let mut tokens: Vec<u32> = Vec::new();
         let mut divergences = Vec::new();
         let (text, stop) = loop {
@@ -197,9 +196,63 @@ impl Llm {
             if tokens.len() >= req.max_new_tokens {
                 break (text, StopReason::MaxTokens);
             }
-            logits = forward(&mut weights, &[token], prompt.len() + step)?;
+            logits = source.next(Some(token))?;
         };
         Ok(Some(Outcome { generation: Generation { text, tokens, stop }, divergences }))
+    }
+}
+
+/// Where each step's logits come from: the rows of a forward pass, from a given row on, while
+/// they last; then one fed token at a time.
+struct Logits<'a> {
+    weights: &'a Weights,
+    cache: Cache,
+    /// The pass's final hidden states from the first row read, and the next row to project.
+    rows: Tensor,
+    next: usize,
+    /// Projected rows not yet read.
+    projected: VecDeque<Vec<f32>>,
+}
+
+/// Rows projected to logits at a time (a `rows × vocab` buffer).
+const PROJECT_ROWS: usize = 16;
+
+impl<'a> Logits<'a> {
+    /// Feeds `ids` (not empty) in one pass; rows from `first` on are read in order.
+    fn new(weights: &'a Weights, ids: &[u32], first: usize) -> Result<Self, ExecError> {
+        let mut cache = weights.cache();
+        let run = |cache: &mut Cache| -> candle_core::Result<Tensor> {
+            let hidden = weights.forward(ids, cache)?;
+            hidden.narrow(0, first, ids.len() - first)
+        };
+        let rows = run(&mut cache).map_err(|e| model_err("running the model", e))?;
+        Ok(Logits { weights, cache, rows, next: 0, projected: VecDeque::new() })
+    }
+
+    /// The next step's logits: the next row of the pass, or else those after feeding `token`
+    /// (the token chosen at the step before).
+    fn next(&mut self, token: Option<u32>) -> Result<Vec<f32>, ExecError> {
+        let mut run = || -> candle_core::Result<Option<Vec<f32>>> {
+            if self.projected.is_empty() {
+                let left = self.rows.dim(0)? - self.next;
+                if left > 0 {
+                    let n = left.min(PROJECT_ROWS);
+                    let rows = self.weights.logits(&self.rows.narrow(0, self.next, n)?)?;
+                    self.projected.extend(rows.to_vec2::<f32>()?);
+                    self.next += n;
+                }
+            }
+            if let Some(row) = self.projected.pop_front() {
+                return Ok(Some(row));
+            }
+            match token {
+                Some(t) => Ok(Some(self.weights.last_logits(&self.weights.forward(&[t], &mut self.cache)?)?)),
+                None => Ok(None),
+            }
+        };
+        run()
+            .map_err(|e| model_err("running the model", e))?
+            .ok_or_else(|| ExecError::model("no token to feed"))
     }
 }
 

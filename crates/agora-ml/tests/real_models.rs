@@ -132,6 +132,72 @@ fn smollm2_generates_and_replays() {
     assert!(!audit(&exec, &sampled, &sample_request(&[0, 1], &inputs, &out.items)).unwrap().passed());
 }
 
+/// An auditor's teacher-forced replay (one forward pass over prompt and completion) sees at
+/// every step the very logits the generating run chose from, greedy or sampled, so an honest
+/// completion replays with no divergence at all; and it costs a fraction of generating.
+#[test]
+fn smollm2_replays_a_completion_in_one_pass_bit_for_bit() {
+    use agora_ml::generate::model::{Request, Step};
+    use agora_ml::generate::sampler::Sampler;
+    use std::ops::ControlFlow;
+    use std::time::Instant;
+    let Some(dir) = model_dir(SMOLLM2) else { return };
+    let exec = GenerateExecutor::load(&dir).unwrap();
+    let (mut generating, mut replaying) = (0f64, 0f64);
+    for (prompt, temperature_milli) in
+        [("Write a short note to a friend about a long voyage.", 0), ("Name three rivers of Europe.", 800)]
+    {
+        let mut req = Request {
+            prompt,
+            max_new_tokens: 48,
+            stop: &[],
+            sampler: Sampler::from_milli(temperature_milli),
+            seed: 11,
+            follow: None,
+        };
+        let mut seen: Vec<Vec<f32>> = vec![];
+        let start = Instant::now();
+        let out = exec
+            .llm()
+            .generate_observed(
+                &req,
+                Some(&mut |s: Step<'_>| {
+                    seen.push(s.logits.to_vec());
+                    ControlFlow::Continue(())
+                }),
+            )
+            .unwrap()
+            .unwrap();
+        generating += start.elapsed().as_secs_f64();
+        let claimed = out.generation.tokens.clone();
+        req.follow = Some(&claimed);
+        let mut replayed: Vec<Vec<f32>> = vec![];
+        let start = Instant::now();
+        let replay = exec
+            .llm()
+            .generate_observed(
+                &req,
+                Some(&mut |s: Step<'_>| {
+                    replayed.push(s.logits.to_vec());
+                    ControlFlow::Continue(())
+                }),
+            )
+            .unwrap()
+            .unwrap();
+        replaying += start.elapsed().as_secs_f64();
+        assert_eq!(replay.generation, out.generation);
+        assert!(replay.divergences.is_empty(), "{prompt}: {} divergences", replay.divergences.len());
+        assert_eq!(replayed.len(), seen.len());
+        for (step, (a, b)) in seen.iter().zip(&replayed).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{prompt}: step {step} differs"
+            );
+        }
+    }
+    println!("generating {generating:.2}s, replaying {replaying:.2}s: {:.2}×", replaying / generating);
+}
+
 #[test]
 fn digits_training_replays_a_segment_exactly() {
     let Some(dir) = model_dir(DIGITS) else { return };

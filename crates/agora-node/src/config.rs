@@ -118,6 +118,21 @@ pub struct ServeSection {
     /// Requests run at once (the rest wait their turn, first come first served).
     #[serde(default = "default_serve_parallel")]
     pub parallel: usize,
+    /// Answers that make a serving window due: the larger, the smaller the share of them an
+    /// audit replays (see `provider::sessions::WindowPolicy`).
+    #[serde(default = "default_window_receipts")]
+    pub window_receipts: u32,
+    /// Longest an answer waits for its window (and its payment), in ms.
+    #[serde(default = "default_window_max_age_ms")]
+    pub window_max_age_ms: u64,
+}
+
+fn default_window_receipts() -> u32 {
+    crate::provider::sessions::DEFAULT_WINDOW.receipts
+}
+
+fn default_window_max_age_ms() -> u64 {
+    crate::provider::sessions::DEFAULT_WINDOW.max_age_ms
 }
 
 fn default_serve_parallel() -> usize {
@@ -141,7 +156,24 @@ impl ServeSection {
             completion_per_1k: amount(completion)?,
             per_item: amount(item)?,
             parallel: default_serve_parallel(),
+            window_receipts: default_window_receipts(),
+            window_max_age_ms: default_window_max_age_ms(),
         })
+    }
+
+    /// When served receipts are committed; an error names the setting out of bounds.
+    pub fn window(&self) -> anyhow::Result<crate::provider::sessions::WindowPolicy> {
+        use crate::provider::sessions::{WINDOW_RECEIPTS, WindowPolicy};
+        anyhow::ensure!(
+            (1..=WINDOW_RECEIPTS).contains(&self.window_receipts),
+            "[provider.serve] window_receipts = {} must be 1 to {WINDOW_RECEIPTS}",
+            self.window_receipts
+        );
+        anyhow::ensure!(
+            self.window_max_age_ms > 0,
+            "[provider.serve] window_max_age_ms must be above 0 (answers would never be committed)"
+        );
+        Ok(WindowPolicy { receipts: self.window_receipts, max_age_ms: self.window_max_age_ms })
     }
 
     /// The floor as the ledger states it.

@@ -11,6 +11,7 @@ use crate::config::{
     ApiSection, GatewaySection, GatewaySessionSection, NodeConfig, Peer, ProviderSection, ServeSection,
     ValidatorSection, load_key, save_genesis, write_key,
 };
+use crate::provider::sessions::WindowPolicy;
 use agora_core::{AccountId, Amount, SecretKey};
 use agora_ledger::{Genesis, GenesisAccount, GenesisValidator, Params};
 use anyhow::{Context, bail};
@@ -41,6 +42,8 @@ pub struct DevnetOptions {
     /// Cheaters alter `cheat_bps` of the chat answers they serve (see
     /// `ProviderSection::alter_answers_bps`).
     pub cheat_answers: bool,
+    /// When providers commit their serving windows.
+    pub window: WindowPolicy,
     /// How long the gateways' serving sessions last (`30m`).
     pub session_duration: String,
     /// Chain parameters to set in genesis, over [`devnet_params`].
@@ -56,6 +59,11 @@ impl DevnetOptions {
         !(self.cheat_blob || self.cheat_serving || self.cheat_answers)
     }
 }
+
+/// A devnet's window policy unless told otherwise: windows every 2 s, so that a demo's answers
+/// are committed, audited and paid while one watches.
+pub const DEVNET_WINDOW: WindowPolicy =
+    WindowPolicy { receipts: crate::provider::sessions::WINDOW_RECEIPTS, max_age_ms: 2_000 };
 
 /// Most validators, and most providers, a devnet's port layout has room for.
 pub const MAX_DEVNET_NODES: usize = 50;
@@ -277,6 +285,8 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                     completion_per_1k: Amount(1),
                     per_item: Amount(1),
                     parallel: threads_per_node.max(1),
+                    window_receipts: opts.window.receipts,
+                    window_max_age_ms: opts.window.max_age_ms,
                 }),
             }),
             gateway: GatewaySection::default(),

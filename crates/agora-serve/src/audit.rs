@@ -13,10 +13,10 @@
 //! A provider that answers from a cheaper model fails the token checks; one that makes up
 //! fingerprints to go with them fails the fingerprint checks; one that runs the session's
 //! model over a cheaper model's tokens (to get genuine fingerprints) still fails the token
-//! checks. The replay costs what generating cost: candle's quantized llama returns the logits
-//! of the last position only, so the teacher-forced pass advances one token at a time rather
-//! than prefilling the completion in one pass (the cheaper prefill check needs a forward pass
-//! that returns every position's logits).
+//! checks. The replay is one teacher-forced forward pass over the prompt and the completion
+//! (`agora_ml::generate::model`), which costs a prefill, not a generation; its logits at every
+//! step are the same bits the provider's decoding saw (`agora_ml::generate::llama`), so an
+//! honest completion replays exactly.
 
 use crate::book::Record;
 use crate::engine::{ChatParams, Model};

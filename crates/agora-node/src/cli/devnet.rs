@@ -2,6 +2,7 @@
 
 use super::Global;
 use crate::devnet::{Devnet, DevnetOptions};
+use crate::provider::sessions::WindowPolicy;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +37,14 @@ pub struct DevnetArgs {
     /// that replay an altered answer convict them, and their unpaid windows are refunded.
     #[arg(long, requires = "cheaters", conflicts_with_all = ["cheat_blob", "cheat_serving"])]
     pub cheat_answers: bool,
+    /// Answers that make a provider's serving window due (an audit replays about 90 of a
+    /// window's answers; the larger the windows, the smaller that share).
+    #[arg(long, default_value_t = crate::devnet::DEVNET_WINDOW.receipts,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::provider::sessions::WINDOW_RECEIPTS)))]
+    pub window_receipts: u32,
+    /// Longest a served answer waits for its window (and its payment), e.g. `2s` or `5m`.
+    #[arg(long, default_value = "2s", value_parser = parse_window_age)]
+    pub window_max_age: u64,
     /// How long the serving sessions the devnet's gateways open last.
     #[arg(long, default_value = "30m")]
     pub session_duration: String,
@@ -50,6 +59,15 @@ pub struct DevnetArgs {
     /// provider i serves its API on port-base+50+i.
     #[arg(long, default_value_t = 7700)]
     pub port_base: u16,
+}
+
+/// Parses `--window-max-age` into ms.
+pub(crate) fn parse_window_age(s: &str) -> Result<u64, String> {
+    match crate::requester::jobfile::parse_duration(s) {
+        Ok(0) => Err("a window's answers must be committed at some point: give at least 1s".into()),
+        Ok(ms) => Ok(ms),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Parses `NAME=VALUE` for `--param`.
@@ -72,6 +90,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheat_blob: a.cheat_blob,
         cheat_serving: a.cheat_serving,
         cheat_answers: a.cheat_answers,
+        window: WindowPolicy { receipts: a.window_receipts, max_age_ms: a.window_max_age },
         session_duration: a.session_duration.clone(),
         params: a.params.clone(),
         port_base: a.port_base,

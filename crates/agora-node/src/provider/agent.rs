@@ -621,7 +621,9 @@ fn serving(
     let books = Arc::new(agora_serve::book::Books::new(&dir.join("serving"))?);
     let directory = Arc::new(SessionDirectory::new(key.public(), chain.clone(), runtimes));
     let omit = provider.omit_receipts;
-    let windows = Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), omit));
+    let policy = serve.window()?;
+    let windows =
+        Arc::new(Windows::new(key.public(), chain.clone(), sender.clone(), books.clone(), policy, omit));
     let server = agora_serve::server::Server::new(
         key.clone(),
         directory.clone(),

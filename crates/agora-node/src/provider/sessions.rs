@@ -27,8 +27,40 @@ use tracing::{info, warn};
 /// Most receipts one window commits (a provider that served more commits several).
 pub const WINDOW_RECEIPTS: u32 = 4096;
 const _: () = assert!(WINDOW_RECEIPTS <= MAX_WINDOW_RECEIPTS);
-/// How often served receipts are committed.
+/// How often the provider looks for windows that are due ([`WindowPolicy`]).
 pub const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
+/// When a session's served receipts are committed as a window.
+///
+/// An audited window is sampled, not replayed whole, once it holds more answers than a full
+/// sample (90 at the default detection target), so the auditors' share of the serving compute
+/// falls as windows grow: a window is cut when `receipts` answers wait. `max_age` bounds how
+/// long an answer waits for its window (and so its payment) when few are served, and a
+/// session that has ended commits what is left at once. Both must leave the window inside the
+/// session's commit grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowPolicy {
+    /// Receipts that make a window due (at most [`WINDOW_RECEIPTS`] are committed in one).
+    pub receipts: u32,
+    /// Longest an answer waits before its window is due, in ms.
+    pub max_age_ms: u64,
+}
+
+/// A provider's window policy unless its config says otherwise: a full window (90 of 4,096
+/// answers, about 2 %, are replayed when it is audited), or whatever an answer 30 s old
+/// waits with.
+pub const DEFAULT_WINDOW: WindowPolicy = WindowPolicy { receipts: WINDOW_RECEIPTS, max_age_ms: 30_000 };
+
+impl WindowPolicy {
+    /// Whether `pending` receipts, the oldest answered at `oldest_ms`, are due for a window at
+    /// `now_ms`, in a session that serves until `until_ms`.
+    pub fn due(&self, pending: u64, oldest_ms: u64, now_ms: u64, until_ms: u64) -> bool {
+        pending > 0
+            && (pending >= u64::from(self.receipts)
+                || now_ms >= oldest_ms.saturating_add(self.max_age_ms)
+                || now_ms >= until_ms)
+    }
+}
 /// Longest a window commitment or a challenge answer may take to finalize.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -168,31 +200,53 @@ pub struct Windows {
     chain: NodeClient,
     sender: Arc<TxSender>,
     books: Arc<Books>,
-    /// Per session, receipts known to be committed (or that can no longer be).
-    committed: Mutex<HashMap<SessionId, u64>>,
+    policy: WindowPolicy,
+    /// Per session, receipts known to be committed (or that can no longer be), and the end of
+    /// its serving (unix ms).
+    committed: Mutex<HashMap<SessionId, (u64, u64)>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Windows {
-    /// Commits `me`'s receipts from `books` through `sender` (never, when `omit`: a cheater
-    /// for demos and tests).
+    /// Commits `me`'s receipts from `books` through `sender` as `policy` says (never, when
+    /// `omit`: a cheater for demos and tests).
     pub fn new(
         me: AccountId,
         chain: NodeClient,
         sender: Arc<TxSender>,
         books: Arc<Books>,
+        policy: WindowPolicy,
         omit: bool,
     ) -> Self {
-        Self { me, omit, chain, sender, books, committed: Mutex::default() }
+        Self { me, omit, chain, sender, books, policy, committed: Mutex::default() }
     }
 
-    /// Commits every session's receipts served since its last window.
+    /// Whether session `id`'s receipts after the first `committed` of `served` are due.
+    fn due(&self, id: SessionId, committed: u64, until_ms: u64) -> anyhow::Result<bool> {
+        let book = self.books.get(id)?;
+        let book = book.lock().expect("not poisoned");
+        let receipts = book.receipts();
+        let Some(oldest) = usize::try_from(committed).ok().and_then(|c| receipts.get(c)) else {
+            return Ok(false);
+        };
+        let pending = receipts.len() as u64 - committed;
+        Ok(self.policy.due(pending, oldest.last_token_ms, now_ms(), until_ms))
+    }
+
+    /// Commits every session's receipts that are due for a window.
     pub async fn commit_pending(&self) -> anyhow::Result<()> {
         if self.omit {
             return Ok(());
         }
         for id in self.books.sessions()? {
             let served = self.books.get(id)?.lock().expect("not poisoned").receipts().len() as u64;
-            if self.committed.lock().expect("not poisoned").get(&id).is_some_and(|c| *c >= served) {
+            let known = self.committed.lock().expect("not poisoned").get(&id).copied();
+            if let Some((committed, until_ms)) = known
+                && (committed >= served || !self.due(id, committed, until_ms)?)
+            {
                 continue;
             }
             if let Err(e) = self.commit(id, served).await {
@@ -205,9 +259,10 @@ impl Windows {
     async fn commit(&self, id: SessionId, served: u64) -> anyhow::Result<()> {
         let detail = self.chain.session(id).await?;
         let params = self.chain.params().await?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let now = now_ms();
+        let until = detail.session.until_ms;
         let Some(m) = detail.session.member(&self.me).filter(|m| !m.removed) else {
-            self.committed.lock().expect("not poisoned").insert(id, u64::MAX);
+            self.committed.lock().expect("not poisoned").insert(id, (u64::MAX, until));
             return Ok(());
         };
         if now > detail.session.commit_deadline_ms(&params) {
@@ -216,17 +271,21 @@ impl Windows {
                 unsent = served.saturating_sub(m.next_seq),
                 "the session takes no more windows"
             );
-            self.committed.lock().expect("not poisoned").insert(id, u64::MAX);
+            self.committed.lock().expect("not poisoned").insert(id, (u64::MAX, until));
+            return Ok(());
+        }
+        if !self.due(id, m.next_seq, until)? {
+            self.committed.lock().expect("not poisoned").insert(id, (m.next_seq, until));
             return Ok(());
         }
         let window = self.books.get(id)?.lock().expect("not poisoned").window(m.next_seq, WINDOW_RECEIPTS);
         let Some(window) = window else {
-            self.committed.lock().expect("not poisoned").insert(id, m.next_seq);
+            self.committed.lock().expect("not poisoned").insert(id, (m.next_seq, until));
             return Ok(());
         };
         let end = window.first_seq + u64::from(window.receipts);
         self.sender.send(TxPayload::CommitWindow { window }, SEND_TIMEOUT).await?;
-        self.committed.lock().expect("not poisoned").insert(id, end);
+        self.committed.lock().expect("not poisoned").insert(id, (end, until));
         info!(session = id, receipts = end - m.next_seq, "committed a serving window");
         Ok(())
     }
@@ -266,7 +325,7 @@ impl Windows {
         Ok(())
     }
 
-    /// Commits every [`COMMIT_EVERY`] until the process stops.
+    /// Commits the windows that are due, every [`COMMIT_EVERY`], until the process stops.
     pub async fn run(self: Arc<Self>) {
         loop {
             if let Err(e) = self.commit_pending().await {
@@ -274,5 +333,22 @@ impl Windows {
             }
             tokio::time::sleep(COMMIT_EVERY).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_due_when_full_when_its_oldest_answer_waited_long_enough_or_when_the_session_ended() {
+        let p = WindowPolicy { receipts: 300, max_age_ms: 20_000 };
+        let (oldest, until) = (1_000_000, 5_000_000);
+        assert!(!p.due(0, oldest, until + 1, until), "nothing to commit");
+        assert!(!p.due(299, oldest, oldest + 19_999, until), "neither full nor old");
+        assert!(p.due(300, oldest, oldest, until), "full");
+        assert!(p.due(1, oldest, oldest + 20_000, until), "old enough");
+        assert!(p.due(1, oldest, until, until), "the session ended");
+        assert!(p.due(1, u64::MAX, until, until), "a clock far off saturates");
     }
 }

@@ -16,6 +16,7 @@ use super::Global;
 use super::output::print;
 use crate::client::NodeClient;
 use crate::devnet::{Devnet, DevnetOptions, faucet_key, free_port_base};
+use crate::provider::sessions::WindowPolicy;
 use crate::requester;
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{Amount, Hash, SecretKey, SignedTx};
@@ -229,6 +230,7 @@ pub(crate) async fn with_validators<T>(
         cheat_blob: false,
         cheat_serving: false,
         cheat_answers: false,
+        window: crate::devnet::DEVNET_WINDOW,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(validators, 0)?,
@@ -279,7 +281,6 @@ async fn funded_requester(net: &Devnet) -> anyhow::Result<(NodeClient, crate::se
 }
 
 /// The devnet a benchmark runs on: its size, and which of its providers cheat, and how.
-#[derive(Default)]
 pub(crate) struct BenchDevnet {
     /// Validators.
     pub validators: usize,
@@ -291,6 +292,21 @@ pub(crate) struct BenchDevnet {
     pub cheat_bps: u32,
     /// Cheaters alter chat answers instead of lease output items.
     pub cheat_answers: bool,
+    /// When providers commit their serving windows.
+    pub window: WindowPolicy,
+}
+
+impl Default for BenchDevnet {
+    fn default() -> Self {
+        BenchDevnet {
+            validators: 0,
+            providers: 0,
+            cheaters: 0,
+            cheat_bps: 0,
+            cheat_answers: false,
+            window: crate::devnet::DEVNET_WINDOW,
+        }
+    }
 }
 
 /// Starts the devnet `d` in a fresh temporary directory, waits until every provider has asks
@@ -312,6 +328,7 @@ async fn with_devnet<T>(
         cheat_blob: false,
         cheat_serving: false,
         cheat_answers: d.cheat_answers,
+        window: d.window,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(d.validators, d.providers)?,

@@ -20,6 +20,7 @@ use crate::api::types::MAX_SESSION_WINDOWS;
 use crate::client::NodeClient;
 use crate::devnet::{Devnet, gateway_api_key_path};
 use crate::gateway::sessions::{Kept, kept_records};
+use crate::provider::sessions::{DEFAULT_WINDOW, WindowPolicy};
 use agora_core::manifest::VerificationPolicy;
 use agora_core::session::SessionId;
 use agora_core::{AccountId, JobKind};
@@ -59,6 +60,13 @@ pub struct ServeAuditsBenchArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
+    /// Answers that make a provider's window due (the providers' default).
+    #[arg(long, default_value_t = DEFAULT_WINDOW.receipts,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::provider::sessions::WINDOW_RECEIPTS)))]
+    pub window_receipts: u32,
+    /// Longest an answer waits for its window (the providers' default is 30s).
+    #[arg(long, default_value = "30s", value_parser = crate::cli::devnet::parse_window_age)]
+    pub window_max_age: u64,
     /// Kept answers replayed and generated in this process for the cost of a replay.
     #[arg(long, default_value_t = 6)]
     pub cost_samples: usize,
@@ -131,6 +139,7 @@ pub async fn serve_audits(g: &super::Global, a: ServeAuditsBenchArgs) -> anyhow:
         cheaters: a.providers - 1,
         cheat_bps: a.cheat_bps,
         cheat_answers: true,
+        window: WindowPolicy { receipts: a.window_receipts, max_age_ms: a.window_max_age },
     };
     // An audit that sampled an altered answer and passed it is a bug: its logs say why.
     let missed = |r: &ServeAuditsReport| !r.missed_audits.is_empty();

@@ -545,6 +545,19 @@ mod tests {
     }
 
     #[test]
+    fn a_serving_section_without_window_settings_gets_the_default_and_bad_ones_are_named() {
+        let mut s: ServeSection = toml::from_str("prompt_per_1k = 1").unwrap();
+        assert_eq!(s.window().unwrap(), crate::provider::sessions::DEFAULT_WINDOW);
+        s.window_receipts = 0;
+        assert!(s.window().unwrap_err().to_string().contains("window_receipts"));
+        s.window_receipts = crate::provider::sessions::WINDOW_RECEIPTS + 1;
+        assert!(s.window().is_err());
+        s.window_receipts = 300;
+        s.window_max_age_ms = 0;
+        assert!(s.window().unwrap_err().to_string().contains("window_max_age_ms"));
+    }
+
+    #[test]
     fn config_round_trip_and_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = NodeConfig {

@@ -1,9 +1,10 @@
 //! Warm models and the runs a provider serves on them.
 //!
 //! Runs take turns on the machine through a fair (first come, first served) set of slots, so
-//! under load every request waits its turn and none is starved. candle's quantized llama keeps
-//! one KV cache per run and has no batched decode of requests at different positions, so
-//! requests are not batched; each run streams its text as it is generated.
+//! under load every request waits its turn and none is starved. Each run decodes on its own KV
+//! cache; requests are not batched yet, though `agora_ml::generate::llama` computes each row
+//! the same however rows are grouped, so batching rows of different runs would change no
+//! result. Each run streams its text as it is generated.
 
 use crate::fingerprint::Fingerprint;
 use agora_ml::embed::Embedder;

@@ -1,8 +1,7 @@
 //! Fingerprints of a generation's computation, in the spirit of TOPLOC: every
 //! [`FINGERPRINT_EVERY`] tokens, the [`FINGERPRINT_TOP`] largest logits (token id and value).
 //!
-//! TOPLOC takes the top-k of the last hidden state; candle's quantized llama exposes only the
-//! logits, which are that state times the output matrix, so their top-k is as hard to produce
+//! TOPLOC takes the top-k of the last hidden state; these take the top-k of the logits, which are that state times the output matrix, so their top-k is as hard to produce
 //! without running the model and as cheap to check after a teacher-forced prefill. A receipt
 //! names the hash of the fingerprints ([`hash`]); an auditor that prefills the prompt and the
 //! completion compares its own logits at the same steps within a calibrated tolerance.

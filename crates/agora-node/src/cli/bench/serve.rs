@@ -40,6 +40,11 @@ pub struct ServeBenchArgs {
     /// Concurrent chat clients in the concurrency run.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Longest an answer waits for its window. Each committed window of an untrusted provider
+    /// is audited, and on one machine the validators' replays share the provider's cores: a
+    /// window age longer than the run (e.g. `30m`) measures serving without that load.
+    #[arg(long, default_value = "2s", value_parser = crate::cli::devnet::parse_window_age)]
+    pub window_max_age: u64,
 }
 
 /// What `agora bench serve` measured.
@@ -173,7 +178,12 @@ fn local_rate(data_dir: &std::path::Path, max_tokens: u32) -> anyhow::Result<(f6
 
 /// Runs `agora bench serve`.
 pub async fn serve(g: &super::Global, a: ServeBenchArgs) -> anyhow::Result<()> {
-    let d = super::BenchDevnet { validators: a.validators, providers: a.providers, ..Default::default() };
+    let window = crate::provider::sessions::WindowPolicy {
+        max_age_ms: a.window_max_age,
+        ..crate::devnet::DEVNET_WINDOW
+    };
+    let d =
+        super::BenchDevnet { validators: a.validators, providers: a.providers, window, ..Default::default() };
     let r = super::with_devnet(d, |_| false, async |net, _| measure(g, &a, net).await).await?;
     super::print(g.json, &r, |r| {
         format!(

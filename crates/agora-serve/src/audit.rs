@@ -96,7 +96,7 @@ pub fn recheck_chat(llm: &Llm, params: &ChatParams, done: &ChatDone) -> Result<V
     // The first fingerprint that does not match; the replay goes on, so that a token the model
     // would not have chosen (which moves every later fingerprint) is named as the cause.
     let mut mismatch = None;
-    let outcome = llm.generate_observed(
+    let replayed = llm.generate_observed(
         &req,
         Some(&mut |s: Step<'_>| {
             if mismatch.is_none()
@@ -107,8 +107,14 @@ pub fn recheck_chat(llm: &Llm, params: &ChatParams, done: &ChatDone) -> Result<V
             }
             ControlFlow::Continue(())
         }),
-    )?;
-    let outcome = outcome.expect("the observer never stops the replay");
+    );
+    let outcome = match replayed {
+        // What the claim or its request cannot be replayed for is the provider's fault.
+        Err(e @ (ExecError::BadAudit(_) | ExecError::BadParams(_))) => {
+            return Ok(Verdict::fail(e.to_string()));
+        }
+        other => other?.expect("the observer never stops the replay"),
+    };
     let decoding = if req.sampler == Sampler::Greedy { Decoding::Greedy } else { Decoding::Sampled };
     let check = GenerationCheck { decoding, replay: outcome.generation, divergences: outcome.divergences };
     let verdict = compare_replay(&claimed, &check);

@@ -315,6 +315,13 @@ async fn a_completion_rechecks_against_the_sessions_model_only_if_the_provider_c
         let v = recheck_chat(&llm, &params, &altered).unwrap();
         assert!(!v.matches, "an altered token");
 
+        // A token the model cannot even read fails the claim: it is not the auditor's failure
+        // (an `Err`, which would leave the auditor "unable" and the cheat unconvicted).
+        let mut unreadable = done.clone();
+        unreadable.tokens[at] = u32::MAX;
+        let v = recheck_chat(&llm, &params, &unreadable).expect("a verdict, not an auditor failure");
+        assert!(!v.matches && v.detail.contains("outside the vocabulary"), "{}", v.detail);
+
         // Made-up fingerprints, even with a receipt naming them.
         let mut made_up = done.clone();
         made_up.fingerprints[1].top[0].1 = (f32::from_bits(made_up.fingerprints[1].top[0].1) + 1.0).to_bits();

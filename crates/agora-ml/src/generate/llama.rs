@@ -62,6 +62,7 @@ pub struct Weights {
     norm: RmsNorm,
     output: QMatMul,
     shape: Shape,
+    vocab: usize,
 }
 
 /// One run's keys and values: per layer, `[position][kv head][head dim]` row-major.
@@ -196,7 +197,13 @@ impl Weights {
             norm: norm(reader, "output_norm.weight")?,
             output: row_wise(output),
             shape,
+            vocab,
         })
+    }
+
+    /// Tokens the model reads and scores.
+    pub fn vocab(&self) -> usize {
+        self.vocab
     }
 
     /// Most positions (prompt plus completion) one run may feed.

@@ -147,6 +147,13 @@ impl Llm {
     ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
         let follow = req.follow.map_or(&[][..], |f| &f[..f.len().min(req.max_new_tokens)]);
+        // A claimed token the model cannot read is the claim's fault, found before any is fed.
+        if let Some(bad) = follow.iter().find(|&&t| t as usize >= self.weights.vocab()) {
+            return Err(ExecError::BadAudit(format!(
+                "claimed token {bad} is outside the vocabulary of {}",
+                self.weights.vocab()
+            )));
+        }
         // Every claimed token but the last is fed with the prompt, in one pass.
         let fed = [&prompt[..], &follow[..follow.len().saturating_sub(1)]].concat();
         let mut source = Logits::new(&self.weights, &fed, prompt.len() - 1)?;

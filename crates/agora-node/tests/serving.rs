@@ -257,4 +257,35 @@ fn a_provider_that_alters_answers_is_convicted_by_a_window_audit_and_its_windows
     assert!(p["provider"]["ejected_until"].as_u64().unwrap() > 0, "{p}");
     assert!(p["provider"]["trust"]["frauds"].as_u64().unwrap() >= 1, "{p}");
     assert_eq!(member(&s, &honest)["removed"], false, "{s}");
+
+    // The honest provider's records of an audited window go to its assigned auditors only.
+    let audited =
+        honest_windows.iter().find_map(|w| w["audit"].as_u64()).expect("untrusted windows are audited");
+    rt.block_on(records_refused_to_strangers(&net.providers[0], audited));
+}
+
+/// A window's sampled records (the requests and answers of a session) are served to the
+/// auditors the chain assigned, never to someone who asks: a request without the auditor's
+/// headers, one whose signature is not the named auditor's, and one properly signed by an
+/// account that is not assigned are all refused, and nothing of the records comes back.
+async fn records_refused_to_strangers(provider: &str, audit: u64) {
+    use agora_core::SecretKey;
+    use agora_node::protocol::{AUDITOR_HEADER, SIGNATURE_HEADER, audit_request_message};
+    let url = format!("{provider}/agent/audit/{audit}/records");
+    let http = reqwest::Client::new();
+    let (stranger, other) = (SecretKey::from_seed([77; 32]), SecretKey::from_seed([78; 32]));
+    let message = audit_request_message(audit);
+    let asks = [
+        (None, None, 400),
+        (Some(stranger.public()), Some(other.sign(&message)), 401),
+        (Some(stranger.public()), Some(stranger.sign(&message)), 403),
+    ];
+    for (who, signature, status) in asks {
+        let mut req = http.get(&url);
+        if let (Some(who), Some(sig)) = (who, signature) {
+            req = req.header(AUDITOR_HEADER, who.to_string()).header(SIGNATURE_HEADER, sig.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{}", resp.text().await.unwrap_or_default());
+    }
 }

@@ -120,7 +120,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
             let view = serde_json::json!({"provider": p, "leases": leases});
             print(g.json, &view, |_| {
                 let mut s = format!(
-                    "provider {account} ({})\nregion {} · carbon {} g/kWh · price {:?}\ncollateral {} · earned {} · {}\ntrust: {} clean audits in a row, {} leases settled, {} failed, {} frauds",
+                    "provider {account} ({})\nregion {} · carbon {} g/kWh · price {:?}\ncollateral {} · earned {} · {}\ntrust: {} full clean audits in a row and {:.0}% of the next (an audit counts by its sample), {} leases settled, {} failed, {} frauds",
                     if p.active { "active" } else { "inactive" },
                     p.profile.region,
                     p.profile.carbon_g_per_kwh,
@@ -133,6 +133,7 @@ pub async fn run(g: &Global, cmd: ProviderCommand) -> anyhow::Result<()> {
                         "in good standing".into()
                     },
                     p.trust.clean_streak,
+                    p.trust.clean_credit_ppm as f64 / 1e4,
                     p.trust.leases_settled,
                     p.trust.leases_failed,
                     p.trust.frauds

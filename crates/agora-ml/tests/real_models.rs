@@ -134,13 +134,12 @@ fn smollm2_generates_and_replays() {
 
 /// An auditor's teacher-forced replay (one forward pass over prompt and completion) sees at
 /// every step the very logits the generating run chose from, greedy or sampled, so an honest
-/// completion replays with no divergence at all; and it costs a fraction of generating.
+/// completion replays with no divergence at all. It prints what the replay cost against
+/// generating.
 #[test]
 fn smollm2_replays_a_completion_in_one_pass_bit_for_bit() {
-    use agora_ml::generate::model::{Request, Step};
+    use agora_ml::generate::model::Request;
     use agora_ml::generate::sampler::Sampler;
-    use std::ops::ControlFlow;
-    use std::time::Instant;
     let Some(dir) = model_dir(SMOLLM2) else { return };
     let exec = GenerateExecutor::load(&dir).unwrap();
     let (mut generating, mut replaying) = (0f64, 0f64);
@@ -155,36 +154,12 @@ fn smollm2_replays_a_completion_in_one_pass_bit_for_bit() {
             seed: 11,
             follow: None,
         };
-        let mut seen: Vec<Vec<f32>> = vec![];
-        let start = Instant::now();
-        let out = exec
-            .llm()
-            .generate_observed(
-                &req,
-                Some(&mut |s: Step<'_>| {
-                    seen.push(s.logits.to_vec());
-                    ControlFlow::Continue(())
-                }),
-            )
-            .unwrap()
-            .unwrap();
-        generating += start.elapsed().as_secs_f64();
+        let (out, seen, took) = observed(exec.llm(), &req);
+        generating += took;
         let claimed = out.generation.tokens.clone();
         req.follow = Some(&claimed);
-        let mut replayed: Vec<Vec<f32>> = vec![];
-        let start = Instant::now();
-        let replay = exec
-            .llm()
-            .generate_observed(
-                &req,
-                Some(&mut |s: Step<'_>| {
-                    replayed.push(s.logits.to_vec());
-                    ControlFlow::Continue(())
-                }),
-            )
-            .unwrap()
-            .unwrap();
-        replaying += start.elapsed().as_secs_f64();
+        let (replay, replayed, took) = observed(exec.llm(), &req);
+        replaying += took;
         assert_eq!(replay.generation, out.generation);
         assert!(replay.divergences.is_empty(), "{prompt}: {} divergences", replay.divergences.len());
         assert_eq!(replayed.len(), seen.len());
@@ -196,6 +171,26 @@ fn smollm2_replays_a_completion_in_one_pass_bit_for_bit() {
         }
     }
     println!("generating {generating:.2}s, replaying {replaying:.2}s: {:.2}×", replaying / generating);
+}
+
+/// Runs `req` on `llm`, keeping every step's logits; with the seconds it took.
+fn observed(
+    llm: &agora_ml::generate::Llm,
+    req: &agora_ml::generate::model::Request<'_>,
+) -> (agora_ml::generate::model::Outcome, Vec<Vec<f32>>, f64) {
+    let mut logits: Vec<Vec<f32>> = vec![];
+    let start = std::time::Instant::now();
+    let out = llm
+        .generate_observed(
+            req,
+            Some(&mut |s: agora_ml::generate::model::Step<'_>| {
+                logits.push(s.logits.to_vec());
+                std::ops::ControlFlow::Continue(())
+            }),
+        )
+        .unwrap()
+        .unwrap();
+    (out, logits, start.elapsed().as_secs_f64())
 }
 
 #[test]

@@ -18,6 +18,7 @@ use agora_core::{Amount, JobKind};
 use agora_runtime::items::generation::{Generation, StopReason};
 use agora_runtime::items::vector::decode_vector;
 use agora_serve::wire::ServeBody;
+use agora_store::http::auth::now_ms;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -607,10 +608,6 @@ async fn session_chat(
     });
     let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use agora_serve::audit::{Answered, Claim};
 use agora_serve::client::{ClientError, Expect, ServeClient, check_chat, check_embed};
 use agora_serve::fingerprint::Fingerprint;
 use agora_serve::wire::{ChatDone, ChatEvent, EmbedResponse, ServeBody, ServeRequest, SignedRequest};
+use agora_store::http::auth::now_ms;
 use anyhow::Context;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -144,10 +145,6 @@ pub struct ChatServed {
     pub done: ChatDone,
     /// Its session.
     pub session: SessionId,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn internal(e: impl std::fmt::Display) -> OpenAiError {

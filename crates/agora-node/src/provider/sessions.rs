@@ -18,6 +18,7 @@ use agora_serve::book::Books;
 use agora_serve::engine::Model;
 use agora_serve::server::{Directory, Serving};
 use agora_store::Pin;
+use agora_store::http::auth::now_ms;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -204,10 +205,6 @@ pub struct Windows {
     /// Per session, receipts known to be committed (or that can no longer be), and the end of
     /// its serving (unix ms).
     committed: Mutex<HashMap<SessionId, (u64, u64)>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Windows {

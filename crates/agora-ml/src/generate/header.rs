@@ -44,17 +44,174 @@ fn within(key: &str, v: u32, lo: u32, hi: u32) -> Result<u32, ExecError> {
 /// Reads a GGUF header from `reader` (positioned at the file's start) and [`check`]s it
 /// against the file's length.
 ///
-/// A malformed header is an error, never a panic: candle's reader divides by the declared
-/// `general.alignment` (so `0` panics), and any such panic is turned into a model error.
+/// A malformed header is an error, never a panic. candle's reader divides by the declared
+/// `general.alignment` once it has parsed everything, so a zero would panic; the alignment is
+/// found and checked by [`declared_alignment`] before candle's reader runs.
 pub fn read<R: Read + Seek>(reader: &mut R) -> Result<Content, ExecError> {
     let io = |e: std::io::Error| ExecError::model(format!("reading the GGUF file: {e}"));
     let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
     reader.seek(SeekFrom::Start(0)).map_err(io)?;
-    let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(reader)))
-        .map_err(|_| bad("the GGUF reader could not parse it".into()))?
-        .map_err(|e| ExecError::model(format!("reading the GGUF header: {e}")))?;
+    let alignment = declared_alignment(reader, len).map_err(io)?;
+    if let Some(a) = alignment.filter(|a| !a.is_power_of_two()) {
+        return Err(bad(format!("general.alignment = {a}, which is not a power of two")));
+    }
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let content =
+        Content::read(reader).map_err(|e| ExecError::model(format!("reading the GGUF header: {e}")))?;
     check(&content, len)?;
     Ok(content)
+}
+
+/// Deepest nesting of arrays candle's reader accepts.
+const MAX_VALUE_DEPTH: usize = 64;
+
+/// The `general.alignment` that candle's reader will use, if the header declares one it reads:
+/// the last such entry, when it is an 8-, 16- or 32-bit integer that is not negative (candle
+/// uses its default for anything else). Walks the metadata without keeping any of it; every
+/// length is checked against `len`, the file's length. A header this walk cannot read is an
+/// error (candle's reader would refuse it too).
+fn declared_alignment<R: Read + Seek>(reader: &mut R, len: u64) -> std::io::Result<Option<u64>> {
+    let mut walk = Walk { reader, len, pos: 0, wide: true };
+    walk.fixed(4)?; // magic: candle's reader checks it
+    walk.wide = walk.u32()? != 1; // version 1 has 32-bit lengths
+    walk.length()?; // tensor count
+    let entries = walk.length()?;
+    let mut alignment = None;
+    for _ in 0..entries {
+        let is_alignment = walk.key_is(b"general.alignment")?;
+        let kind = walk.u32()?;
+        if !is_alignment {
+            walk.skip_value(kind, 0)?;
+            continue;
+        }
+        alignment = match kind {
+            0 => Some(walk.int(1)?),                           // u8
+            2 => Some(walk.int(2)?),                           // u16
+            4 => Some(walk.int(4)?),                           // u32
+            1 => Some(walk.int(1)?).filter(|v| v & 0x80 == 0), // i8 ≥ 0
+            3 => Some(walk.int(2)?).filter(|v| v & 0x8000 == 0),
+            5 => Some(walk.int(4)?).filter(|v| v & 0x8000_0000 == 0),
+            _ => {
+                walk.skip_value(kind, 0)?;
+                None
+            }
+        };
+    }
+    Ok(alignment)
+}
+
+/// A forward-only walk over GGUF metadata that tracks its position against the file length.
+struct Walk<'a, R> {
+    reader: &'a mut R,
+    len: u64,
+    pos: u64,
+    /// Lengths are 64-bit (GGUF v2 and v3) rather than 32-bit (v1).
+    wide: bool,
+}
+
+impl<R: Read + Seek> Walk<'_, R> {
+    fn past_end() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the GGUF metadata runs past the end of the file",
+        )
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.reader.read_exact(buf)?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    /// A little-endian unsigned integer of `bytes` bytes.
+    fn int(&mut self, bytes: usize) -> std::io::Result<u64> {
+        let mut buf = [0u8; 8];
+        self.read(&mut buf[..bytes])?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    fn u32(&mut self) -> std::io::Result<u32> {
+        Ok(self.int(4)? as u32)
+    }
+
+    fn length(&mut self) -> std::io::Result<u64> {
+        self.int(if self.wide { 8 } else { 4 })
+    }
+
+    /// Skips `n` bytes that must lie within the file.
+    fn fixed(&mut self, n: u64) -> std::io::Result<()> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.len).ok_or_else(Self::past_end)?;
+        self.reader.seek_relative(n as i64)?;
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Reads a metadata key and says whether it is `want` as candle's reader reads keys: with
+    /// trailing NUL bytes dropped.
+    fn key_is(&mut self, want: &[u8]) -> std::io::Result<bool> {
+        let len = self.length()?;
+        if len < want.len() as u64 || len > self.len.saturating_sub(self.pos) {
+            self.fixed(len)?;
+            return Ok(false);
+        }
+        let mut head = vec![0u8; want.len()];
+        self.read(&mut head)?;
+        let mut rest = len - want.len() as u64;
+        if head != want {
+            self.fixed(rest)?;
+            return Ok(false);
+        }
+        let mut chunk = [0u8; 256];
+        while rest > 0 {
+            let n = rest.min(chunk.len() as u64) as usize;
+            self.read(&mut chunk[..n])?;
+            if chunk[..n].iter().any(|&b| b != 0) {
+                self.fixed(rest - n as u64)?;
+                return Ok(false);
+            }
+            rest -= n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Skips one value of GGUF type `kind` (an array's elements included).
+    fn skip_value(&mut self, kind: u32, depth: usize) -> std::io::Result<()> {
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        if depth > MAX_VALUE_DEPTH {
+            return Err(invalid(format!("GGUF arrays nest deeper than {MAX_VALUE_DEPTH}")));
+        }
+        match kind {
+            0 | 1 | 7 => self.fixed(1),
+            2 | 3 => self.fixed(2),
+            4..=6 => self.fixed(4),
+            10..=12 => self.fixed(8),
+            8 => {
+                let n = self.length()?;
+                self.fixed(n)
+            }
+            9 => {
+                let element = self.u32()?;
+                let count = self.length()?;
+                let width = match element {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    10..=12 => 8,
+                    _ => 0,
+                };
+                if width > 0 {
+                    return self.fixed(count.checked_mul(width).ok_or_else(Self::past_end)?);
+                }
+                // Each string or array element takes at least a length prefix, so a count the
+                // file cannot hold is refused before the loop.
+                if count > self.len.saturating_sub(self.pos) {
+                    return Err(Self::past_end());
+                }
+                (0..count).try_for_each(|_| self.skip_value(element, depth + 1))
+            }
+            _ => Err(invalid(format!("unknown GGUF value type {kind}"))),
+        }
+    }
 }
 
 /// Checks the llama hyper-parameters the loader reads and every tensor's declared size against
@@ -135,7 +292,64 @@ pub(crate) mod tests {
         gguf_file::write(&mut bytes, &metadata, &[]).expect("writes");
         bytes.set_position(0);
         let err = read(&mut bytes).expect_err("refused").to_string();
-        assert!(err.contains("could not parse"), "{err}");
+        assert!(err.contains("general.alignment = 0"), "{err}");
+    }
+
+    /// The input the fuzzer found: a 16-bit zero alignment in a GGUF v1 header. candle's
+    /// reader panics on it, and no panic may be relied on to be caught (libFuzzer's panic hook
+    /// aborts, as would `panic = "abort"`): it must never reach candle's reader.
+    #[test]
+    fn the_fuzzers_zero_alignment_never_reaches_candles_reader() {
+        let bytes = b"FUGG\x01\0\0\0\0\0\0\0\x01\0\0\0\x14\0\0\0general.alignment\0\0\0\x02\0\0\0\0\0\0\0";
+        let err = read(&mut std::io::Cursor::new(&bytes[..])).expect_err("refused").to_string();
+        assert!(err.contains("general.alignment = 0"), "{err}");
+    }
+
+    #[test]
+    fn the_alignment_candle_reads_is_the_one_checked() {
+        let write = |metadata: &[(&str, Value)]| {
+            let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+            let mut out = std::io::Cursor::new(Vec::new());
+            gguf_file::write(&mut out, &metadata, &[]).expect("writes");
+            out.into_inner()
+        };
+        let text = |s: &str| Value::String(s.into());
+        let tokens = Value::Array(vec![text("a"), text("bb")]);
+        let nested = Value::Array(vec![Value::Array(vec![Value::U8(1)]), Value::Array(vec![Value::U8(2)])]);
+        for (value, expect) in [
+            (Value::U32(64), Some(64)),
+            (Value::U8(0), Some(0)),
+            (Value::I16(-1), None),
+            (Value::I32(48), Some(48)),
+            (Value::U64(0), None),
+            (text("0"), None),
+        ] {
+            let bytes = write(&[
+                ("tokenizer.ggml.tokens", tokens.clone()),
+                ("nested", nested.clone()),
+                ("general.alignment", value.clone()),
+                ("general.name", text("x")),
+            ]);
+            let mut cursor = std::io::Cursor::new(&bytes[..]);
+            let found = declared_alignment(&mut cursor, bytes.len() as u64).expect("walks");
+            assert_eq!(found, expect, "{value:?}");
+            if let Some(a) = found.filter(|a| a.is_power_of_two()) {
+                let ct = content(&bytes);
+                assert_eq!(ct.tensor_data_offset % a, 0, "candle used the same alignment");
+            }
+        }
+        // Truncated anywhere in the metadata, the walk is an error, never a read past the end.
+        let bytes = write(&[
+            ("tokenizer.ggml.tokens", tokens),
+            ("nested", nested),
+            ("general.alignment", Value::U32(32)),
+        ]);
+        let mut whole = std::io::Cursor::new(&bytes[..]);
+        declared_alignment(&mut whole, bytes.len() as u64).expect("walks");
+        for cut in 0..whole.position() as usize {
+            let mut cursor = std::io::Cursor::new(&bytes[..cut]);
+            assert!(declared_alignment(&mut cursor, cut as u64).is_err(), "cut at {cut}");
+        }
     }
 
     fn content(bytes: &[u8]) -> Content {

@@ -318,6 +318,8 @@ pub fn payload() -> impl Strategy<Value = TxPayload> {
         ),
         (any::<u64>(), account(), any::<u64>())
             .prop_map(|(session, provider, seq)| TxPayload::ChallengeRequest { session, provider, seq }),
+        (any::<u64>(), account())
+            .prop_map(|(session, provider)| TxPayload::LeaveSession { session, provider }),
     ]
 }
 

@@ -393,6 +393,16 @@ pub enum TxPayload {
         /// For a request challenge: the receipt and the client's signature.
         request: Option<RequestProof>,
     },
+    /// A provider stops serving a session: sent by the provider itself, or by the session's
+    /// requester to dismiss it (one that stopped answering). It still commits what it served
+    /// for one commit grace; then its unspent share backs a replacement, and its collateral is
+    /// released once its receipts can no longer be challenged and its windows are settled.
+    LeaveSession {
+        /// The session.
+        session: SessionId,
+        /// The provider that leaves.
+        provider: AccountId,
+    },
 }
 
 impl TxPayload {
@@ -425,6 +435,7 @@ impl TxPayload {
             TxPayload::ChallengeReceipt { .. } => 23,
             TxPayload::AnswerChallenge { .. } => 24,
             TxPayload::ChallengeRequest { .. } => 25,
+            TxPayload::LeaveSession { .. } => 26,
         }
     }
 
@@ -457,6 +468,7 @@ impl TxPayload {
             TxPayload::ChallengeReceipt { .. } => "challenge_receipt",
             TxPayload::AnswerChallenge { .. } => "answer_challenge",
             TxPayload::ChallengeRequest { .. } => "challenge_request",
+            TxPayload::LeaveSession { .. } => "leave_session",
         }
     }
 }
@@ -535,6 +547,10 @@ impl Encode for TxPayload {
                 provider.encode_to(out);
                 seq.encode_to(out);
             }
+            TxPayload::LeaveSession { session, provider } => {
+                session.encode_to(out);
+                provider.encode_to(out);
+            }
         }
     }
 }
@@ -606,6 +622,10 @@ impl Decode for TxPayload {
                 session: u64::decode_from(r)?,
                 provider: PublicKey::decode_from(r)?,
                 seq: u64::decode_from(r)?,
+            },
+            26 => TxPayload::LeaveSession {
+                session: u64::decode_from(r)?,
+                provider: PublicKey::decode_from(r)?,
             },
             t => {
                 return Err(DecodeError::new("TxPayload", DecodeErrorKind::UnknownTag(t)));

@@ -249,7 +249,11 @@ fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
         Timer::SettleWindow(window) => sessions::settle(state, cx, window),
         Timer::DrawWindowAudit(window) => crate::audits::draw_window(state, cx, window),
         Timer::ChallengeDeadline(window) => sessions::challenge_deadline(state, cx, window),
-        Timer::FinalizeSession(session) => sessions::finalize(state, session),
+        Timer::FinalizeSession(session) => sessions::finalize(state, cx, session),
+        Timer::SessionMemberGone(session, provider) => sessions::shrink_left(state, cx, session, provider),
+        Timer::ReleaseSessionMember(session, provider) => {
+            sessions::release_left(state, cx, session, provider)
+        }
     }
 }
 
@@ -302,6 +306,7 @@ fn execute(state: &mut State, cx: &mut Ctx, tx: &SignedTx) -> Result<(), TxError
         TxPayload::AnswerChallenge { session, seq, proof, request } => {
             sessions::answer(state, cx, who, session, seq, (proof, request))
         }
+        TxPayload::LeaveSession { session, provider } => sessions::leave(state, cx, who, session, provider),
         TxPayload::ChallengeRequest { session, provider, seq } => {
             sessions::challenge_request(state, cx, who, session, provider, seq)
         }

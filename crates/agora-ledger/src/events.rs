@@ -438,6 +438,15 @@ pub enum Event {
         /// Collateral reserved.
         reserved: Amount,
     },
+    /// A provider stopped serving a session: it left, or the requester dismissed it.
+    SessionLeft {
+        /// Session.
+        session: SessionId,
+        /// Provider.
+        provider: AccountId,
+        /// Whether the requester dismissed it (rather than it leaving).
+        dismissed: bool,
+    },
     /// The requester stopped its session early.
     SessionEnded {
         /// Session.

@@ -24,6 +24,12 @@
 //!   Proven, the provider is slashed as for fraud, its unpaid windows are refunded, it
 //!   leaves the session and its place is matched again; refuted, the challenger's deposit pays
 //!   the provider.
+//! * **leave** (`LeaveSession`): a provider stops serving, on its own or dismissed by the
+//!   requester (one that stopped answering). It commits what it served for one commit grace,
+//!   as at the session's end; then its cap shrinks to what it charged and its place is matched
+//!   again with the rest. One more grace later its receipts can no longer be challenged, and
+//!   its reservation is released once its windows are settled. Nothing it did not commit is
+//!   paid: a provider that vanished mid-window loses that window.
 //! * **request challenge** (`ChallengeRequest`): the requester names a committed receipt it
 //!   holds no request for (a provider charging for requests it made up); the provider must
 //!   show that receipt in its window with the client key's signature over its request, or be
@@ -33,8 +39,8 @@
 //!   grace later receipts can no longer be challenged, and each provider's reservation is
 //!   released once its last window is paid.
 //!
-//! Not yet here (see ARCHITECTURE): audits of sampled responses by prefill, and re-matching
-//! when a provider goes silent mid-session.
+//! The chain cannot tell a provider that stopped answering from one nobody asked: the requester
+//! (its gateway) sees that, and dismisses it.
 
 use crate::error::TxError;
 use crate::events::{AuditOutcome, Event};
@@ -94,8 +100,18 @@ pub struct Member {
     pub held: u32,
     /// Whether it left the session (convicted of fraud).
     pub removed: bool,
+    /// When it stopped serving without being convicted (it left, or the requester dismissed
+    /// it), unix ms.
+    pub left_ms: Option<u64>,
 }
-codec_struct!(Member { provider, reserved, next_seq, total, charged, cap, held, removed });
+codec_struct!(Member { provider, reserved, next_seq, total, charged, cap, held, removed, left_ms });
+
+impl Member {
+    /// Whether it serves the session now (neither convicted nor gone).
+    pub fn serves(&self) -> bool {
+        !self.removed && self.left_ms.is_none()
+    }
+}
 
 /// A requester's serving session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +153,7 @@ codec_struct!(Session {
 impl Session {
     /// The providers serving now.
     pub fn serving(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(|m| !m.removed)
+        self.members.iter().filter(|m| m.serves())
     }
 
     /// The member record of `provider`.
@@ -159,6 +175,26 @@ impl Session {
     /// receipts until then.
     pub fn challenge_deadline_ms(&self, params: &Params) -> u64 {
         self.commit_deadline_ms(params).saturating_add(Params::u64(params.session_commit_grace_ms))
+    }
+
+    /// When `m` stops serving, unix ms: the session's end, or when it left.
+    pub fn member_until_ms(&self, m: &Member) -> u64 {
+        m.left_ms.map_or(self.until_ms, |t| t.min(self.until_ms))
+    }
+
+    /// Time after which `m` can commit no window, unix ms: the session's, or one grace after
+    /// it left.
+    pub fn member_commit_deadline_ms(&self, m: &Member, params: &Params) -> u64 {
+        let grace = Params::u64(params.session_commit_grace_ms);
+        let left = m.left_ms.map_or(u64::MAX, |t| t.saturating_add(grace));
+        self.commit_deadline_ms(params).min(left)
+    }
+
+    /// Time after which no receipt of `m` can be challenged, unix ms: one grace after its
+    /// commit deadline.
+    pub fn member_challenge_deadline_ms(&self, m: &Member, params: &Params) -> u64 {
+        let grace = Params::u64(params.session_commit_grace_ms);
+        self.member_commit_deadline_ms(m, params).saturating_add(grace)
     }
 }
 
@@ -300,6 +336,56 @@ pub(crate) fn close(state: &mut State, cx: &mut Ctx, who: AccountId, id: Session
     Ok(())
 }
 
+/// A provider stops serving session `id`: `who` is the provider itself or the session's
+/// requester. Its last windows are taken for one commit grace; then its unspent share backs a
+/// replacement ([`shrink_left`]).
+pub(crate) fn leave(
+    state: &mut State,
+    cx: &mut Ctx,
+    who: AccountId,
+    id: SessionId,
+    provider: AccountId,
+) -> Result<(), TxError> {
+    let grace = Params::u64(state.params().session_commit_grace_ms);
+    let s = state.sessions.get(&id).ok_or_else(|| TxError::not_found("session", id))?;
+    if who != provider && who != s.requester {
+        return Err(TxError::Unauthorized(
+            "only the provider itself or the session's requester can end its serving".into(),
+        ));
+    }
+    if s.status != SessionStatus::Open || s.until_ms <= cx.time_ms {
+        return Err(TxError::InvalidState(format!("session {id} has already stopped serving")));
+    }
+    if !s.member(&provider).is_some_and(Member::serves) {
+        return Err(TxError::InvalidState(format!("{provider} does not serve session {id}")));
+    }
+    let s = state.sessions.get_mut(&id).expect("exists");
+    s.member_mut(&provider).expect("serves").left_ms = Some(cx.time_ms);
+    cx.emit(Event::SessionLeft { session: id, provider, dismissed: who != provider });
+    state.schedule(cx.time_ms.saturating_add(grace), Timer::SessionMemberGone(id, provider));
+    Ok(())
+}
+
+/// A provider that left is past its commit deadline (timer): what it did not charge of its
+/// cap backs a replacement, looked for at once; its reservation is released once its receipts
+/// can no longer be challenged.
+pub(crate) fn shrink_left(state: &mut State, cx: &mut Ctx, id: SessionId, provider: AccountId) {
+    let params = state.params().clone();
+    let Some(s) = state.sessions.get_mut(&id) else { return };
+    let Some(m) = s.member_mut(&provider).filter(|m| !m.removed) else { return };
+    m.cap = m.charged;
+    let m = m.clone();
+    let release_at = s.member_challenge_deadline_ms(&m, &params);
+    state.schedule(release_at, Timer::ReleaseSessionMember(id, provider));
+    fill(state, cx, id);
+}
+
+/// A provider that left can no longer be challenged (timer): its reservation is released now,
+/// or as its last window settles.
+pub(crate) fn release_left(state: &mut State, cx: &Ctx, id: SessionId, provider: AccountId) {
+    release_if_done(state, cx.time_ms, id, provider);
+}
+
 /// The collateral a provider reserves to serve a session: `slash_multiple` × its share.
 pub fn reservation(params: &Params, cap: Amount) -> Option<Amount> {
     cap.checked_mul(params.slash_multiple)
@@ -363,6 +449,7 @@ pub(crate) fn fill(state: &mut State, cx: &mut Ctx, id: SessionId) {
         cap,
         held: 0,
         removed: false,
+        left_ms: None,
     }));
     let still_wanted = usize::from(s.terms.providers) > s.serving().count() && s.members.len() < MAX_MEMBERS;
     if still_wanted {
@@ -385,8 +472,8 @@ pub(crate) fn commit(
         .member(&who)
         .filter(|m| !m.removed)
         .ok_or_else(|| TxError::Unauthorized(format!("{who} does not serve session {}", w.session)))?;
-    if s.status != SessionStatus::Open || cx.time_ms > s.commit_deadline_ms(&params) {
-        return Err(TxError::InvalidState(format!("session {} takes no more windows", w.session)));
+    if s.status != SessionStatus::Open || cx.time_ms > s.member_commit_deadline_ms(m, &params) {
+        return Err(TxError::InvalidState(format!("session {} takes no more windows from {who}", w.session)));
     }
     if w.first_seq != m.next_seq {
         return Err(TxError::Invalid(format!(
@@ -473,7 +560,7 @@ pub(crate) fn settle(state: &mut State, cx: &mut Ctx, key: WindowKey) {
     let m = s.member_mut(&provider).expect("members commit");
     m.held -= 1;
     cx.emit(Event::WindowPaid { session, provider, first_seq, amount: charge });
-    release_if_done(state, session, provider);
+    release_if_done(state, cx.time_ms, session, provider);
 }
 
 /// Closes a session (timer): no more windows; unspent escrow returns to the requester.
@@ -491,22 +578,24 @@ pub(crate) fn close_due(state: &mut State, cx: &mut Ctx, id: SessionId) {
 
 /// Ends a session's challenge period (timer): reservations of providers whose windows are
 /// all settled are released; the others' as their last window settles.
-pub(crate) fn finalize(state: &mut State, id: SessionId) {
+pub(crate) fn finalize(state: &mut State, cx: &Ctx, id: SessionId) {
     let Some(s) = state.sessions.get_mut(&id) else { return };
     s.status = SessionStatus::Final;
     let providers: Vec<AccountId> = s.members.iter().map(|m| m.provider).collect();
     for p in providers {
-        release_if_done(state, id, p);
+        release_if_done(state, cx.time_ms, id, p);
     }
 }
 
-/// Releases a member's reservation once the session's challenge period is over and its
-/// windows are all paid or refunded (collateral backs a provider's receipts until then).
-fn release_if_done(state: &mut State, id: SessionId, provider: AccountId) {
+/// Releases a member's reservation once its receipts can no longer be challenged (the
+/// session is final, or it left and its own challenge period is over) and its windows are all
+/// paid or refunded (collateral backs a provider's receipts until then).
+fn release_if_done(state: &mut State, now_ms: u64, id: SessionId, provider: AccountId) {
     let Some(s) = state.sessions.get(&id) else { return };
-    let done = s.member(&provider).is_some_and(|m| m.held == 0 && !m.reserved.is_zero())
-        && (s.status == SessionStatus::Final);
-    if done {
+    let Some(m) = s.member(&provider) else { return };
+    let unchallengeable = s.status == SessionStatus::Final
+        || (m.left_ms.is_some() && now_ms >= s.member_challenge_deadline_ms(m, state.params()));
+    if m.held == 0 && !m.reserved.is_zero() && unchallengeable {
         release(state, id, provider);
     }
 }
@@ -550,15 +639,18 @@ pub(crate) fn challenge(
     if m.removed {
         return Err(TxError::InvalidState(format!("{provider} was already convicted in this session")));
     }
-    if cx.time_ms > s.challenge_deadline_ms(&params) {
-        return Err(TxError::InvalidState(format!("session {}'s challenge period is over", r.session)));
+    if cx.time_ms > s.member_challenge_deadline_ms(m, &params) {
+        return Err(TxError::InvalidState(format!(
+            "session {}'s challenge period is over for {provider}'s receipts",
+            r.session
+        )));
     }
     if r.seq >= m.next_seq {
-        if cx.time_ms <= s.commit_deadline_ms(&params) {
+        let commit_deadline = s.member_commit_deadline_ms(m, &params);
+        if cx.time_ms <= commit_deadline {
             return Err(TxError::InvalidState(format!(
-                "receipt {} may still be committed; challenge it after {} ms",
+                "receipt {} may still be committed; challenge it after {commit_deadline} ms",
                 r.seq,
-                s.commit_deadline_ms(&params)
             )));
         }
         convict(state, cx, r.session, provider, r.seq, &[who]);
@@ -625,11 +717,13 @@ pub(crate) fn challenge_request(
             "only the session's requester knows which requests it sent".into(),
         ));
     }
-    if s.member(&provider).is_none_or(|m| m.removed) {
-        return Err(TxError::InvalidState(format!("{provider} serves session {id} no more")));
-    }
-    if cx.time_ms > s.challenge_deadline_ms(&params) {
-        return Err(TxError::InvalidState(format!("session {id}'s challenge period is over")));
+    let m = s.member(&provider).filter(|m| !m.removed).ok_or_else(|| {
+        TxError::InvalidState(format!("{provider} was convicted or never served session {id}"))
+    })?;
+    if cx.time_ms > s.member_challenge_deadline_ms(m, &params) {
+        return Err(TxError::InvalidState(format!(
+            "session {id}'s challenge period is over for {provider}'s receipts"
+        )));
     }
     let (key, _) = window_of(state, id, provider, seq)
         .ok_or_else(|| TxError::not_found("committed receipt", format!("{id}/{seq}")))?;

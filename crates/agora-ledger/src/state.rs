@@ -120,6 +120,10 @@ pub enum Timer {
     FinalizeSession(SessionId),
     /// At a height: draw whether a committed serving window is audited.
     DrawWindowAudit(WindowKey),
+    /// At a time: a provider that left a session can commit no more windows.
+    SessionMemberGone(SessionId, AccountId),
+    /// At a time: the receipts of a provider that left a session can no longer be challenged.
+    ReleaseSessionMember(SessionId, AccountId),
 }
 
 impl Timer {
@@ -141,6 +145,8 @@ impl Timer {
             Timer::ChallengeDeadline(_) => 13,
             Timer::FinalizeSession(_) => 14,
             Timer::DrawWindowAudit(_) => 15,
+            Timer::SessionMemberGone(..) => 16,
+            Timer::ReleaseSessionMember(..) => 17,
         }
     }
 
@@ -155,6 +161,8 @@ impl Timer {
                 | Timer::DeliveryWindow(_)
                 | Timer::CloseSession(_)
                 | Timer::FinalizeSession(_)
+                | Timer::SessionMemberGone(..)
+                | Timer::ReleaseSessionMember(..)
         )
     }
 }
@@ -177,6 +185,10 @@ impl Encode for Timer {
             | Timer::FinalizeSession(id) => id.encode_to(out),
             Timer::SettleWindow(key) | Timer::ChallengeDeadline(key) | Timer::DrawWindowAudit(key) => {
                 key.encode_to(out)
+            }
+            Timer::SessionMemberGone(id, provider) | Timer::ReleaseSessionMember(id, provider) => {
+                id.encode_to(out);
+                provider.encode_to(out);
             }
         }
     }
@@ -202,6 +214,8 @@ impl Decode for Timer {
             13 => Timer::ChallengeDeadline(WindowKey::decode_from(r)?),
             14 => Timer::FinalizeSession(u64::decode_from(r)?),
             15 => Timer::DrawWindowAudit(WindowKey::decode_from(r)?),
+            16 => Timer::SessionMemberGone(u64::decode_from(r)?, PublicKey::decode_from(r)?),
+            17 => Timer::ReleaseSessionMember(u64::decode_from(r)?, PublicKey::decode_from(r)?),
             t => return Err(DecodeError::new("Timer", agora_core::codec::DecodeErrorKind::UnknownTag(t))),
         })
     }

@@ -185,6 +185,18 @@ fn sessions_stream_fail_over_and_convict_a_provider_that_omits_receipts() {
     let verdict = agora(&v, &["session", "verify", receipt.to_str().unwrap(), "--chain-id", "agora-devnet"]);
     assert_eq!(verdict["valid"], true, "{verdict}");
 
+    // The killed provider fails in each of its turns until the gateway dismisses it from the
+    // session (three failures in a row); the answers keep coming from the other.
+    let left = || !member(&session_of(&v, session), &honest)["left_ms"].is_null();
+    for _ in 0..8 {
+        if left() {
+            break;
+        }
+        let a = rt.block_on(complete(&v, &key, &request(prompt, 8, false)));
+        assert_eq!(a["agora"]["provider"], cheater.as_str(), "{a}");
+    }
+    wait_for("the gateway to dismiss the killed provider", Duration::from_secs(30), left);
+
     // Every completion the gateway (on node0) was served replays exactly on the session's
     // model: the cheater leaves receipts out, but computes honestly.
     let gateway_dir = net.dir.join("node0");

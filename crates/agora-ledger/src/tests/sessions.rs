@@ -36,7 +36,12 @@ fn serving(floor: Option<ServeRates>) -> ProviderProfile {
 
 /// A chain whose providers p0–p3 serve at [`floor`] with 1,000,000 collateral each.
 fn chain() -> TestChain {
-    let mut c = TestChain::with_params(params());
+    chain_with(params())
+}
+
+/// [`chain`] with `params`.
+fn chain_with(params: Params) -> TestChain {
+    let mut c = TestChain::with_params(params);
     for p in ["p0", "p1", "p2", "p3"] {
         c.ok(
             p,
@@ -381,6 +386,98 @@ fn only_the_requester_closes_its_session_and_unspent_escrow_returns_after_the_gr
     conserved(&c);
 }
 
+/// The first two providers of `session`, in the order they joined.
+fn two(c: &TestChain, session: u64) -> (&'static str, &'static str) {
+    let m = members(c, session);
+    (name(&m[0]), name(&m[1]))
+}
+
+#[test]
+fn a_provider_that_stops_answering_is_dismissed_and_its_share_backs_a_replacement() {
+    // A grace long enough for the audits below (a block a second).
+    let mut c = chain_with(Params { session_commit_grace_ms: 20_000, ..params() });
+    let session = open(&mut c, terms(100_000, 2));
+    let (gone, stays) = two(&c, session);
+    let rs = receipts(session, None, 5);
+    c.ok(gone, TxPayload::CommitWindow { window: window(&rs[..2]) });
+    // Only the requester, or the provider itself, ends a provider's serving.
+    let outsider = ["p0", "p1", "p2", "p3"].into_iter().find(|o| *o != gone && *o != stays).unwrap();
+    for stranger in ["u1", stays, outsider] {
+        let e = c.fails(stranger, TxPayload::LeaveSession { session, provider: id(gone) });
+        assert!(e.contains("only the provider itself or the session's requester"), "{stranger}: {e}");
+    }
+    c.ok("u0", TxPayload::LeaveSession { session, provider: id(gone) });
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::SessionLeft { dismissed: true, .. })));
+    assert_eq!(members(&c, session), vec![id(stays)]);
+    let e = c.fails("u0", TxPayload::LeaveSession { session, provider: id(gone) });
+    assert!(e.contains("does not serve"), "{e}");
+    // Its share still backs what it served: no replacement until its commit grace is over.
+    c.advance(2);
+    assert_eq!(members(&c, session), vec![id(stays)]);
+    c.ok(gone, TxPayload::CommitWindow { window: window(&rs[2..4]) });
+    let e = c.fails("u0", challenge(&rs[4], gone));
+    assert!(e.contains("may still be committed"), "{e}");
+    let m = c.state.session(session).unwrap().member(&id(gone)).unwrap().clone();
+    assert_eq!(m.charged, Amount(4 * 40));
+    // Its windows pass their audits and are paid.
+    c.advance(1);
+    for first in [0, 2] {
+        if let Some(audit) = window_audit(&c, session, gone, first) {
+            settle_audit(&mut c, audit, true);
+        }
+    }
+
+    // Past its own commit deadline (well before the session's), its cap shrinks to what it
+    // charged and the rest goes to a replacement at once.
+    let deadline = c.state.session(session).unwrap().member_commit_deadline_ms(&m, c.state.params());
+    assert!(deadline < c.state.session(session).unwrap().commit_deadline_ms(c.state.params()));
+    advance_past(&mut c, deadline);
+    let s = c.state.session(session).unwrap();
+    assert_eq!(s.member(&id(gone)).unwrap().cap, Amount(4 * 40));
+    let joined: Vec<_> = members(&c, session).into_iter().filter(|p| *p != id(stays)).collect();
+    assert_eq!(joined.len(), 1, "a replacement joined: {:?}", members(&c, session));
+    assert_ne!(joined[0], id(gone), "a provider that left never rejoins the session");
+    assert_eq!(s.member(&joined[0]).unwrap().cap, Amount(50_000 - 4 * 40), "the rest of the gone share");
+    let e = c.fails(gone, TxPayload::CommitWindow { window: window(&rs[4..]) });
+    assert!(e.contains("takes no more windows"), "{e}");
+
+    // Its collateral backs its receipts until they can no longer be challenged (and its
+    // windows are settled).
+    let m = c.state.session(session).unwrap().member(&id(gone)).unwrap().clone();
+    assert_eq!(m.held, 0, "both windows paid");
+    assert!(!c.state.provider(&id(gone)).unwrap().reserved.is_zero(), "receipts may still be challenged");
+    let release = c.state.session(session).unwrap().member_challenge_deadline_ms(&m, c.state.params());
+    advance_past(&mut c, release);
+    assert!(c.state.provider(&id(gone)).unwrap().reserved.is_zero(), "released before the session ends");
+    assert_eq!(c.state.session(session).unwrap().status, SessionStatus::Open);
+    conserved(&c);
+}
+
+#[test]
+fn a_provider_that_leaves_cannot_dodge_an_omission_proof() {
+    let mut c = chain();
+    let session = open(&mut c, terms(100_000, 2));
+    let (p, _) = two(&c, session);
+    let rs = receipts(session, None, 3);
+    c.ok(p, TxPayload::CommitWindow { window: window(&rs[..2]) });
+    // It leaves on its own, keeping receipt 2 (a cheap answer) out of every window.
+    c.ok(p, TxPayload::LeaveSession { session, provider: id(p) });
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::SessionLeft { dismissed: false, .. })));
+    let m = c.state.session(session).unwrap().member(&id(p)).unwrap().clone();
+    let deadline = c.state.session(session).unwrap().member_commit_deadline_ms(&m, c.state.params());
+    advance_past(&mut c, deadline);
+    // Proven at once, long before the session itself stops taking windows.
+    c.ok("u0", challenge(&rs[2], p));
+    assert!(c.last_events().iter().any(|e| matches!(e, Event::ServingFraud { seq: 2, .. })));
+    assert!(c.state.session(session).unwrap().member(&id(p)).unwrap().removed);
+    assert!(c.state.provider(&id(p)).unwrap().reserved.is_zero());
+    // Ending a stopped session's serving is refused.
+    advance_past_grace(&mut c, session);
+    let any = members(&c, session)[0];
+    assert!(c.fails("u0", TxPayload::LeaveSession { session, provider: any }).contains("already stopped"));
+    conserved(&c);
+}
+
 #[test]
 fn session_terms_are_bounded() {
     let mut c = chain();
@@ -431,6 +528,11 @@ enum Op {
     Close {
         pick: usize,
     },
+    /// A serving provider leaves, or its requester dismisses it.
+    Leave {
+        pick: usize,
+        by_requester: bool,
+    },
     Quiet(u64),
 }
 
@@ -443,6 +545,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, omit, alter, inflate)| Op::Commit { pick, omit, alter, inflate }),
         2 => (any::<usize>(), any::<usize>()).prop_map(|(pick, receipt)| Op::Challenge { pick, receipt }),
         1 => any::<usize>().prop_map(|pick| Op::Close { pick }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, by_requester)| Op::Leave { pick, by_requester }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(pick, at)| Op::ChallengeRequest { pick, at }),
         2 => (1u64..8).prop_map(Op::Quiet),
     ]
@@ -528,14 +631,15 @@ fn step(c: &mut TestChain, model: &mut Model, op: Op) {
             None
         }
         Op::Commit { pick: i, omit, alter, inflate } => {
-            // A provider with receipts it has not committed yet.
-            let pending: Vec<_> = pairs
-                .iter()
+            // A provider with receipts it has not committed yet (one that left included).
+            let pending: Vec<_> = c
+                .state
+                .sessions()
+                .flat_map(|(id, s)| s.members.iter().filter(|m| !m.removed).map(move |m| (*id, m.provider)))
                 .filter(|(session, p)| {
                     let next = c.state.session(*session).and_then(|s| s.member(p)).map_or(0, |m| m.next_seq);
                     model.served.get(&(*session, *p)).is_some_and(|r| r.len() as u64 > next)
                 })
-                .copied()
                 .collect();
             (!pending.is_empty()).then(|| pending[i % pending.len()])
         }
@@ -576,6 +680,12 @@ fn step(c: &mut TestChain, model: &mut Model, op: Op) {
                 Some(c.tx(&who, TxPayload::ChallengeRequest { session, provider: p, seq }))
             })
         }
+        Op::Leave { pick: i, by_requester } => pick(i).and_then(|(session, p)| {
+            let requester = c.state.session(session)?.requester;
+            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            let who = if by_requester { who } else { name(&p).to_string() };
+            Some(c.tx(&who, TxPayload::LeaveSession { session, provider: p }))
+        }),
         Op::Close { pick: i } => pick(i).and_then(|(session, _)| {
             let requester = c.state.session(session)?.requester;
             let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
@@ -627,6 +737,15 @@ fn check(c: &TestChain) {
                 m.charged <= m.cap && m.cap <= s.terms.value_per_provider(),
                 "no provider charges beyond its cap"
             );
+            if m.left_ms.is_some() && !m.removed {
+                let now = c.now_ms();
+                if now > s.member_commit_deadline_ms(m, &params) {
+                    assert_eq!(m.cap, m.charged, "a provider that left backs only what it charged");
+                }
+                if now > s.member_challenge_deadline_ms(m, &params) && m.held == 0 {
+                    assert!(m.reserved.is_zero(), "its collateral is free once nothing of it is open");
+                }
+            }
         }
         let caps = s.members.iter().map(|m| m.cap.0).sum::<u128>();
         assert!(caps <= s.terms.escrow.0, "the caps of a session never exceed its escrow");

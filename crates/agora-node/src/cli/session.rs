@@ -31,6 +31,17 @@ pub enum SessionCommand {
         /// Session id.
         id: u64,
     },
+    /// End one provider's serving in a session: as its requester, dismiss a provider that
+    /// stopped answering; as a provider, leave a session you serve. It commits what it served
+    /// within the commit grace; then its unspent share goes to a replacement, and its
+    /// collateral is released once its receipts can no longer be challenged.
+    Leave {
+        /// Session id.
+        id: u64,
+        /// The provider that leaves (default: your own account).
+        #[arg(long)]
+        provider: Option<AccountId>,
+    },
     /// Check a receipt: that its provider signed it for this chain, and (with a node to ask)
     /// whether a window on chain commits it. Reads a receipt, or a gateway response or its
     /// `agora` object, as JSON.
@@ -149,7 +160,11 @@ pub async fn run(g: &Global, cmd: SessionCommand) -> anyhow::Result<()> {
                     s.until_ms
                 );
                 for m in &s.members {
-                    let state = if m.removed { "convicted" } else { "serving" };
+                    let state = match (m.removed, m.left_ms) {
+                        (true, _) => "convicted".to_string(),
+                        (false, Some(t)) => format!("left at {t}"),
+                        (false, None) => "serving".to_string(),
+                    };
                     out += &format!(
                         "  provider {} ({state}): {} receipts committed, charged {}, {} windows unpaid\n",
                         m.provider, m.next_seq, m.charged, m.held
@@ -173,6 +188,17 @@ pub async fn run(g: &Global, cmd: SessionCommand) -> anyhow::Result<()> {
             let sender = TxSender::new(g.signer()?, client.clone());
             sender.send(TxPayload::CloseSession { session: id }, Duration::from_secs(60)).await?;
             print(g.json, &serde_json::json!({"closed": id}), |_| format!("session {id} stopped serving"));
+        }
+        SessionCommand::Leave { id, provider } => {
+            let signer = g.signer()?;
+            let provider = provider.unwrap_or_else(|| signer.public());
+            let sender = TxSender::new(signer, client.clone());
+            sender.send(TxPayload::LeaveSession { session: id, provider }, Duration::from_secs(60)).await?;
+            print(g.json, &serde_json::json!({"session": id, "left": provider}), |_| {
+                format!(
+                    "provider {provider} no longer serves session {id}; it may commit what it served within the commit grace"
+                )
+            });
         }
         SessionCommand::Recheck { id, model } => {
             let chats: Vec<_> = kept_records(&g.data_dir, id)?

@@ -41,6 +41,9 @@ const RENEW_BEFORE: Duration = Duration::from_secs(60);
 const MEMBERS_TTL: Duration = Duration::from_secs(5);
 /// A provider is no longer asked once it has charged this share of what it may (bps).
 const SHARE_SPENT_BPS: u64 = 9_000;
+/// A provider that could not be reached (or broke the protocol) this many requests in a row is
+/// dismissed from the session, so that its place is matched again.
+pub const DISMISS_AFTER_FAILURES: u32 = 3;
 
 /// The sessions the gateway keeps open.
 pub struct Sessions {
@@ -70,6 +73,8 @@ pub struct Open {
     totals: Mutex<HashMap<AccountId, Usage>>,
     /// The providers last read from the chain, and when.
     members: Mutex<Option<(std::time::Instant, Vec<Member>)>>,
+    /// Per provider, the requests in a row it failed to answer (see [`DISMISS_AFTER_FAILURES`]).
+    failures: Mutex<HashMap<AccountId, u32>>,
 }
 
 /// A provider of a session, and where it serves.
@@ -160,6 +165,35 @@ impl Open {
             &ServeRequest { session: self.id, nonce, body: body.clone() },
             &self.key,
         )
+    }
+
+    /// Notes how provider `m` answered a request: a provider that could not be reached or
+    /// broke the protocol [`DISMISS_AFTER_FAILURES`] times in a row is returned, to be
+    /// dismissed (once); any answer resets its count.
+    fn note(&self, m: &Member, outcome: Result<(), &ClientError>) -> Option<AccountId> {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let n = failures.entry(m.account).or_default();
+        match outcome {
+            Err(ClientError::Transport(e)) if e == CALLER_LEFT => None,
+            Err(ClientError::Transport(_) | ClientError::Protocol(_)) => {
+                *n = n.saturating_add(1);
+                (*n == DISMISS_AFTER_FAILURES).then_some(m.account)
+            }
+            Err(_) => None,
+            Ok(()) => {
+                *n = 0;
+                None
+            }
+        }
+    }
+
+    /// Whether provider `m` is about to be dismissed (it is no longer asked).
+    fn dismissed(&self, m: &Member) -> bool {
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .get(&m.account)
+            .is_some_and(|&n| n >= DISMISS_AFTER_FAILURES)
     }
 
     /// Whether provider `m` may still charge for more.
@@ -270,6 +304,7 @@ impl Sessions {
             turn: AtomicUsize::new(0),
             totals: Mutex::default(),
             members: Mutex::default(),
+            failures: Mutex::default(),
         };
         let start = std::time::Instant::now();
         while self.members(gw, &open).await?.is_empty() {
@@ -297,7 +332,7 @@ impl Sessions {
                 m
             }
         };
-        Ok(members.into_iter().filter(|m| open.has_share(m)).collect())
+        Ok(members.into_iter().filter(|m| open.has_share(m) && !open.dismissed(m)).collect())
     }
 
     /// [`Sessions::members`] starting with the next in turn, for one request.
@@ -327,6 +362,31 @@ impl Sessions {
     /// Forgets the providers read from the chain (after a failure).
     fn reread(&self, open: &Open) {
         *open.members.lock().expect("not poisoned") = None;
+    }
+
+    /// Notes how `m` answered (see [`Open::note`]) and dismisses it from the session once it
+    /// has failed too often: the ledger gives its unspent share to a replacement after the
+    /// commit grace. The dismissal is submitted, not waited for; if it is lost, the provider
+    /// simply stays out of this gateway's turns.
+    async fn noted(&self, gw: &Gateway, open: &Open, m: &Member, outcome: Result<(), &ClientError>) {
+        let Some(provider) = open.note(m, outcome) else { return };
+        self.reread(open);
+        let payload = TxPayload::LeaveSession { session: open.id, provider };
+        let sent = match self.requester_entry(gw, &open.key.public()) {
+            Ok(entry) => match gw.sender(&entry).await {
+                Ok(sender) => sender.submit(payload).await.map(drop).map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e.message),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match sent {
+            Ok(()) => {
+                tracing::warn!(session = open.id, provider = %provider, "dismissed a provider that stopped answering")
+            }
+            Err(e) => {
+                tracing::warn!(session = open.id, provider = %provider, error = %e, "cannot dismiss a provider")
+            }
+        }
     }
 
     /// Keeps a checked receipt (durably) and notes its provider's running total.
@@ -371,7 +431,9 @@ impl Sessions {
         };
         for m in self.in_turn(gw, open).await? {
             let req = open.request(body);
-            match self.chat_on(&m, open, &req, &mut sent, &mut pass).await {
+            let outcome = self.chat_on(&m, open, &req, &mut sent, &mut pass).await;
+            self.noted(gw, open, &m, outcome.as_ref().map(drop)).await;
+            match outcome {
                 Ok(done) => {
                     let chat = KeptChat {
                         body: body.clone(),
@@ -461,6 +523,7 @@ impl Sessions {
                 };
                 check_embed(&resp, &expect, inputs.len()).map(|()| resp)
             });
+            self.noted(gw, open, &m, answer.as_ref().map(drop)).await;
             match answer {
                 Ok(resp) => {
                     self.keep(gw, open, m.account, &resp.receipt, None)?;
@@ -645,10 +708,10 @@ impl Sessions {
     ) -> anyhow::Result<Vec<Challenge>> {
         let (id, s) = (detail.id, &detail.session);
         let mut held_by = kept(gw, id)?;
-        let closed = now_ms() > s.commit_deadline_ms(params);
         let mut out = vec![];
         for m in s.members.iter().filter(|m| !m.removed) {
             let provider = m.provider;
+            let closed = now_ms() > s.member_commit_deadline_ms(m, params);
             let held = held_by.remove(&provider).unwrap_or_default();
             if closed && let Some((_, r)) = held.range(m.next_seq..).next() {
                 out.push(Challenge::Receipt(Box::new(r.clone())));

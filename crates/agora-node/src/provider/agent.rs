@@ -353,7 +353,10 @@ impl Agent {
                 Event::SessionEnded { session, .. } | Event::SessionClosed { session, .. } => {
                     self.on_session(*session, false);
                 }
-                Event::ServingFraud { session, provider, .. } if *provider == self.me => {
+                Event::ServingFraud { session, provider, .. }
+                | Event::SessionLeft { session, provider, .. }
+                    if *provider == self.me =>
+                {
                     self.on_session(*session, false);
                 }
                 Event::ReceiptChallenged { session, provider, seq, .. } if *provider == self.me => {

@@ -111,7 +111,7 @@ impl SessionDirectory {
             Err(e) => return Err(e.to_string()),
         };
         let s = &detail.session;
-        let me = s.member(&self.me).filter(|m| !m.removed);
+        let me = s.member(&self.me).filter(|m| m.serves());
         let known = Known {
             client: s.terms.client,
             rates: s.terms.rates,
@@ -257,12 +257,14 @@ impl Windows {
         let detail = self.chain.session(id).await?;
         let params = self.chain.params().await?;
         let now = now_ms();
-        let until = detail.session.until_ms;
-        let Some(m) = detail.session.member(&self.me).filter(|m| !m.removed) else {
-            self.committed.lock().expect("not poisoned").insert(id, (u64::MAX, until));
+        let s = &detail.session;
+        let Some(m) = s.member(&self.me).filter(|m| !m.removed) else {
+            self.committed.lock().expect("not poisoned").insert(id, (u64::MAX, s.until_ms));
             return Ok(());
         };
-        if now > detail.session.commit_deadline_ms(&params) {
+        // A provider that left (or was dismissed) commits what it served at once.
+        let until = s.member_until_ms(m);
+        if now > s.member_commit_deadline_ms(m, &params) {
             warn!(
                 session = id,
                 unsent = served.saturating_sub(m.next_seq),

@@ -184,3 +184,34 @@ fn an_observed_run_reports_each_token_as_chosen_and_can_be_stopped() {
         |s: Step<'_>| if s.index == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
     assert!(exec.llm().generate_observed(&req, Some(&mut stop_at_three)).unwrap().is_none());
 }
+
+/// A claimed completion longer than the model's context cannot have been generated: its replay
+/// is a verdict (cut at the context, it differs from the claim), never a failure of the replay
+/// that would leave the auditor "unable". A prompt the context cannot hold is a bad request.
+#[test]
+fn runs_and_replays_end_at_the_models_context() {
+    use agora_ml::generate::model::Request;
+    use agora_ml::generate::sampler::Sampler;
+    let (_dir, exec) = tiny(GgmlDType::Q8_0, 5);
+    let llm = exec.llm();
+    let context = 512; // the fixture's llama.context_length
+    let prompt = llm.prompt_tokens(PROMPTS[1]).unwrap().len();
+    let claim = vec![100u32; 2 * context];
+    let req = Request {
+        prompt: PROMPTS[1],
+        max_new_tokens: claim.len(),
+        stop: &[],
+        sampler: Sampler::from_milli(0),
+        seed: 0,
+        follow: Some(&claim),
+    };
+    let outcome = llm.generate(&req).expect("a replay past the context is a verdict, not an error");
+    let g = outcome.generation;
+    assert_eq!(g.tokens.len(), context + 1 - prompt, "the n-th token needs the prompt and n − 1 fed");
+    assert_eq!(g.stop, StopReason::MaxTokens);
+    assert_ne!(g.tokens, claim, "so the claim differs from its replay");
+
+    let long = "the sea ".repeat(context);
+    let e = llm.prompt_tokens(&long).unwrap_err();
+    assert!(matches!(e, agora_runtime::ExecError::BadParams(_)) && e.to_string().contains("context"), "{e}");
+}

@@ -8,8 +8,9 @@ import { account, ago, amount } from './fmt.js';
 
 const topics = ['sessions'];
 
-/** A member's state: serving, or convicted (it left the session). */
-const memberState = (m) => chip(m.removed ? 'convicted' : 'serving', m.removed ? 'fraud' : 'active');
+/** A member's state: serving, left (it left or was dismissed), or convicted (removed). */
+const memberState = (m) =>
+  m.removed ? chip('convicted', 'fraud') : m.left_ms != null ? chip('left', 'settled') : chip('serving', 'active');
 
 /** A session's state: open (serving or taking its last windows), closed, final. */
 const sessionState = (s) => chip(s.status === 'open' && s.until_ms < Date.now() ? 'ending' : s.status, s.status === 'open' ? 'running' : 'settled');

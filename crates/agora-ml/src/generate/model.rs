@@ -120,13 +120,15 @@ impl Llm {
     }
 
     /// The chat-templated `prompt`'s token ids, or [`ExecError::BadParams`] if there are more
-    /// than [`MAX_PROMPT_TOKENS`] of them.
+    /// than [`MAX_PROMPT_TOKENS`] of them or than the model's context holds.
     pub fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>, ExecError> {
         let ids = self.encode(&chatml(prompt))?;
-        if ids.len() > MAX_PROMPT_TOKENS {
+        let limit = MAX_PROMPT_TOKENS.min(self.weights.context());
+        if ids.len() > limit {
             return Err(ExecError::BadParams(format!(
-                "the prompt is {} tokens, more than the limit of {MAX_PROMPT_TOKENS}",
-                ids.len()
+                "the prompt is {} tokens, more than the limit of {limit} (the model's context is {})",
+                ids.len(),
+                self.weights.context()
             )));
         }
         Ok(ids)
@@ -146,7 +148,11 @@ impl Llm {
         mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
-        let follow = req.follow.map_or(&[][..], |f| &f[..f.len().min(req.max_new_tokens)]);
+        // A run ends where the model's context does: the n-th new token is chosen after
+        // feeding the prompt and n − 1 tokens. So a claim that runs past the context is cut
+        // there, and differs from its replay, rather than making the replay fail.
+        let max_new_tokens = req.max_new_tokens.min(self.weights.context() + 1 - prompt.len());
+        let follow = req.follow.map_or(&[][..], |f| &f[..f.len().min(max_new_tokens)]);
         // A claimed token the model cannot read is the claim's fault, found before any is fed.
         if let Some(bad) = follow.iter().find(|&&t| t as usize >= self.weights.vocab()) {
             return Err(ExecError::BadAudit(format!(
@@ -200,7 +206,7 @@ impl Llm {
             if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 break (text[..cut].to_string(), StopReason::StopString);
             }
-            if tokens.len() >= req.max_new_tokens {
+            if tokens.len() >= max_new_tokens {
                 break (text, StopReason::MaxTokens);
             }
             logits = source.next(Some(token))?;

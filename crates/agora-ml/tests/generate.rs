@@ -215,3 +215,91 @@ fn runs_and_replays_end_at_the_models_context() {
     let e = llm.prompt_tokens(&long).unwrap_err();
     assert!(matches!(e, agora_runtime::ExecError::BadParams(_)) && e.to_string().contains("context"), "{e}");
 }
+
+/// Runs decoded together in a batch, joining at different steps, choose exactly the tokens,
+/// from exactly the logits, they choose alone; a stopped run leaves, the others go on.
+#[test]
+fn a_batched_run_is_the_same_bits_as_alone() {
+    use agora_ml::generate::batch::{Batch, RunSink};
+    use agora_ml::generate::model::{Outcome, Request, Step};
+    use agora_ml::generate::sampler::Sampler;
+    use std::ops::ControlFlow;
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<(Vec<Vec<f32>>, Option<Option<Outcome>>)>>;
+    struct Record(Seen, Option<usize>);
+    impl RunSink for Record {
+        fn step(&mut self, s: Step<'_>) -> ControlFlow<()> {
+            self.0.lock().unwrap().0.push(s.logits.to_vec());
+            if Some(s.index) == self.1 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        fn done(self: Box<Self>, outcome: Result<Option<Outcome>, agora_runtime::ExecError>) {
+            self.0.lock().unwrap().1 = Some(outcome.unwrap());
+        }
+    }
+
+    let (dir, _exec) = tiny(GgmlDType::Q8_0, 11);
+    let llm =
+        Arc::new(agora_ml::generate::Llm::load(&dir.path().join("model.gguf"), &agora_ml::device()).unwrap());
+    let stops = vec!["zz".to_string()];
+    let reqs: Vec<Request<'_>> = [(PROMPTS[0], 0, 20), (PROMPTS[1], 700, 9), (PROMPTS[2], 1_300, 14)]
+        .into_iter()
+        .map(|(prompt, t, n)| Request {
+            prompt,
+            max_new_tokens: n,
+            stop: &stops,
+            sampler: Sampler::from_milli(t),
+            seed: u64::from(t),
+            follow: None,
+        })
+        .collect();
+    let alone: Vec<(Vec<Vec<f32>>, Outcome)> = reqs
+        .iter()
+        .map(|r| {
+            let mut logits = vec![];
+            let mut record = |s: Step<'_>| {
+                logits.push(s.logits.to_vec());
+                ControlFlow::Continue(())
+            };
+            let o = llm.generate_observed(r, Some(&mut record)).unwrap().unwrap();
+            (logits, o)
+        })
+        .collect();
+
+    let mut batch = Batch::new(llm.clone());
+    let seen: Vec<Seen> = (0..4).map(|_| Seen::default()).collect();
+    batch.admit(&reqs[0], Box::new(Record(seen[0].clone(), None)));
+    batch.step();
+    batch.step();
+    batch.admit(&reqs[1], Box::new(Record(seen[1].clone(), None)));
+    batch.admit(&reqs[2], Box::new(Record(seen[2].clone(), None)));
+    // A fourth run whose client leaves after its third token.
+    batch.admit(&reqs[0], Box::new(Record(seen[3].clone(), Some(2))));
+    while !batch.is_empty() {
+        batch.step();
+    }
+    for (i, (logits, outcome)) in alone.iter().enumerate() {
+        let got = seen[i].lock().unwrap();
+        assert_eq!(&got.0, logits, "run {i}: every step's logits");
+        let o = got.1.as_ref().expect("ended").as_ref().expect("not stopped");
+        assert_eq!(o.generation, outcome.generation, "run {i}");
+    }
+    let left = seen[3].lock().unwrap();
+    assert_eq!(left.0.len(), 3);
+    assert!(matches!(left.1, Some(None)), "a stopped run ends with nothing");
+    // A request the model refuses ends at once.
+    let long = "the sea ".repeat(600);
+    let refused = Seen::default();
+    struct Refused(Seen);
+    impl RunSink for Refused {
+        fn step(&mut self, _: Step<'_>) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn done(self: Box<Self>, outcome: Result<Option<Outcome>, agora_runtime::ExecError>) {
+            assert!(outcome.is_err());
+            self.0.lock().unwrap().1 = Some(None);
+        }
+    }
+    batch.admit(&Request { prompt: &long, ..reqs[0] }, Box::new(Refused(refused.clone())));
+    assert!(batch.is_empty() && refused.lock().unwrap().1.is_some());
+}

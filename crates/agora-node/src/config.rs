@@ -115,9 +115,13 @@ pub struct ServeSection {
     /// Least price per embedded item.
     #[serde(default)]
     pub per_item: Amount,
-    /// Requests run at once (the rest wait their turn, first come first served).
+    /// Embedding requests run at once (the rest wait their turn, first come first served).
     #[serde(default = "default_serve_parallel")]
     pub parallel: usize,
+    /// Chat runs of a model decoded together (continuous batching; the rest wait their turn,
+    /// first come first served).
+    #[serde(default = "default_serve_batch")]
+    pub batch: usize,
     /// Answers that make a serving window due: the larger, the smaller the share of them an
     /// audit replays (see `provider::sessions::WindowPolicy`).
     #[serde(default = "default_window_receipts")]
@@ -133,6 +137,13 @@ fn default_window_receipts() -> u32 {
 
 fn default_window_max_age_ms() -> u64 {
     crate::provider::sessions::DEFAULT_WINDOW.max_age_ms
+}
+
+/// Chat runs of a model decoded together unless `[provider.serve] batch` says otherwise.
+pub const DEFAULT_SERVE_BATCH: usize = 16;
+
+fn default_serve_batch() -> usize {
+    DEFAULT_SERVE_BATCH
 }
 
 fn default_serve_parallel() -> usize {
@@ -156,6 +167,7 @@ impl ServeSection {
             completion_per_1k: amount(completion)?,
             per_item: amount(item)?,
             parallel: default_serve_parallel(),
+            batch: default_serve_batch(),
             window_receipts: default_window_receipts(),
             window_max_age_ms: default_window_max_age_ms(),
         })

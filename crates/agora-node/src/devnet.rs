@@ -285,6 +285,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                     completion_per_1k: Amount(1),
                     per_item: Amount(1),
                     parallel: threads_per_node.max(1),
+                    batch: crate::config::DEFAULT_SERVE_BATCH,
                     window_receipts: opts.window.receipts,
                     window_max_age_ms: opts.window.max_age_ms,
                 }),

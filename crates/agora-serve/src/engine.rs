@@ -1,21 +1,24 @@
 //! Warm models and the runs a provider serves on them.
 //!
-//! Runs take turns on the machine through a fair (first come, first served) set of slots, so
-//! under load every request waits its turn and none is starved. Each run decodes on its own KV
-//! cache; requests are not batched yet, though `agora_ml::generate::llama` computes each row
-//! the same however rows are grouped, so batching rows of different runs would change no
-//! result. Each run streams its text as it is generated.
+//! Chat runs of one model are decoded together by its batcher thread (continuous batching,
+//! [`agora_ml::generate::batch`]): a request joins the batch at the next step, up to the
+//! engine's batch size (the rest wait their turn, first come first served), and leaves it as
+//! soon as it ends. Every run is computed the same bits as alone, so batching changes nothing
+//! an auditor replays. Embedding requests take turns through a fair set of slots. Each run
+//! streams its text as it is generated.
 
 use crate::fingerprint::Fingerprint;
 use agora_ml::embed::Embedder;
 use agora_ml::generate::Llm;
-use agora_ml::generate::model::{Request, Step};
+use agora_ml::generate::batch::{Batch, RunSink};
+use agora_ml::generate::model::{Outcome, Request, Step};
 use agora_ml::generate::sampler::Sampler;
 use agora_runtime::ExecError;
 use agora_runtime::items::generation::Generation;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A loaded model, shared by every request of the sessions that serve it.
 #[derive(Clone)]
@@ -93,10 +96,21 @@ pub struct EmbedRun {
     pub prompt_tokens: u64,
 }
 
-/// Runs requests on warm models, a bounded number at a time.
+/// Runs requests on warm models: chat runs batched per model, embeddings a bounded number at
+/// a time.
 #[derive(Clone)]
 pub struct Engine {
     slots: Arc<Semaphore>,
+    batch: usize,
+    /// Per model (by address), the queue of its batcher thread.
+    batchers: Arc<Mutex<HashMap<usize, std::sync::mpsc::Sender<ChatJob>>>>,
+}
+
+/// A chat request on its way to a batcher, with where its text and its end go.
+struct ChatJob {
+    params: ChatParams,
+    pieces: mpsc::UnboundedSender<String>,
+    reply: oneshot::Sender<Result<Option<ChatRun>, ExecError>>,
 }
 
 /// Batch size for embedding requests (the batching plan sentence-transformers uses).
@@ -107,24 +121,50 @@ fn now_ms() -> u64 {
 }
 
 impl Engine {
-    /// An engine running up to `parallel` requests at once.
-    pub fn new(parallel: usize) -> Self {
-        Self { slots: Arc::new(Semaphore::new(parallel.max(1))) }
+    /// An engine decoding up to `batch` chat runs of a model together and running up to
+    /// `parallel` embedding requests at once.
+    pub fn new(parallel: usize, batch: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(parallel.max(1))),
+            batch: batch.max(1),
+            batchers: Arc::default(),
+        }
     }
 
     /// Runs a chat request, sending each piece of text to `pieces` as soon as it is final (a
-    /// piece never holds part of a stop string or half a character). `Ok(None)` if `pieces`
-    /// was dropped (the client left): the run stops.
+    /// piece never holds part of a stop string or half a character; a run sends at most one a
+    /// token, so the channel holds at most a completion's worth). `Ok(None)` if `pieces` was
+    /// dropped (the client left): the run stops.
     pub async fn chat(
         &self,
         llm: Arc<Llm>,
         params: ChatParams,
-        pieces: mpsc::Sender<String>,
+        pieces: mpsc::UnboundedSender<String>,
     ) -> Result<Option<ChatRun>, ExecError> {
-        let _slot = self.slots.clone().acquire_owned().await.expect("never closed");
-        tokio::task::spawn_blocking(move || chat_blocking(&llm, &params, &pieces))
-            .await
-            .map_err(|e| ExecError::model(format!("the run panicked: {e}")))?
+        let (reply, done) = oneshot::channel();
+        self.batcher(llm)
+            .send(ChatJob { params, pieces, reply })
+            .map_err(|_| ExecError::model("the model's batcher stopped"))?;
+        done.await.map_err(|_| ExecError::model("the model's batcher stopped"))?
+    }
+
+    /// The queue of `llm`'s batcher, started on first use (a batcher lives as long as its
+    /// model stays loaded in the engine's users, which keep models warm for good).
+    fn batcher(&self, llm: Arc<Llm>) -> std::sync::mpsc::Sender<ChatJob> {
+        let key = Arc::as_ptr(&llm) as usize;
+        let mut batchers = self.batchers.lock().expect("not poisoned");
+        batchers
+            .entry(key)
+            .or_insert_with(|| {
+                let (jobs, queue) = std::sync::mpsc::channel();
+                let batch = self.batch;
+                std::thread::Builder::new()
+                    .name("agora-batcher".into())
+                    .spawn(move || run_batcher(llm, &queue, batch))
+                    .expect("spawns a thread");
+                jobs
+            })
+            .clone()
     }
 
     /// Embeds `inputs`.
@@ -140,44 +180,98 @@ impl Engine {
     }
 }
 
-fn chat_blocking(
-    llm: &Llm,
-    p: &ChatParams,
-    pieces: &mpsc::Sender<String>,
-) -> Result<Option<ChatRun>, ExecError> {
-    let prompt_tokens = llm.prompt_tokens(&p.prompt)?.len() as u64;
-    let req = p.request(None);
-    let mut fingerprints = vec![];
-    let mut first = None;
-    let mut streamer = Streamer::new(&p.stop);
-    let mut observe = |s: Step<'_>| {
-        first.get_or_insert_with(now_ms);
-        fingerprints.extend(Fingerprint::at(s.index, s.logits));
-        match streamer.next(s.text).map(|piece| pieces.blocking_send(piece)) {
+/// A batcher: admits queued jobs between steps, up to `capacity` runs, and steps the batch
+/// until it is empty; then waits for the next job. Ends when the engine is gone.
+fn run_batcher(llm: Arc<Llm>, queue: &std::sync::mpsc::Receiver<ChatJob>, capacity: usize) {
+    let mut batch = Batch::new(llm.clone());
+    loop {
+        if batch.is_empty() {
+            match queue.recv() {
+                Ok(job) => admit(&llm, &mut batch, job),
+                Err(_) => return,
+            }
+        }
+        while batch.len() < capacity {
+            match queue.try_recv() {
+                Ok(job) => admit(&llm, &mut batch, job),
+                Err(_) => break,
+            }
+        }
+        batch.step();
+    }
+}
+
+fn admit(llm: &Llm, batch: &mut Batch, job: ChatJob) {
+    let ChatJob { params, pieces, reply } = job;
+    let prompt_tokens = match llm.prompt_tokens(&params.prompt) {
+        Ok(ids) => ids.len() as u64,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let sink = ChatSink {
+        streamer: Streamer::new(params.stop.clone()),
+        pieces,
+        reply,
+        prompt_tokens,
+        fingerprints: vec![],
+        first: None,
+    };
+    batch.admit(&params.request(None), Box::new(sink));
+}
+
+/// Where a batched chat run's tokens go: fingerprinted, streamed as final text, and at the end
+/// returned as a [`ChatRun`].
+struct ChatSink {
+    streamer: Streamer,
+    pieces: mpsc::UnboundedSender<String>,
+    reply: oneshot::Sender<Result<Option<ChatRun>, ExecError>>,
+    prompt_tokens: u64,
+    fingerprints: Vec<Fingerprint>,
+    first: Option<u64>,
+}
+
+impl RunSink for ChatSink {
+    fn step(&mut self, s: Step<'_>) -> ControlFlow<()> {
+        self.first.get_or_insert_with(now_ms);
+        self.fingerprints.extend(Fingerprint::at(s.index, s.logits));
+        match self.streamer.next(s.text).map(|piece| self.pieces.send(piece)) {
             Some(Err(_)) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
-    };
-    let Some(outcome) = llm.generate_observed(&req, Some(&mut observe))? else { return Ok(None) };
-    let generation = outcome.generation;
-    if let Some(rest) = streamer.finish(&generation.text)
-        && pieces.blocking_send(rest).is_err()
-    {
-        return Ok(None);
     }
-    let last = now_ms();
-    Ok(Some(ChatRun { generation, prompt_tokens, fingerprints, times: (first.unwrap_or(last), last) }))
+
+    fn done(mut self: Box<Self>, outcome: Result<Option<Outcome>, ExecError>) {
+        let run = outcome.map(|outcome| {
+            let generation = outcome?.generation;
+            if let Some(rest) = self.streamer.finish(&generation.text)
+                && self.pieces.send(rest).is_err()
+            {
+                return None;
+            }
+            let last = now_ms();
+            let (prompt_tokens, fingerprints) = (self.prompt_tokens, std::mem::take(&mut self.fingerprints));
+            Some(ChatRun {
+                generation,
+                prompt_tokens,
+                fingerprints,
+                times: (self.first.unwrap_or(last), last),
+            })
+        });
+        let _ = self.reply.send(run);
+    }
 }
 
 /// Decides which part of a growing completion can be sent: never text that a stop string
 /// will cut, never an incomplete character.
-struct Streamer<'a> {
+struct Streamer {
     sent: usize,
-    stops: &'a [String],
+    stops: Vec<String>,
 }
 
-impl<'a> Streamer<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl Streamer {
+    fn new(stops: Vec<String>) -> Self {
         Self { sent: 0, stops }
     }
 
@@ -228,7 +322,7 @@ mod tests {
 
     fn stream(steps: &[&str], stops: &[&str], last: &str) -> Vec<String> {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut s = Streamer::new(&stops);
+        let mut s = Streamer::new(stops);
         let mut out: Vec<String> = steps.iter().filter_map(|t| s.next(t)).collect();
         out.extend(s.finish(last));
         out

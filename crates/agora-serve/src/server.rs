@@ -272,7 +272,9 @@ async fn chat<D: Directory>(
     let params = if alters(&a.request.hash, s.alter_bps) { params.altered() } else { params };
     let who = (a.session, a.chain_id, a.request);
     let (events, rx) = tokio::sync::mpsc::channel::<ChatEvent>(64);
-    let (pieces, mut piece_rx) = tokio::sync::mpsc::channel::<String>(64);
+    // Unbounded, so that a slow client never holds back the batch its run decodes in: a run
+    // sends at most one piece a token, at most `MAX_COMPLETION_TOKENS` of them.
+    let (pieces, mut piece_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let forward = events.clone();
     tokio::spawn(async move {
         while let Some(text) = piece_rx.recv().await {

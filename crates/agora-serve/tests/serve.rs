@@ -107,7 +107,7 @@ async fn provider_altering(
     let books = Arc::new(Books::new(&dir.path().join("books")).unwrap());
     let directory =
         Fixed { client: client.public(), cap, chat: Model::Chat(llm), embed: Model::Embed(embedder) };
-    let server = Server::new(key.clone(), directory, books.clone(), Engine::new(2)).altering(alter_bps);
+    let server = Server::new(key.clone(), directory, books.clone(), Engine::new(2, 16)).altering(alter_bps);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(server))).await.unwrap() });

@@ -221,44 +221,62 @@ impl Weights {
     /// (normalised) hidden states, one row per id. Row `i` is the same bits whether `ids`
     /// came in one call or one id per call.
     pub fn forward(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        let start = cache.len;
-        if ids.is_empty() || start + ids.len() > self.shape.context {
-            bail!(
-                "{} positions after {start} do not fit the model's context of {}",
-                ids.len(),
-                self.shape.context
-            );
+        self.forward_batch(&mut [(ids, cache)])
+    }
+
+    /// Feeds several runs at once, each its `ids` after what its cache holds, and returns the
+    /// final hidden states of every fed id, the runs' rows one after the other. The runs share
+    /// the matmuls and each row attends only to its own run's cache, so every row is the same
+    /// bits as when its run is fed alone ([`Weights::forward`]), whatever else is in the
+    /// batch. Nothing is fed if any run does not fit the context.
+    pub fn forward_batch(&self, runs: &mut [(&[u32], &mut Cache)]) -> Result<Tensor> {
+        for (ids, cache) in runs.iter() {
+            if ids.is_empty() || cache.len + ids.len() > self.shape.context {
+                bail!(
+                    "{} positions after {} do not fit the model's context of {}",
+                    ids.len(),
+                    cache.len,
+                    self.shape.context
+                );
+            }
         }
         let device = self.embeddings.embeddings().device();
-        let rope = Rope::new(&self.shape, start, ids.len());
-        let mut x = self.embeddings.forward(&Tensor::new(ids, device)?)?;
+        let all: Vec<u32> = runs.iter().flat_map(|(ids, _)| ids.iter().copied()).collect();
+        let ropes: Vec<Rope> = runs.iter().map(|(ids, c)| Rope::new(&self.shape, c.len, ids.len())).collect();
+        let mut x = self.embeddings.forward(&Tensor::new(&all[..], device)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.attention_norm.forward(&x)?;
             let mut q = layer.wq.forward(&h)?.to_vec2::<f32>()?;
             let mut k = layer.wk.forward(&h)?.to_vec2::<f32>()?;
             let v = layer.wv.forward(&h)?.to_vec2::<f32>()?;
-            for (row, (q, k)) in q.iter_mut().zip(&mut k).enumerate() {
-                rope.apply(row, q);
-                rope.apply(row, k);
+            let mut attended = Vec::with_capacity(all.len() * self.shape.dim);
+            let mut first = 0;
+            for ((ids, cache), rope) in runs.iter_mut().zip(&ropes) {
+                let rows = first..first + ids.len();
+                let start = cache.len;
+                for (row, (q, k)) in q[rows.clone()].iter_mut().zip(&mut k[rows.clone()]).enumerate() {
+                    rope.apply(row, q);
+                    rope.apply(row, k);
+                }
+                for (k, v) in k[rows.clone()].iter().zip(&v[rows.clone()]) {
+                    cache.keys[l].extend_from_slice(k);
+                    cache.values[l].extend_from_slice(v);
+                }
+                for (row, q) in q[rows].iter().enumerate() {
+                    let positions = start + row + 1;
+                    attended.extend(attend(&self.shape, q, &cache.keys[l], &cache.values[l], positions));
+                }
+                first += ids.len();
             }
-            for (k, v) in k.iter().zip(&v) {
-                cache.keys[l].extend_from_slice(k);
-                cache.values[l].extend_from_slice(v);
-            }
-            let attended: Vec<f32> = q
-                .iter()
-                .enumerate()
-                .flat_map(|(row, q)| {
-                    attend(&self.shape, q, &cache.keys[l], &cache.values[l], start + row + 1)
-                })
-                .collect();
-            let attended = Tensor::from_vec(attended, (ids.len(), self.shape.dim), device)?;
+            let attended = Tensor::from_vec(attended, (all.len(), self.shape.dim), device)?;
             x = (layer.wo.forward(&attended)? + x)?;
             let h = layer.ffn_norm.forward(&x)?;
             let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
             x = (layer.down.forward(&mlp)? + x)?;
         }
-        cache.len += ids.len();
+        for (ids, cache) in runs.iter_mut() {
+            cache.len += ids.len();
+        }
         self.norm.forward(&x)
     }
 
@@ -384,6 +402,54 @@ mod tests {
                 w.logits(&w.forward(&ids[17..], &mut chunked).unwrap()).unwrap().to_vec2::<f32>().unwrap();
             assert_eq!(rest[..], all[17..], "{dtype:?}: a prompt then the rest in one pass");
             assert_eq!((one.len(), step.len(), chunked.len()), (40, 40, 40));
+        }
+    }
+
+    #[test]
+    fn a_run_batched_with_others_is_the_same_bits_as_alone() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::F32] {
+            let (_dir, w) = load(dtype);
+            let seq = |seed: u32, n: u32| -> Vec<u32> { (0..n).map(|i| (i * seed + 3) % 60).collect() };
+            let (a, b, c) = (seq(7, 30), seq(11, 9), seq(5, 21));
+            let alone = |ids: &[u32]| {
+                let mut cache = w.cache();
+                w.logits(&w.forward(ids, &mut cache).unwrap()).unwrap().to_vec2::<f32>().unwrap()
+            };
+            // a: a prompt of 12 then one token a step; b: all at once in the first batch;
+            // c: joins at the third step with a prompt of 19, then one token a step.
+            let (mut ca, mut cb, mut cc) = (w.cache(), w.cache(), w.cache());
+            let mut got: [Vec<Vec<f32>>; 3] = Default::default();
+            let mut rows = |runs: &mut [(&[u32], &mut Cache)], which: &[usize]| {
+                let logits = w.logits(&w.forward_batch(runs).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+                let mut at = 0;
+                for ((ids, _), &i) in runs.iter().zip(which) {
+                    got[i].extend_from_slice(&logits[at..at + ids.len()]);
+                    at += ids.len();
+                }
+            };
+            rows(&mut [(&a[..12], &mut ca), (&b[..], &mut cb)], &[0, 1]);
+            for step in 12..30 {
+                if step < 14 {
+                    rows(&mut [(&a[step..=step], &mut ca)], &[0]);
+                } else if step == 14 {
+                    rows(&mut [(&a[step..=step], &mut ca), (&c[..19], &mut cc)], &[0, 2]);
+                } else {
+                    let j = step - 14 + 18;
+                    if j < c.len() {
+                        rows(&mut [(&c[j..=j], &mut cc), (&a[step..=step], &mut ca)], &[2, 0]);
+                    } else {
+                        rows(&mut [(&a[step..=step], &mut ca)], &[0]);
+                    }
+                }
+            }
+            assert_eq!(got[0], alone(&a), "{dtype:?}: a");
+            assert_eq!(got[1], alone(&b), "{dtype:?}: b");
+            assert_eq!(got[2], alone(&c), "{dtype:?}: c");
+            // A run that does not fit the context feeds nobody.
+            let mut d = w.cache();
+            let too_long = vec![1; w.context() + 1];
+            assert!(w.forward_batch(&mut [(&a[..1], &mut d), (&too_long[..], &mut w.cache())]).is_err());
+            assert!(d.is_empty());
         }
     }
 

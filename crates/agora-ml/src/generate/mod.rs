@@ -9,6 +9,7 @@
 //! model would have chosen otherwise, with the margin; `agora_runtime::compare::generate`
 //! then forgives only near ties.
 
+pub mod batch;
 pub mod header;
 pub mod llama;
 pub mod model;

@@ -148,70 +148,133 @@ impl Llm {
         mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Option<Outcome>, ExecError> {
         let prompt = self.prompt_tokens(req.prompt)?;
+        let mut run = Decoding::new(self, req, prompt.len())?;
+        // Every claimed token but the last is fed with the prompt, in one pass.
+        let fed = [&prompt[..], run.claimed_ahead()].concat();
+        let mut source = Logits::new(&self.weights, &fed, prompt.len() - 1)?;
+        let mut logits = source.next(None)?;
+        loop {
+            match run.step(self, logits, observe.as_deref_mut())? {
+                Next::Feed(token) => logits = source.next(Some(token))?,
+                Next::Done(outcome) => return Ok(Some(outcome)),
+                Next::Stopped => return Ok(None),
+            }
+        }
+    }
+
+    /// The weights, for runs that feed them directly ([`super::batch`]).
+    pub(super) fn weights(&self) -> &Weights {
+        &self.weights
+    }
+}
+
+/// What a run does after choosing a token.
+pub(super) enum Next {
+    /// Feed the token and choose the next from the logits that follow.
+    Feed(u32),
+    /// The run is over.
+    Done(Outcome),
+    /// The observer stopped the run.
+    Stopped,
+}
+
+/// One run's decode loop, a step at a time: chooses each token from the logits it is given
+/// (or follows the claimed one), reports it, and stops at an end-of-sequence token, a stop
+/// string, or its token budget. Where the logits come from (one run's passes, or a batch's
+/// shared ones) is the caller's business; they are the same bits either way.
+pub(super) struct Decoding {
+    sampler: Sampler,
+    rng: Rng,
+    stop: Vec<String>,
+    /// The claimed tokens to follow, cut to the budget.
+    claimed: Vec<u32>,
+    max_new_tokens: usize,
+    tokens: Vec<u32>,
+    divergences: Vec<Divergence>,
+}
+
+impl Decoding {
+    /// A run of `req` after a prompt of `prompt` tokens (which the context holds).
+    pub(super) fn new(llm: &Llm, req: &Request<'_>, prompt: usize) -> Result<Self, ExecError> {
         // A run ends where the model's context does: the n-th new token is chosen after
         // feeding the prompt and n − 1 tokens. So a claim that runs past the context is cut
         // there, and differs from its replay, rather than making the replay fail.
-        let max_new_tokens = req.max_new_tokens.min(self.weights.context() + 1 - prompt.len());
-        let follow = req.follow.map_or(&[][..], |f| &f[..f.len().min(max_new_tokens)]);
+        let max_new_tokens = req.max_new_tokens.min(llm.weights.context() + 1 - prompt);
+        let claimed = req.follow.map_or(&[][..], |f| &f[..f.len().min(max_new_tokens)]);
         // A claimed token the model cannot read is the claim's fault, found before any is fed.
-        if let Some(bad) = follow.iter().find(|&&t| t as usize >= self.weights.vocab()) {
+        if let Some(bad) = claimed.iter().find(|&&t| t as usize >= llm.weights.vocab()) {
             return Err(ExecError::BadAudit(format!(
                 "claimed token {bad} is outside the vocabulary of {}",
-                self.weights.vocab()
+                llm.weights.vocab()
             )));
         }
-        // Every claimed token but the last is fed with the prompt, in one pass.
-        let fed = [&prompt[..], &follow[..follow.len().saturating_sub(1)]].concat();
-        let mut source = Logits::new(&self.weights, &fed, prompt.len() - 1)?;
-        let mut rng = Rng::new(req.seed);
-        let mut logits = source.next(None)?;
-        let mut tokens: Vec<u32> = Vec::new();
-        let mut divergences = Vec::new();
-        let (text, stop) = loop {
-            let step = tokens.len();
-            // The sampler consumes the logits; an observer sees a copy.
-            let seen = observe.is_some().then(|| logits.clone());
-            let choice = req.sampler.choose(logits, &mut rng);
-            let token = match req.follow.and_then(|f| f.get(step)) {
-                Some(&claimed) => {
-                    let margin = choice.margin(claimed).ok_or_else(|| {
-                        ExecError::BadAudit(format!(
-                            "claimed token {claimed} is outside the vocabulary of {}",
-                            self.vocab
-                        ))
-                    })?;
-                    if claimed != choice.token {
-                        divergences.push(Divergence {
-                            step: step as u32,
-                            claimed,
-                            recomputed: choice.token,
-                            margin,
-                        });
-                    }
-                    claimed
+        Ok(Decoding {
+            sampler: req.sampler,
+            rng: Rng::new(req.seed),
+            stop: req.stop.to_vec(),
+            claimed: claimed.to_vec(),
+            max_new_tokens,
+            tokens: vec![],
+            divergences: vec![],
+        })
+    }
+
+    /// The claimed tokens that may be fed before the first step: all but the last.
+    pub(super) fn claimed_ahead(&self) -> &[u32] {
+        &self.claimed[..self.claimed.len().saturating_sub(1)]
+    }
+
+    /// Chooses the next token from `logits`, reports it to `observe`, and says what follows.
+    pub(super) fn step(
+        &mut self,
+        llm: &Llm,
+        logits: Vec<f32>,
+        observe: Option<&mut Observer<'_>>,
+    ) -> Result<Next, ExecError> {
+        let step = self.tokens.len();
+        // The sampler consumes the logits; an observer sees a copy.
+        let seen = observe.is_some().then(|| logits.clone());
+        let choice = self.sampler.choose(logits, &mut self.rng);
+        let token = match self.claimed.get(step) {
+            Some(&claimed) => {
+                let margin = choice.margin(claimed).ok_or_else(|| {
+                    ExecError::BadAudit(format!(
+                        "claimed token {claimed} is outside the vocabulary of {}",
+                        llm.vocab
+                    ))
+                })?;
+                if claimed != choice.token {
+                    let recomputed = choice.token;
+                    self.divergences.push(Divergence { step: step as u32, claimed, recomputed, margin });
                 }
-                None => choice.token,
-            };
-            tokens.push(token);
-            let eos = self.tok.eos.contains(&token);
-            let text = self.decode(if eos { &tokens[..tokens.len() - 1] } else { &tokens })?;
-            if let (Some(observe), Some(seen)) = (observe.as_mut(), seen.as_ref())
-                && observe(Step { index: step, token, text: &text, logits: seen }).is_break()
-            {
-                return Ok(None);
+                claimed
             }
-            if eos {
-                break (text, StopReason::Eos);
-            }
-            if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                break (text[..cut].to_string(), StopReason::StopString);
-            }
-            if tokens.len() >= max_new_tokens {
-                break (text, StopReason::MaxTokens);
-            }
-            logits = source.next(Some(token))?;
+            None => choice.token,
         };
-        Ok(Some(Outcome { generation: Generation { text, tokens, stop }, divergences }))
+        self.tokens.push(token);
+        let eos = llm.tok.eos.contains(&token);
+        let text = llm.decode(if eos { &self.tokens[..self.tokens.len() - 1] } else { &self.tokens })?;
+        if let (Some(observe), Some(seen)) = (observe, seen.as_ref())
+            && observe(Step { index: step, token, text: &text, logits: seen }).is_break()
+        {
+            return Ok(Next::Stopped);
+        }
+        let stop = if eos {
+            Some((text, StopReason::Eos))
+        } else if let Some(cut) = self.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            Some((text[..cut].to_string(), StopReason::StopString))
+        } else if self.tokens.len() >= self.max_new_tokens {
+            Some((text, StopReason::MaxTokens))
+        } else {
+            None
+        };
+        Ok(match stop {
+            None => Next::Feed(token),
+            Some((text, stop)) => Next::Done(Outcome {
+                generation: Generation { text, tokens: std::mem::take(&mut self.tokens), stop },
+                divergences: std::mem::take(&mut self.divergences),
+            }),
+        })
     }
 }
 

@@ -631,7 +631,7 @@ fn serving(
         key.clone(),
         directory.clone(),
         books.clone(),
-        agora_serve::engine::Engine::new(serve.parallel),
+        agora_serve::engine::Engine::new(serve.parallel, serve.batch),
     )
     .altering(provider.alter_answers_bps);
     Ok(ServingSide { directory, windows, books, routes: agora_serve::server::router(Arc::new(server)) })

@@ -44,6 +44,8 @@ pub struct DevnetOptions {
     pub cheat_answers: bool,
     /// When providers commit their serving windows.
     pub window: WindowPolicy,
+    /// Chat runs a provider decodes together (`[provider.serve] batch`).
+    pub serve_batch: usize,
     /// How long the gateways' serving sessions last (`30m`).
     pub session_duration: String,
     /// Chain parameters to set in genesis, over [`devnet_params`].
@@ -285,7 +287,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                     completion_per_1k: Amount(1),
                     per_item: Amount(1),
                     parallel: threads_per_node.max(1),
-                    batch: crate::config::DEFAULT_SERVE_BATCH,
+                    batch: opts.serve_batch,
                     window_receipts: opts.window.receipts,
                     window_max_age_ms: opts.window.max_age_ms,
                 }),

@@ -242,6 +242,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
         cheat_serving: false,
         cheat_answers: false,
         window: crate::devnet::DEVNET_WINDOW,
+        serve_batch: crate::config::DEFAULT_SERVE_BATCH,
         session_duration: "30m".into(),
         // With cheaters, every lease is audited, so one run reliably shows a catch; otherwise
         // the chain's own deterrence rule sets the audit rate.

@@ -45,6 +45,11 @@ pub struct DevnetArgs {
     /// Longest a served answer waits for its window (and its payment), e.g. `2s` or `5m`.
     #[arg(long, default_value = "2s", value_parser = parse_window_age)]
     pub window_max_age: u64,
+    /// Chat runs each provider decodes together (continuous batching; 1 runs them one at a
+    /// time).
+    #[arg(long, default_value_t = crate::config::DEFAULT_SERVE_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub serve_batch: usize,
     /// How long the serving sessions the devnet's gateways open last.
     #[arg(long, default_value = "30m")]
     pub session_duration: String,
@@ -91,6 +96,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheat_serving: a.cheat_serving,
         cheat_answers: a.cheat_answers,
         window: WindowPolicy { receipts: a.window_receipts, max_age_ms: a.window_max_age },
+        serve_batch: a.serve_batch,
         session_duration: a.session_duration.clone(),
         params: a.params.clone(),
         port_base: a.port_base,

@@ -75,7 +75,7 @@ pub async fn detection(g: &crate::cli::Global, a: DetectionBenchArgs) -> anyhow:
         cheaters: a.providers - 1,
         cheat_bps: a.cheat_bps,
         cheat_answers: false,
-        window: crate::devnet::DEVNET_WINDOW,
+        ..Default::default()
     };
     let r = super::with_devnet(d, |_| false, async |net, dir| run(g, &a, net, dir).await).await?;
     crate::cli::output::print(g.json, &r, |r| {

@@ -231,6 +231,7 @@ pub(crate) async fn with_validators<T>(
         cheat_serving: false,
         cheat_answers: false,
         window: crate::devnet::DEVNET_WINDOW,
+        serve_batch: crate::config::DEFAULT_SERVE_BATCH,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(validators, 0)?,
@@ -294,6 +295,8 @@ pub(crate) struct BenchDevnet {
     pub cheat_answers: bool,
     /// When providers commit their serving windows.
     pub window: WindowPolicy,
+    /// Chat runs a provider decodes together.
+    pub serve_batch: usize,
 }
 
 impl Default for BenchDevnet {
@@ -305,6 +308,7 @@ impl Default for BenchDevnet {
             cheat_bps: 0,
             cheat_answers: false,
             window: crate::devnet::DEVNET_WINDOW,
+            serve_batch: crate::config::DEFAULT_SERVE_BATCH,
         }
     }
 }
@@ -329,6 +333,7 @@ async fn with_devnet<T>(
         cheat_serving: false,
         cheat_answers: d.cheat_answers,
         window: d.window,
+        serve_batch: d.serve_batch,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(d.validators, d.providers)?,

@@ -140,6 +140,7 @@ pub async fn serve_audits(g: &super::Global, a: ServeAuditsBenchArgs) -> anyhow:
         cheat_bps: a.cheat_bps,
         cheat_answers: true,
         window: WindowPolicy { receipts: a.window_receipts, max_age_ms: a.window_max_age },
+        ..Default::default()
     };
     // An audit that sampled an altered answer and passed it is a bug: its logs say why.
     let missed = |r: &ServeAuditsReport| !r.missed_audits.is_empty();

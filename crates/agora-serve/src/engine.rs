@@ -141,18 +141,25 @@ impl Engine {
         params: ChatParams,
         pieces: mpsc::UnboundedSender<String>,
     ) -> Result<Option<ChatRun>, ExecError> {
+        let stopped = || ExecError::model("the model's batcher stopped");
         let (reply, done) = oneshot::channel();
-        self.batcher(llm)
-            .send(ChatJob { params, pieces, reply })
-            .map_err(|_| ExecError::model("the model's batcher stopped"))?;
-        done.await.map_err(|_| ExecError::model("the model's batcher stopped"))?
+        let job = ChatJob { params, pieces, reply };
+        // A batcher that died (a panic in a step) is replaced once.
+        if let Err(std::sync::mpsc::SendError(job)) = self.batcher(&llm, false).send(job) {
+            self.batcher(&llm, true).send(job).map_err(|_| stopped())?;
+        }
+        done.await.map_err(|_| stopped())?
     }
 
-    /// The queue of `llm`'s batcher, started on first use (a batcher lives as long as its
-    /// model stays loaded in the engine's users, which keep models warm for good).
-    fn batcher(&self, llm: Arc<Llm>) -> std::sync::mpsc::Sender<ChatJob> {
-        let key = Arc::as_ptr(&llm) as usize;
+    /// The queue of `llm`'s batcher, started on first use or when `fresh` is asked for (a
+    /// batcher holds its model and lives as long as the engine).
+    fn batcher(&self, llm: &Arc<Llm>, fresh: bool) -> std::sync::mpsc::Sender<ChatJob> {
+        let key = Arc::as_ptr(llm) as usize;
         let mut batchers = self.batchers.lock().expect("not poisoned");
+        if fresh {
+            batchers.remove(&key);
+        }
+        let llm = llm.clone();
         batchers
             .entry(key)
             .or_insert_with(|| {

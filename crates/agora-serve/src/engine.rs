@@ -187,48 +187,36 @@ impl Engine {
     }
 }
 
-/// Prompt tokens one step feeds at most beyond its first new prompt: a step that prefills many
-/// prompts at once delays every run's next token (the first tokens of runs that arrived
-/// together are spread over a few steps instead).
-pub const STEP_PROMPT_TOKENS: u64 = 64;
-
-/// A batcher: admits queued jobs between steps, up to `capacity` runs and
-/// [`STEP_PROMPT_TOKENS`] of new prompt a step, and steps the batch until it is empty; then
-/// waits for the next job. Ends when the engine is gone.
+/// A batcher: admits queued jobs between steps, up to `capacity` runs, and steps the batch
+/// until it is empty; then waits for the next job. Ends when the engine is gone.
 fn run_batcher(llm: Arc<Llm>, queue: &std::sync::mpsc::Receiver<ChatJob>, capacity: usize) {
     let mut batch = Batch::new(llm.clone());
-    let mut waiting: Option<ChatJob> = None;
     loop {
-        if batch.is_empty() && waiting.is_none() {
+        if batch.is_empty() {
             match queue.recv() {
-                Ok(job) => waiting = Some(job),
+                Ok(job) => admit(&llm, &mut batch, job),
                 Err(_) => return,
             }
         }
-        let mut fed = 0;
         while batch.len() < capacity {
-            let Some(job) = waiting.take().or_else(|| queue.try_recv().ok()) else { break };
-            let tokens = match llm.prompt_tokens(&job.params.prompt) {
-                Ok(ids) => ids.len() as u64,
-                Err(e) => {
-                    let _ = job.reply.send(Err(e));
-                    continue;
-                }
-            };
-            if fed > 0 && fed + tokens > STEP_PROMPT_TOKENS {
-                waiting = Some(job);
-                break;
+            match queue.try_recv() {
+                Ok(job) => admit(&llm, &mut batch, job),
+                Err(_) => break,
             }
-            fed += tokens;
-            admit(&mut batch, job, tokens);
         }
         batch.step();
     }
 }
 
-/// Adds `job`, whose templated prompt is `prompt_tokens` long, to `batch`.
-fn admit(batch: &mut Batch, job: ChatJob, prompt_tokens: u64) {
+fn admit(llm: &Llm, batch: &mut Batch, job: ChatJob) {
     let ChatJob { params, pieces, reply } = job;
+    let prompt_tokens = match llm.prompt_tokens(&params.prompt) {
+        Ok(ids) => ids.len() as u64,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
     let sink = ChatSink {
         streamer: Streamer::new(params.stop.clone()),
         pieces,

@@ -456,3 +456,41 @@ async fn an_auditor_replays_sampled_records_only_if_they_are_the_windows_and_the
     easier.record.request = records[2].record.request.clone();
     assert!(claim_of(&easier, &want(0)).unwrap_err().contains("the request is not"));
 }
+
+/// Chat runs that arrive together beyond the batch size all run,
+/// batched, and each streams and returns exactly what the model generates for it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chat_runs_are_batched_and_each_is_what_it_would_be_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(&dir.path().join("model.gguf"), 4, GgmlDType::Q8_0).unwrap();
+    let llm = Arc::new(Llm::load(&dir.path().join("model.gguf"), &agora_ml::device()).unwrap());
+    let engine = Engine::new(1, 3);
+    let params = |i: u64| ChatParams {
+        prompt: format!("request number {i}: write about the sea and the sky and the storm"),
+        max_tokens: 6 + 3 * i as u32,
+        temperature_milli: if i % 2 == 0 { 0 } else { 800 },
+        seed: i,
+        stop: vec![],
+    };
+    let runs = (0..7u64).map(|i| {
+        let (engine, llm) = (engine.clone(), llm.clone());
+        async move {
+            let (pieces, mut streamed) = tokio::sync::mpsc::unbounded_channel();
+            let run = engine.chat(llm, params(i), pieces).await.unwrap().expect("the client stayed");
+            let mut text = String::new();
+            while let Ok(piece) = streamed.try_recv() {
+                text.push_str(&piece);
+            }
+            (run, text)
+        }
+    });
+    let done = futures::future::join_all(runs).await;
+    for (i, (run, streamed)) in done.into_iter().enumerate() {
+        let p = params(i as u64);
+        let alone = llm.generate(&p.request(None)).unwrap().generation;
+        assert_eq!(run.generation, alone, "run {i}");
+        assert_eq!(streamed, alone.text, "run {i}: the pieces add up to the answer");
+        assert_eq!(run.prompt_tokens, llm.prompt_tokens(&p.prompt).unwrap().len() as u64);
+        assert_eq!(run.fingerprints.len(), alone.tokens.len().div_ceil(FINGERPRINT_EVERY));
+    }
+}

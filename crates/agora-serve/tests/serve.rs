@@ -468,7 +468,7 @@ async fn concurrent_chat_runs_are_batched_and_each_is_what_it_would_be_alone() {
     let params = |i: u64| ChatParams {
         prompt: format!("request number {i}: write about the sea and the sky and the storm"),
         max_tokens: 6 + 3 * i as u32,
-        temperature_milli: if i % 2 == 0 { 0 } else { 800 },
+        temperature_milli: if i.is_multiple_of(2) { 0 } else { 800 },
         seed: i,
         stop: vec![],
     };

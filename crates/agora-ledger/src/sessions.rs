@@ -830,7 +830,11 @@ fn convict(
 ) {
     let params = state.params().clone();
     let s = state.sessions.get(&id).expect("exists");
-    let value = s.member(&provider).expect("convicted members serve").cap;
+    let m = s.member(&provider).expect("convicted members serve");
+    // What it served under: its cap, or for one that left (whose cap shrank to what it
+    // charged) the whole share its reservation still backs.
+    let backed = m.reserved.0.checked_div(params.slash_multiple).map_or(Amount::ZERO, Amount);
+    let value = m.cap.max(backed);
     let held: Vec<WindowKey> =
         state.windows.range((id, provider, 0)..=(id, provider, u64::MAX)).map(|(k, _)| *k).collect();
     let mut refunded = Amount::ZERO;

@@ -468,7 +468,13 @@ fn a_provider_that_leaves_cannot_dodge_an_omission_proof() {
     advance_past(&mut c, deadline);
     // Proven at once, long before the session itself stops taking windows.
     c.ok("u0", challenge(&rs[2], p));
-    assert!(c.last_events().iter().any(|e| matches!(e, Event::ServingFraud { seq: 2, .. })));
+    let slashed = c.last_events().into_iter().find_map(|e| match e {
+        Event::ServingFraud { seq: 2, slashed, .. } => Some(slashed),
+        _ => None,
+    });
+    // Slashed for the share it served under (slash_multiple × 50,000), not for the 80 its
+    // shrunken cap holds: leaving first does not cheapen the omission.
+    assert_eq!(slashed, Some(Amount(500_000)));
     assert!(c.state.session(session).unwrap().member(&id(p)).unwrap().removed);
     assert!(c.state.provider(&id(p)).unwrap().reserved.is_zero());
     // Ending a stopped session's serving is refused.

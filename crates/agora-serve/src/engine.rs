@@ -190,17 +190,17 @@ impl Engine {
 /// A batcher: admits queued jobs between steps, up to `capacity` runs, and steps the batch
 /// until it is empty; then waits for the next job. Ends when the engine is gone.
 fn run_batcher(llm: Arc<Llm>, queue: &std::sync::mpsc::Receiver<ChatJob>, capacity: usize) {
-    let mut batch = Batch::new(llm.clone());
+    let mut batch = Batch::new(llm);
     loop {
         if batch.is_empty() {
             match queue.recv() {
-                Ok(job) => admit(&llm, &mut batch, job),
+                Ok(job) => admit(&mut batch, job),
                 Err(_) => return,
             }
         }
         while batch.len() < capacity {
             match queue.try_recv() {
-                Ok(job) => admit(&llm, &mut batch, job),
+                Ok(job) => admit(&mut batch, job),
                 Err(_) => break,
             }
         }
@@ -208,20 +208,13 @@ fn run_batcher(llm: Arc<Llm>, queue: &std::sync::mpsc::Receiver<ChatJob>, capaci
     }
 }
 
-fn admit(llm: &Llm, batch: &mut Batch, job: ChatJob) {
+/// Adds `job` to `batch` (a prompt the model refuses is answered at once, through the sink).
+fn admit(batch: &mut Batch, job: ChatJob) {
     let ChatJob { params, pieces, reply } = job;
-    let prompt_tokens = match llm.prompt_tokens(&params.prompt) {
-        Ok(ids) => ids.len() as u64,
-        Err(e) => {
-            let _ = reply.send(Err(e));
-            return;
-        }
-    };
     let sink = ChatSink {
         streamer: Streamer::new(params.stop.clone()),
         pieces,
         reply,
-        prompt_tokens,
         fingerprints: vec![],
         first: None,
     };
@@ -234,7 +227,6 @@ struct ChatSink {
     streamer: Streamer,
     pieces: mpsc::UnboundedSender<String>,
     reply: oneshot::Sender<Result<Option<ChatRun>, ExecError>>,
-    prompt_tokens: u64,
     fingerprints: Vec<Fingerprint>,
     first: Option<u64>,
 }
@@ -251,14 +243,15 @@ impl RunSink for ChatSink {
 
     fn done(mut self: Box<Self>, outcome: Result<Option<Outcome>, ExecError>) {
         let run = outcome.map(|outcome| {
-            let generation = outcome?.generation;
+            let outcome = outcome?;
+            let (generation, prompt_tokens) = (outcome.generation, outcome.prompt_tokens as u64);
             if let Some(rest) = self.streamer.finish(&generation.text)
                 && self.pieces.send(rest).is_err()
             {
                 return None;
             }
             let last = now_ms();
-            let (prompt_tokens, fingerprints) = (self.prompt_tokens, std::mem::take(&mut self.fingerprints));
+            let fingerprints = std::mem::take(&mut self.fingerprints);
             Some(ChatRun {
                 generation,
                 prompt_tokens,

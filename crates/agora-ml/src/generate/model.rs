@@ -50,6 +50,8 @@ pub struct Outcome {
     pub generation: Generation,
     /// Steps where the model would have chosen another token than the claimed one.
     pub divergences: Vec<Divergence>,
+    /// Tokens the model read before the completion: the chat-templated prompt.
+    pub prompt_tokens: usize,
 }
 
 /// A loaded GGUF model with its tokenizer.
@@ -189,6 +191,7 @@ pub(super) struct Decoding {
     /// The claimed tokens to follow, cut to the budget.
     claimed: Vec<u32>,
     max_new_tokens: usize,
+    prompt_tokens: usize,
     tokens: Vec<u32>,
     divergences: Vec<Divergence>,
 }
@@ -214,6 +217,7 @@ impl Decoding {
             stop: req.stop.to_vec(),
             claimed: claimed.to_vec(),
             max_new_tokens,
+            prompt_tokens: prompt,
             tokens: vec![],
             divergences: vec![],
         })
@@ -273,6 +277,7 @@ impl Decoding {
             Some((text, stop)) => Next::Done(Outcome {
                 generation: Generation { text, tokens: std::mem::take(&mut self.tokens), stop },
                 divergences: std::mem::take(&mut self.divergences),
+                prompt_tokens: self.prompt_tokens,
             }),
         })
     }

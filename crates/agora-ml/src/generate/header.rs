@@ -84,13 +84,11 @@ fn declared_alignment<R: Read + Seek>(reader: &mut R, len: u64) -> std::io::Resu
             walk.skip_value(kind, 0)?;
             continue;
         }
-        alignment = match kind {
-            0 => Some(walk.int(1)?),                           // u8
-            2 => Some(walk.int(2)?),                           // u16
-            4 => Some(walk.int(4)?),                           // u32
-            1 => Some(walk.int(1)?).filter(|v| v & 0x80 == 0), // i8 ≥ 0
-            3 => Some(walk.int(2)?).filter(|v| v & 0x8000 == 0),
-            5 => Some(walk.int(4)?).filter(|v| v & 0x8000_0000 == 0),
+        alignment = match (kind, fixed_width(kind)) {
+            // u8, u16, u32
+            (0 | 2 | 4, Some(width)) => Some(walk.int(width)?),
+            // i8, i16, i32, when not negative
+            (1 | 3 | 5, Some(width)) => Some(walk.int(width)?).filter(|v| v >> (8 * width - 1) == 0),
             _ => {
                 walk.skip_value(kind, 0)?;
                 None
@@ -98,6 +96,18 @@ fn declared_alignment<R: Read + Seek>(reader: &mut R, len: u64) -> std::io::Resu
         };
     }
     Ok(alignment)
+}
+
+/// Bytes of a value of GGUF type `kind` when they are fixed (numbers and booleans); `None`
+/// for strings, arrays and unknown types.
+fn fixed_width(kind: u32) -> Option<u64> {
+    match kind {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
 }
 
 /// A forward-only walk over GGUF metadata that tracks its position against the file length.
@@ -123,10 +133,10 @@ impl<R: Read + Seek> Walk<'_, R> {
         Ok(())
     }
 
-    /// A little-endian unsigned integer of `bytes` bytes.
-    fn int(&mut self, bytes: usize) -> std::io::Result<u64> {
+    /// A little-endian unsigned integer of `bytes` (at most 8) bytes.
+    fn int(&mut self, bytes: u64) -> std::io::Result<u64> {
         let mut buf = [0u8; 8];
-        self.read(&mut buf[..bytes])?;
+        self.read(&mut buf[..bytes as usize])?;
         Ok(u64::from_le_bytes(buf))
     }
 
@@ -180,11 +190,10 @@ impl<R: Read + Seek> Walk<'_, R> {
         if depth > MAX_VALUE_DEPTH {
             return Err(invalid(format!("GGUF arrays nest deeper than {MAX_VALUE_DEPTH}")));
         }
+        if let Some(width) = fixed_width(kind) {
+            return self.fixed(width);
+        }
         match kind {
-            0 | 1 | 7 => self.fixed(1),
-            2 | 3 => self.fixed(2),
-            4..=6 => self.fixed(4),
-            10..=12 => self.fixed(8),
             8 => {
                 let n = self.length()?;
                 self.fixed(n)
@@ -192,14 +201,7 @@ impl<R: Read + Seek> Walk<'_, R> {
             9 => {
                 let element = self.u32()?;
                 let count = self.length()?;
-                let width = match element {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    10..=12 => 8,
-                    _ => 0,
-                };
-                if width > 0 {
+                if let Some(width) = fixed_width(element) {
                     return self.fixed(count.checked_mul(width).ok_or_else(Self::past_end)?);
                 }
                 // Each string or array element takes at least a length prefix, so a count the

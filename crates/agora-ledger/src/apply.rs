@@ -252,7 +252,7 @@ fn run_timer(state: &mut State, cx: &mut Ctx, timer: Timer) {
         Timer::FinalizeSession(session) => sessions::finalize(state, cx, session),
         Timer::SessionMemberGone(session, provider) => sessions::shrink_left(state, cx, session, provider),
         Timer::ReleaseSessionMember(session, provider) => {
-            sessions::release_left(state, cx, session, provider)
+            sessions::release_if_done(state, cx.time_ms, session, provider)
         }
     }
 }

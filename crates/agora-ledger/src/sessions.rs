@@ -380,12 +380,6 @@ pub(crate) fn shrink_left(state: &mut State, cx: &mut Ctx, id: SessionId, provid
     fill(state, cx, id);
 }
 
-/// A provider that left can no longer be challenged (timer): its reservation is released now,
-/// or as its last window settles.
-pub(crate) fn release_left(state: &mut State, cx: &Ctx, id: SessionId, provider: AccountId) {
-    release_if_done(state, cx.time_ms, id, provider);
-}
-
 /// The collateral a provider reserves to serve a session: `slash_multiple` × its share.
 pub fn reservation(params: &Params, cap: Amount) -> Option<Amount> {
     cap.checked_mul(params.slash_multiple)
@@ -589,8 +583,10 @@ pub(crate) fn finalize(state: &mut State, cx: &Ctx, id: SessionId) {
 
 /// Releases a member's reservation once its receipts can no longer be challenged (the
 /// session is final, or it left and its own challenge period is over) and its windows are all
-/// paid or refunded (collateral backs a provider's receipts until then).
-fn release_if_done(state: &mut State, now_ms: u64, id: SessionId, provider: AccountId) {
+/// paid or refunded (collateral backs a provider's receipts until then). Runs when a window
+/// settles, when the session becomes final, and (timer) when a provider that left can no
+/// longer be challenged.
+pub(crate) fn release_if_done(state: &mut State, now_ms: u64, id: SessionId, provider: AccountId) {
     let Some(s) = state.sessions.get(&id) else { return };
     let Some(m) = s.member(&provider) else { return };
     let unchallengeable = s.status == SessionStatus::Final

@@ -372,19 +372,17 @@ impl Sessions {
         let Some(provider) = open.note(m, outcome) else { return };
         self.reread(open);
         let payload = TxPayload::LeaveSession { session: open.id, provider };
-        let sent = match self.requester_entry(gw, &open.key.public()) {
-            Ok(entry) => match gw.sender(&entry).await {
-                Ok(sender) => sender.submit(payload).await.map(drop).map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e.message),
-            },
-            Err(e) => Err(format!("{e:#}")),
+        let sent = async {
+            let entry = self.requester_entry(gw, &open.key.public())?;
+            let sender = gw.sender(&entry).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            sender.submit(payload).await
         };
-        match sent {
-            Ok(()) => {
+        match sent.await {
+            Ok(_) => {
                 tracing::warn!(session = open.id, provider = %provider, "dismissed a provider that stopped answering")
             }
             Err(e) => {
-                tracing::warn!(session = open.id, provider = %provider, error = %e, "cannot dismiss a provider")
+                tracing::warn!(session = open.id, provider = %provider, error = %format!("{e:#}"), "cannot dismiss a provider")
             }
         }
     }

@@ -48,7 +48,7 @@ pub struct DevnetArgs {
     /// Chat runs each provider decodes together (continuous batching; 1 runs them one at a
     /// time).
     #[arg(long, default_value_t = crate::config::DEFAULT_SERVE_BATCH,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+          value_parser = serve_batch())]
     pub serve_batch: usize,
     /// How long the serving sessions the devnet's gateways open last.
     #[arg(long, default_value = "30m")]
@@ -64,6 +64,11 @@ pub struct DevnetArgs {
     /// provider i serves its API on port-base+50+i.
     #[arg(long, default_value_t = 7700)]
     pub port_base: u16,
+}
+
+/// The parser of `--serve-batch` (and `bench serve --batch`): 1 to 1,024 chat runs.
+pub(crate) fn serve_batch() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=1024)
 }
 
 /// Parses `--window-max-age` into ms.

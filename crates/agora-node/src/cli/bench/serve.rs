@@ -48,7 +48,7 @@ pub struct ServeBenchArgs {
     /// Chat runs each provider decodes together (1 runs them one at a time, as before
     /// continuous batching: compare the concurrency run's first tokens).
     #[arg(long, default_value_t = crate::config::DEFAULT_SERVE_BATCH,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+          value_parser = crate::cli::devnet::serve_batch())]
     pub batch: usize,
 }
 

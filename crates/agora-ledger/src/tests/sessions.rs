@@ -562,6 +562,12 @@ fn pairs(c: &TestChain) -> Vec<(u64, AccountId)> {
     c.state.sessions().flat_map(|(id, s)| s.serving().map(move |m| (*id, m.provider))).collect()
 }
 
+/// The name (u0–u3) of `session`'s requester.
+fn requester(c: &TestChain, session: u64) -> Option<String> {
+    let requester = c.state.session(session)?.requester;
+    (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)
+}
+
 /// The provider whose answers are wrong: its receipts and windows are in order, but auditors
 /// replaying its answers find them wrong.
 const MISCOMPUTES: &str = "p3";
@@ -671,8 +677,7 @@ fn step(c: &mut TestChain, model: &mut Model, op: Op) {
         .and_then(|(session, p)| {
             let served = model.served.get(&(session, p))?;
             let r = served.get(receipt % served.len().max(1))?;
-            let requester = c.state.session(session)?.requester;
-            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            let who = requester(c, session)?;
             Some(c.tx(&who, challenge(r, name(&p))))
         }),
         Op::ChallengeRequest { pick: i, at } => {
@@ -681,20 +686,17 @@ fn step(c: &mut TestChain, model: &mut Model, op: Op) {
             (!committed.is_empty()).then(|| committed[i % committed.len()]).and_then(|(session, p, first)| {
                 let w = c.state.window(&(session, p, first))?;
                 let seq = first + (at as u64 % u64::from(w.commitment.receipts));
-                let requester = c.state.session(session)?.requester;
-                let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+                let who = requester(c, session)?;
                 Some(c.tx(&who, TxPayload::ChallengeRequest { session, provider: p, seq }))
             })
         }
         Op::Leave { pick: i, by_requester } => pick(i).and_then(|(session, p)| {
-            let requester = c.state.session(session)?.requester;
-            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            let who = requester(c, session)?;
             let who = if by_requester { who } else { name(&p).to_string() };
             Some(c.tx(&who, TxPayload::LeaveSession { session, provider: p }))
         }),
         Op::Close { pick: i } => pick(i).and_then(|(session, _)| {
-            let requester = c.state.session(session)?.requester;
-            let who = (0..4).map(|u| format!("u{u}")).find(|u| id(u) == requester)?;
+            let who = requester(c, session)?;
             Some(c.tx(&who, TxPayload::CloseSession { session }))
         }),
         Op::Quiet(n) => {

@@ -4,7 +4,7 @@
 
 use crate::block::{ChainBlock, Ctx};
 use crate::executor::Shared;
-use crate::mailbox::{Consensus, ExecutorMailbox};
+use crate::mailbox::{Consensus, ExecutorMailbox, Proposed};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
 use commonware_consensus::marshal::ancestry::Ancestry;
@@ -75,12 +75,26 @@ impl<E: Clock> Application<E> for App {
         _input: (),
     ) -> Option<Digested<ChainBlock>> {
         let ancestry = self.unfinalized(&mut ancestry).await;
-        let now_ms = now_ms(&runtime);
-        let block = self
-            .executor
-            .ask_consensus(|response| Consensus::Propose { context, ancestry, now_ms, response })
-            .await??;
-        Some(Digested::compute(block, &Sequential).await)
+        // An empty block waits out the chain's interval after its parent, unless a
+        // transaction arrives first: an idle chain grows slowly, a busy one at full speed.
+        loop {
+            let mut arrival = std::pin::pin!(self.shared.arrival());
+            arrival.as_mut().enable();
+            let now_ms = now_ms(&runtime);
+            let (context, ancestry) = (context.clone(), ancestry.clone());
+            let proposed = self
+                .executor
+                .ask_consensus(|response| Consensus::Propose { context, ancestry, now_ms, response })
+                .await?;
+            match proposed {
+                Proposed::Block(block) => return Some(Digested::compute(*block, &Sequential).await),
+                Proposed::Skip => return None,
+                Proposed::Idle { due_ms } => {
+                    let wait = runtime.sleep(Duration::from_millis(due_ms.saturating_sub(now_ms)));
+                    futures::future::select(std::pin::pin!(wait), arrival).await;
+                }
+            }
+        }
     }
 
     async fn verify(

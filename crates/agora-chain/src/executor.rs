@@ -19,7 +19,7 @@ use crate::beacon;
 use crate::block::{ChainBlock, Ctx, missed_leaders, to_account, to_digest, to_hash};
 use crate::evidence::{self, EvidencePool};
 use crate::index::{Append, BlockIndex, IndexHandle};
-use crate::mailbox::{Client, Consensus, Lanes};
+use crate::mailbox::{Client, Consensus, Lanes, Proposed};
 use crate::mempool::{Limits, Mempool, MempoolError, VerifiedTx};
 use crate::records::{BlockRecord, Published, Snapshot, StateProof};
 use crate::state_db::{self, Root, StateDb, TIP_KEY};
@@ -59,6 +59,8 @@ pub struct Shared {
     events: tokio::sync::broadcast::Sender<Arc<Published>>,
     index: IndexHandle,
     mempool: Arc<(AtomicUsize, AtomicUsize)>,
+    /// Woken whenever the mempool holds transactions after a change.
+    arrivals: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -70,6 +72,7 @@ impl Shared {
             events: tokio::sync::broadcast::channel(1024).0,
             index,
             mempool: Arc::default(),
+            arrivals: Arc::default(),
         }
     }
 
@@ -86,6 +89,16 @@ impl Shared {
     fn set_mempool_size(&self, pool: &Mempool) {
         self.mempool.0.store(pool.len(), Ordering::Relaxed);
         self.mempool.1.store(pool.bytes(), Ordering::Relaxed);
+        if !pool.is_empty() {
+            self.arrivals.notify_waiters();
+        }
+    }
+
+    /// A future that completes at the next change after which the mempool holds transactions.
+    /// It counts from when it is first polled or [`tokio::sync::futures::Notified::enable`]d,
+    /// so enable it before checking for transactions and none is missed.
+    pub fn arrival(&self) -> tokio::sync::futures::Notified<'_> {
+        self.arrivals.notified()
     }
 
     /// The latest finalized snapshot.
@@ -131,6 +144,9 @@ pub struct ExecutorConfig {
     pub namespace: Vec<u8>,
     /// This validator's beacon key (its secrets are derived from it; see [`beacon::secret`]).
     pub beacon_key: [u8; 32],
+    /// Least time, ms, between a block with nothing in it and its parent (see
+    /// [`crate::Timing::empty_block_interval`]).
+    pub empty_block_interval_ms: u64,
 }
 
 /// The consensus committee the ledger `state` holds (of the epoch its next block belongs to).
@@ -465,12 +481,18 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         }
     }
 
-    async fn propose(
+    /// The block to propose on `ancestry[0]` at `now_ms`; [`Proposed::Idle`] while it would be
+    /// empty and younger than [`ExecutorConfig::empty_block_interval_ms`] after its parent.
+    async fn propose(&mut self, context: Ctx, ancestry: Vec<Digested<ChainBlock>>, now_ms: u64) -> Proposed {
+        self.build(context, ancestry, now_ms).await.unwrap_or(Proposed::Skip)
+    }
+
+    async fn build(
         &mut self,
         context: Ctx,
         ancestry: Vec<Digested<ChainBlock>>,
         now_ms: u64,
-    ) -> Option<ChainBlock> {
+    ) -> Option<Proposed> {
         if !self.catch_up(&ancestry).await {
             return None;
         }
@@ -502,6 +524,11 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             // only knows the current one, so older evidence is dropped.
             .filter(|m| parent_state.validator(&m.offender).is_some() && m.epoch == parent_state.meta().epoch)
             .collect();
+        let due_ms = parent_ts.saturating_add(self.config.empty_block_interval_ms);
+        if builder.txs().is_empty() && evidence.is_empty() && now_ms < due_ms {
+            debug!(height, pending = self.mempool.len(), wait_ms = due_ms - now_ms, "idle");
+            return Some(Proposed::Idle { due_ms });
+        }
         let (tx_root, evidence_root) = builder.roots(&evidence);
         let txs = builder.txs().to_vec();
         let (state, outcome) = builder.finish(&evidence).ok()?;
@@ -526,7 +553,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
         let digest = block.digest();
         debug!(height, txs = block.block.txs.len(), "proposing");
         self.stage(block.clone(), digest, state, outcome).await.ok()?;
-        Some(block)
+        Some(Proposed::Block(Box::new(block)))
     }
 
     async fn verify(&mut self, context: Ctx, ancestry: Vec<Digested<ChainBlock>>) -> bool {

@@ -25,4 +25,4 @@ pub mod validator;
 pub use block::{BlockCfg, ChainBlock};
 pub use handle::{ChainError, ChainHandle};
 pub use records::{BlockRecord, Published, Snapshot, StateProof, TxStatus};
-pub use validator::{Channels, Timing, Validator, ValidatorConfig, start_validator};
+pub use validator::{Channels, EMPTY_BLOCK_INTERVAL, Timing, Validator, ValidatorConfig, start_validator};

@@ -25,6 +25,21 @@ use futures::channel::{mpsc, oneshot};
 /// Client messages the executor may hold queued before refusing more.
 pub const CLIENT_LANE_CAPACITY: usize = 1024;
 
+/// The executor's answer to [`Consensus::Propose`].
+#[derive(Debug)]
+pub enum Proposed {
+    /// The block to propose.
+    Block(Box<ChainBlock>),
+    /// Nothing to include, and an empty block may not follow its parent before `due_ms`
+    /// (unix ms): ask again then, or as soon as a transaction arrives.
+    Idle {
+        /// When an empty block may be proposed.
+        due_ms: u64,
+    },
+    /// No block can be built on this parent: skip the slot.
+    Skip,
+}
+
 /// A request from consensus.
 pub enum Consensus {
     /// Build a block on `ancestry[0]` (ancestry: parent first, back to the last finalized).
@@ -35,8 +50,8 @@ pub enum Consensus {
         ancestry: Vec<Digested<ChainBlock>>,
         /// Proposer's clock, unix ms.
         now_ms: u64,
-        /// The block, or `None` to skip the slot.
-        response: oneshot::Sender<Option<ChainBlock>>,
+        /// The block, or why there is none.
+        response: oneshot::Sender<Proposed>,
     },
     /// Check `ancestry[0]` (ancestry: the block first, then its unfinalized ancestors).
     Verify {

@@ -338,6 +338,53 @@ fn transactions_are_tracked_and_state_is_provable() {
     });
 }
 
+/// An idle chain builds one empty block per `EMPTY_BLOCK_INTERVAL`, not as fast as rounds go
+/// (on 20 ms links a round takes about 60 ms), and a transaction ends a proposer's wait at once:
+/// it is finalized within a few link delays, not an interval later.
+#[test]
+fn an_idle_chain_paces_its_empty_blocks_and_a_transaction_ends_the_wait() {
+    runner(21, 600).start(|ctx| async move {
+        let sim = setup(&ctx, 4, GOOD, true).await;
+        let mut chains = Vec::new();
+        for i in 0..4 {
+            chains.push(spawn_validator(&ctx, &sim, i, 0).await.1);
+        }
+        wait_until(&ctx, || height(&chains[0]) >= 3).await;
+        let (start, idle) = (height(&chains[0]), Duration::from_secs(10));
+        ctx.sleep(idle).await;
+        let end = height(&chains[0]);
+        let interval = agora_chain::EMPTY_BLOCK_INTERVAL;
+        let most = (idle.as_millis() / interval.as_millis()) as u64 + 1;
+        assert!((most / 2..=most).contains(&(end - start)), "{} blocks in {idle:?} idle", end - start);
+        let mut parent = chains[0].block(start).await.unwrap().unwrap().block.header.timestamp_ms;
+        for h in start + 1..=end {
+            let block = chains[0].block(h).await.unwrap().unwrap().block;
+            assert!(block.txs.is_empty());
+            let gap = block.header.timestamp_ms - parent;
+            assert!(gap >= interval.as_millis() as u64, "empty block {h} came {gap} ms after its parent");
+            parent = block.header.timestamp_ms;
+        }
+        // A transfer submitted mid-wait: finalized well before the interval would have passed.
+        ctx.sleep(interval / 3).await;
+        let submitted = ctx.current();
+        let id = chains[2].submit(checked(transfer(0))).await.expect("accepted");
+        wait_until(&ctx, || chains[0].snapshot().state.nonce(&user().public()) == 1).await;
+        let took = ctx.current().duration_since(submitted).unwrap();
+        assert!(matches!(chains[0].tx(id).await.unwrap(), TxStatus::Finalized { .. }));
+        // Proposal, notarization and finalization take a few 20 ms hops (plus the 50 ms polls).
+        assert!(took < Duration::from_millis(400), "the transfer took {took:?}");
+        let h = chains[0].tx(id).await.unwrap();
+        let TxStatus::Finalized { height: h, .. } = h else { unreachable!() };
+        let block = chains[0].block(h).await.unwrap().unwrap().block.header.timestamp_ms;
+        let parent = chains[0].block(h - 1).await.unwrap().unwrap().block.header.timestamp_ms;
+        assert!(
+            block - parent < interval.as_millis() as u64,
+            "the transfer's block waited {} ms",
+            block - parent
+        );
+    });
+}
+
 /// The committee changes at an epoch boundary and consensus follows it: five nodes, a
 /// committee of four, 10-block epochs. The outsider bonds enough to enter; after the next
 /// boundary it proposes blocks, the member it displaced never does (it keeps following as an

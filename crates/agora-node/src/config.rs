@@ -35,6 +35,32 @@ pub struct ValidatorSection {
     /// p2p settings profile.
     #[serde(default)]
     pub network: NetworkProfile,
+    /// Least time, ms, between an empty block and its parent: an idle chain grows by one block
+    /// per interval, and a transaction ends the wait at once. Below the 1,000 ms leader timeout.
+    #[serde(default = "default_empty_block_interval_ms")]
+    pub empty_block_interval_ms: u64,
+}
+
+pub(crate) fn default_empty_block_interval_ms() -> u64 {
+    agora_chain::EMPTY_BLOCK_INTERVAL.as_millis() as u64
+}
+
+impl ValidatorSection {
+    /// Consensus timing: the defaults, with this section's empty-block interval.
+    pub fn timing(&self) -> anyhow::Result<agora_chain::Timing> {
+        let timing = agora_chain::Timing {
+            empty_block_interval: std::time::Duration::from_millis(self.empty_block_interval_ms),
+            ..Default::default()
+        };
+        if timing.empty_block_interval >= timing.leader_timeout {
+            bail!(
+                "[validator] empty_block_interval_ms = {} must be below the leader timeout of {} ms, or peers skip the proposer",
+                self.empty_block_interval_ms,
+                timing.leader_timeout.as_millis()
+            );
+        }
+        Ok(timing)
+    }
 }
 
 /// Which p2p settings a validator uses.
@@ -435,6 +461,9 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
+        if let Some(v) = &cfg.validator {
+            v.timing().with_context(|| format!("config {}", path.display()))?;
+        }
         if cfg.validator.is_none() && cfg.provider.as_ref().is_none_or(|p| p.upstream.is_none()) {
             bail!(
                 "config {}: a node must be a validator or a provider with an `upstream` chain API",
@@ -590,6 +619,7 @@ mod tests {
                 peers: vec![],
                 max_block_txs: 10,
                 network: NetworkProfile::Local,
+                empty_block_interval_ms: default_empty_block_interval_ms(),
             }),
             provider: None,
             gateway: GatewaySection::default(),
@@ -602,6 +632,16 @@ mod tests {
         assert_eq!(back.api, cfg.api);
         std::fs::write(&path, "name = 3").unwrap();
         assert!(NodeConfig::load(&path).unwrap_err().to_string().contains("not valid"));
+        // A config without the interval gets the production one; one the peers' leader timeout
+        // would cut short is refused with its limit named.
+        let text = toml::to_string_pretty(&cfg).unwrap().replace("empty_block_interval_ms = 250\n", "");
+        std::fs::write(&path, &text).unwrap();
+        let v = NodeConfig::load(&path).unwrap().validator.unwrap();
+        assert_eq!(v.timing().unwrap().empty_block_interval, agora_chain::EMPTY_BLOCK_INTERVAL);
+        std::fs::write(&path, text.replace("[validator]\n", "[validator]\nempty_block_interval_ms = 1000\n"))
+            .unwrap();
+        let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
+        assert!(err.contains("below the leader timeout of 1000 ms"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct DevnetOptions {
     pub window: WindowPolicy,
     /// Chat runs a provider decodes together (`[provider.serve] batch`).
     pub serve_batch: usize,
+    /// Least time, ms, between an empty block and its parent (`[validator]
+    /// empty_block_interval_ms`).
+    pub empty_block_interval_ms: u64,
     /// How long the gateways' serving sessions last (`30m`).
     pub session_duration: String,
     /// Chain parameters to set in genesis, over [`devnet_params`].
@@ -239,6 +242,7 @@ pub fn prepare(opts: &DevnetOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)
                 peers: peers.clone(),
                 max_block_txs: 5_000,
                 network: crate::config::NetworkProfile::Local,
+                empty_block_interval_ms: opts.empty_block_interval_ms,
             }),
             provider: None,
             gateway: GatewaySection {

@@ -9,7 +9,7 @@ use crate::key_agent::KeyAgent;
 use agora_chain::block::{consensus_key, consensus_public_key};
 use agora_chain::mempool::Limits;
 use agora_chain::validator::{
-    CH_BACKFILL, CH_BLOCKS, CH_CERTS, CH_MEMPOOL, CH_RESOLVER, CH_VOTES, Channels, NAMESPACE, Timing,
+    CH_BACKFILL, CH_BLOCKS, CH_CERTS, CH_MEMPOOL, CH_RESOLVER, CH_VOTES, Channels, NAMESPACE,
     ValidatorConfig, default_page_cache, max_message_size,
 };
 use agora_chain::{BlockCfg, ChainHandle, start_validator};
@@ -106,6 +106,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     if !v.peers.iter().any(|p| p.key == me) {
         bail!("this node's key {me} is not among the [validator] peers; it cannot take part in consensus");
     }
+    let timing = v.timing()?;
     let signer = consensus_key(&key.seed());
     let pks: Vec<ed25519::PublicKey> = v
         .peers
@@ -182,7 +183,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 provider: oracle.clone(),
                 genesis,
                 block_cfg,
-                timing: Timing::default(),
+                timing,
                 mempool: Limits::default(),
                 max_block_txs: v.max_block_txs,
                 mailbox_size: NZUsize!(4096),

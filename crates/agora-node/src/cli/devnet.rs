@@ -50,6 +50,11 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = crate::config::DEFAULT_SERVE_BATCH,
           value_parser = serve_batch())]
     pub serve_batch: usize,
+    /// Least time, ms, between an empty block and its parent: an idle chain grows by one block
+    /// per interval, and a transaction ends the wait at once (0: as fast as rounds go).
+    #[arg(long, default_value_t = crate::config::default_empty_block_interval_ms(),
+          value_parser = empty_block_interval())]
+    pub empty_block_interval_ms: u64,
     /// How long the serving sessions the devnet's gateways open last.
     #[arg(long, default_value = "30m")]
     pub session_duration: String,
@@ -69,6 +74,11 @@ pub struct DevnetArgs {
 /// The parser of `--serve-batch` (and `bench serve --batch`): 1 to 1,024 chat runs.
 pub(crate) fn serve_batch() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=1024)
+}
+
+/// The parser of `--empty-block-interval-ms`: below the 1,000 ms leader timeout.
+pub(crate) fn empty_block_interval() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(0..1000)
 }
 
 /// Parses `--window-max-age` into ms.
@@ -102,6 +112,7 @@ pub async fn run(g: &Global, a: DevnetArgs) -> anyhow::Result<()> {
         cheat_answers: a.cheat_answers,
         window: WindowPolicy { receipts: a.window_receipts, max_age_ms: a.window_max_age },
         serve_batch: a.serve_batch,
+        empty_block_interval_ms: a.empty_block_interval_ms,
         session_duration: a.session_duration.clone(),
         params: a.params.clone(),
         port_base: a.port_base,

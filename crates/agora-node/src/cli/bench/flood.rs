@@ -218,7 +218,9 @@ fn window(samples: &[f64], blocks: usize, secs: f64) -> Window {
 
 /// Runs `agora bench flood`.
 pub async fn flood(g: &Global, a: FloodBenchArgs) -> anyhow::Result<()> {
-    let r = with_validators(a.validators, async |net| run(&a, net).await).await?;
+    // Empty blocks unpaced: rounds go as fast as consensus allows, so the block rate measures
+    // how much the flood slows consensus, not the pacing interval.
+    let r = with_validators(a.validators, 0, async |net| run(&a, net).await).await?;
     print(g.json, &r, |r| {
         format!(
             "validators {}, {} s per window\n\

@@ -75,6 +75,10 @@ pub struct ChainBenchArgs {
     /// Concurrent HTTP submissions.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Least time, ms, between an empty block and its parent (0: as fast as rounds go).
+    #[arg(long, default_value_t = crate::config::default_empty_block_interval_ms(),
+          value_parser = crate::cli::devnet::empty_block_interval())]
+    pub empty_block_interval_ms: u64,
     /// Transactions per submission request (`POST /api/v1/txs/batch`).
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
@@ -195,7 +199,10 @@ pub(crate) async fn wait_all(
 
 /// Runs `agora bench chain`.
 pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
-    let report = with_validators(a.validators, async |net| run_chain_bench(g, &a, net).await).await?;
+    let report = with_validators(a.validators, a.empty_block_interval_ms, async |net| {
+        run_chain_bench(g, &a, net).await
+    })
+    .await?;
     print(g.json, &report, |r| {
         format!(
             "validators            {}\nfinality latency idle p50 {:.0} ms, p95 {:.0} ms   (target p50 ≤ 500 ms)\nthroughput            {:.0} finalized tx/s over {} signed transfers   (target ≥ 5,000)\nsubmission            {:.0} tx/s accepted by the APIs\nlatency under load    p50 {:.0} ms, p95 {:.0} ms\nblocks                {:.1} per second",
@@ -213,10 +220,12 @@ pub async fn chain(g: &Global, a: ChainBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a devnet of `validators` validators (no providers) in a fresh temporary directory,
-/// runs `f` on it, and stops it and removes it whatever `f` returned.
+/// Starts a devnet of `validators` validators (no providers, an empty block every
+/// `empty_block_interval_ms` at most) in a fresh temporary directory, runs `f` on it, and stops
+/// it and removes it whatever `f` returned.
 pub(crate) async fn with_validators<T>(
     validators: usize,
+    empty_block_interval_ms: u64,
     f: impl AsyncFnOnce(&mut Devnet) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let dir = tempfile_dir()?;
@@ -232,6 +241,7 @@ pub(crate) async fn with_validators<T>(
         cheat_answers: false,
         window: crate::devnet::DEVNET_WINDOW,
         serve_batch: crate::config::DEFAULT_SERVE_BATCH,
+        empty_block_interval_ms,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(validators, 0)?,
@@ -297,6 +307,8 @@ pub(crate) struct BenchDevnet {
     pub window: WindowPolicy,
     /// Chat runs a provider decodes together.
     pub serve_batch: usize,
+    /// Least time, ms, between an empty block and its parent.
+    pub empty_block_interval_ms: u64,
 }
 
 impl Default for BenchDevnet {
@@ -309,6 +321,7 @@ impl Default for BenchDevnet {
             cheat_answers: false,
             window: crate::devnet::DEVNET_WINDOW,
             serve_batch: crate::config::DEFAULT_SERVE_BATCH,
+            empty_block_interval_ms: crate::config::default_empty_block_interval_ms(),
         }
     }
 }
@@ -334,6 +347,7 @@ async fn with_devnet<T>(
         cheat_answers: d.cheat_answers,
         window: d.window,
         serve_batch: d.serve_batch,
+        empty_block_interval_ms: d.empty_block_interval_ms,
         session_duration: "30m".into(),
         params: vec![],
         port_base: free_port_base(d.validators, d.providers)?,

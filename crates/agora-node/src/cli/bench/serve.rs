@@ -50,6 +50,11 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value_t = crate::config::DEFAULT_SERVE_BATCH,
           value_parser = crate::cli::devnet::serve_batch())]
     pub batch: usize,
+    /// Least time, ms, between an empty block and its parent (0 builds empty blocks as fast as
+    /// rounds go, as before pacing: the validators then take most of the cores).
+    #[arg(long, default_value_t = crate::config::default_empty_block_interval_ms(),
+          value_parser = crate::cli::devnet::empty_block_interval())]
+    pub empty_block_interval_ms: u64,
 }
 
 /// What `agora bench serve` measured.
@@ -59,6 +64,8 @@ pub struct ServeBenchReport {
     pub validators: usize,
     /// Providers.
     pub providers: usize,
+    /// The validators' empty-block interval, ms.
+    pub empty_block_interval_ms: u64,
     /// Time to first token, p50, ms.
     pub ttft_p50_ms: f64,
     /// Time to first token, p95, ms.
@@ -196,18 +203,20 @@ pub async fn serve(g: &super::Global, a: ServeBenchArgs) -> anyhow::Result<()> {
         providers: a.providers,
         window,
         serve_batch: a.batch,
+        empty_block_interval_ms: a.empty_block_interval_ms,
         ..Default::default()
     };
     let r = super::with_devnet(d, |_| false, async |net, _| measure(g, &a, net).await).await?;
     super::print(g.json, &r, |r| {
         format!(
-            "serving on a {}-validator, {}-provider devnet, through /v1:\n\
+            "serving on a {}-validator, {}-provider devnet (an empty block every {} ms at most), through /v1:\n\
              time to first token  p50 {:.0} ms, p95 {:.0} ms (target p50 ≤ 100 ms; the model alone here: {:.0} ms)\n\
              streaming            {:.1} tokens/s, local {:.1} tokens/s: {:.2}× (target ≥ 0.9×)\n\
              embeddings (1 text)  p50 {:.1} ms, p95 {:.1} ms (target p50 ≤ 30 ms)\n\
              {} concurrent clients (batch {}): {} served, first token p50 {:.0} ms, slowest {:.0} ms, slowest completion {:.0} ms",
             r.validators,
             r.providers,
+            r.empty_block_interval_ms,
             r.ttft_p50_ms,
             r.ttft_p95_ms,
             r.local_ttft_ms,
@@ -277,6 +286,7 @@ async fn measure(g: &super::Global, a: &ServeBenchArgs, net: &Devnet) -> anyhow:
     Ok(ServeBenchReport {
         validators: a.validators,
         providers: a.providers,
+        empty_block_interval_ms: a.empty_block_interval_ms,
         ttft_p50_ms: percentile(&ttft, 0.5),
         ttft_p95_ms: percentile(&ttft, 0.95),
         local_ttft_ms: local_ttft,

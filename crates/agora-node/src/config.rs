@@ -3,12 +3,15 @@
 //! Relative paths in a config file are resolved against the file's directory, so a devnet
 //! directory can be moved as a whole.
 
-use agora_core::{Amount, PublicKey, SecretKey};
+use agora_core::{Amount, PublicKey};
 use agora_ledger::Genesis;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use agora_client::keyfile::{load_key, write_key, write_secret};
+pub use agora_gateway::config::{GatewaySection, GatewaySessionSection};
 
 /// Default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7700";
@@ -287,125 +290,6 @@ fn default_upload_mb() -> u64 {
     8192
 }
 
-/// Settings of the OpenAI-compatible gateway (every node serves it; these are the terms of the
-/// jobs it submits). Omitted fields take the job file's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewaySection {
-    /// Resource class to buy.
-    #[serde(default)]
-    pub class: Option<String>,
-    /// Highest price per device-second, base units.
-    #[serde(default = "default_gateway_price")]
-    pub max_price: Amount,
-    /// Verification policy (`standard`, `redundant:<n>`).
-    #[serde(default)]
-    pub policy: Option<String>,
-    /// Region constraint.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Carbon cap, gCO2e/kWh.
-    #[serde(default)]
-    pub max_carbon: Option<u32>,
-    /// Job deadline (`10m`).
-    #[serde(default = "default_gateway_deadline")]
-    pub deadline: String,
-    /// How long a request may wait for its verified answer (`15m`).
-    #[serde(default = "default_gateway_timeout")]
-    pub timeout: String,
-    /// Serve requests from warm serving sessions on these terms (absent: every request is a
-    /// job). A request can still ask for job mode (`"agora": {"mode": "job"}` in its body).
-    #[serde(default)]
-    pub session: Option<GatewaySessionSection>,
-}
-
-/// `[gateway.session]`: the terms of the serving sessions the gateway opens, one per API key
-/// and kind of request, renewed before they end or run out of escrow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewaySessionSection {
-    /// Escrow locked per session (the key's budget is charged it until the session settles).
-    pub escrow: Amount,
-    /// How long a session serves (`1h`).
-    #[serde(default = "default_session_duration")]
-    pub duration: String,
-    /// Providers per session (capacity and failover).
-    #[serde(default = "default_session_providers")]
-    pub providers: u8,
-    /// Offered per 1,000 prompt tokens.
-    pub prompt_per_1k: Amount,
-    /// Offered per 1,000 completion tokens.
-    pub completion_per_1k: Amount,
-    /// Offered per embedded item.
-    pub per_item: Amount,
-    /// Target time to first token, ms (0: none).
-    #[serde(default)]
-    pub ttft_ms: u32,
-    /// How long to wait for a new session's first provider before answering in job mode
-    /// (`30s`).
-    #[serde(default = "default_session_match_timeout")]
-    pub match_timeout: String,
-}
-
-fn default_session_duration() -> String {
-    "1h".into()
-}
-fn default_session_providers() -> u8 {
-    2
-}
-fn default_session_match_timeout() -> String {
-    "30s".into()
-}
-
-fn default_gateway_price() -> Amount {
-    Amount(100)
-}
-fn default_gateway_deadline() -> String {
-    "10m".into()
-}
-fn default_gateway_timeout() -> String {
-    "15m".into()
-}
-
-impl Default for GatewaySection {
-    fn default() -> Self {
-        Self {
-            class: None,
-            max_price: default_gateway_price(),
-            policy: None,
-            region: None,
-            max_carbon: None,
-            deadline: default_gateway_deadline(),
-            timeout: default_gateway_timeout(),
-            session: None,
-        }
-    }
-}
-
-impl GatewaySection {
-    /// The `[market]` table of a job file with these terms.
-    pub fn market_table(&self) -> toml::Table {
-        let mut m = toml::Table::new();
-        m.insert("max_price".into(), toml::Value::String(self.max_price.to_string()));
-        m.insert("deadline".into(), self.deadline.clone().into());
-        if let Some(c) = &self.class {
-            m.insert("class".into(), c.clone().into());
-        }
-        if let Some(p) = &self.policy {
-            m.insert("policy".into(), p.clone().into());
-        }
-        let mut constraints = toml::Table::new();
-        if let Some(r) = &self.region {
-            constraints.insert("region".into(), r.clone().into());
-        }
-        if let Some(c) = self.max_carbon {
-            constraints.insert("max_carbon".into(), i64::from(c).into());
-        }
-        if !constraints.is_empty() {
-            m.insert("constraints".into(), constraints.into());
-        }
-        m
-    }
-}
-
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -485,72 +369,6 @@ impl NodeConfig {
     }
 }
 
-/// Reads a key file (hex seed).
-pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read key file {}; create one with `agora init` or `agora wallet new`", path.display())
-    })?;
-    SecretKey::from_hex(text.trim())
-        .with_context(|| format!("key file {} is not a 64-hex-digit seed", path.display()))
-}
-
-/// Writes `bytes` to `path` readable and writable only by its owner (0600), atomically: a
-/// temporary file beside it is written, synced and renamed over it, so a crash leaves the old
-/// contents or the new, never a mix. For anything secret or confidential: keys, job records
-/// holding input keys, a provider's state and plaintext items.
-pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    // A pre-existing temporary file keeps its mode; make sure it is the owner's alone.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Writes a key file readable only by its owner. Refuses to overwrite an existing key.
-pub fn write_key(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
-    use std::io::Write;
-    if path.exists() {
-        bail!("{} already exists; refusing to overwrite a key", path.display());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{}", key.to_hex())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// Reads a genesis file (TOML).
 pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
     let text =
@@ -570,20 +388,6 @@ pub fn save_genesis(path: &Path, genesis: &Genesis) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn secrets_are_written_for_the_owner_only_even_over_a_readable_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs").join("1.json");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, b"old").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_secret(&path, b"input keys").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"input keys");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    }
 
     #[test]
     fn a_serving_section_without_window_settings_gets_the_default_and_bad_ones_are_named() {
@@ -642,22 +446,5 @@ mod tests {
             .unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(err.contains("below the leader timeout of 1000 ms"), "{err}");
-    }
-
-    #[test]
-    fn keys_are_private_and_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.key");
-        let k = SecretKey::generate();
-        write_key(&path, &k).unwrap();
-        assert_eq!(load_key(&path).unwrap().public(), k.public());
-        assert!(write_key(&path, &SecretKey::generate()).unwrap_err().to_string().contains("refusing"));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        std::fs::write(dir.path().join("bad.key"), "xyz").unwrap();
-        assert!(load_key(&dir.path().join("bad.key")).is_err());
     }
 }

@@ -70,6 +70,12 @@ impl DevnetOptions {
 pub const DEVNET_WINDOW: WindowPolicy =
     WindowPolicy { receipts: crate::provider::sessions::WINDOW_RECEIPTS, max_age_ms: 2_000 };
 
+/// A devnet's empty-block interval unless told otherwise: faster than production's
+/// [`agora_chain::EMPTY_BLOCK_INTERVAL`] (250 ms), because the ledger counts its timers (epochs,
+/// audit windows, liveness) in blocks and a devnet is for watching them pass; still a fifth of
+/// the empty blocks an unpaced devnet built.
+pub const DEVNET_EMPTY_BLOCK_INTERVAL_MS: u64 = 100;
+
 /// Most validators, and most providers, a devnet's port layout has room for.
 pub const MAX_DEVNET_NODES: usize = 50;
 

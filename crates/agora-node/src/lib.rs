@@ -4,16 +4,14 @@
 pub mod address_book;
 pub mod api;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod devnet;
-pub mod gateway;
-pub mod key_agent;
 pub mod logging;
-pub mod protocol;
 pub mod provider;
-pub mod requester;
 pub mod run;
-pub mod sender;
 pub mod store_keeper;
 pub mod store_policy;
+
+pub use agora_client::{client, protocol, sender};
+pub use agora_gateway as gateway;
+pub use agora_requester::{self as requester, key_agent};

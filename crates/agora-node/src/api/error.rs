@@ -3,14 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong and, where possible, how to fix it.
-    pub error: String,
-}
+pub use agora_client::types::ErrorBody;
 
 /// An error returned by a handler.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod signatures;
-pub mod types;
+pub use agora_client::types;
 
 use agora_chain::ChainHandle;
 use agora_store::Store;

@@ -243,7 +243,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> anyhow::Result<()> {
         cheat_answers: false,
         window: crate::devnet::DEVNET_WINDOW,
         serve_batch: crate::config::DEFAULT_SERVE_BATCH,
-        empty_block_interval_ms: crate::config::default_empty_block_interval_ms(),
+        empty_block_interval_ms: crate::devnet::DEVNET_EMPTY_BLOCK_INTERVAL_MS,
         session_duration: "30m".into(),
         // With cheaters, every lease is audited, so one run reliably shows a catch; otherwise
         // the chain's own deterrence rule sets the audit rate.

@@ -52,7 +52,7 @@ pub struct DevnetArgs {
     pub serve_batch: usize,
     /// Least time, ms, between an empty block and its parent: an idle chain grows by one block
     /// per interval, and a transaction ends the wait at once (0: as fast as rounds go).
-    #[arg(long, default_value_t = crate::config::default_empty_block_interval_ms(),
+    #[arg(long, default_value_t = crate::devnet::DEVNET_EMPTY_BLOCK_INTERVAL_MS,
           value_parser = empty_block_interval())]
     pub empty_block_interval_ms: u64,
     /// How long the serving sessions the devnet's gateways open last.

@@ -29,7 +29,10 @@ impl JobRecord {
 
     /// Saves the record, readable only by the owner (it holds the shards' input keys).
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        crate::config::write_secret(&Self::path(data_dir, self.job), &serde_json::to_vec_pretty(self)?)
+        agora_client::keyfile::write_secret(
+            &Self::path(data_dir, self.job),
+            &serde_json::to_vec_pretty(self)?,
+        )
     }
 
     /// Loads the record of `job`, if this machine submitted it.

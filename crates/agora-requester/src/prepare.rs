@@ -3,7 +3,7 @@
 //! the shards to the node's content store. Nothing here moves money.
 
 use super::jobfile::JobFile;
-use crate::protocol::{self, EncodedShard};
+use agora_client::protocol::{self, EncodedShard};
 use agora_core::manifest::{JobManifest, ShardSpec};
 use agora_core::{JobKind, JobParams, SecretKey};
 use agora_runtime::provision::Provisioner;

@@ -3,8 +3,8 @@
 //! that provider, check every item against the committed Merkle root, and reassemble the shards
 //! in order.
 
-use crate::client::NodeClient;
-use crate::protocol::{self, ProtocolError};
+use agora_client::client::NodeClient;
+use agora_client::protocol::{self, ProtocolError};
 use agora_core::tx::LeaseId;
 use agora_core::{JobKind, SecretKey};
 use agora_ledger::jobs::{Job, ShardStatus};

@@ -1,18 +1,22 @@
 //! The OpenAI-compatible gateway every node serves at `/v1`: `GET /v1/models`,
-//! `POST /v1/embeddings` and `POST /v1/chat/completions` (also streamed). Each request becomes
-//! a job on the network, paid from the account its API key maps to, and is answered only once
-//! the job's results are verified and settled; the response carries the job id and what
-//! verification applied under `agora`. Streaming replays the verified completion as chunks:
-//! nothing unverified is ever sent.
+//! `POST /v1/embeddings` and `POST /v1/chat/completions` (also streamed), paid from the
+//! account an API key maps to. With `[gateway.session]` configured, a request is answered from
+//! a warm serving session ([`sessions`]): tokens are streamed as they are generated, and each
+//! answer is checked against the provider's signed receipt, which is kept so that an omission
+//! or alteration can be proven later. Otherwise, or when a request asks for it, the request
+//! becomes a job ([`jobs`]) and is answered only once its results are verified and settled;
+//! streaming then replays the verified completion as chunks. The response's `agora` field says
+//! which mode answered.
 
+pub mod config;
 pub mod jobs;
 pub mod keys;
 pub mod openai;
 pub mod sessions;
 
-use crate::client::NodeClient;
 use crate::config::GatewaySection;
-use crate::sender::TxSender;
+use agora_client::client::NodeClient;
+use agora_client::sender::TxSender;
 use agora_core::session::ServeKind;
 use agora_core::{Amount, JobKind};
 use agora_runtime::items::generation::{Generation, StopReason};
@@ -70,7 +74,7 @@ impl Gateway {
             keys: KeyStore::new(&data_dir),
             data_dir,
             market: section.market_table(),
-            timeout: Duration::from_millis(crate::requester::jobfile::parse_duration(&section.timeout)?),
+            timeout: Duration::from_millis(agora_requester::jobfile::parse_duration(&section.timeout)?),
             sessions: section.session.as_ref().map(Sessions::new).transpose()?,
             senders: Default::default(),
             reserved: Default::default(),

@@ -208,8 +208,8 @@ impl Sessions {
     /// The session mode on `cfg`'s terms.
     pub fn new(cfg: &GatewaySessionSection) -> anyhow::Result<Self> {
         let duration_ms =
-            crate::requester::jobfile::parse_duration(&cfg.duration).context("[gateway.session] duration")?;
-        let match_timeout = crate::requester::jobfile::parse_duration(&cfg.match_timeout)
+            agora_requester::jobfile::parse_duration(&cfg.duration).context("[gateway.session] duration")?;
+        let match_timeout = agora_requester::jobfile::parse_duration(&cfg.match_timeout)
             .context("[gateway.session] match_timeout")?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -255,7 +255,7 @@ impl Sessions {
         let key = gw.keys.account(entry).map_err(internal)?;
         let (data_dir, name) = (gw.data_dir.clone(), model.to_string());
         let provisioned =
-            tokio::task::spawn_blocking(move || crate::requester::prepare::provisioner(&data_dir).get(&name))
+            tokio::task::spawn_blocking(move || agora_requester::prepare::provisioner(&data_dir).get(&name))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?
@@ -266,7 +266,7 @@ impl Sessions {
                 })?;
         let store =
             agora_store::http::Client::new(gw.client.url()).map_err(internal)?.with_signer(key.clone());
-        crate::requester::prepare::upload_model(&store, &provisioned.bundle_path, provisioned.hash())
+        agora_requester::prepare::upload_model(&store, &provisioned.bundle_path, provisioned.hash())
             .await
             .map_err(|e| OpenAiError::unavailable(format!("{e:#}")))?;
         let class = gw.market.get("class").and_then(|c| c.as_str()).unwrap_or("cpu.x86_64");
@@ -346,7 +346,7 @@ impl Sessions {
     }
 
     async fn read_members(&self, gw: &Gateway, open: &Open) -> Result<Vec<Member>, OpenAiError> {
-        let unavailable = |e: crate::client::ClientError| OpenAiError::unavailable(e.to_string());
+        let unavailable = |e: agora_client::client::ClientError| OpenAiError::unavailable(e.to_string());
         let detail = gw.client.session(open.id).await.map_err(unavailable)?;
         let reach = gw.client.reach().await.map_err(unavailable)?;
         let mut out = vec![];
@@ -552,7 +552,7 @@ fn no_provider(session: SessionId, failures: Vec<String>) -> OpenAiError {
 /// Submits `terms` from `sender`'s account and returns the new session's id.
 async fn open_on_chain(
     gw: &Gateway,
-    sender: &crate::sender::TxSender,
+    sender: &agora_client::sender::TxSender,
     terms: &SessionTerms,
 ) -> Result<SessionId, OpenAiError> {
     let refused = |e: String| {
@@ -700,7 +700,7 @@ impl Sessions {
     async fn challenges(
         &self,
         gw: &Gateway,
-        detail: &crate::api::types::SessionDetail,
+        detail: &agora_client::types::SessionDetail,
         params: &agora_ledger::Params,
         height: u64,
     ) -> anyhow::Result<Vec<Challenge>> {

@@ -4,9 +4,9 @@
 //! ([`super::delivery`]).
 
 use super::record::JobRecord;
-use crate::client::NodeClient;
-use crate::protocol;
-use crate::sender::TxSender;
+use agora_client::client::NodeClient;
+use agora_client::protocol;
+use agora_client::sender::TxSender;
 use agora_core::tx::LeaseId;
 use agora_core::tx::TxPayload;
 use agora_ledger::jobs::{Job, ShardStatus};

@@ -12,9 +12,9 @@
 //! lets the provider be paid when the window closes.
 
 use super::results::{download_outputs, open_outputs};
-use crate::client::NodeClient;
-use crate::protocol;
-use crate::sender::TxSender;
+use agora_client::client::NodeClient;
+use agora_client::protocol;
+use agora_client::sender::TxSender;
 use agora_core::SecretKey;
 use agora_core::tx::{LeaseId, TxPayload};
 use agora_ledger::jobs::Job;

@@ -7,7 +7,7 @@
 //! request that ends early. Every change is a read-modify-write of that file under the key's
 //! lock, replaced atomically.
 
-use crate::config::{load_key, write_key, write_secret};
+use agora_client::keyfile::{load_key, write_key, write_secret};
 use agora_core::{AccountId, Amount, Hash, SecretKey};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! A typed client of a node's HTTP API, used by the CLI and by provider agents.
 
-use crate::api::error::ErrorBody;
-use crate::api::types::*;
+use crate::types::ErrorBody;
+use crate::types::*;
 use agora_chain::{BlockRecord, StateProof, TxStatus};
 use agora_core::tx::{Transaction, TxPayload};
 use agora_core::{AccountId, Amount, Hash, SecretKey, SignedTx};
@@ -215,7 +215,7 @@ impl NodeClient {
     }
 
     /// A serving session with its windows.
-    pub async fn session(&self, id: u64) -> Result<crate::api::types::SessionDetail, ClientError> {
+    pub async fn session(&self, id: u64) -> Result<crate::types::SessionDetail, ClientError> {
         self.get(&format!("/api/v1/sessions/{id}")).await
     }
 

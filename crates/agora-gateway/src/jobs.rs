@@ -7,9 +7,9 @@
 use super::Gateway;
 use super::keys::KeyEntry;
 use super::openai::{AgoraInfo, OpenAiError};
-use crate::requester::{self, follow, jobfile::JobFile, receipt, results};
 use agora_core::{Amount, JobKind};
 use agora_ledger::sessions::SessionStatus;
+use agora_requester::{self as requester, follow, jobfile::JobFile, receipt, results};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +94,7 @@ fn job_file(
 async fn submit_and_settle(
     gw: &Gateway,
     name: &str,
-    sender: &crate::sender::TxSender,
+    sender: &agora_client::sender::TxSender,
     prepared: &requester::prepare::Prepared,
     max_cost: Amount,
     reservation: Reservation,

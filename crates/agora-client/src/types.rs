@@ -11,6 +11,13 @@ use agora_ledger::registry::Provider;
 use agora_ledger::staking::Validator;
 use serde::{Deserialize, Serialize};
 
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and, where possible, how to fix it.
+    pub error: String,
+}
+
 /// `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {

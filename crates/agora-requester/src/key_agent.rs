@@ -1,7 +1,7 @@
 //! The key agent: shares encrypted jobs' input keys with their matched providers on the
 //! requester's behalf, so a job is served (and re-matched after a failure) while its requester
 //! is offline, and checks each delivered lease's outputs with the job's output key, confirming
-//! or disputing them before the provider is paid (`crate::requester::delivery`). `agora job
+//! or disputing them before the provider is paid (`crate::delivery`). `agora job
 //! submit` names the node's account as the job's `key_agent` and deposits each shard's key and
 //! the job's output key here, sealed to that account.
 //!
@@ -20,11 +20,11 @@
 //! Deposits are kept 0600 under `<data dir>/key-agent/` (sealed, as received) until the job
 //! finishes, and survive restarts.
 
-use crate::client::NodeClient;
-use crate::protocol;
-use crate::requester::delivery::check_delivered;
-use crate::requester::follow::share_input_key;
-use crate::sender::TxSender;
+use crate::delivery::check_delivered;
+use crate::follow::share_input_key;
+use agora_client::client::NodeClient;
+use agora_client::protocol;
+use agora_client::sender::TxSender;
 use agora_core::tx::LeaseId;
 use agora_core::{AccountId, Hash, SecretKey, Signature};
 use agora_ledger::jobs::{Job, ShardStatus};
@@ -133,7 +133,7 @@ impl KeyAgent {
             self.chain.job(job_id).await.map_err(|e| refuse(StatusCode::NOT_FOUND, format!("{e:#}")))?;
         let deposited = check_deposit(&self.key, job_id, &job, &d)?;
         let bytes = serde_json::to_vec(&d).expect("serializable");
-        crate::config::write_secret(&self.path(job_id), &bytes)
+        agora_client::keyfile::write_secret(&self.path(job_id), &bytes)
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
         info!(job = job_id, shards = deposited.keys.len(), "key agent: keys deposited");
         Ok(deposited.keys.len())

@@ -4,7 +4,7 @@
 //! every lease and of the job checked against finalized headers whose finalization
 //! certificates are checked against the committee.
 
-use crate::client::NodeClient;
+use agora_client::client::NodeClient;
 use agora_core::{AccountId, Amount, Decode, Hash, JobKind, PublicKey};
 use agora_ledger::ObjectKey;
 use agora_ledger::audits::AuditSubject;
@@ -294,11 +294,11 @@ async fn finalization_when_ready(
     client: &NodeClient,
     height: u64,
     timeout: Duration,
-) -> anyhow::Result<crate::client::Finalization> {
+) -> anyhow::Result<agora_client::client::Finalization> {
     let start = std::time::Instant::now();
     loop {
         match client.finalization(height).await {
-            Err(crate::client::ClientError::Api { status: 404, .. }) if start.elapsed() < timeout => {
+            Err(agora_client::client::ClientError::Api { status: 404, .. }) if start.elapsed() < timeout => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             other => return Ok(other?),

@@ -1,19 +1,21 @@
 //! The requester side: job files, preparing and submitting jobs, following them to settlement
 //! (sharing input keys with assigned providers, checking delivered encrypted outputs), fetching
-//! and checking results, receipts, and quotes.
+//! and checking results, receipts, and quotes; and the [`key_agent`] a node runs to do the
+//! following on behalf of requesters who are offline.
 
 pub mod delivery;
 pub mod follow;
 pub mod jobfile;
+pub mod key_agent;
 pub mod prepare;
 pub mod quote;
 pub mod receipt;
 pub mod record;
 pub mod results;
 
-use crate::client::NodeClient;
-use crate::sender::TxSender;
 use agora_chain::TxStatus;
+use agora_client::client::NodeClient;
+use agora_client::sender::TxSender;
 use agora_core::JobManifest;
 use agora_core::tx::TxPayload;
 use agora_ledger::Event;

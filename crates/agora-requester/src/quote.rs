@@ -1,8 +1,8 @@
 //! `agora job quote`: before any money moves, whether a job can be placed now (and if not,
 //! why), what it would cost at recent prices, and how likely cheating would be caught.
 
-use crate::api::types::{MarketClass, OrderList, ProviderList};
-use crate::client::NodeClient;
+use agora_client::client::NodeClient;
+use agora_client::types::{MarketClass, OrderList, ProviderList};
 use agora_core::manifest::JobManifest;
 use agora_core::{AccountId, Amount};
 use agora_ledger::audits::{detection_ppm, probability_for, sample_size};

@@ -59,8 +59,8 @@ pub struct Shared {
     events: tokio::sync::broadcast::Sender<Arc<Published>>,
     index: IndexHandle,
     mempool: Arc<(AtomicUsize, AtomicUsize)>,
-    /// Woken whenever the mempool holds transactions after a change.
-    arrivals: Arc<tokio::sync::Notify>,
+    /// Transactions the mempool had admitted at the last publication, and who waits for more.
+    arrivals: Arc<(AtomicU64, tokio::sync::Notify)>,
 }
 
 impl Shared {
@@ -89,16 +89,19 @@ impl Shared {
     fn set_mempool_size(&self, pool: &Mempool) {
         self.mempool.0.store(pool.len(), Ordering::Relaxed);
         self.mempool.1.store(pool.bytes(), Ordering::Relaxed);
-        if !pool.is_empty() {
-            self.arrivals.notify_waiters();
+        // Only an admission can turn an empty block into a full one: reads, refusals and
+        // removals wake nobody, so a flood of them costs a waiting proposer no rebuilds.
+        if self.arrivals.0.swap(pool.admitted(), Ordering::Relaxed) != pool.admitted() {
+            self.arrivals.1.notify_waiters();
         }
     }
 
-    /// A future that completes at the next change after which the mempool holds transactions.
-    /// It counts from when it is first polled or [`tokio::sync::futures::Notified::enable`]d,
-    /// so enable it before checking for transactions and none is missed.
+    /// A future that completes at the next publication after the mempool admitted a
+    /// transaction. It counts from when it is first polled or
+    /// [`tokio::sync::futures::Notified::enable`]d, so enable it before asking for a block and
+    /// no arrival is missed.
     pub fn arrival(&self) -> tokio::sync::futures::Notified<'_> {
-        self.arrivals.notified()
+        self.arrivals.1.notified()
     }
 
     /// The latest finalized snapshot.

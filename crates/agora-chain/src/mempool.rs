@@ -146,6 +146,12 @@ impl Mempool {
         self.bytes
     }
 
+    /// Transactions admitted so far, replacements included: it changes exactly when the pool
+    /// gained a transaction, which is what can turn an empty block into a full one.
+    pub fn admitted(&self) -> u64 {
+        self.seq
+    }
+
     /// Whether `id` is pending.
     pub fn contains(&self, id: &Hash) -> bool {
         self.by_id.contains_key(id)
@@ -306,6 +312,28 @@ mod tests {
             payload: TxPayload::Transfer { to: SecretKey::from_label("x").public(), amount: Amount(1) },
         }
         .sign("mp", &k)
+    }
+
+    #[test]
+    fn only_an_admitted_transaction_counts_as_an_arrival() {
+        let s = state();
+        let mut m = Mempool::new(Limits { nonce_window: 4, ..Limits::default() });
+        // A nonce ahead of its sender's next is admitted (and counts) but cannot be included.
+        m.insert_signed(tx(0, 2, 10), &s).unwrap();
+        assert_eq!(m.admitted(), 1);
+        assert!(m.select(&s, 100, 1 << 20).is_empty());
+        // Refusals, removals and pruning are not arrivals.
+        assert!(m.insert_signed(tx(0, 2, 10), &s).is_err());
+        assert!(m.insert_signed(tx(0, 9, 10), &s).is_err());
+        m.prune(&s);
+        assert_eq!(m.admitted(), 1);
+        // A replacement is: it may be the one that fits.
+        let id = m.insert_signed(tx(0, 2, 20), &s).unwrap();
+        assert_eq!(m.admitted(), 2);
+        m.remove(&id);
+        assert_eq!((m.admitted(), m.len()), (2, 0));
+        m.insert_signed(tx(0, 0, 10), &s).unwrap();
+        assert_eq!(m.admitted(), 3);
     }
 
     #[test]

@@ -152,6 +152,15 @@ pub struct ExecutorConfig {
     pub empty_block_interval_ms: u64,
 }
 
+/// When an empty block on a parent stamped `parent_ts` may be proposed at `now_ms`: an
+/// interval after the parent, but never more than an interval from now. A parent stamped ahead
+/// of our clock (peers accept up to `MAX_DRIFT_MS` ahead) would otherwise stretch our wait to
+/// 750 ms, close enough to the 1 s leader timeout for our view to be nullified over a slow
+/// link, and the missed slot charged to us.
+fn empty_block_due(parent_ts: u64, now_ms: u64, interval_ms: u64) -> u64 {
+    parent_ts.min(now_ms).saturating_add(interval_ms)
+}
+
 /// The consensus committee the ledger `state` holds (of the epoch its next block belongs to).
 pub fn committee_of(state: &State) -> Set<ed25519::PublicKey> {
     Set::from_iter_dedup(state.meta().committee.iter().filter_map(crate::block::consensus_public_key))
@@ -527,7 +536,7 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
             // only knows the current one, so older evidence is dropped.
             .filter(|m| parent_state.validator(&m.offender).is_some() && m.epoch == parent_state.meta().epoch)
             .collect();
-        let due_ms = parent_ts.saturating_add(self.config.empty_block_interval_ms);
+        let due_ms = empty_block_due(parent_ts, now_ms, self.config.empty_block_interval_ms);
         if builder.txs().is_empty() && evidence.is_empty() && now_ms < due_ms {
             debug!(height, pending = self.mempool.len(), wait_ms = due_ms - now_ms, "idle");
             return Some(Proposed::Idle { due_ms });
@@ -768,5 +777,21 @@ impl<E: Storage + Clock + Metrics + Spawner + CryptoRng> Executor<E> {
                 let _ = response.send(self.prove(key).await);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::empty_block_due;
+    use crate::application::MAX_DRIFT_MS;
+
+    #[test]
+    fn an_empty_block_never_waits_more_than_one_interval() {
+        // A parent stamped in the past: an interval after it.
+        assert_eq!(empty_block_due(1_000, 1_100, 250), 1_250);
+        // A parent stamped as far ahead as peers accept: an interval from now, not from it.
+        let now = 10_000;
+        assert_eq!(empty_block_due(now + MAX_DRIFT_MS, now, 250), now + 250);
+        assert_eq!(empty_block_due(u64::MAX, u64::MAX, 250), u64::MAX);
     }
 }

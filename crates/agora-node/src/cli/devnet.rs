@@ -76,9 +76,11 @@ pub(crate) fn serve_batch() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=1024)
 }
 
-/// The parser of `--empty-block-interval-ms`: below the 1,000 ms leader timeout.
+/// The parser of `--empty-block-interval-ms`: below the leader timeout, as
+/// [`crate::config::ValidatorSection::timing`] requires of a config.
 pub(crate) fn empty_block_interval() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::builder::RangedU64ValueParser::new().range(0..1000)
+    let leader_timeout = agora_chain::Timing::default().leader_timeout.as_millis() as u64;
+    clap::builder::RangedU64ValueParser::new().range(0..leader_timeout)
 }
 
 /// Parses `--window-max-age` into ms.
